@@ -1,0 +1,144 @@
+//! Blocks: bytes and the CID that names them.
+
+use std::fmt;
+
+use bytes::Bytes;
+use ipld_core::cid::Cid;
+use multihash::Multihash;
+
+use crate::error::BlockError;
+
+/// Multicodec code of DAG-CBOR.
+pub const DAG_CBOR: u64 = 0x71;
+/// Multihash code of BLAKE3 (256-bit output).
+pub const BLAKE3: u64 = 0x1e;
+/// Length of a BLAKE3 digest.
+pub(crate) const DIGEST_LEN: usize = 32;
+
+/// The 32-byte BLAKE3 digest of an event. Every event CID is the fixed prefix
+/// plus this digest, so comparing digests compares CID bytes.
+pub(crate) type Digest = [u8; DIGEST_LEN];
+
+/// Hashes bytes into a CIDv1 / DAG-CBOR / BLAKE3 CID.
+pub fn cid_of(bytes: &[u8]) -> Cid {
+    cid_from_digest(blake3::hash(bytes).as_bytes())
+}
+
+pub(crate) fn cid_from_digest(digest: &Digest) -> Cid {
+    let mh = Multihash::wrap(BLAKE3, digest).expect("32 bytes fit a 64-byte multihash");
+    Cid::new_v1(DAG_CBOR, mh)
+}
+
+/// The digest of a CID if it has the one shape events use (v1, dag-cbor, blake3-256).
+pub(crate) fn digest_of(cid: &Cid) -> Option<Digest> {
+    let mh = cid.hash();
+    if cid.version() != ipld_core::cid::Version::V1 || cid.codec() != DAG_CBOR || mh.code() != BLAKE3 {
+        return None;
+    }
+    mh.digest().try_into().ok()
+}
+
+/// Checks that a CID has the shape this library accepts.
+pub(crate) fn check_cid(cid: &Cid) -> Result<(), BlockError> {
+    if cid.version() != ipld_core::cid::Version::V1 {
+        return Err(BlockError::UnsupportedVersion { cid: *cid, version: cid.version().into() });
+    }
+    if cid.codec() != DAG_CBOR {
+        return Err(BlockError::UnsupportedCodec { cid: *cid, codec: cid.codec() });
+    }
+    let mh = cid.hash();
+    if mh.code() != BLAKE3 || mh.size() as usize != DIGEST_LEN {
+        return Err(BlockError::UnsupportedHash { cid: *cid, code: mh.code(), size: mh.size() });
+    }
+    Ok(())
+}
+
+/// A short, readable form of a CID for logs and pictures: the last 8
+/// characters of its string form (the part that varies), e.g. `…x3kq2a7e`.
+pub fn short(cid: &Cid) -> String {
+    let s = cid.to_string();
+    let tail = &s[s.len().saturating_sub(8)..];
+    format!("…{tail}")
+}
+
+/// An IPLD block: bytes and the CID that names them.
+///
+/// A `Block` built with [`Block::new`] or [`Block::from_bytes`] is known to
+/// match its CID; [`Block::new_unchecked`] is for bytes that come from a store
+/// this process wrote and trusts. Cloning is cheap (the bytes are shared).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Block {
+    cid: Cid,
+    bytes: Bytes,
+}
+
+impl Block {
+    /// Builds a block from bytes that claim to be `cid`, verifying the claim.
+    ///
+    /// # Errors
+    /// [`BlockError`] when the CID is not CIDv1/DAG-CBOR/BLAKE3-256 or the
+    /// bytes hash to something else.
+    pub fn new(cid: Cid, bytes: impl Into<Bytes>) -> Result<Self, BlockError> {
+        let block = Block { cid, bytes: bytes.into() };
+        block.verify()?;
+        Ok(block)
+    }
+
+    /// Hashes `bytes` and names them by the resulting CID.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Block { cid: cid_of(&bytes), bytes }
+    }
+
+    /// Pairs a CID with bytes without checking them. Use only for bytes read
+    /// back from a store that only ever held verified blocks; everything from
+    /// the network goes through [`Block::new`] or [`Block::from_bytes`].
+    pub fn new_unchecked(cid: Cid, bytes: impl Into<Bytes>) -> Self {
+        Block { cid, bytes: bytes.into() }
+    }
+
+    /// Checks that the CID has the accepted shape and that the bytes hash to it.
+    ///
+    /// # Errors
+    /// [`BlockError::UnsupportedVersion`], [`BlockError::UnsupportedCodec`],
+    /// [`BlockError::UnsupportedHash`] or [`BlockError::HashMismatch`].
+    pub fn verify(&self) -> Result<(), BlockError> {
+        check_cid(&self.cid)?;
+        let actual = cid_of(&self.bytes);
+        if actual != self.cid {
+            return Err(BlockError::HashMismatch { cid: self.cid, actual });
+        }
+        Ok(())
+    }
+
+    /// The CID.
+    pub fn cid(&self) -> &Cid {
+        &self.cid
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the block holds no bytes (no valid event does).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Splits into CID and bytes.
+    pub fn into_parts(self) -> (Cid, Bytes) {
+        (self.cid, self.bytes)
+    }
+}
+
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Block({}, {} bytes)", short(&self.cid), self.bytes.len())
+    }
+}

@@ -1,0 +1,593 @@
+//! The in-memory index of one stream: an arena of events with compact ids.
+//!
+//! Layout (about 80 bytes per event, see `index_bytes_per_event` in the perf
+//! report): a `Vec` of fixed-size nodes (digest, height, where its parent
+//! links start), one `u32` per parent link, a child list threaded through the
+//! links, a hash table of `u32` ids keyed by digest, and the total order as a
+//! list of sorted chunks. Nothing holds a pointer; every walk is a loop over
+//! a heap or a stack, never recursion, so histories can be millions deep.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fmt;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use ipld_core::cid::Cid;
+
+use crate::block::{Digest, cid_from_digest, digest_of};
+use crate::error::{InsertError, UnknownEvent};
+
+const NONE: u32 = u32::MAX;
+/// Most ids in one chunk of the total order.
+const CHUNK: usize = 1024;
+
+/// A compact handle on an event inside one [`Dag`]: its arrival index.
+///
+/// Ids are dense (`0..dag.len()`), 0 is the genesis, and an event's id is
+/// always larger than its parents' ids. They mean nothing outside their `Dag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(u32);
+
+impl EventId {
+    /// The genesis is always id 0.
+    pub const GENESIS: EventId = EventId(0);
+
+    /// The arrival index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A position in the total order: events sort by height, then by CID bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderKey {
+    /// The event's height.
+    pub height: u64,
+    digest: Digest,
+}
+
+impl OrderKey {
+    /// The key of an event with this height and CID. `None` when the CID is
+    /// not an event CID.
+    pub fn new(height: u64, cid: &Cid) -> Option<Self> {
+        digest_of(cid).map(|digest| OrderKey { height, digest })
+    }
+
+    /// The CID of the event at this position.
+    pub fn cid(&self) -> Cid {
+        cid_from_digest(&self.digest)
+    }
+}
+
+/// How two clocks (sets of heads) relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockOrder {
+    /// Both name the same history.
+    Equal,
+    /// The first history is contained in the second.
+    Before,
+    /// The second history is contained in the first.
+    After,
+    /// Each has events the other lacks.
+    Concurrent,
+}
+
+/// What [`Dag::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The event is new; it has this id.
+    New(EventId),
+    /// The event was already there.
+    Existing(EventId),
+}
+
+impl Inserted {
+    /// The event's id either way.
+    pub fn id(self) -> EventId {
+        match self {
+            Inserted::New(id) | Inserted::Existing(id) => id,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Node {
+    digest: Digest,
+    height: u64,
+    /// Start of this node's parents in `parent_links`; they end where the next node's start.
+    parents_start: u32,
+    /// First entry in `child_links` naming a child of this node, or NONE.
+    first_child: u32,
+}
+
+#[derive(Clone, Copy)]
+struct ChildLink {
+    child: u32,
+    next: u32,
+}
+
+/// The index of one stream's events: heads, ancestry, clock comparison and
+/// the total order, all without recursion.
+///
+/// ```
+/// use merkle_clock::{Dag, Event, ClockOrder};
+/// let g = Event::genesis("stream").encode().unwrap();
+/// let a = Event::new(1, vec![*g.cid()], "a").encode().unwrap();
+/// let b = Event::new(1, vec![*g.cid()], "b").encode().unwrap();
+/// let mut dag = Dag::new(*g.cid());
+/// dag.insert(a.cid(), 1, &[*g.cid()]).unwrap();
+/// dag.insert(b.cid(), 1, &[*g.cid()]).unwrap();
+/// assert_eq!(dag.heads().len(), 2);
+/// assert!(dag.is_ancestor(g.cid(), a.cid()).unwrap());
+/// assert_eq!(dag.compare(&[*a.cid()], &[*b.cid()]).unwrap(), ClockOrder::Concurrent);
+/// assert_eq!(dag.compare(&[*g.cid()], &[*a.cid()]).unwrap(), ClockOrder::Before);
+/// ```
+#[derive(Clone)]
+pub struct Dag {
+    nodes: Vec<Node>,
+    parent_links: Vec<u32>,
+    child_links: Vec<ChildLink>,
+    table: HashTable<u32>,
+    hasher: DigestHasher,
+    heads: Vec<u32>,
+    order: Order,
+}
+
+impl fmt::Debug for Dag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dag")
+            .field("genesis", &crate::block::short(&self.genesis()))
+            .field("events", &self.nodes.len())
+            .field("heads", &self.heads.len())
+            .finish()
+    }
+}
+
+impl Dag {
+    /// An index holding only the genesis.
+    ///
+    /// # Panics
+    /// If `genesis` is not a CIDv1 DAG-CBOR BLAKE3 CID; use [`Dag::try_new`] for untrusted input.
+    pub fn new(genesis: Cid) -> Self {
+        Self::try_new(genesis).expect("the genesis CID must be a dag-cbor blake3 CIDv1")
+    }
+
+    /// An index holding only the genesis.
+    ///
+    /// # Errors
+    /// [`InsertError::UnsupportedCid`] if `genesis` is not an event CID.
+    pub fn try_new(genesis: Cid) -> Result<Self, InsertError> {
+        let digest = digest_of(&genesis).ok_or(InsertError::UnsupportedCid { cid: genesis })?;
+        let mut dag = Dag {
+            nodes: Vec::new(),
+            parent_links: Vec::new(),
+            child_links: Vec::new(),
+            table: HashTable::new(),
+            hasher: DigestHasher::new(),
+            heads: Vec::new(),
+            order: Order::default(),
+        };
+        dag.push_node(digest, 0, &[]);
+        Ok(dag)
+    }
+
+    /// The genesis CID: the stream's identity.
+    pub fn genesis(&self) -> Cid {
+        cid_from_digest(&self.nodes[0].digest)
+    }
+
+    /// The number of events, the genesis included.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: the genesis is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether the event is in the index.
+    pub fn contains(&self, cid: &Cid) -> bool {
+        self.id(cid).is_some()
+    }
+
+    /// The id of an event.
+    pub fn id(&self, cid: &Cid) -> Option<EventId> {
+        digest_of(cid).and_then(|d| self.find(&d)).map(EventId)
+    }
+
+    pub(crate) fn find(&self, digest: &Digest) -> Option<u32> {
+        let hash = self.hasher.hash(digest);
+        self.table.find(hash, |&i| self.nodes[i as usize].digest == *digest).copied()
+    }
+
+    /// The CID of an event.
+    pub fn cid(&self, id: EventId) -> Cid {
+        cid_from_digest(&self.nodes[id.index()].digest)
+    }
+
+    pub(crate) fn digest(&self, id: EventId) -> &Digest {
+        &self.nodes[id.index()].digest
+    }
+
+    /// The height of an event.
+    pub fn height(&self, id: EventId) -> u64 {
+        self.nodes[id.index()].height
+    }
+
+    /// The event's position key in the total order.
+    pub fn key(&self, id: EventId) -> OrderKey {
+        let n = &self.nodes[id.index()];
+        OrderKey { height: n.height, digest: n.digest }
+    }
+
+    /// The parents of an event, ascending by CID bytes.
+    pub fn parents(&self, id: EventId) -> impl ExactSizeIterator<Item = EventId> + '_ {
+        self.parent_ids(id.0).iter().map(|&p| EventId(p))
+    }
+
+    fn parent_ids(&self, id: u32) -> &[u32] {
+        let start = self.nodes[id as usize].parents_start as usize;
+        let end = self.nodes.get(id as usize + 1).map_or(self.parent_links.len(), |n| n.parents_start as usize);
+        &self.parent_links[start..end]
+    }
+
+    /// The children of an event (in no particular order).
+    pub fn children(&self, id: EventId) -> impl Iterator<Item = EventId> + '_ {
+        let mut link = self.nodes[id.index()].first_child;
+        std::iter::from_fn(move || {
+            if link == NONE {
+                return None;
+            }
+            let l = self.child_links[link as usize];
+            link = l.next;
+            Some(EventId(l.child))
+        })
+    }
+
+    /// The heads (events with no children), ascending by CID bytes.
+    pub fn heads(&self) -> Vec<Cid> {
+        self.head_ids().into_iter().map(|id| self.cid(id)).collect()
+    }
+
+    /// The heads as ids, ascending by CID bytes.
+    pub fn head_ids(&self) -> Vec<EventId> {
+        let mut heads: Vec<EventId> = self.heads.iter().map(|&i| EventId(i)).collect();
+        heads.sort_unstable_by(|a, b| self.digest(*a).cmp(self.digest(*b)));
+        heads
+    }
+
+    /// The number of heads.
+    pub fn head_count(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Adds an event whose parents are all present. Idempotent.
+    ///
+    /// # Errors
+    /// [`InsertError::MissingParents`] (nothing changes), [`InsertError::WrongHeight`],
+    /// [`InsertError::ForeignGenesis`] for a parentless event other than the
+    /// genesis, [`InsertError::UnsupportedCid`].
+    pub fn insert(&mut self, cid: &Cid, height: u64, parents: &[Cid]) -> Result<Inserted, InsertError> {
+        let digest = digest_of(cid).ok_or(InsertError::UnsupportedCid { cid: *cid })?;
+        let mut ds = Vec::with_capacity(parents.len());
+        for p in parents {
+            ds.push(digest_of(p).ok_or(InsertError::UnsupportedCid { cid: *p })?);
+        }
+        self.insert_digests(&digest, height, &ds)
+    }
+
+    /// Which of these parents are missing (as CIDs).
+    pub(crate) fn missing_parents(&self, parents: &[Digest]) -> Vec<Cid> {
+        parents.iter().filter(|p| self.find(p).is_none()).map(cid_from_digest).collect()
+    }
+
+    pub(crate) fn insert_digests(&mut self, digest: &Digest, height: u64, parents: &[Digest]) -> Result<Inserted, InsertError> {
+        if let Some(id) = self.find(digest) {
+            return Ok(Inserted::Existing(EventId(id)));
+        }
+        if parents.is_empty() {
+            return Err(InsertError::ForeignGenesis { cid: cid_from_digest(digest), genesis: self.genesis() });
+        }
+        let mut ids = Vec::with_capacity(parents.len());
+        let mut max_height = 0;
+        let mut missing = Vec::new();
+        for p in parents {
+            match self.find(p) {
+                Some(id) => {
+                    max_height = max_height.max(self.nodes[id as usize].height);
+                    ids.push(id);
+                }
+                None => missing.push(cid_from_digest(p)),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(InsertError::MissingParents { cid: cid_from_digest(digest), missing });
+        }
+        let expected = max_height + 1;
+        if height != expected {
+            return Err(InsertError::WrongHeight { cid: cid_from_digest(digest), expected, found: height });
+        }
+        Ok(Inserted::New(EventId(self.push_node(*digest, height, &ids))))
+    }
+
+    fn push_node(&mut self, digest: Digest, height: u64, parents: &[u32]) -> u32 {
+        let id = u32::try_from(self.nodes.len()).expect("more than 2^32 - 1 events in one stream");
+        self.nodes.push(Node { digest, height, parents_start: self.parent_links.len() as u32, first_child: NONE });
+        self.parent_links.extend_from_slice(parents);
+        for &p in parents {
+            let node = &mut self.nodes[p as usize];
+            if node.first_child == NONE {
+                // It was a head; it is not any more.
+                if let Some(pos) = self.heads.iter().rposition(|&h| h == p) {
+                    self.heads.swap_remove(pos);
+                }
+            }
+            let link = self.child_links.len() as u32;
+            self.child_links.push(ChildLink { child: id, next: node.first_child });
+            node.first_child = link;
+        }
+        self.heads.push(id);
+        let hash = self.hasher.hash(&digest);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        self.table.insert_unique(hash, id, |&i| hasher.hash(&nodes[i as usize].digest));
+        let key = self.key(EventId(id));
+        self.order.insert(id, key, &self.nodes);
+        id
+    }
+
+    fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
+        let mut ids: Vec<u32> = cids.iter().map(|c| self.id(c).map(|i| i.0).ok_or(UnknownEvent { cid: *c })).collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Whether `a` is `b` or one of its ancestors (a happened before or is b).
+    /// The walk descends from `b` by height and stops below `a`'s height.
+    ///
+    /// # Errors
+    /// [`UnknownEvent`] if either is not in the index.
+    pub fn is_ancestor(&self, a: &Cid, b: &Cid) -> Result<bool, UnknownEvent> {
+        let a = self.id(a).ok_or(UnknownEvent { cid: *a })?;
+        let b = self.id(b).ok_or(UnknownEvent { cid: *b })?;
+        Ok(self.covers(&[b.0], &[a.0]))
+    }
+
+    /// Compares two clocks (sets of heads, or any sets of events): whether the
+    /// history of `a` is contained in that of `b`, the reverse, both, or neither.
+    /// Walks only the events above the lower side's lowest height.
+    ///
+    /// # Errors
+    /// [`UnknownEvent`] if a CID is not in the index.
+    pub fn compare(&self, a: &[Cid], b: &[Cid]) -> Result<ClockOrder, UnknownEvent> {
+        let a = self.ids_of(a)?;
+        let b = self.ids_of(b)?;
+        if a == b {
+            return Ok(ClockOrder::Equal);
+        }
+        Ok(match (self.covers(&b, &a), self.covers(&a, &b)) {
+            (true, true) => ClockOrder::Equal,
+            (true, false) => ClockOrder::Before,
+            (false, true) => ClockOrder::After,
+            (false, false) => ClockOrder::Concurrent,
+        })
+    }
+
+    /// Whether every target is an ancestor of (or one of) the `from` events.
+    fn covers(&self, from: &[u32], targets: &[u32]) -> bool {
+        let mut remaining: Vec<u32> = targets.to_vec();
+        if remaining.is_empty() {
+            return true;
+        }
+        let floor_of = |rem: &[u32]| rem.iter().map(|&t| self.nodes[t as usize].height).min().unwrap_or(0);
+        let mut floor = floor_of(&remaining);
+        let mut seen: HashSet<u32> = from.iter().copied().collect();
+        let mut heap: BinaryHeap<(u64, u32)> = from.iter().map(|&f| (self.nodes[f as usize].height, f)).collect();
+        while let Some((height, id)) = heap.pop() {
+            if height < floor {
+                break;
+            }
+            if let Some(pos) = remaining.iter().position(|&t| t == id) {
+                remaining.swap_remove(pos);
+                if remaining.is_empty() {
+                    return true;
+                }
+                floor = floor_of(&remaining);
+            }
+            for &p in self.parent_ids(id) {
+                if self.nodes[p as usize].height >= floor && seen.insert(p) {
+                    heap.push((self.nodes[p as usize].height, p));
+                }
+            }
+        }
+        false
+    }
+
+    /// The events in the history of `from` but not in the history of `known`,
+    /// ascending by height (a topological order). Unknown CIDs in `known` are
+    /// ignored. The walk paints both sides downwards by height and stops as
+    /// soon as nothing unpainted by `known` is left, so its cost follows the
+    /// size of the difference, not of the history.
+    ///
+    /// # Errors
+    /// [`UnknownEvent`] if a CID of `from` is not in the index.
+    pub fn difference(&self, from: &[Cid], known: &[Cid]) -> Result<Vec<EventId>, UnknownEvent> {
+        let from = self.ids_of(from)?;
+        let known: Vec<u32> = known.iter().filter_map(|c| self.id(c)).map(|i| i.0).collect();
+        Ok(self.difference_ids(&from, &known).into_iter().map(EventId).collect())
+    }
+
+    pub(crate) fn difference_ids(&self, from: &[u32], known: &[u32]) -> Vec<u32> {
+        const NEW: bool = true;
+        let mut color: HashMap<u32, bool> = HashMap::new();
+        let mut heap: BinaryHeap<(u64, u32)> = BinaryHeap::new();
+        let mut new_pending = 0usize;
+        for &k in known {
+            if color.insert(k, !NEW).is_none() {
+                heap.push((self.nodes[k as usize].height, k));
+            }
+        }
+        for &f in from {
+            if let std::collections::hash_map::Entry::Vacant(e) = color.entry(f) {
+                e.insert(NEW);
+                new_pending += 1;
+                heap.push((self.nodes[f as usize].height, f));
+            }
+        }
+        let mut out = Vec::new();
+        while new_pending > 0 {
+            let Some((_, id)) = heap.pop() else { break };
+            let c = color[&id];
+            if c == NEW {
+                new_pending -= 1;
+                out.push(id);
+            }
+            for &p in self.parent_ids(id) {
+                match color.get(&p).copied() {
+                    None => {
+                        color.insert(p, c);
+                        if c == NEW {
+                            new_pending += 1;
+                        }
+                        heap.push((self.nodes[p as usize].height, p));
+                    }
+                    Some(NEW) if c != NEW => {
+                        // Still in the heap (parents sort below children): repaint as known.
+                        color.insert(p, !NEW);
+                        new_pending -= 1;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// All events in the total order: by height, then by CID bytes.
+    pub fn order(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.order.chunks.iter().flatten().map(|&i| EventId(i))
+    }
+
+    /// The events at or after `key` in the total order.
+    pub fn order_from(&self, key: &OrderKey) -> impl Iterator<Item = EventId> + '_ {
+        let (ci, pos) = self.order.locate(key, &self.nodes);
+        let first = self.order.chunks.get(ci).map(|c| &c[pos..]).unwrap_or(&[]);
+        let rest = self.order.chunks.get(ci + 1..).unwrap_or(&[]);
+        first.iter().chain(rest.iter().flatten()).map(|&i| EventId(i))
+    }
+
+    /// The number of events strictly before `key` in the total order.
+    pub fn position(&self, key: &OrderKey) -> usize {
+        let (ci, pos) = self.order.locate(key, &self.nodes);
+        self.order.chunks[..ci].iter().map(Vec::len).sum::<usize>() + pos
+    }
+
+    /// Events that arrived after the first `since` (their ids are `since..len`).
+    pub fn arrived_since(&self, since: usize) -> impl Iterator<Item = EventId> + '_ {
+        (since.min(self.nodes.len())..self.nodes.len()).map(|i| EventId(i as u32))
+    }
+
+    /// Approximate heap bytes held by the index (capacity, not length).
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.parent_links.capacity() * 4
+            + self.child_links.capacity() * std::mem::size_of::<ChildLink>()
+            + self.table.capacity() * 5
+            + self.heads.capacity() * 4
+            + self.order.chunks.iter().map(|c| c.capacity() * 4 + 24).sum::<usize>()
+    }
+}
+
+/// The total order as a list of sorted chunks, so that an insert moves at
+/// most one chunk and appends in height order are a push.
+#[derive(Clone, Default)]
+struct Order {
+    chunks: Vec<Vec<u32>>,
+}
+
+fn key_of(nodes: &[Node], id: u32) -> (u64, &Digest) {
+    let n = &nodes[id as usize];
+    (n.height, &n.digest)
+}
+
+impl Order {
+    fn insert(&mut self, id: u32, key: OrderKey, nodes: &[Node]) {
+        let k = (key.height, &key.digest);
+        let Some(last) = self.chunks.last_mut() else {
+            self.chunks.push(Self::chunk_with(id));
+            return;
+        };
+        if key_of(nodes, *last.last().expect("chunks are never empty")) < k {
+            if last.len() < CHUNK {
+                last.push(id);
+            } else {
+                self.chunks.push(Self::chunk_with(id));
+            }
+            return;
+        }
+        // First chunk whose last key is above k; search from the end, where late events land.
+        let ci = self.chunks.partition_point(|c| key_of(nodes, *c.last().expect("non-empty")) < k);
+        let chunk = &mut self.chunks[ci];
+        let pos = chunk.partition_point(|&i| key_of(nodes, i) < k);
+        chunk.insert(pos, id);
+        if chunk.len() > CHUNK {
+            let mut right = Vec::with_capacity(CHUNK + 1);
+            right.extend_from_slice(&chunk[CHUNK / 2..]);
+            chunk.truncate(CHUNK / 2);
+            self.chunks.insert(ci + 1, right);
+        }
+    }
+
+    fn chunk_with(id: u32) -> Vec<u32> {
+        let mut c = Vec::with_capacity(CHUNK + 1);
+        c.push(id);
+        c
+    }
+
+    /// The chunk and offset of the first id whose key is not below `key`.
+    fn locate(&self, key: &OrderKey, nodes: &[Node]) -> (usize, usize) {
+        let k = (key.height, &key.digest);
+        let ci = self.chunks.partition_point(|c| key_of(nodes, *c.last().expect("non-empty")) < k);
+        match self.chunks.get(ci) {
+            Some(c) => (ci, c.partition_point(|&i| key_of(nodes, i) < k)),
+            None => (ci, 0),
+        }
+    }
+}
+
+/// A keyed hash of a digest. Digests are uniform, but a peer can mine them,
+/// so the table's bucket bits come from a multiply keyed per index.
+#[derive(Clone)]
+struct DigestHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl DigestHasher {
+    fn new() -> Self {
+        let s = std::hash::RandomState::new();
+        DigestHasher { k0: s.hash_one(0x6d63_6c6f_636bu64), k1: s.hash_one(0x6b31u64) | 1 }
+    }
+
+    fn hash(&self, d: &Digest) -> u64 {
+        let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
+        let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
+        let m = u128::from(w0 ^ self.k0) * u128::from(w1 ^ self.k1);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+}
+
+impl Ord for ClockOrder {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (*self as u8).cmp(&(*other as u8))
+    }
+}
+
+impl PartialOrd for ClockOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}

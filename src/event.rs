@@ -1,0 +1,328 @@
+//! Events: the DAG-CBOR envelope `{height, parents, payload}`, its canonical
+//! encoding and its strict decoding.
+//!
+//! The envelope is written and read by hand (it is three fixed keys); the
+//! payload is written by `serde_ipld_dagcbor` and checked for canonical form by
+//! the iterative reader in `cbor.rs`, which also bounds its nesting depth.
+
+use std::ops::Range;
+
+use ipld_core::cid::Cid;
+use ipld_core::ipld::Ipld;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::block::{Block, Digest, cid_from_digest, digest_of};
+use crate::cbor::{self, CborError, MAJOR_ARRAY, MAJOR_MAP, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
+use crate::error::{BlockError, DecodeError, EncodeError};
+
+/// Limits applied to every block a replica encodes or accepts.
+///
+/// `#[non_exhaustive]`: start from [`Limits::default()`] and change fields.
+///
+/// ```
+/// let mut limits = merkle_clock::Limits::default();
+/// limits.max_block_bytes = 64 * 1024;
+/// assert_eq!(limits.max_parents, 1024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest accepted block, in bytes. Default: 1 MiB (1,048,576).
+    pub max_block_bytes: usize,
+    /// Most parents one event may name. Default: 1024. A local append takes
+    /// at most this many heads as parents; the rest stay heads.
+    pub max_parents: usize,
+    /// Deepest nesting of lists and maps inside a payload. Default: 64.
+    pub max_payload_depth: usize,
+}
+
+impl Limits {
+    /// The defaults: 1 MiB blocks, 1024 parents, payload depth 64.
+    pub const DEFAULT: Limits = Limits { max_block_bytes: 1 << 20, max_parents: 1024, max_payload_depth: 64 };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// One event of a stream: its height, the CIDs of its parents and a payload.
+///
+/// `P` is any serde type (default: [`Ipld`], any IPLD value). Parents are kept
+/// sorted by CID bytes and without duplicates, as the block format requires.
+///
+/// ```
+/// use merkle_clock::Event;
+/// let genesis = Event::genesis("my stream").encode().unwrap();
+/// assert!(genesis.cid().to_string().starts_with("bafyr4i"));
+/// let child = Event::new(1, vec![*genesis.cid()], 42u32).encode().unwrap();
+/// let back: Event<u32> = Event::decode(&child).unwrap();
+/// assert_eq!(back.height(), 1);
+/// assert_eq!(back.parents(), &[*genesis.cid()]);
+/// assert_eq!(*back.payload(), 42);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<P = Ipld> {
+    height: u64,
+    parents: Vec<Cid>,
+    payload: P,
+}
+
+impl<P> Event<P> {
+    /// The genesis event: height 0, no parents. Its CID is the stream's identity.
+    pub fn genesis(payload: P) -> Self {
+        Event { height: 0, parents: Vec::new(), payload }
+    }
+
+    /// An event with the given height and parents. Parents are sorted by CID
+    /// bytes and deduplicated. The height is checked against the parents'
+    /// heights when the event joins a DAG, not here.
+    pub fn new(height: u64, mut parents: Vec<Cid>, payload: P) -> Self {
+        // Every accepted CID shares one prefix, so Cid's field order is byte order.
+        parents.sort_unstable();
+        parents.dedup();
+        Event { height, parents, payload }
+    }
+
+    /// The height: 0 for the genesis, else 1 + the largest parent height.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The parents, ascending by CID bytes.
+    pub fn parents(&self) -> &[Cid] {
+        &self.parents
+    }
+
+    /// The application's payload.
+    pub fn payload(&self) -> &P {
+        &self.payload
+    }
+
+    /// Takes the payload out.
+    pub fn into_payload(self) -> P {
+        self.payload
+    }
+
+    /// Whether this is a genesis event (no parents).
+    pub fn is_genesis(&self) -> bool {
+        self.parents.is_empty()
+    }
+}
+
+impl<P: Serialize> Event<P> {
+    /// Encodes with the default [`Limits`].
+    ///
+    /// # Errors
+    /// See [`Event::encode_with`].
+    pub fn encode(&self) -> Result<Block, EncodeError> {
+        self.encode_with(&Limits::DEFAULT)
+    }
+
+    /// Encodes into a canonical DAG-CBOR block and hashes it.
+    ///
+    /// # Errors
+    /// [`EncodeError`] when the payload is not representable in DAG-CBOR or
+    /// nests too deep, a limit is exceeded, a parent is not an event CID, or
+    /// the height is 0 with parents (or above 0 without).
+    pub fn encode_with(&self, limits: &Limits) -> Result<Block, EncodeError> {
+        let bytes = encode_envelope(self.height, &self.parents, &self.payload, limits)?;
+        Ok(Block::from_bytes(bytes))
+    }
+}
+
+pub(crate) fn encode_envelope<P: Serialize>(
+    height: u64,
+    parents: &[Cid],
+    payload: &P,
+    limits: &Limits,
+) -> Result<Vec<u8>, EncodeError> {
+    if parents.len() > limits.max_parents {
+        return Err(EncodeError::TooManyParents { count: parents.len(), max: limits.max_parents });
+    }
+    if (height == 0) != parents.is_empty() {
+        return Err(EncodeError::InvalidHeight { height, parents: parents.len() });
+    }
+    let mut out = Vec::with_capacity(32 + parents.len() * 41 + 64);
+    cbor::write_head(&mut out, MAJOR_MAP, 3);
+    cbor::write_text(&mut out, "height");
+    cbor::write_head(&mut out, MAJOR_UINT, height);
+    cbor::write_text(&mut out, "parents");
+    cbor::write_head(&mut out, MAJOR_ARRAY, parents.len() as u64);
+    let mut prev: Option<Digest> = None;
+    for parent in parents {
+        let digest = digest_of(parent).ok_or(EncodeError::UnsupportedParent { parent: *parent })?;
+        // Event::new sorts; this guards callers that build parents by hand.
+        debug_assert!(prev.is_none_or(|p| p < digest), "parents must be sorted and unique");
+        prev = Some(digest);
+        cbor::write_link(&mut out, parent);
+    }
+    cbor::write_text(&mut out, "payload");
+    let payload_start = out.len();
+    serde_ipld_dagcbor::to_writer(&mut out, payload).map_err(|e| EncodeError::Payload { message: e.to_string() })?;
+    if out.len() > limits.max_block_bytes {
+        return Err(EncodeError::TooLarge { size: out.len(), max: limits.max_block_bytes });
+    }
+    let mut reader = Reader::new(&out[payload_start..]);
+    reader.skip_value(limits.max_payload_depth).map_err(|e| {
+        if e.too_deep {
+            EncodeError::TooDeep { max: limits.max_payload_depth }
+        } else {
+            EncodeError::Payload { message: e.reason.to_string() }
+        }
+    })?;
+    Ok(out)
+}
+
+impl<P: DeserializeOwned> Event<P> {
+    /// Decodes and checks a block with the default [`Limits`].
+    ///
+    /// # Errors
+    /// See [`Event::decode_with`].
+    pub fn decode(block: &Block) -> Result<Self, DecodeError> {
+        Self::decode_with(block, &Limits::DEFAULT)
+    }
+
+    /// Decodes a block into an event, accepting only the canonical form: the
+    /// exact three keys, sorted unique parents, the height rule for the
+    /// genesis, canonical DAG-CBOR throughout, nothing after the map, and the
+    /// limits. The block's CID is trusted to match its bytes (it was checked
+    /// when the [`Block`] was built).
+    ///
+    /// # Errors
+    /// A [`DecodeError`] variant naming the rule and the CID.
+    pub fn decode_with(block: &Block, limits: &Limits) -> Result<Self, DecodeError> {
+        let header = Header::parse(block, limits)?;
+        let payload = serde_ipld_dagcbor::from_slice(&block.bytes()[header.payload.clone()])
+            .map_err(|e| DecodeError::Payload { cid: *block.cid(), message: e.to_string() })?;
+        Ok(Event { height: header.height, parents: header.parents.iter().map(cid_from_digest).collect(), payload })
+    }
+}
+
+/// The envelope of a decoded event without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub height: u64,
+    pub parents: Vec<Digest>,
+    pub payload: Range<usize>,
+}
+
+impl Header {
+    /// Parses and fully validates a block (payload included) without building the payload.
+    pub fn parse(block: &Block, limits: &Limits) -> Result<Header, DecodeError> {
+        let cid = *block.cid();
+        let bytes: &[u8] = block.bytes();
+        if bytes.len() > limits.max_block_bytes {
+            return Err(BlockError::TooLarge { cid, size: bytes.len(), max: limits.max_block_bytes }.into());
+        }
+        let cbor_err = |e: CborError| -> DecodeError {
+            if e.too_deep {
+                DecodeError::TooDeep { cid, max: limits.max_payload_depth }
+            } else if e.canonical {
+                DecodeError::Malformed { cid, offset: e.offset, reason: e.reason }
+            } else {
+                DecodeError::NotCanonical { cid, offset: e.offset, reason: e.reason }
+            }
+        };
+        let mut r = Reader::new(bytes);
+        let (major, _, entries) = r.head().map_err(cbor_err)?;
+        if major != MAJOR_MAP {
+            return Err(DecodeError::NotAMap { cid });
+        }
+        if entries > r.remaining() as u64 {
+            return Err(cbor_err(CborError { offset: 0, reason: "length exceeds the input", canonical: true, too_deep: false }));
+        }
+        let mut height = None;
+        let mut parents = None;
+        let mut payload = None;
+        let mut prev_key: Option<&str> = None;
+        for _ in 0..entries {
+            let at = r.pos();
+            let key = r
+                .text()
+                .map_err(cbor_err)?
+                .ok_or(DecodeError::Malformed { cid, offset: at, reason: "map keys must be strings" })?;
+            if let Some(prev) = prev_key {
+                match (prev.len(), prev).cmp(&(key.len(), key)) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        return Err(DecodeError::Malformed { cid, offset: at, reason: "duplicate map key" });
+                    }
+                    std::cmp::Ordering::Greater => {
+                        return Err(DecodeError::NotCanonical { cid, offset: at, reason: "map keys not in canonical order" });
+                    }
+                }
+            }
+            prev_key = Some(key);
+            match key {
+                "height" => {
+                    let (major, _, h) = r.head().map_err(cbor_err)?;
+                    if major != MAJOR_UINT {
+                        return Err(DecodeError::WrongType { cid, key: "height", expected: "an unsigned integer" });
+                    }
+                    height = Some(h);
+                }
+                "parents" => {
+                    let (major, _, n) = r.head().map_err(cbor_err)?;
+                    if major != MAJOR_ARRAY {
+                        return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
+                    }
+                    if n > limits.max_parents as u64 {
+                        return Err(DecodeError::TooManyParents { cid, count: usize::try_from(n).unwrap_or(usize::MAX), max: limits.max_parents });
+                    }
+                    let mut list: Vec<Digest> = Vec::with_capacity(n as usize);
+                    for index in 0..n as usize {
+                        let at = r.pos();
+                        let (major, _, tag) = r.head().map_err(cbor_err)?;
+                        if major != MAJOR_TAG || tag != TAG_CID {
+                            return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
+                        }
+                        let parent = r.link_body().map_err(cbor_err)?;
+                        let digest = digest_of(&parent).ok_or(DecodeError::UnsupportedParent { cid, parent })?;
+                        if let Some(last) = list.last() {
+                            match last.cmp(&digest) {
+                                std::cmp::Ordering::Less => {}
+                                std::cmp::Ordering::Equal => return Err(DecodeError::DuplicateParent { cid, parent }),
+                                std::cmp::Ordering::Greater => return Err(DecodeError::UnsortedParents { cid, index }),
+                            }
+                        }
+                        let _ = at;
+                        list.push(digest);
+                    }
+                    parents = Some(list);
+                }
+                "payload" => {
+                    let start = r.pos();
+                    r.skip_value(limits.max_payload_depth).map_err(cbor_err)?;
+                    payload = Some(start..r.pos());
+                }
+                other => return Err(DecodeError::UnknownKey { cid, key: other.to_string() }),
+            }
+        }
+        let height = height.ok_or(DecodeError::MissingKey { cid, key: "height" })?;
+        let parents = parents.ok_or(DecodeError::MissingKey { cid, key: "parents" })?;
+        let payload = payload.ok_or(DecodeError::MissingKey { cid, key: "payload" })?;
+        if r.remaining() > 0 {
+            return Err(DecodeError::TrailingBytes { cid, extra: r.remaining() });
+        }
+        if height > 0 && parents.is_empty() {
+            return Err(DecodeError::NoParents { cid, height });
+        }
+        if height == 0 && !parents.is_empty() {
+            return Err(DecodeError::ParentsAtHeightZero { cid });
+        }
+        Ok(Header { height, parents, payload })
+    }
+}
+
+impl Block {
+    /// Decodes this block as an event with payload type `P` (default limits).
+    ///
+    /// # Errors
+    /// See [`Event::decode_with`].
+    pub fn decode<P: DeserializeOwned>(&self) -> Result<Event<P>, DecodeError> {
+        Event::decode(self)
+    }
+}

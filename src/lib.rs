@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod block;
+mod cbor;
+mod dag;
+mod error;
+mod event;
+mod merge;
+pub mod store;
+
+pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short};
+pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
+pub use error::{BlockError, DecodeError, EncodeError, InsertError, UnknownEvent};
+pub use event::{Event, Limits};
+pub use merge::{BlockSet, heads, merge, order};
+pub use store::{Blockstore, MemoryBlockstore, StoreError, StreamStore};
+
+pub use ipld_core::cid::Cid;
+pub use ipld_core::ipld::Ipld;

@@ -1,0 +1,172 @@
+//! The blockstore contract as a reusable suite: one async function per rule,
+//! runnable against any implementation (the iroh-blobs pattern: one scenario,
+//! every store).
+//!
+//! Each check takes a fresh, empty store and returns `Err` with a description
+//! of the first violation. Run them all with [`check_blockstore`] and
+//! [`check_stream_store`]:
+//!
+//! ```
+//! use merkle_clock::store::{MemoryBlockstore, contract};
+//! futures::executor::block_on(async {
+//!     contract::check_stream_store(|| MemoryBlockstore::new()).await.unwrap();
+//! });
+//! ```
+
+use ipld_core::cid::Cid;
+
+use super::{Blockstore, StreamStore};
+use crate::block::Block;
+use crate::event::Event;
+
+/// A contract violation: the rule and what was seen.
+pub type Violation = String;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn sample(n: u32) -> Block {
+    Event::genesis(format!("contract sample {n}")).encode().expect("samples encode")
+}
+
+fn err(rule: &str, e: impl std::fmt::Display) -> Violation {
+    format!("{rule}: unexpected error: {e}")
+}
+
+/// `get` of a CID never put is `Ok(None)`, and `has` is false.
+pub async fn missing_is_none(store: &dyn Blockstore) -> Result<(), Violation> {
+    let b = sample(0);
+    ensure!(store.get(b.cid()).await.map_err(|e| err("missing_is_none", e))?.is_none(), "get of a missing block returned a block");
+    ensure!(!store.has(b.cid()).await.map_err(|e| err("missing_is_none", e))?, "has of a missing block returned true");
+    Ok(())
+}
+
+/// A block that was put comes back byte for byte, and `has` is true.
+pub async fn put_then_get(store: &dyn Blockstore) -> Result<(), Violation> {
+    let b = sample(1);
+    store.put(b.clone()).await.map_err(|e| err("put_then_get", e))?;
+    let got = store.get(b.cid()).await.map_err(|e| err("put_then_get", e))?;
+    ensure!(got.as_ref() == Some(&b), "get returned {got:?}, expected {b:?}");
+    ensure!(store.has(b.cid()).await.map_err(|e| err("put_then_get", e))?, "has is false after put");
+    Ok(())
+}
+
+/// Putting the same block twice succeeds and changes nothing.
+pub async fn put_is_idempotent(store: &dyn Blockstore) -> Result<(), Violation> {
+    let b = sample(2);
+    store.put(b.clone()).await.map_err(|e| err("put_is_idempotent", e))?;
+    store.put(b.clone()).await.map_err(|e| err("put_is_idempotent (second put)", e))?;
+    store.put_many(vec![b.clone(), b.clone()]).await.map_err(|e| err("put_is_idempotent (put_many)", e))?;
+    let got = store.get(b.cid()).await.map_err(|e| err("put_is_idempotent", e))?;
+    ensure!(got.as_ref() == Some(&b), "block changed after repeated puts: {got:?}");
+    Ok(())
+}
+
+/// `put_many` stores every block; `get_many` answers one entry per CID, in order, `None` for missing ones.
+pub async fn many_round_trip(store: &dyn Blockstore) -> Result<(), Violation> {
+    let blocks: Vec<Block> = (10..20).map(sample).collect();
+    store.put_many(blocks.clone()).await.map_err(|e| err("many_round_trip", e))?;
+    let missing = sample(99);
+    let mut cids: Vec<Cid> = blocks.iter().rev().map(|b| *b.cid()).collect();
+    cids.insert(3, *missing.cid());
+    let got = store.get_many(&cids).await.map_err(|e| err("many_round_trip", e))?;
+    ensure!(got.len() == cids.len(), "get_many returned {} entries for {} CIDs", got.len(), cids.len());
+    for (cid, g) in cids.iter().zip(&got) {
+        if cid == missing.cid() {
+            ensure!(g.is_none(), "get_many returned a block for a missing CID");
+        } else {
+            ensure!(g.as_ref().map(|b| b.cid()) == Some(cid), "get_many entry for {cid} is {g:?}");
+        }
+    }
+    Ok(())
+}
+
+/// `get_many` of nothing is empty, and `put_many` of nothing is fine.
+pub async fn empty_batches(store: &dyn Blockstore) -> Result<(), Violation> {
+    store.put_many(Vec::new()).await.map_err(|e| err("empty_batches", e))?;
+    let got = store.get_many(&[]).await.map_err(|e| err("empty_batches", e))?;
+    ensure!(got.is_empty(), "get_many(&[]) returned {} entries", got.len());
+    Ok(())
+}
+
+/// Runs every [`Blockstore`] rule, each on a fresh store from `make`.
+pub async fn check_blockstore<S: Blockstore>(make: impl Fn() -> S) -> Result<(), Violation> {
+    missing_is_none(&make()).await?;
+    put_then_get(&make()).await?;
+    put_is_idempotent(&make()).await?;
+    many_round_trip(&make()).await?;
+    empty_batches(&make()).await?;
+    Ok(())
+}
+
+fn chain(n: usize) -> Vec<Block> {
+    let g = Event::genesis("contract stream").encode().expect("encodes");
+    let mut out = vec![g];
+    for i in 1..n {
+        let parent = *out[i - 1].cid();
+        out.push(Event::new(i as u64, vec![parent], i as u64).encode().expect("encodes"));
+    }
+    out
+}
+
+/// An unknown stream has no heads and an empty log.
+pub async fn unknown_stream(store: &dyn StreamStore) -> Result<(), Violation> {
+    let g = chain(1).remove(0);
+    ensure!(store.heads(g.cid()).await.map_err(|e| err("unknown_stream", e))?.is_none(), "heads of an unknown stream is not None");
+    ensure!(store.log_len(g.cid()).await.map_err(|e| err("unknown_stream", e))? == 0, "log of an unknown stream is not empty");
+    ensure!(store.read_log(g.cid(), 0, 10).await.map_err(|e| err("unknown_stream", e))?.is_empty(), "read_log of an unknown stream is not empty");
+    Ok(())
+}
+
+/// `commit` stores blocks, appends to the log in order and replaces the heads.
+pub async fn commit_round_trip(store: &dyn StreamStore) -> Result<(), Violation> {
+    let blocks = chain(5);
+    let stream = *blocks[0].cid();
+    store.commit(&stream, &blocks[..3], &[*blocks[2].cid()]).await.map_err(|e| err("commit_round_trip", e))?;
+    store.commit(&stream, &blocks[3..], &[*blocks[4].cid()]).await.map_err(|e| err("commit_round_trip", e))?;
+    let heads = store.heads(&stream).await.map_err(|e| err("commit_round_trip", e))?;
+    ensure!(heads == Some(vec![*blocks[4].cid()]), "heads after commit: {heads:?}");
+    ensure!(store.log_len(&stream).await.map_err(|e| err("commit_round_trip", e))? == 5, "log_len is not 5");
+    let log = store.read_log(&stream, 1, 3).await.map_err(|e| err("commit_round_trip", e))?;
+    let want: Vec<Cid> = blocks[1..4].iter().map(|b| *b.cid()).collect();
+    ensure!(log == want, "read_log(1, 3) = {log:?}, want {want:?}");
+    let tail = store.read_log(&stream, 4, 100).await.map_err(|e| err("commit_round_trip", e))?;
+    ensure!(tail == vec![*blocks[4].cid()], "read_log past the end = {tail:?}");
+    for b in &blocks {
+        let got = store.get(b.cid()).await.map_err(|e| err("commit_round_trip", e))?;
+        ensure!(got.as_ref() == Some(b), "committed block {b:?} reads back as {got:?}");
+    }
+    Ok(())
+}
+
+/// Streams are independent, and may share blocks.
+pub async fn streams_are_separate(store: &dyn StreamStore) -> Result<(), Violation> {
+    let a = chain(3);
+    let b = Event::genesis("another stream").encode().expect("encodes");
+    store.commit(a[0].cid(), &a, &[*a[2].cid()]).await.map_err(|e| err("streams_are_separate", e))?;
+    store.commit(b.cid(), std::slice::from_ref(&b), &[*b.cid()]).await.map_err(|e| err("streams_are_separate", e))?;
+    // The second stream also logs a block the first already stored.
+    store.commit(b.cid(), std::slice::from_ref(&a[1]), &[*a[1].cid()]).await.map_err(|e| err("streams_are_separate", e))?;
+    ensure!(store.log_len(a[0].cid()).await.map_err(|e| err("streams_are_separate", e))? == 3, "first stream's log changed");
+    ensure!(store.log_len(b.cid()).await.map_err(|e| err("streams_are_separate", e))? == 2, "second stream's log is wrong");
+    let mut streams = store.streams().await.map_err(|e| err("streams_are_separate", e))?;
+    streams.sort_unstable();
+    let mut want = vec![*a[0].cid(), *b.cid()];
+    want.sort_unstable();
+    ensure!(streams == want, "streams() = {streams:?}, want {want:?}");
+    Ok(())
+}
+
+/// Runs every [`Blockstore`] and [`StreamStore`] rule, each on a fresh store.
+pub async fn check_stream_store<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
+    check_blockstore(&make).await?;
+    unknown_stream(&make()).await?;
+    commit_round_trip(&make()).await?;
+    streams_are_separate(&make()).await?;
+    Ok(())
+}

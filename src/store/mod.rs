@@ -1,0 +1,124 @@
+//! Where blocks live: the [`Blockstore`] trait, the [`StreamStore`] trait for
+//! a stream's heads and log, and their in-memory implementation.
+//!
+//! Both traits are async and object safe (`dyn Blockstore`, `dyn StreamStore`),
+//! and `Send + Sync`. Every implementation must pass the shared
+//! [`contract`] suite; this crate runs it against [`MemoryBlockstore`] and
+//! (with the `redb` feature) the redb store.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use ipld_core::cid::Cid;
+use thiserror::Error;
+
+use crate::block::Block;
+
+pub mod contract;
+mod memory;
+
+pub use memory::MemoryBlockstore;
+
+/// A storage operation failed. The operation had no effect unless the method's
+/// contract says otherwise.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend reported an error (I/O, a full disk, a lock, an injected fault).
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+    /// The store holds data that cannot be what this library wrote.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps any error as [`StoreError::Backend`].
+    pub fn backend(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        StoreError::Backend(e.into())
+    }
+}
+
+/// A content-addressed block store.
+///
+/// The contract, which the [`contract`] suite checks:
+/// - `put` is idempotent: putting a block that is already there succeeds and
+///   changes nothing.
+/// - `get` of a CID that was never put returns `Ok(None)`, not an error.
+/// - A block that was put is returned by `get` with identical bytes, and
+///   `has` is true for it, until the store is dropped (a persistent store:
+///   for ever, once `put` returned).
+/// - `put_many` is atomic in implementations that say so
+///   ([`Blockstore::atomic_put_many`]); the default implementation is a loop
+///   of `put`, so after an error some of the blocks may be stored.
+/// - `get_many` returns one entry per requested CID, in the same order.
+/// - Stores do not verify: callers put only verified [`Block`]s, and a store
+///   may return blocks built with [`Block::new_unchecked`].
+#[async_trait]
+pub trait Blockstore: Send + Sync {
+    /// The block with this CID, or `None`.
+    async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError>;
+
+    /// Stores a block. Idempotent.
+    async fn put(&self, block: Block) -> Result<(), StoreError>;
+
+    /// Whether the block is stored. Default: `get(cid).is_some()`.
+    async fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Ok(self.get(cid).await?.is_some())
+    }
+
+    /// Stores several blocks. Default: `put` each in turn (not atomic).
+    async fn put_many(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
+        for b in blocks {
+            self.put(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches several blocks, one result per CID in order. Default: `get` each.
+    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, StoreError> {
+        let mut out = Vec::with_capacity(cids.len());
+        for c in cids {
+            out.push(self.get(c).await?);
+        }
+        Ok(out)
+    }
+
+    /// Whether `put_many` stores all the blocks or none.
+    fn atomic_put_many(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Blockstore`] that also keeps, per stream (named by its genesis CID),
+/// the stream's heads and the log of its events in the order they were
+/// accepted (a topological order). This is what lets a replica reopen exactly
+/// where it stopped.
+///
+/// The contract:
+/// - `commit` is atomic: after it returns `Ok`, the blocks, the log entries
+///   and the heads are all stored; after an error or a crash, none of them is.
+///   With a durable store, `Ok` means they survive a crash.
+/// - `commit` appends the CIDs of `blocks` to the log in the order given;
+///   callers pass each event after its parents and never the same CID twice.
+/// - `heads` of a stream never committed is `None`.
+/// - `read_log(stream, start, max)` returns at most `max` CIDs from position
+///   `start` on, and fewer only at the end of the log.
+#[async_trait]
+pub trait StreamStore: Blockstore {
+    /// Atomically stores the blocks, appends their CIDs to the stream's log and
+    /// replaces the stream's heads.
+    async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError>;
+
+    /// The stream's heads as last committed, or `None` for an unknown stream.
+    async fn heads(&self, stream: &Cid) -> Result<Option<Vec<Cid>>, StoreError>;
+
+    /// The number of entries in the stream's log.
+    async fn log_len(&self, stream: &Cid) -> Result<u64, StoreError>;
+
+    /// A page of the stream's log.
+    async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError>;
+
+    /// The streams this store holds, by genesis CID.
+    async fn streams(&self) -> Result<Vec<Cid>, StoreError>;
+}
