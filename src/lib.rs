@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod block;
+pub mod car;
 mod cbor;
 mod dag;
 mod error;

@@ -16,8 +16,12 @@ use crate::block::Block;
 
 pub mod contract;
 mod memory;
+#[cfg(feature = "redb")]
+mod redb;
 
 pub use memory::MemoryBlockstore;
+#[cfg(feature = "redb")]
+pub use self::redb::{Durability, RedbBlockstore};
 
 /// A storage operation failed. The operation had no effect unless the method's
 /// contract says otherwise.
