@@ -59,10 +59,7 @@ impl<'a> Reader<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, CborError> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or_else(|| CborError::malformed(self.pos, "unexpected end of input"))?;
+        let b = *self.buf.get(self.pos).ok_or_else(|| CborError::malformed(self.pos, "unexpected end of input"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -122,9 +119,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let raw = self.take(len)?;
-        std::str::from_utf8(raw)
-            .map(Some)
-            .map_err(|_| CborError::malformed(at, "text is not valid UTF-8"))
+        std::str::from_utf8(raw).map(Some).map_err(|_| CborError::malformed(at, "text is not valid UTF-8"))
     }
 
     /// Reads the body of a tag-42 link (the head of the tag already read).
@@ -193,7 +188,12 @@ impl<'a> Reader<'a> {
                             _ => return Err(CborError::malformed(at, "length exceeds the input")),
                         };
                         if stack.len() >= max_depth {
-                            return Err(CborError { offset: at, reason: "nested too deep", canonical: true, too_deep: true });
+                            return Err(CborError {
+                                offset: at,
+                                reason: "nested too deep",
+                                canonical: true,
+                                too_deep: true,
+                            });
                         }
                         if let Some(parent) = stack.last_mut() {
                             parent.remaining -= 1;
@@ -280,6 +280,13 @@ pub(crate) fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
 pub(crate) fn write_text(out: &mut Vec<u8>, s: &str) {
     write_head(out, MAJOR_TEXT, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends a tag-42 link to an event CID given by its digest.
+pub(crate) fn write_digest_link(out: &mut Vec<u8>, digest: &[u8; 32]) {
+    // tag 42, bytes(37): 0x00 multibase prefix, CIDv1, dag-cbor, blake3, 32 bytes
+    out.extend_from_slice(&[0xd8, 0x2a, 0x58, 0x25, 0x00, 0x01, 0x71, 0x1e, 0x20]);
+    out.extend_from_slice(digest);
 }
 
 /// Appends a tag-42 link.

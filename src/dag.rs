@@ -211,6 +211,10 @@ impl Dag {
         &self.nodes[id.index()].digest
     }
 
+    pub(crate) fn height_raw(&self, id: u32) -> u64 {
+        self.nodes[id as usize].height
+    }
+
     /// The height of an event.
     pub fn height(&self, id: EventId) -> u64 {
         self.nodes[id.index()].height
@@ -278,12 +282,12 @@ impl Dag {
         self.insert_digests(&digest, height, &ds)
     }
 
-    /// Which of these parents are missing (as CIDs).
-    pub(crate) fn missing_parents(&self, parents: &[Digest]) -> Vec<Cid> {
-        parents.iter().filter(|p| self.find(p).is_none()).map(cid_from_digest).collect()
-    }
-
-    pub(crate) fn insert_digests(&mut self, digest: &Digest, height: u64, parents: &[Digest]) -> Result<Inserted, InsertError> {
+    pub(crate) fn insert_digests(
+        &mut self,
+        digest: &Digest,
+        height: u64,
+        parents: &[Digest],
+    ) -> Result<Inserted, InsertError> {
         if let Some(id) = self.find(digest) {
             return Ok(Inserted::Existing(EventId(id)));
         }
@@ -338,7 +342,8 @@ impl Dag {
     }
 
     fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
-        let mut ids: Vec<u32> = cids.iter().map(|c| self.id(c).map(|i| i.0).ok_or(UnknownEvent { cid: *c })).collect::<Result<_, _>>()?;
+        let mut ids: Vec<u32> =
+            cids.iter().map(|c| self.id(c).map(|i| i.0).ok_or(UnknownEvent { cid: *c })).collect::<Result<_, _>>()?;
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)

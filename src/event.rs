@@ -139,25 +139,37 @@ pub(crate) fn encode_envelope<P: Serialize>(
     payload: &P,
     limits: &Limits,
 ) -> Result<Vec<u8>, EncodeError> {
+    let mut digests = Vec::with_capacity(parents.len());
+    for parent in parents {
+        digests.push(digest_of(parent).ok_or(EncodeError::UnsupportedParent { parent: *parent })?);
+    }
+    encode_with_digests(height, &digests, payload, limits).map(|(bytes, _)| bytes)
+}
+
+/// Encodes an envelope whose parents are given by digest (sorted, unique).
+/// Returns the bytes and where the payload starts in them.
+pub(crate) fn encode_with_digests<P: Serialize>(
+    height: u64,
+    parents: &[Digest],
+    payload: &P,
+    limits: &Limits,
+) -> Result<(Vec<u8>, usize), EncodeError> {
     if parents.len() > limits.max_parents {
         return Err(EncodeError::TooManyParents { count: parents.len(), max: limits.max_parents });
     }
     if (height == 0) != parents.is_empty() {
         return Err(EncodeError::InvalidHeight { height, parents: parents.len() });
     }
-    let mut out = Vec::with_capacity(32 + parents.len() * 41 + 64);
+    debug_assert!(parents.windows(2).all(|w| w[0] < w[1]), "parents must be sorted and unique");
+    let mut out = Vec::with_capacity(32 + parents.len() * 41 + 160);
+    // {"height": h, "parents": [...], "payload": ...} in canonical key order
     cbor::write_head(&mut out, MAJOR_MAP, 3);
     cbor::write_text(&mut out, "height");
     cbor::write_head(&mut out, MAJOR_UINT, height);
     cbor::write_text(&mut out, "parents");
     cbor::write_head(&mut out, MAJOR_ARRAY, parents.len() as u64);
-    let mut prev: Option<Digest> = None;
     for parent in parents {
-        let digest = digest_of(parent).ok_or(EncodeError::UnsupportedParent { parent: *parent })?;
-        // Event::new sorts; this guards callers that build parents by hand.
-        debug_assert!(prev.is_none_or(|p| p < digest), "parents must be sorted and unique");
-        prev = Some(digest);
-        cbor::write_link(&mut out, parent);
+        cbor::write_digest_link(&mut out, parent);
     }
     cbor::write_text(&mut out, "payload");
     let payload_start = out.len();
@@ -173,7 +185,7 @@ pub(crate) fn encode_envelope<P: Serialize>(
             EncodeError::Payload { message: e.reason.to_string() }
         }
     })?;
-    Ok(out)
+    Ok((out, payload_start))
 }
 
 impl<P: DeserializeOwned> Event<P> {
@@ -232,7 +244,12 @@ impl Header {
             return Err(DecodeError::NotAMap { cid });
         }
         if entries > r.remaining() as u64 {
-            return Err(cbor_err(CborError { offset: 0, reason: "length exceeds the input", canonical: true, too_deep: false }));
+            return Err(cbor_err(CborError {
+                offset: 0,
+                reason: "length exceeds the input",
+                canonical: true,
+                too_deep: false,
+            }));
         }
         let mut height = None;
         let mut parents = None;
@@ -240,10 +257,11 @@ impl Header {
         let mut prev_key: Option<&str> = None;
         for _ in 0..entries {
             let at = r.pos();
-            let key = r
-                .text()
-                .map_err(cbor_err)?
-                .ok_or(DecodeError::Malformed { cid, offset: at, reason: "map keys must be strings" })?;
+            let key = r.text().map_err(cbor_err)?.ok_or(DecodeError::Malformed {
+                cid,
+                offset: at,
+                reason: "map keys must be strings",
+            })?;
             if let Some(prev) = prev_key {
                 match (prev.len(), prev).cmp(&(key.len(), key)) {
                     std::cmp::Ordering::Less => {}
@@ -251,7 +269,11 @@ impl Header {
                         return Err(DecodeError::Malformed { cid, offset: at, reason: "duplicate map key" });
                     }
                     std::cmp::Ordering::Greater => {
-                        return Err(DecodeError::NotCanonical { cid, offset: at, reason: "map keys not in canonical order" });
+                        return Err(DecodeError::NotCanonical {
+                            cid,
+                            offset: at,
+                            reason: "map keys not in canonical order",
+                        });
                     }
                 }
             }
@@ -270,7 +292,11 @@ impl Header {
                         return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
                     }
                     if n > limits.max_parents as u64 {
-                        return Err(DecodeError::TooManyParents { cid, count: usize::try_from(n).unwrap_or(usize::MAX), max: limits.max_parents });
+                        return Err(DecodeError::TooManyParents {
+                            cid,
+                            count: usize::try_from(n).unwrap_or(usize::MAX),
+                            max: limits.max_parents,
+                        });
                     }
                     let mut list: Vec<Digest> = Vec::with_capacity(n as usize);
                     for index in 0..n as usize {

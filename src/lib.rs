@@ -9,6 +9,7 @@ mod dag;
 mod error;
 mod event;
 mod merge;
+pub mod replica;
 pub mod store;
 
 pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short};
@@ -16,6 +17,7 @@ pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
 pub use error::{BlockError, DecodeError, EncodeError, InsertError, UnknownEvent};
 pub use event::{Event, Limits};
 pub use merge::{BlockSet, heads, merge, order};
+pub use replica::{Config, Cursor, Delta, Ingest, IngestReport, Replica};
 pub use store::{Blockstore, MemoryBlockstore, StoreError, StreamStore};
 
 pub use ipld_core::cid::Cid;

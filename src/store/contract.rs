@@ -41,7 +41,10 @@ fn err(rule: &str, e: impl std::fmt::Display) -> Violation {
 /// `get` of a CID never put is `Ok(None)`, and `has` is false.
 pub async fn missing_is_none(store: &dyn Blockstore) -> Result<(), Violation> {
     let b = sample(0);
-    ensure!(store.get(b.cid()).await.map_err(|e| err("missing_is_none", e))?.is_none(), "get of a missing block returned a block");
+    ensure!(
+        store.get(b.cid()).await.map_err(|e| err("missing_is_none", e))?.is_none(),
+        "get of a missing block returned a block"
+    );
     ensure!(!store.has(b.cid()).await.map_err(|e| err("missing_is_none", e))?, "has of a missing block returned true");
     Ok(())
 }
@@ -117,9 +120,18 @@ fn chain(n: usize) -> Vec<Block> {
 /// An unknown stream has no heads and an empty log.
 pub async fn unknown_stream(store: &dyn StreamStore) -> Result<(), Violation> {
     let g = chain(1).remove(0);
-    ensure!(store.heads(g.cid()).await.map_err(|e| err("unknown_stream", e))?.is_none(), "heads of an unknown stream is not None");
-    ensure!(store.log_len(g.cid()).await.map_err(|e| err("unknown_stream", e))? == 0, "log of an unknown stream is not empty");
-    ensure!(store.read_log(g.cid(), 0, 10).await.map_err(|e| err("unknown_stream", e))?.is_empty(), "read_log of an unknown stream is not empty");
+    ensure!(
+        store.heads(g.cid()).await.map_err(|e| err("unknown_stream", e))?.is_none(),
+        "heads of an unknown stream is not None"
+    );
+    ensure!(
+        store.log_len(g.cid()).await.map_err(|e| err("unknown_stream", e))? == 0,
+        "log of an unknown stream is not empty"
+    );
+    ensure!(
+        store.read_log(g.cid(), 0, 10).await.map_err(|e| err("unknown_stream", e))?.is_empty(),
+        "read_log of an unknown stream is not empty"
+    );
     Ok(())
 }
 
@@ -151,9 +163,18 @@ pub async fn streams_are_separate(store: &dyn StreamStore) -> Result<(), Violati
     store.commit(a[0].cid(), &a, &[*a[2].cid()]).await.map_err(|e| err("streams_are_separate", e))?;
     store.commit(b.cid(), std::slice::from_ref(&b), &[*b.cid()]).await.map_err(|e| err("streams_are_separate", e))?;
     // The second stream also logs a block the first already stored.
-    store.commit(b.cid(), std::slice::from_ref(&a[1]), &[*a[1].cid()]).await.map_err(|e| err("streams_are_separate", e))?;
-    ensure!(store.log_len(a[0].cid()).await.map_err(|e| err("streams_are_separate", e))? == 3, "first stream's log changed");
-    ensure!(store.log_len(b.cid()).await.map_err(|e| err("streams_are_separate", e))? == 2, "second stream's log is wrong");
+    store
+        .commit(b.cid(), std::slice::from_ref(&a[1]), &[*a[1].cid()])
+        .await
+        .map_err(|e| err("streams_are_separate", e))?;
+    ensure!(
+        store.log_len(a[0].cid()).await.map_err(|e| err("streams_are_separate", e))? == 3,
+        "first stream's log changed"
+    );
+    ensure!(
+        store.log_len(b.cid()).await.map_err(|e| err("streams_are_separate", e))? == 2,
+        "second stream's log is wrong"
+    );
     let mut streams = store.streams().await.map_err(|e| err("streams_are_separate", e))?;
     streams.sort_unstable();
     let mut want = vec![*a[0].cid(), *b.cid()];

@@ -19,9 +19,9 @@ mod memory;
 #[cfg(feature = "redb")]
 mod redb;
 
-pub use memory::MemoryBlockstore;
 #[cfg(feature = "redb")]
 pub use self::redb::{Durability, RedbBlockstore};
+pub use memory::MemoryBlockstore;
 
 /// A storage operation failed. The operation had no effect unless the method's
 /// contract says otherwise.
