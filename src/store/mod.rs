@@ -15,12 +15,14 @@ use thiserror::Error;
 use crate::block::Block;
 
 pub mod contract;
+mod fault;
 mod memory;
 #[cfg(feature = "redb")]
 mod redb;
 
 #[cfg(feature = "redb")]
 pub use self::redb::{Durability, RedbBlockstore};
+pub use fault::{FaultOp, FaultPlan, FaultyStore};
 pub use memory::MemoryBlockstore;
 
 /// A storage operation failed. The operation had no effect unless the method's
