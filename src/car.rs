@@ -18,15 +18,19 @@
 //! - that every varint is well formed (at most 9 bytes, minimally encoded, as
 //!   the multiformats varint spec requires);
 //! - that the header is a map of exactly `roots` (a list of CID links) and
-//!   `version` (the integer 1), with definite lengths and minimal integers;
-//!   a CAR v2 file (whose pragma reads as `{version: 2}`) is refused with
+//!   `version` (the integer 1), with definite lengths and minimal integers
+//!   (the keys may come in either order; any other key is refused); a CAR v2 file (whose pragma reads as `{version: 2}`) is refused with
 //!   [`CarError::UnsupportedVersion`];
 //! - that each section starts with a valid CID, and that the block is a
 //!   [`Block`] this library accepts: CIDv1, DAG-CBOR, BLAKE3-256, bytes that
 //!   hash to the CID, at most [`CarLimits::max_block_bytes`] long
 //!   ([`Block::new`] plus a size check; failures are [`CarError::Block`]).
 //!
-//! It does not decode blocks as events: that is the job of
+//! Write a stream's blocks in its total order ([`order`](crate::order)):
+//! every parent then comes before its children, so a reader can add each event
+//! as it arrives.
+//!
+//! The reader does not decode blocks as events: that is the job of
 //! [`BlockSet`](crate::BlockSet), [`Event::decode`](crate::Event::decode) or
 //! a replica. Roots may be any CIDs. Duplicate blocks are returned as they
 //! appear (the format allows them).
@@ -64,7 +68,13 @@
 //! assert_eq!((roots_back, blocks_back), (roots, blocks.to_vec()));
 //! ```
 
+// `CarError::Block` holds a `BlockError`, which names two CIDs (~200 bytes).
+// Errors end a read, so their size costs a copy per call, not per byte; the
+// crate's other error types (which also carry CIDs) are in the same position.
+#![allow(clippy::result_large_err, reason = "CarError wraps BlockError, which carries two CIDs")]
+
 use std::borrow::Borrow;
+use std::fmt;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
@@ -357,7 +367,6 @@ fn parse_header(bytes: &[u8], base: u64) -> Result<Vec<Cid>, CarError> {
 ///
 /// The writer trusts its blocks (a [`Block`] was verified when it was built)
 /// and writes them in the order given, duplicates included.
-#[derive(Debug)]
 pub struct CarWriter<W: Write> {
     inner: W,
     scratch: Vec<u8>,
@@ -416,6 +425,12 @@ impl<W: Write> CarWriter<W> {
     }
 }
 
+impl<W: Write> fmt::Debug for CarWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CarWriter").field("blocks", &self.blocks).field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
 /// Writes a whole CAR v1: the header with `roots`, then every block in order.
 /// Returns the writer, flushed.
 ///
@@ -439,7 +454,6 @@ where
 ///
 /// Also an [`Iterator`] of `Result<Block, CarError>` that ends after the last
 /// block or after the first error.
-#[derive(Debug)]
 pub struct CarReader<R: Read> {
     inner: R,
     limits: CarLimits,
@@ -500,6 +514,12 @@ impl<R: Read> CarReader<R> {
         self.offset
     }
 
+    /// Returns the underlying reader, positioned after the last section read
+    /// (or anywhere inside a section, after an error).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Reads and verifies the next block; `Ok(None)` at the end of the CAR.
     /// After an error the reader stays finished and returns `Ok(None)`.
     ///
@@ -555,6 +575,17 @@ impl<R: Read> CarReader<R> {
         let block = Block::new(cid, Bytes::from(section).slice(cid_len..))?;
         self.blocks += 1;
         Ok(Some(block))
+    }
+}
+
+impl<R: Read> fmt::Debug for CarReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CarReader")
+            .field("roots", &self.roots.len())
+            .field("blocks", &self.blocks)
+            .field("offset", &self.offset)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,6 +5,10 @@
 //! payload is written by `serde_ipld_dagcbor` and checked for canonical form by
 //! the iterative reader in `cbor.rs`, which also bounds its nesting depth.
 
+// Errors name the CID they concern by value (every variant does), so they
+// are larger than clippy's default 128 bytes; they are the rare path.
+#![allow(clippy::result_large_err)]
+
 use std::ops::Range;
 
 use ipld_core::cid::Cid;
@@ -34,12 +38,30 @@ pub struct Limits {
     /// at most this many heads as parents; the rest stay heads.
     pub max_parents: usize,
     /// Deepest nesting of lists and maps inside a payload. Default: 64.
+    /// Values above [`Limits::MAX_PAYLOAD_DEPTH`] act as that ceiling.
     pub max_payload_depth: usize,
 }
 
 impl Limits {
     /// The defaults: 1 MiB blocks, 1024 parents, payload depth 64.
     pub const DEFAULT: Limits = Limits { max_block_bytes: 1 << 20, max_parents: 1024, max_payload_depth: 64 };
+
+    /// For blocks this process stored itself: what was accepted once stays
+    /// readable even if the configured limits shrank since.
+    pub(crate) const TRUSTED: Limits =
+        Limits { max_block_bytes: usize::MAX, max_parents: usize::MAX, max_payload_depth: Self::MAX_PAYLOAD_DEPTH };
+
+    /// The deepest payload nesting any [`Limits`] allows: 127, the most that
+    /// `serde_ipld_dagcbor` decodes (its recursion limit). A larger
+    /// `max_payload_depth` acts as this value, so that every block the strict
+    /// reader accepts can also be decoded into a payload.
+    pub const MAX_PAYLOAD_DEPTH: usize = 127;
+
+    /// The payload depth actually enforced: `max_payload_depth`, at most
+    /// [`Limits::MAX_PAYLOAD_DEPTH`].
+    pub fn payload_depth(&self) -> usize {
+        self.max_payload_depth.min(Self::MAX_PAYLOAD_DEPTH)
+    }
 }
 
 impl Default for Limits {
@@ -178,9 +200,10 @@ pub(crate) fn encode_with_digests<P: Serialize>(
         return Err(EncodeError::TooLarge { size: out.len(), max: limits.max_block_bytes });
     }
     let mut reader = Reader::new(&out[payload_start..]);
-    reader.skip_value(limits.max_payload_depth).map_err(|e| {
+    let max_depth = limits.payload_depth();
+    reader.skip_value(max_depth).map_err(|e| {
         if e.too_deep {
-            EncodeError::TooDeep { max: limits.max_payload_depth }
+            EncodeError::TooDeep { max: max_depth }
         } else {
             EncodeError::Payload { message: e.reason.to_string() }
         }
@@ -229,9 +252,10 @@ impl Header {
         if bytes.len() > limits.max_block_bytes {
             return Err(BlockError::TooLarge { cid, size: bytes.len(), max: limits.max_block_bytes }.into());
         }
+        let max_depth = limits.payload_depth();
         let cbor_err = |e: CborError| -> DecodeError {
             if e.too_deep {
-                DecodeError::TooDeep { cid, max: limits.max_payload_depth }
+                DecodeError::TooDeep { cid, max: max_depth }
             } else if e.canonical {
                 DecodeError::Malformed { cid, offset: e.offset, reason: e.reason }
             } else {
@@ -298,6 +322,15 @@ impl Header {
                             max: limits.max_parents,
                         });
                     }
+                    // Each link takes at least one byte: refuse counts the input cannot
+                    // hold before reserving memory for them (limits may be raised).
+                    if n > r.remaining() as u64 {
+                        return Err(DecodeError::Malformed {
+                            cid,
+                            offset: r.pos(),
+                            reason: "length exceeds the input",
+                        });
+                    }
                     let mut list: Vec<Digest> = Vec::with_capacity(n as usize);
                     for index in 0..n as usize {
                         let at = r.pos();
@@ -321,7 +354,7 @@ impl Header {
                 }
                 "payload" => {
                     let start = r.pos();
-                    r.skip_value(limits.max_payload_depth).map_err(cbor_err)?;
+                    r.skip_value(max_depth).map_err(cbor_err)?;
                     payload = Some(start..r.pos());
                 }
                 other => return Err(DecodeError::UnknownKey { cid, key: other.to_string() }),

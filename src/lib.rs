@@ -5,12 +5,15 @@
 mod block;
 pub mod car;
 mod cbor;
+pub mod crdt;
 mod dag;
 mod error;
 mod event;
 mod merge;
 pub mod replica;
+pub mod sim;
 pub mod store;
+pub mod sync;
 
 pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short};
 pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
@@ -18,7 +21,7 @@ pub use error::{BlockError, DecodeError, EncodeError, InsertError, UnknownEvent}
 pub use event::{Event, Limits};
 pub use merge::{BlockSet, heads, merge, order};
 pub use replica::{Config, Cursor, Delta, Ingest, IngestReport, Replica};
-pub use store::{Blockstore, MemoryBlockstore, StoreError, StreamStore};
+pub use store::{Blockstore, LogEntry, MemoryBlockstore, StoreError, StreamStore};
 
 pub use ipld_core::cid::Cid;
 pub use ipld_core::ipld::Ipld;

@@ -356,27 +356,25 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let _span = debug_span!("open", stream = %stream).entered();
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
-        // The log is generous with limits: what was accepted once stays readable
-        // even if the configured limits shrank since.
-        let trusted = Limits { max_block_bytes: usize::MAX, max_parents: usize::MAX, max_payload_depth: usize::MAX };
         let mut start = 0u64;
+        let mut parents: Vec<Digest> = Vec::new();
         loop {
-            let page = store.read_log(stream, start, LOAD_PAGE).await?;
+            let page = store.read_log_entries(stream, start, LOAD_PAGE).await?;
             if page.is_empty() {
                 break;
             }
             start += page.len() as u64;
-            let blocks = store.get_many(&page).await?;
-            for (cid, block) in page.iter().zip(blocks) {
-                let block = block
-                    .ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
-                let header = Header::parse(&block, &trusted)
-                    .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block does not decode: {e}")))?;
-                let digest = digest_of(cid).ok_or_else(|| StoreError::Corrupt(format!("{cid}: not an event CID")))?;
-                if header.parents.is_empty() {
+            for entry in page {
+                if entry.parents.is_empty() {
                     continue; // the genesis
                 }
-                dag.insert_digests(&digest, header.height, &header.parents)
+                let corrupt = || StoreError::Corrupt(format!("{}: the log of {stream} holds a non-event CID", entry.cid));
+                let digest = digest_of(&entry.cid).ok_or_else(corrupt)?;
+                parents.clear();
+                for p in &entry.parents {
+                    parents.push(digest_of(p).ok_or_else(corrupt)?);
+                }
+                dag.insert_digests(&digest, entry.height, &parents)
                     .map_err(|e| StoreError::Corrupt(format!("log of {stream} out of order: {e}")))?;
             }
         }
@@ -462,6 +460,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// The number of events waiting in the pending buffer, and their bytes.
     pub fn pending(&self) -> (usize, usize) {
         (self.pending.events.len(), self.pending.bytes)
+    }
+
+    /// Whether the event waits in the pending buffer for missing parents.
+    pub(crate) fn is_pending(&self, cid: &Cid) -> bool {
+        digest_of(cid).is_some_and(|d| self.pending.events.contains_key(&d))
     }
 
     /// The CIDs this replica needs to make progress: parents of pending

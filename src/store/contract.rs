@@ -183,11 +183,59 @@ pub async fn streams_are_separate(store: &dyn StreamStore) -> Result<(), Violati
     Ok(())
 }
 
+/// `read_log(stream, start, max)` returns the entries `start..start + max`,
+/// cut only by the end of the log: empty for `max == 0` or a start at or past
+/// the end (however large), never an error.
+pub async fn read_log_pages(store: &dyn StreamStore) -> Result<(), Violation> {
+    let blocks = chain(7);
+    let stream = *blocks[0].cid();
+    let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
+    store.commit(&stream, &blocks, &[cids[6]]).await.map_err(|e| err("read_log_pages", e))?;
+    for start in 0..=9u64 {
+        for max in [0usize, 1, 2, 3, 7, 100] {
+            let got = store.read_log(&stream, start, max).await.map_err(|e| err("read_log_pages", e))?;
+            let from = (start as usize).min(cids.len());
+            let to = from.saturating_add(max).min(cids.len());
+            ensure!(got == cids[from..to], "read_log(start {start}, max {max}) = {got:?}, want {:?}", &cids[from..to]);
+        }
+    }
+    let far = store.read_log(&stream, u64::MAX, usize::MAX).await.map_err(|e| err("read_log_pages", e))?;
+    ensure!(far.is_empty(), "read_log(u64::MAX, usize::MAX) = {far:?}, want nothing");
+    Ok(())
+}
+
+/// Each commit replaces the heads with exactly the set given; several heads
+/// come back as that set.
+pub async fn heads_are_replaced(store: &dyn StreamStore) -> Result<(), Violation> {
+    let g = Event::genesis("contract heads").encode().expect("encodes");
+    let a = Event::new(1, vec![*g.cid()], "a").encode().expect("encodes");
+    let b = Event::new(1, vec![*g.cid()], "b").encode().expect("encodes");
+    let m = Event::new(2, vec![*a.cid(), *b.cid()], "m").encode().expect("encodes");
+    let stream = *g.cid();
+    store.commit(&stream, std::slice::from_ref(&g), &[stream]).await.map_err(|e| err("heads_are_replaced", e))?;
+    store
+        .commit(&stream, &[a.clone(), b.clone()], &[*a.cid(), *b.cid()])
+        .await
+        .map_err(|e| err("heads_are_replaced", e))?;
+    let mut got = store.heads(&stream).await.map_err(|e| err("heads_are_replaced", e))?.unwrap_or_default();
+    got.sort_unstable();
+    let mut want = vec![*a.cid(), *b.cid()];
+    want.sort_unstable();
+    ensure!(got == want, "heads after a commit of two concurrent events = {got:?}, want {want:?}");
+    store.commit(&stream, std::slice::from_ref(&m), &[*m.cid()]).await.map_err(|e| err("heads_are_replaced", e))?;
+    let got = store.heads(&stream).await.map_err(|e| err("heads_are_replaced", e))?;
+    ensure!(got == Some(vec![*m.cid()]), "heads after the merge = {got:?}, want only the merge");
+    ensure!(store.log_len(&stream).await.map_err(|e| err("heads_are_replaced", e))? == 4, "log_len is not 4");
+    Ok(())
+}
+
 /// Runs every [`Blockstore`] and [`StreamStore`] rule, each on a fresh store.
 pub async fn check_stream_store<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
     check_blockstore(&make).await?;
     unknown_stream(&make()).await?;
     commit_round_trip(&make()).await?;
     streams_are_separate(&make()).await?;
+    read_log_pages(&make()).await?;
+    heads_are_replaced(&make()).await?;
     Ok(())
 }

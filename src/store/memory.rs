@@ -66,10 +66,12 @@ impl MemoryBlockstore {
 }
 
 impl Inner {
+    /// Stores a block unless its CID is already there: a put of a present CID
+    /// changes nothing (the contract), even for a block built unchecked.
     fn put(&mut self, block: Block) {
-        let len = block.len();
-        if self.blocks.insert(*block.cid(), block).is_none() {
-            self.bytes += len;
+        if let std::collections::hash_map::Entry::Vacant(e) = self.blocks.entry(*block.cid()) {
+            self.bytes += block.len();
+            e.insert(block);
         }
     }
 }

@@ -96,6 +96,33 @@ pub trait Blockstore: Send + Sync {
     }
 }
 
+/// One entry of a stream's log: an event and its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The event.
+    pub cid: Cid,
+    /// Its height.
+    pub height: u64,
+    /// Its parents, ascending by CID bytes.
+    pub parents: Vec<Cid>,
+}
+
+impl LogEntry {
+    /// Reads the header of a stored (already verified) event block.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the block is not an event.
+    pub fn from_block(block: &Block) -> Result<LogEntry, StoreError> {
+        let header = crate::event::Header::parse(block, &crate::event::Limits::TRUSTED)
+            .map_err(|e| StoreError::Corrupt(format!("{}: stored block is not an event: {e}", block.cid())))?;
+        Ok(LogEntry {
+            cid: *block.cid(),
+            height: header.height,
+            parents: header.parents.iter().map(crate::block::cid_from_digest).collect(),
+        })
+    }
+}
+
 /// A [`Blockstore`] that also keeps, per stream (named by its genesis CID),
 /// the stream's heads and the log of its events in the order they were
 /// accepted (a topological order). This is what lets a replica reopen exactly
@@ -124,6 +151,23 @@ pub trait StreamStore: Blockstore {
 
     /// A page of the stream's log.
     async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError>;
+
+    /// A page of the stream's log with each event's height and parents: all a
+    /// replica needs to rebuild its index. The default reads the blocks and
+    /// parses their headers; a store that keeps headers beside its log (the
+    /// redb store does) answers without touching the blocks, which is what
+    /// makes reopening a large stream a sequential scan.
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let cids = self.read_log(stream, start, max).await?;
+        let blocks = self.get_many(&cids).await?;
+        cids.iter()
+            .zip(blocks)
+            .map(|(cid, block)| {
+                let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
+                LogEntry::from_block(&block)
+            })
+            .collect()
+    }
 
     /// The streams this store holds, by genesis CID.
     async fn streams(&self) -> Result<Vec<Cid>, StoreError>;

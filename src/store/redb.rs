@@ -1,48 +1,5 @@
-//! A persistent [`StreamStore`] in one [redb](https://docs.rs/redb) file.
-//!
-//! # Layout
-//!
-//! Four tables, all keyed by raw bytes:
-//!
-//! | table          | key                                   | value                          |
-//! | -------------- | ------------------------------------- | ------------------------------ |
-//! | `blocks`       | CID bytes                             | block bytes                    |
-//! | `stream_heads` | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated |
-//! | `stream_log`   | stream CID bytes ++ position (u64 BE) | event CID bytes                |
-//! | `meta`         | `"format_version"`                    | `1`                            |
-//!
-//! Every stream shares the one `blocks` table, so a block that two streams log
-//! is stored once. The log key sorts a stream's entries by position, so
-//! `read_log` is one range scan and `log_len` is the position of the last key
-//! plus one (a single B-tree descent, no counter to keep in step). Binary CIDs
-//! are self-delimiting, so no stream's key range can contain another stream's
-//! keys, and a heads value is parsed CID after CID: a value that does not split
-//! exactly into CIDs is reported as [`StoreError::Corrupt`].
-//!
-//! Reads return blocks with [`Block::new_unchecked`]: the store only ever holds
-//! blocks its callers verified, and opening or reading never re-hashes.
-//!
-//! # Durability
-//!
-//! Every write method (`put`, `put_many`, `commit`) is one redb write
-//! transaction, so it is atomic in both modes: after a crash a commit is either
-//! entirely there (blocks, log entries, heads) or entirely absent.
-//!
-//! - [`Durability::Immediate`] (the default): each transaction is fsynced before
-//!   the method returns. A crash, including power loss, loses nothing that
-//!   returned `Ok`.
-//! - [`Durability::Eventual`]: transactions are committed without fsync (redb's
-//!   `Durability::None`). They are visible at once to readers of the same
-//!   store, but a crash — even only the process being killed — rolls the file
-//!   back to the last durable point, losing every write since then. The state
-//!   after the crash is always one that existed (a prefix of the writes), never
-//!   a torn one. Durable points are: [`RedbBlockstore::flush`], a clean
-//!   [`RedbBlockstore::close`], and a clean drop (redb makes pending writes
-//!   durable when the database is dropped outside a panic, but a drop cannot
-//!   report a failure; call `close` to see it).
-//!
-//! Reopening a file after an unclean shutdown makes redb walk the file to
-//! repair it, which is slower than a clean open for a large store.
+//! The redb-backed [`StreamStore`]: see [`RedbBlockstore`] for the table
+//! layout and the durability guarantees.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,7 +12,7 @@ use redb::{
     backends::InMemoryBackend,
 };
 
-use super::{Blockstore, StoreError, StreamStore};
+use super::{Blockstore, LogEntry, StoreError, StreamStore};
 use crate::block::Block;
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -66,10 +23,11 @@ const LOG: BytesTable = TableDefinition::new("stream_log");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format_version";
-const FORMAT_VERSION: u64 = 1;
+/// 2: a log value is the event CID, its height (u64 big-endian) and its parents' CIDs.
+const FORMAT_VERSION: u64 = 2;
 
-/// When a write becomes durable. See the [module docs](self) for what a
-/// crash may lose in each mode.
+/// When a write becomes durable. See [`RedbBlockstore`] for what a crash
+/// may lose in each mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
@@ -83,13 +41,63 @@ pub enum Durability {
     Eventual,
 }
 
-/// A [`StreamStore`] in a redb database: blocks shared by every stream, and
-/// per stream its heads and its log. See the [module docs](self) for the table
-/// layout and the durability guarantees.
+/// A persistent [`StreamStore`] in one [redb](https://docs.rs/redb) file (or
+/// in memory, for tests): blocks shared by every stream, and per stream its heads
+/// and its log.
 ///
 /// Methods are async per the traits, but redb is synchronous: each call does
 /// its I/O inline and returns a ready future (the library never spawns).
-/// Its `Debug` prints the path, the durability and counts, not contents.
+/// Its `Debug` prints the path, the durability and counts (one short read
+/// transaction), not contents.
+///
+/// # Layout
+///
+/// Four tables, all keyed by raw bytes:
+///
+/// | table          | key                                   | value                          |
+/// | -------------- | ------------------------------------- | ------------------------------ |
+/// | `blocks`       | CID bytes                             | block bytes                    |
+/// | `stream_heads` | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated |
+/// | `stream_log`   | stream CID bytes ++ position (u64 BE) | event CID bytes                |
+/// | `meta`         | `"format_version"`                    | `1`                            |
+///
+/// Every stream shares the one `blocks` table, so a block that two streams log
+/// is stored once. The log key sorts a stream's entries by position, so
+/// `read_log` is one range scan and `log_len` is the position of the last key
+/// plus one (a single B-tree descent, no counter to keep in step). Binary CIDs
+/// are self-delimiting, so no stream's key range can contain another stream's
+/// keys, and a heads value is parsed CID after CID: a value that does not split
+/// exactly into CIDs is reported as [`StoreError::Corrupt`].
+///
+/// Reads return blocks with [`Block::new_unchecked`]: the store only ever holds
+/// blocks its callers verified, and opening or reading never re-hashes.
+///
+/// # Durability
+///
+/// Every write method (`put`, `put_many`, `commit`) is one redb write
+/// transaction, so it is atomic in both modes: after a crash a commit is either
+/// entirely there (blocks, log entries, heads) or entirely absent.
+///
+/// - [`Durability::Immediate`] (the default): each transaction is fsynced before
+///   the method returns. A crash, including power loss, loses nothing that
+///   returned `Ok`.
+/// - [`Durability::Eventual`]: transactions are committed without fsync (redb's
+///   `Durability::None`). They are visible at once to readers of the same
+///   store, but a crash — even only the process being killed — rolls the file
+///   back to the last durable point, losing every write since then. The state
+///   after the crash is always one that existed (a prefix of the writes), never
+///   a torn one. Durable points are: [`RedbBlockstore::flush`], a clean
+///   [`RedbBlockstore::close`], and a clean drop (redb makes pending writes
+///   durable when the database is dropped outside a panic, but a drop cannot
+///   report a failure; call `close` to see it).
+///
+/// redb keeps some bookkeeping for non-durable commits in memory until the next
+/// durable one, so a long run of `Eventual` writes should `flush` now and then
+/// (every few thousand commits, or on a timer).
+///
+/// Opening never reads or hashes blocks. Reopening a file after an unclean
+/// shutdown makes redb walk the whole file to repair it, which for a large
+/// store takes seconds where a clean open takes milliseconds.
 pub struct RedbBlockstore {
     db: Database,
     path: Option<PathBuf>,
@@ -118,6 +126,9 @@ impl RedbBlockstore {
     /// As [`RedbBlockstore::open`].
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = Database::builder().create(path).map_err(be)?;
         Self::init(db, Some(path.to_path_buf()), durability)
     }
@@ -240,11 +251,20 @@ impl RedbBlockstore {
             let mut heads_table = txn.open_table(HEADS).map_err(be)?;
             let mut pos = log_end(&log_table, &skey, stream)?;
             let mut key = Vec::with_capacity(skey.len() + 8);
+            let mut value = Vec::with_capacity(128);
             for b in blocks {
                 let cid = b.cid().to_bytes();
                 put_block(&mut block_table, &cid, b.bytes())?;
                 log_key_into(&mut key, &skey, pos);
-                log_table.insert(key.as_slice(), cid.as_slice()).map_err(be)?;
+                // The header beside the CID lets a reopen rebuild the index from the log alone.
+                let entry = LogEntry::from_block(b)?;
+                value.clear();
+                value.extend_from_slice(&cid);
+                value.extend_from_slice(&entry.height.to_be_bytes());
+                for p in &entry.parents {
+                    p.write_bytes(&mut value).map_err(be)?;
+                }
+                log_table.insert(key.as_slice(), value.as_slice()).map_err(be)?;
                 pos = pos
                     .checked_add(1)
                     .ok_or_else(|| StoreError::Corrupt(format!("log of stream {stream} is at the largest position")))?;
@@ -254,6 +274,28 @@ impl RedbBlockstore {
         }
         txn.commit().map_err(be)
     }
+}
+
+/// Creates a new database file under a temporary name, with its tables and
+/// format version committed durably, and only then renames it into place: a
+/// crash during creation leaves no file, or a whole one, never a torn header
+/// that every later open would refuse (found by the `crash_` tests).
+fn create_atomically(path: &Path) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".creating");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(be(e)),
+    }
+    let db = Database::builder().create(&tmp).map_err(be)?;
+    RedbBlockstore::init(db, None, Durability::Immediate)?;
+    std::fs::rename(&tmp, path).map_err(be)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(be)?;
+    }
+    Ok(())
 }
 
 /// Inserts a block unless its CID is already there (so a repeated put writes
@@ -318,6 +360,17 @@ fn decode_cid(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Cid, StoreE
         Ok(_) => Err(StoreError::Corrupt(format!("{}: {} bytes after the CID", what(), rest.len()))),
         Err(e) => Err(StoreError::Corrupt(format!("{}: not a CID ({} bytes): {e}", what(), bytes.len()))),
     }
+}
+
+/// Decodes a log value: the event CID, its height, its parents' CIDs.
+fn decode_log_value(bytes: &[u8], what: impl Fn() -> String) -> Result<LogEntry, StoreError> {
+    let mut rest = bytes;
+    let cid = Cid::read_bytes(&mut rest).map_err(|e| StoreError::Corrupt(format!("{}: not a CID: {e}", what())))?;
+    let Some((height, rest)) = rest.split_first_chunk::<8>() else {
+        return Err(StoreError::Corrupt(format!("{}: no height after the CID", what())));
+    };
+    let parents = decode_cids(rest, &what)?;
+    Ok(LogEntry { cid, height: u64::from_be_bytes(*height), parents })
 }
 
 /// Decodes concatenated CIDs; the value must split exactly into CIDs.
@@ -433,7 +486,25 @@ impl StreamStore for RedbBlockstore {
         for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
             let (_, value) = entry.map_err(be)?;
             let pos = start.saturating_add(out.len() as u64);
-            out.push(decode_cid(value.value(), || format!("log entry {pos} of stream {stream}"))?);
+            out.push(decode_log_value(value.value(), || format!("log entry {pos} of stream {stream}"))?.cid);
+        }
+        Ok(out)
+    }
+
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let skey = stream.to_bytes();
+        let lo = log_key(&skey, start);
+        let hi = log_key(&skey, u64::MAX);
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(LOG).map_err(be)?;
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
+            let (_, value) = entry.map_err(be)?;
+            let pos = start.saturating_add(out.len() as u64);
+            out.push(decode_log_value(value.value(), || format!("log entry {pos} of stream {stream}"))?);
         }
         Ok(out)
     }

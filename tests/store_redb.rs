@@ -1,0 +1,415 @@
+//! The redb store: the shared contract suite (in memory and on disk), plus
+//! persistence, sharing, durability and corruption.
+#![cfg(feature = "redb")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use merkle_clock::store::{Durability, RedbBlockstore, contract};
+use merkle_clock::{Block, Blockstore, Cid, Event, StoreError, StreamStore};
+
+/// A chain of `n` events: a genesis named by `name`, then each event the child of the last.
+fn chain(name: &str, n: usize) -> Vec<Block> {
+    let mut out = vec![Event::genesis(name.to_owned()).encode().expect("encodes")];
+    for i in 1..n {
+        let parent = *out[i - 1].cid();
+        out.push(Event::new(i as u64, vec![parent], format!("{name} {i}")).encode().expect("encodes"));
+    }
+    out
+}
+
+fn cids(blocks: &[Block]) -> Vec<Cid> {
+    blocks.iter().map(|b| *b.cid()).collect()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn contract_in_memory() {
+    block_on(contract::check_stream_store(|| RedbBlockstore::in_memory().expect("in-memory store"))).unwrap();
+}
+
+#[test]
+fn contract_on_disk() {
+    for durability in [Durability::Immediate, Durability::Eventual] {
+        let dir = tempdir();
+        let n = AtomicUsize::new(0);
+        let make = || {
+            let path = dir.path().join(format!("store-{}.redb", n.fetch_add(1, Ordering::Relaxed)));
+            RedbBlockstore::open_with(path, durability).expect("file store")
+        };
+        block_on(contract::check_stream_store(make)).unwrap_or_else(|v| panic!("{durability:?}: {v}"));
+    }
+}
+
+#[test]
+fn reopen_keeps_blocks_heads_and_log() {
+    let dir = tempdir();
+    let path = dir.path().join("db.redb");
+    let blocks = chain("reopen", 10);
+    let stream = *blocks[0].cid();
+    let loose = Event::genesis("a loose block").encode().unwrap();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks[..4], &[*blocks[3].cid()])).unwrap();
+        block_on(store.commit(&stream, &blocks[4..], &[*blocks[9].cid()])).unwrap();
+        block_on(store.put(loose.clone())).unwrap();
+    }
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(store.path(), Some(path.as_path()));
+    assert_eq!(block_on(store.heads(&stream)).unwrap(), Some(vec![*blocks[9].cid()]));
+    assert_eq!(block_on(store.log_len(&stream)).unwrap(), 10);
+    assert_eq!(block_on(store.read_log(&stream, 0, usize::MAX)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(store.streams()).unwrap(), vec![stream]);
+    for b in blocks.iter().chain([&loose]) {
+        let got = block_on(store.get(b.cid())).unwrap().expect("block survives the reopen");
+        assert_eq!(&got, b);
+        got.verify().expect("a stored block still verifies");
+    }
+    assert_eq!(store.block_count().unwrap(), 11);
+    // The log continues where it stopped.
+    let more = Event::new(10, vec![*blocks[9].cid()], "reopen 10".to_owned()).encode().unwrap();
+    block_on(store.commit(&stream, std::slice::from_ref(&more), &[*more.cid()])).unwrap();
+    assert_eq!(block_on(store.read_log(&stream, 9, 5)).unwrap(), vec![*blocks[9].cid(), *more.cid()]);
+}
+
+#[test]
+fn two_streams_share_a_block() {
+    let store = RedbBlockstore::in_memory().unwrap();
+    let a = chain("stream a", 3);
+    let b = chain("stream b", 1);
+    block_on(store.commit(a[0].cid(), &a, &[*a[2].cid()])).unwrap();
+    // Stream b logs a's second event too (a topic that relays it).
+    block_on(store.commit(b[0].cid(), &[b[0].clone(), a[1].clone()], &[*b[0].cid(), *a[1].cid()])).unwrap();
+    assert_eq!(store.block_count().unwrap(), 4, "the shared block is stored once");
+    assert_eq!(block_on(store.read_log(a[0].cid(), 0, 10)).unwrap(), cids(&a));
+    assert_eq!(block_on(store.read_log(b[0].cid(), 0, 10)).unwrap(), vec![*b[0].cid(), *a[1].cid()]);
+    assert_eq!(block_on(store.heads(b[0].cid())).unwrap(), Some(vec![*b[0].cid(), *a[1].cid()]));
+    assert_eq!(block_on(store.heads(a[0].cid())).unwrap(), Some(vec![*a[2].cid()]));
+    let mut want = vec![*a[0].cid(), *b[0].cid()];
+    want.sort_unstable();
+    assert_eq!(block_on(store.streams()).unwrap(), want);
+}
+
+#[test]
+fn log_pages_and_bounds() {
+    let store = RedbBlockstore::in_memory().unwrap();
+    let blocks = chain("pages", 25);
+    let stream = *blocks[0].cid();
+    for chunk in blocks.chunks(7) {
+        block_on(store.commit(&stream, chunk, &[*chunk.last().unwrap().cid()])).unwrap();
+    }
+    let mut read = Vec::new();
+    let mut pos = 0;
+    loop {
+        let page = block_on(store.read_log(&stream, pos, 4)).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pos += page.len() as u64;
+        read.extend(page);
+    }
+    assert_eq!(read, cids(&blocks));
+    assert!(block_on(store.read_log(&stream, 25, 10)).unwrap().is_empty());
+    assert!(block_on(store.read_log(&stream, u64::MAX, usize::MAX)).unwrap().is_empty());
+    assert!(block_on(store.read_log(&stream, 3, 0)).unwrap().is_empty());
+    // A commit with no blocks registers the stream and replaces its heads only.
+    let other = chain("empty commit", 1);
+    block_on(store.commit(other[0].cid(), &[], &[])).unwrap();
+    assert_eq!(block_on(store.heads(other[0].cid())).unwrap(), Some(vec![]));
+    assert_eq!(block_on(store.log_len(other[0].cid())).unwrap(), 0);
+    assert_eq!(block_on(store.streams()).unwrap().len(), 2);
+}
+
+#[test]
+fn eventual_mode_flush_round_trip() {
+    let dir = tempdir();
+    let path = dir.path().join("eventual.redb");
+    let blocks = chain("eventual", 6);
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open_with(&path, Durability::Eventual).unwrap();
+        assert_eq!(store.durability(), Durability::Eventual);
+        block_on(store.commit(&stream, &blocks[..3], &[*blocks[2].cid()])).unwrap();
+        // Visible at once, before any flush.
+        assert_eq!(block_on(store.log_len(&stream)).unwrap(), 3);
+        store.flush().unwrap();
+        block_on(store.commit(&stream, &blocks[3..], &[*blocks[5].cid()])).unwrap();
+        store.close().unwrap();
+    }
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.read_log(&stream, 0, 100)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(store.heads(&stream)).unwrap(), Some(vec![*blocks[5].cid()]));
+    // Flush under Immediate is a harmless no-op.
+    store.flush().unwrap();
+}
+
+const CHILD_ENV: &str = "MERKLE_CLOCK_REDB_CHILD_DIR";
+const FLUSHED: usize = 20;
+const TOTAL: usize = 50;
+
+/// Run by `abrupt_exit_keeps_durable_commits` in a child process: commits, then
+/// exits without dropping anything (no close, no destructors).
+#[test]
+fn abrupt_exit_child() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
+    let dir = PathBuf::from(dir);
+    let blocks = chain("abrupt", TOTAL);
+    let stream = *blocks[0].cid();
+    let immediate = RedbBlockstore::open(dir.join("immediate.redb")).unwrap();
+    let eventual = RedbBlockstore::open_with(dir.join("eventual.redb"), Durability::Eventual).unwrap();
+    for (i, b) in blocks.iter().enumerate() {
+        block_on(immediate.commit(&stream, std::slice::from_ref(b), &[*b.cid()])).unwrap();
+        block_on(eventual.commit(&stream, std::slice::from_ref(b), &[*b.cid()])).unwrap();
+        if i + 1 == FLUSHED {
+            eventual.flush().unwrap();
+        }
+    }
+    std::process::exit(0);
+}
+
+/// A process that exits without closing its stores (as a kill would) keeps
+/// every Immediate commit, and under Eventual every commit up to the last
+/// flush; whatever survives is a consistent prefix (heads match the log).
+#[test]
+fn abrupt_exit_keeps_durable_commits() {
+    let dir = tempdir();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "abrupt_exit_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blocks = chain("abrupt", TOTAL);
+    let stream = *blocks[0].cid();
+
+    let immediate = RedbBlockstore::open(dir.path().join("immediate.redb")).unwrap();
+    assert_eq!(block_on(immediate.read_log(&stream, 0, usize::MAX)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(immediate.heads(&stream)).unwrap(), Some(vec![*blocks[TOTAL - 1].cid()]));
+
+    let eventual = RedbBlockstore::open(dir.path().join("eventual.redb")).unwrap();
+    let log = block_on(eventual.read_log(&stream, 0, usize::MAX)).unwrap();
+    assert!(log.len() >= FLUSHED, "lost flushed commits: {} of {FLUSHED} left", log.len());
+    assert_eq!(log, cids(&blocks[..log.len()]), "the surviving log is a prefix");
+    assert_eq!(block_on(eventual.heads(&stream)).unwrap(), Some(vec![*blocks[log.len() - 1].cid()]));
+    for b in &blocks[..log.len()] {
+        assert!(block_on(eventual.has(b.cid())).unwrap());
+    }
+    eprintln!("eventual store kept {} of {TOTAL} commits after an abrupt exit (flushed: {FLUSHED})", log.len());
+}
+
+const HEADS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("stream_heads");
+const LOG_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("stream_log");
+const META_TABLE: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+
+/// Writes through raw redb, as a bug or a foreign writer would.
+fn raw_write(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+fn corrupt(r: Result<impl std::fmt::Debug, StoreError>) -> String {
+    match r {
+        Err(StoreError::Corrupt(msg)) => msg,
+        other => panic!("expected StoreError::Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn heads_of_bad_length_are_corrupt() {
+    let dir = tempdir();
+    let path = dir.path().join("corrupt.redb");
+    let blocks = chain("corrupt", 3);
+    let stream = *blocks[0].cid();
+    let key = stream.to_bytes();
+    let head = blocks[2].cid().to_bytes();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks, &[*blocks[2].cid()])).unwrap();
+    }
+    let bad_values: [Vec<u8>; 3] = [
+        head[..head.len() - 1].to_vec(),         // truncated
+        [head.as_slice(), &[0x01]].concat(),     // one stray byte
+        [head.as_slice(), &head[..10]].concat(), // a CID and a part
+    ];
+    for bad in bad_values {
+        raw_write(&path, |txn| {
+            txn.open_table(HEADS_TABLE).unwrap().insert(key.as_slice(), bad.as_slice()).unwrap();
+        });
+        let store = RedbBlockstore::open(&path).unwrap();
+        let msg = corrupt(block_on(store.heads(&stream)));
+        assert!(msg.contains("heads"), "{msg}");
+        // The rest of the store still reads.
+        assert_eq!(block_on(store.log_len(&stream)).unwrap(), 3);
+    }
+}
+
+#[test]
+fn log_entry_that_is_not_a_cid_is_corrupt() {
+    let dir = tempdir();
+    let path = dir.path().join("corrupt-log.redb");
+    let blocks = chain("corrupt log", 3);
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks, &[*blocks[2].cid()])).unwrap();
+    }
+    raw_write(&path, |txn| {
+        let key = [stream.to_bytes().as_slice(), &1u64.to_be_bytes()].concat();
+        let value = [blocks[1].cid().to_bytes().as_slice(), &[0]].concat();
+        txn.open_table(LOG_TABLE).unwrap().insert(key.as_slice(), value.as_slice()).unwrap();
+    });
+    let store = RedbBlockstore::open(&path).unwrap();
+    let msg = corrupt(block_on(store.read_log(&stream, 0, 10)));
+    assert!(msg.contains("log entry 1"), "{msg}");
+    assert_eq!(block_on(store.read_log(&stream, 2, 10)).unwrap(), vec![*blocks[2].cid()]);
+}
+
+#[test]
+fn unknown_format_version_is_refused() {
+    let dir = tempdir();
+    let path = dir.path().join("future.redb");
+    drop(RedbBlockstore::open(&path).unwrap());
+    raw_write(&path, |txn| {
+        txn.open_table(META_TABLE).unwrap().insert("format_version", 99).unwrap();
+    });
+    corrupt(RedbBlockstore::open(&path));
+}
+
+#[test]
+fn open_errors_are_errors_not_panics() {
+    let dir = tempdir();
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0xa5; 64 * 1024]).unwrap();
+    assert!(matches!(RedbBlockstore::open(&garbage), Err(StoreError::Backend(_))));
+
+    let path = dir.path().join("locked.redb");
+    let _first = RedbBlockstore::open(&path).unwrap();
+    assert!(matches!(RedbBlockstore::open(&path), Err(StoreError::Backend(_))), "a second open of a live file");
+
+    let missing_dir = dir.path().join("no such dir").join("db.redb");
+    assert!(matches!(RedbBlockstore::open(missing_dir), Err(StoreError::Backend(_))));
+}
+
+#[test]
+fn debug_prints_path_and_counts_not_contents() {
+    let dir = tempdir();
+    let path = dir.path().join("debug.redb");
+    let store = RedbBlockstore::open(&path).unwrap();
+    let blocks = chain("a secret payload", 2);
+    block_on(store.commit(blocks[0].cid(), &blocks, &[*blocks[1].cid()])).unwrap();
+    let s = format!("{store:?}");
+    assert!(s.contains("debug.redb"), "{s}");
+    assert!(s.contains("blocks: 2") && s.contains("streams: 1") && s.contains("log_entries: 2"), "{s}");
+    assert!(!s.contains("secret"), "{s}");
+    let mem = format!("{:?}", RedbBlockstore::in_memory().unwrap());
+    assert!(mem.contains("<memory>") && mem.contains("blocks: 0"), "{mem}");
+}
+
+#[test]
+fn usable_as_trait_objects() {
+    let store: Box<dyn StreamStore> = Box::new(RedbBlockstore::in_memory().unwrap());
+    assert!(store.atomic_put_many());
+    let b = chain("dyn", 1).remove(0);
+    block_on(store.put_many(vec![b.clone(), b.clone()])).unwrap();
+    assert_eq!(block_on(store.get_many(&[*b.cid()])).unwrap(), vec![Some(b)]);
+}
+
+/// Figures, not assertions: `cargo test --release --test store_redb -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn measure_redb() {
+    fn rate(n: usize, d: Duration) -> String {
+        format!("{n} in {:.3}s = {:.0}/s", d.as_secs_f64(), n as f64 / d.as_secs_f64())
+    }
+    let n_imm: usize = std::env::var("IMMEDIATE_COMMITS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000);
+    let n_evt: usize = std::env::var("EVENTUAL_COMMITS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let n_log: usize = std::env::var("LOG_ENTRIES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempdir();
+    eprintln!("tempdir: {}", dir.path().display());
+
+    // 1-block commits, one transaction each.
+    for (durability, n) in [(Durability::Immediate, n_imm), (Durability::Eventual, n_evt)] {
+        let blocks = chain("bench commit", n);
+        let stream = *blocks[0].cid();
+        let store = RedbBlockstore::open_with(dir.path().join(format!("{durability:?}.redb")), durability).unwrap();
+        let t = Instant::now();
+        for b in &blocks {
+            block_on(store.commit(&stream, std::slice::from_ref(b), &[*b.cid()])).unwrap();
+        }
+        let commits = t.elapsed();
+        let t = Instant::now();
+        store.flush().unwrap();
+        let flush = t.elapsed();
+        eprintln!(
+            "{durability:?}: 1-block commits {}; final flush {:.1} ms; total incl. flush {}",
+            rate(n, commits),
+            flush.as_secs_f64() * 1e3,
+            rate(n, commits + flush)
+        );
+    }
+
+    // A 1M-entry log, committed in batches of 10k under Eventual.
+    let path = dir.path().join("log.redb");
+    let t = Instant::now();
+    let blocks = chain("bench log", n_log);
+    eprintln!("encoded {n_log} events in {:.2}s", t.elapsed().as_secs_f64());
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open_with(&path, Durability::Eventual).unwrap();
+        let t = Instant::now();
+        for chunk in blocks.chunks(10_000) {
+            block_on(store.commit(&stream, chunk, &[*chunk.last().unwrap().cid()])).unwrap();
+        }
+        store.close().unwrap();
+        eprintln!("wrote {n_log} entries in 10k-block commits: {}", rate(n_log, t.elapsed()));
+    }
+    drop(blocks);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let t = Instant::now();
+    let store = RedbBlockstore::open(&path).unwrap();
+    let open = t.elapsed();
+    let t = Instant::now();
+    let len = block_on(store.log_len(&stream)).unwrap();
+    let heads = block_on(store.heads(&stream)).unwrap().unwrap();
+    let meta = t.elapsed();
+    eprintln!(
+        "reopen {:.1} MB file: open {:.2} ms, log_len+heads {:.3} ms (len {len}, {} head)",
+        size as f64 / 1e6,
+        open.as_secs_f64() * 1e3,
+        meta.as_secs_f64() * 1e3,
+        heads.len()
+    );
+    let t = Instant::now();
+    let all = block_on(store.read_log(&stream, 0, usize::MAX)).unwrap();
+    eprintln!("read_log of {} entries in one call: {}", all.len(), rate(all.len(), t.elapsed()));
+    assert_eq!(all.len(), n_log);
+    let t = Instant::now();
+    let mut pos = 0u64;
+    let mut n = 0;
+    loop {
+        let page = block_on(store.read_log(&stream, pos, 10_000)).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pos += page.len() as u64;
+        n += page.len();
+    }
+    eprintln!("read_log of {n} entries in 10k pages: {}", rate(n, t.elapsed()));
+    let t = Instant::now();
+    let got = block_on(store.get_many(&all)).unwrap();
+    eprintln!("get_many of {} blocks: {}", got.len(), rate(got.len(), t.elapsed()));
+}
