@@ -122,6 +122,40 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(raw).map(Some).map_err(|_| CborError::malformed(at, "text is not valid UTF-8"))
     }
 
+    /// Reads a map key: a text string, returned as bytes. Its UTF-8 is
+    /// checked unless it is one of `known` (valid by construction).
+    /// `Ok(None)` (nothing read) when the next item is not a text string.
+    pub fn key(&mut self, known: &[&[u8]]) -> Result<Option<&'a [u8]>, CborError> {
+        let at = self.pos;
+        let (major, _, len) = self.head()?;
+        if major != MAJOR_TEXT {
+            self.pos = at;
+            return Ok(None);
+        }
+        let raw = self.take(len)?;
+        if !known.contains(&raw) {
+            std::str::from_utf8(raw).map_err(|_| CborError::malformed(at, "text is not valid UTF-8"))?;
+        }
+        Ok(Some(raw))
+    }
+
+    /// Reads a tag-42 link to an event CID (v1, dag-cbor, BLAKE3-256) in its
+    /// one canonical form and returns the digest, without building a CID.
+    /// `None` (nothing read) for anything else: the caller then reads it the
+    /// general way, which reports what is wrong with it.
+    pub fn event_link(&mut self) -> Option<[u8; 32]> {
+        // tag 42, bytes(37), 0x00 multibase prefix, CIDv1, dag-cbor, blake3, 32 bytes
+        const PREFIX: [u8; 9] = [0xd8, 0x2a, 0x58, 0x25, 0x00, 0x01, 0x71, 0x1e, 0x20];
+        let rest = &self.buf[self.pos..];
+        let (prefix, rest) = rest.split_first_chunk::<9>()?;
+        let (digest, _) = rest.split_first_chunk::<32>()?;
+        if *prefix != PREFIX {
+            return None;
+        }
+        self.pos += 41;
+        Some(*digest)
+    }
+
     /// Reads the body of a tag-42 link (the head of the tag already read).
     pub fn link_body(&mut self) -> Result<Cid, CborError> {
         let at = self.pos;
@@ -258,6 +292,7 @@ struct Frame<'b> {
 }
 
 /// Appends a CBOR head with the minimal argument encoding.
+#[inline]
 pub(crate) fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
     let m = major << 5;
     if arg < 24 {
@@ -283,6 +318,7 @@ pub(crate) fn write_text(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends a tag-42 link to an event CID given by its digest.
+#[inline]
 pub(crate) fn write_digest_link(out: &mut Vec<u8>, digest: &[u8; 32]) {
     // tag 42, bytes(37): 0x00 multibase prefix, CIDv1, dag-cbor, blake3, 32 bytes
     out.extend_from_slice(&[0xd8, 0x2a, 0x58, 0x25, 0x00, 0x01, 0x71, 0x1e, 0x20]);

@@ -3,7 +3,7 @@
 //! Layout (about 80 bytes per event, see `index_bytes_per_event` in the perf
 //! report): a `Vec` of fixed-size nodes (digest, height, where its parent
 //! links start), one `u32` per parent link, a child list threaded through the
-//! links, a hash table of `u32` ids keyed by digest, and the total order as a
+//! links, a hash table of ids keyed by digest, and the total order as a
 //! list of sorted chunks. Nothing holds a pointer; every walk is a loop over
 //! a heap or a stack, never recursion, so histories can be millions deep.
 
@@ -132,7 +132,7 @@ pub struct Dag {
     nodes: Vec<Node>,
     parent_links: Vec<u32>,
     child_links: Vec<ChildLink>,
-    table: HashTable<u32>,
+    table: HashTable<Slot>,
     hasher: DigestHasher,
     heads: Vec<u32>,
     order: Order,
@@ -172,7 +172,7 @@ impl Dag {
             heads: Vec::new(),
             order: Order::default(),
         };
-        dag.push_node(digest, 0, &[]);
+        dag.push_node(digest, 0, []);
         Ok(dag)
     }
 
@@ -203,7 +203,9 @@ impl Dag {
 
     pub(crate) fn find(&self, digest: &Digest) -> Option<u32> {
         let hash = self.hasher.hash(digest);
-        self.table.find(hash, |&i| self.nodes[i as usize].digest == *digest).copied()
+        self.table
+            .find(Slot::table_hash(hash), |s| s.hash == hash && self.nodes[s.id as usize].digest == *digest)
+            .map(|s| s.id)
     }
 
     /// The CID of an event.
@@ -261,9 +263,16 @@ impl Dag {
 
     /// The heads as ids, ascending by CID bytes.
     pub fn head_ids(&self) -> Vec<EventId> {
-        let mut heads: Vec<EventId> = self.heads.iter().map(|&i| EventId(i)).collect();
-        heads.sort_unstable_by(|a, b| self.digest(*a).cmp(self.digest(*b)));
+        let mut heads = Vec::with_capacity(self.heads.len());
+        self.head_ids_into(&mut heads);
         heads
+    }
+
+    /// [`Dag::head_ids`] into a buffer the caller reuses.
+    pub(crate) fn head_ids_into(&self, out: &mut Vec<EventId>) {
+        out.clear();
+        out.extend(self.heads.iter().map(|&i| EventId(i)));
+        out.sort_unstable_by(|a, b| self.digest(*a).cmp(self.digest(*b)));
     }
 
     /// The number of heads.
@@ -321,14 +330,31 @@ impl Dag {
         if height != expected {
             return Err(InsertError::WrongHeight { cid: cid_from_digest(digest), expected, found: height });
         }
-        Ok(Inserted::New(EventId(self.push_node(*digest, height, &ids))))
+        Ok(Inserted::New(EventId(self.push_node(*digest, height, ids.iter().copied()))))
     }
 
-    fn push_node(&mut self, digest: Digest, height: u64, parents: &[u32]) -> u32 {
+    /// Adds an event made on top of events already in the index, given by id
+    /// (ascending by CID bytes): a local append, which knows the event is new
+    /// (its parents are heads, so nothing holds it yet) and its height right.
+    /// Skips the lookups of [`Dag::insert_digests`].
+    pub(crate) fn push_local(&mut self, digest: &Digest, height: u64, parents: &[EventId]) -> EventId {
+        debug_assert!(self.find(digest).is_none(), "a local event is new");
+        debug_assert!(!parents.is_empty(), "a local event has parents");
+        debug_assert_eq!(
+            height,
+            parents.iter().map(|p| self.height(*p)).max().unwrap_or(0) + 1,
+            "a local event's height is one above its parents'"
+        );
+        EventId(self.push_node(*digest, height, parents.iter().map(|p| p.0)))
+    }
+
+    fn push_node(&mut self, digest: Digest, height: u64, parents: impl IntoIterator<Item = u32>) -> u32 {
         let id = u32::try_from(self.nodes.len()).expect("more than 2^32 - 1 events in one stream");
-        self.nodes.push(Node { digest, height, parents_start: self.parent_links.len() as u32, first_child: NONE });
-        self.parent_links.extend_from_slice(parents);
-        for &p in parents {
+        let start = self.parent_links.len();
+        self.nodes.push(Node { digest, height, parents_start: start as u32, first_child: NONE });
+        self.parent_links.extend(parents);
+        for i in start..self.parent_links.len() {
+            let p = self.parent_links[i];
             let node = &mut self.nodes[p as usize];
             if node.first_child == NONE {
                 // It was a head; it is not any more.
@@ -342,8 +368,7 @@ impl Dag {
         }
         self.heads.push(id);
         let hash = self.hasher.hash(&digest);
-        let (nodes, hasher) = (&self.nodes, &self.hasher);
-        self.table.insert_unique(hash, id, |&i| hasher.hash(&nodes[i as usize].digest));
+        self.table.insert_unique(Slot::table_hash(hash), Slot { id, hash }, |s| Slot::table_hash(s.hash));
         let key = self.key(EventId(id));
         self.order.insert(id, key, &self.nodes);
         id
@@ -511,7 +536,7 @@ impl Dag {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.parent_links.capacity() * 4
             + self.child_links.capacity() * std::mem::size_of::<ChildLink>()
-            + self.table.capacity() * 5
+            + self.table.allocation_size()
             + self.heads.capacity() * 4
             + self.order.chunks.iter().map(|c| c.capacity() * 4 + 24).sum::<usize>()
     }
@@ -574,6 +599,23 @@ impl Order {
     }
 }
 
+/// An entry of the id table: the id and its digest's 32-bit keyed hash. The
+/// table rehashes (as it grows) and rejects most non-matching probes from
+/// the slot alone, without a random read of the node.
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u32,
+    hash: u32,
+}
+
+impl Slot {
+    /// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
+    /// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
+    fn table_hash(hash: u32) -> u64 {
+        (u64::from(hash) << 32) | u64::from(hash)
+    }
+}
+
 /// A keyed hash of a digest. Digests are uniform, but a peer can mine them,
 /// so the table's bucket bits come from a multiply keyed per index.
 #[derive(Clone)]
@@ -588,11 +630,12 @@ impl DigestHasher {
         DigestHasher { k0: s.hash_one(0x6d63_6c6f_636bu64), k1: s.hash_one(0x6b31u64) | 1 }
     }
 
-    fn hash(&self, d: &Digest) -> u64 {
+    fn hash(&self, d: &Digest) -> u32 {
         let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
         let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
         let m = u128::from(w0 ^ self.k0) * u128::from(w1 ^ self.k1);
-        (m as u64) ^ ((m >> 64) as u64)
+        let h = (m as u64) ^ ((m >> 64) as u64);
+        (h ^ (h >> 32)) as u32
     }
 }
 

@@ -7,7 +7,7 @@ use futures::executor::block_on;
 use merkle_clock::replica::{AppendError, FnValidator, OpenError, Rejection};
 use merkle_clock::store::{FaultOp, FaultPlan, FaultyStore, StreamStore};
 use merkle_clock::{
-    Block, Config, Cursor, Event, InsertError, Ingest, Ipld, MemoryBlockstore, Replica, StoreError, heads, order,
+    Block, Config, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, StoreError, heads, order,
 };
 use quickcheck::{QuickCheck, TestResult};
 

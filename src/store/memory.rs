@@ -1,12 +1,16 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use ipld_core::cid::Cid;
 
 use super::{Blockstore, StoreError, StreamStore};
-use crate::block::Block;
+use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 
 /// A [`StreamStore`] in memory. Cloning a [`Block`] is cheap, so `get` does
 /// not copy bytes. Its `Debug` prints sizes, not contents.
@@ -17,15 +21,67 @@ pub struct MemoryBlockstore {
 
 #[derive(Default)]
 struct Inner {
-    blocks: HashMap<Cid, Block>,
+    blocks: Blocks,
+    streams: HashMap<Cid, StreamMeta, KeyedState>,
+}
+
+/// The blocks: an arena in the order first put, and a table of arena
+/// indices with a keyed 32-bit hash of the CID's digest beside each (so the
+/// table grows, and turns away most probes, without reading the arena). Each
+/// CID is held once (not as a map key and again in the block), and a
+/// stream's log is a list of arena indices.
+#[derive(Default)]
+struct Blocks {
+    entries: Vec<(Key, Bytes)>,
+    index: HashTable<Slot>,
+    hasher: KeyedState,
     bytes: usize,
-    streams: HashMap<Cid, StreamMeta>,
+}
+
+/// A CID as the arena holds it: an event CID (the one shape this library
+/// writes) by its digest alone, 32 bytes instead of a 96-byte `Cid`.
+enum Key {
+    Event(Digest),
+    Other(Box<Cid>),
+}
+
+impl Key {
+    fn new(cid: &Cid) -> Self {
+        digest_of(cid).map_or_else(|| Key::Other(Box::new(*cid)), Key::Event)
+    }
+
+    fn is(&self, cid: &Cid) -> bool {
+        match self {
+            Key::Event(d) => digest_of(cid).as_ref() == Some(d),
+            Key::Other(c) => **c == *cid,
+        }
+    }
+
+    fn cid(&self) -> Cid {
+        match self {
+            Key::Event(d) => cid_from_digest(d),
+            Key::Other(c) => **c,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u32,
+    hash: u32,
+}
+
+/// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
+/// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
+fn table_hash(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
 }
 
 #[derive(Default)]
 struct StreamMeta {
     heads: Vec<Cid>,
-    log: Vec<Cid>,
+    /// Arena indices, in commit order.
+    log: Vec<u32>,
 }
 
 impl MemoryBlockstore {
@@ -36,7 +92,7 @@ impl MemoryBlockstore {
 
     /// The number of blocks held.
     pub fn len(&self) -> usize {
-        self.read().blocks.len()
+        self.read().blocks.entries.len()
     }
 
     /// Whether no block is held.
@@ -46,12 +102,12 @@ impl MemoryBlockstore {
 
     /// The total bytes of the blocks held.
     pub fn total_bytes(&self) -> usize {
-        self.read().bytes
+        self.read().blocks.bytes
     }
 
     /// Every block, in no particular order.
     pub fn blocks(&self) -> Vec<Block> {
-        self.read().blocks.values().cloned().collect()
+        self.read().blocks.entries.iter().map(|(k, b)| Block::new_unchecked(k.cid(), b.clone())).collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -65,14 +121,42 @@ impl MemoryBlockstore {
     }
 }
 
-impl Inner {
+impl Blocks {
+    fn hash(&self, cid: &Cid) -> u32 {
+        let h = self.hasher.hash_one(cid.hash().digest());
+        (h ^ (h >> 32)) as u32
+    }
+
+    fn find(&self, cid: &Cid) -> Option<u32> {
+        let hash = self.hash(cid);
+        self.index.find(table_hash(hash), |s| s.hash == hash && self.entries[s.id as usize].0.is(cid)).map(|s| s.id)
+    }
+
+    fn get(&self, cid: &Cid) -> Option<Block> {
+        self.find(cid).map(|i| Block::new_unchecked(*cid, self.entries[i as usize].1.clone()))
+    }
+
     /// Stores a block unless its CID is already there: a put of a present CID
     /// changes nothing (the contract), even for a block built unchecked.
-    fn put(&mut self, block: Block) {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.blocks.entry(*block.cid()) {
-            self.bytes += block.len();
-            e.insert(block);
+    /// Returns its arena index.
+    fn put(&mut self, block: &Block) -> u32 {
+        let cid = block.cid();
+        let hash = self.hash(cid);
+        let id = u32::try_from(self.entries.len()).expect("fewer than 2^32 blocks in one memory store");
+        let entries = &self.entries;
+        match self.index.entry(
+            table_hash(hash),
+            |s| s.hash == hash && entries[s.id as usize].0.is(cid),
+            |s| table_hash(s.hash),
+        ) {
+            Entry::Occupied(e) => return e.get().id,
+            Entry::Vacant(e) => {
+                e.insert(Slot { id, hash });
+            }
         }
+        self.entries.push((Key::new(cid), block.bytes().clone()));
+        self.bytes += block.len();
+        id
     }
 }
 
@@ -80,8 +164,8 @@ impl fmt::Debug for MemoryBlockstore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.read();
         f.debug_struct("MemoryBlockstore")
-            .field("blocks", &inner.blocks.len())
-            .field("bytes", &inner.bytes)
+            .field("blocks", &inner.blocks.entries.len())
+            .field("bytes", &inner.blocks.bytes)
             .field("streams", &inner.streams.len())
             .finish()
     }
@@ -90,29 +174,29 @@ impl fmt::Debug for MemoryBlockstore {
 #[async_trait]
 impl Blockstore for MemoryBlockstore {
     async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
-        Ok(self.read().blocks.get(cid).cloned())
+        Ok(self.read().blocks.get(cid))
     }
 
     async fn put(&self, block: Block) -> Result<(), StoreError> {
-        self.write().put(block);
+        self.write().blocks.put(&block);
         Ok(())
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.read().blocks.contains_key(cid))
+        Ok(self.read().blocks.find(cid).is_some())
     }
 
     async fn put_many(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
         let mut inner = self.write();
-        for b in blocks {
-            inner.put(b);
+        for b in &blocks {
+            inner.blocks.put(b);
         }
         Ok(())
     }
 
     async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, StoreError> {
         let inner = self.read();
-        Ok(cids.iter().map(|c| inner.blocks.get(c).cloned()).collect())
+        Ok(cids.iter().map(|c| inner.blocks.get(c)).collect())
     }
 
     fn atomic_put_many(&self) -> bool {
@@ -123,13 +207,15 @@ impl Blockstore for MemoryBlockstore {
 #[async_trait]
 impl StreamStore for MemoryBlockstore {
     async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError> {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let Inner { blocks: store, streams } = &mut *guard;
+        let meta = streams.entry(*stream).or_default();
+        meta.log.reserve(blocks.len());
         for b in blocks {
-            inner.put(b.clone());
+            meta.log.push(store.put(b));
         }
-        let meta = inner.streams.entry(*stream).or_default();
-        meta.log.extend(blocks.iter().map(|b| *b.cid()));
-        meta.heads = heads.to_vec();
+        meta.heads.clear();
+        meta.heads.extend_from_slice(heads);
         Ok(())
     }
 
@@ -146,7 +232,7 @@ impl StreamStore for MemoryBlockstore {
         let Some(meta) = inner.streams.get(stream) else { return Ok(Vec::new()) };
         let start = usize::try_from(start).unwrap_or(usize::MAX).min(meta.log.len());
         let end = start.saturating_add(max).min(meta.log.len());
-        Ok(meta.log[start..end].to_vec())
+        Ok(meta.log[start..end].iter().map(|&i| inner.blocks.entries[i as usize].0.cid()).collect())
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {

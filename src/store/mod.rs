@@ -163,7 +163,8 @@ pub trait StreamStore: Blockstore {
         cids.iter()
             .zip(blocks)
             .map(|(cid, block)| {
-                let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
+                let block = block
+                    .ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
                 LogEntry::from_block(&block)
             })
             .collect()

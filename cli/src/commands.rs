@@ -1,0 +1,397 @@
+//! The subcommands over a store directory.
+
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use merkle_clock::car::{CarLimits, CarWriter, read_car};
+use merkle_clock::replica::Replica;
+use merkle_clock::store::Durability;
+use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
+use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short};
+use serde_json::json;
+
+use crate::store::{self, Local};
+use crate::{Command, Format, Result, demo, draw, json as pj};
+
+/// Blocks fetched per store read when walking the order.
+const PAGE: usize = 1024;
+
+/// Runs one command; what it prints goes to `out`.
+pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
+    match command {
+        Command::Init { genesis } => init(dir, genesis.as_deref(), out).await?,
+        Command::Append { payload } => append(dir, &payload, out).await?,
+        Command::Log { json } => log(dir, json, out).await?,
+        Command::Heads => {
+            let replica = store::open(dir).await?;
+            for head in replica.heads() {
+                writeln!(out, "{head}")?;
+            }
+        }
+        Command::Show { cid, json } => show(dir, &cid, json, out).await?,
+        Command::Compare { left, right } => compare(dir, &left, &right, out).await?,
+        Command::ExportCar { file } => export_car(dir, &file, out).await?,
+        Command::ImportCar { file } => import_car(dir, &file, out).await?,
+        Command::Sync { with } => sync(dir, &with, out).await?,
+        Command::Draw { format, output, layers, rows, color_by } => {
+            let replica = store::open(dir).await?;
+            let opts = draw::Options { max_layers: layers, max_rows: rows, color_by, title: None };
+            let picture = draw::build(&replica, &opts).await?;
+            let text = render(&picture, format);
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    writeln!(out, "wrote {}", path.display())?;
+                }
+                None => out.write_all(text.as_bytes())?,
+            }
+        }
+        Command::Demo(args) => return demo::run(&args, out).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A picture in one of the formats.
+pub fn render(picture: &draw::Picture, format: Format) -> String {
+    match format {
+        Format::Svg => draw::svg(picture),
+        Format::Dot => draw::dot(picture),
+        Format::Mermaid => draw::mermaid(picture),
+    }
+}
+
+async fn init(dir: &Path, genesis: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let payload = match genesis {
+        Some(text) => pj::parse(text)?,
+        None => default_genesis(),
+    };
+    let block = Event::genesis(payload).encode().map_err(|e| format!("invalid genesis: {e}"))?;
+    let replica = store::create(dir, &block, Durability::Immediate).await?;
+    writeln!(out, "{}", replica.stream_id())?;
+    Ok(())
+}
+
+/// A genesis no other `init` makes: a time and a random nonce.
+fn default_genesis() -> Ipld {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    let text = format!(r#"{{"mclock": "stream", "created": {}, "nonce": "{:016x}"}}"#, now.as_secs(), h.finish());
+    pj::parse(&text).unwrap_or(Ipld::Null)
+}
+
+async fn append(dir: &Path, payload: &str, out: &mut dyn Write) -> Result<()> {
+    let text = if payload == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+        s
+    } else {
+        payload.to_string()
+    };
+    let payload = pj::parse(&text)?;
+    let mut replica = store::open(dir).await?;
+    let cid = replica.append(&payload).await?;
+    writeln!(out, "{cid}")?;
+    Ok(())
+}
+
+/// Calls `f` with each event in the total order: position, CID, block.
+async fn walk<S: ?Sized + StreamStore>(
+    replica: &Replica<S>,
+    mut f: impl FnMut(usize, &Cid, &Block) -> Result<()>,
+) -> Result<()> {
+    let order: Vec<Cid> = replica.order().collect();
+    for (page_no, page) in order.chunks(PAGE).enumerate() {
+        let blocks = replica.store().get_many(page).await?;
+        for (i, (cid, block)) in page.iter().zip(blocks).enumerate() {
+            let block = block.ok_or_else(|| format!("{cid}: in the log but not in the store"))?;
+            f(page_no * PAGE + i, cid, &block)?;
+        }
+    }
+    Ok(())
+}
+
+async fn log(dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let replica = store::open(dir).await?;
+    walk(&replica, |pos, cid, block| {
+        let event = Event::<Ipld>::decode(block)?;
+        if as_json {
+            let line = json!({
+                "position": pos,
+                "height": event.height(),
+                "cid": cid.to_string(),
+                "parents": event.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "payload": pj::from_ipld(event.payload()),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{pos:>5}  h{:<4} {}  {}", event.height(), short(cid), pj::compact(event.payload()))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A CID given in full or as a unique tail of its string (`…x3kq2a7e` or `x3kq2a7e`).
+fn resolve(replica: &Local, text: &str) -> Result<Cid> {
+    let t = text.trim().trim_start_matches('…').trim_start_matches("...");
+    match Cid::try_from(t) {
+        Ok(cid) if replica.contains(&cid) => return Ok(cid),
+        Ok(_) => return Err(format!("unknown event {t}: not in stream {}", replica.stream_id()).into()),
+        // Longer than any tail `log` prints: meant as a whole CID.
+        Err(e) if t.len() > 20 => return Err(format!("not a CID: {t} ({e})").into()),
+        Err(_) => {}
+    }
+    if t.len() < 4 || !t.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("not a CID: {text:?}").into());
+    }
+    let found: Vec<Cid> = replica.order().filter(|c| c.to_string().ends_with(t)).take(2).collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("unknown event {text}: no event of stream {} ends with it", replica.stream_id()).into()),
+        _ => Err(format!("ambiguous CID tail {text}: give more characters").into()),
+    }
+}
+
+async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let replica = store::open(dir).await?;
+    let cid = resolve(&replica, text)?;
+    let block = replica.get(&cid).await?.ok_or_else(|| format!("{cid}: in the DAG but not in the store"))?;
+    let event = Event::<Ipld>::decode(&block)?;
+    let dag = replica.dag();
+    let id = dag.id(&cid).ok_or_else(|| format!("unknown event {cid}"))?;
+    let mut children: Vec<Cid> = dag.children(id).map(|c| dag.cid(c)).collect();
+    children.sort_unstable();
+    let head = children.is_empty();
+    if as_json {
+        let v = json!({
+            "cid": cid.to_string(),
+            "height": event.height(),
+            "parents": event.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "children": children.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "head": head,
+            "size": block.len(),
+            "payload": pj::from_ipld(event.payload()),
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    let list = |cids: &[Cid]| -> Vec<String> {
+        if cids.is_empty() {
+            vec!["none".into()]
+        } else {
+            cids.iter().map(|c| format!("{c}  ({})", short(c))).collect()
+        }
+    };
+    writeln!(out, "cid       {cid}")?;
+    writeln!(out, "height    {}", event.height())?;
+    for (i, line) in list(event.parents()).iter().enumerate() {
+        writeln!(out, "{}{line}", if i == 0 { "parents   " } else { "          " })?;
+    }
+    for (i, line) in list(&children).iter().enumerate() {
+        writeln!(out, "{}{line}", if i == 0 { "children  " } else { "          " })?;
+    }
+    writeln!(out, "head      {}", if head { "yes" } else { "no" })?;
+    writeln!(out, "size      {} bytes", block.len())?;
+    let pretty = serde_json::to_string_pretty(&pj::from_ipld(event.payload()))?;
+    for (i, line) in pretty.lines().enumerate() {
+        writeln!(out, "{}{line}", if i == 0 { "payload   " } else { "          " })?;
+    }
+    Ok(())
+}
+
+async fn compare(dir: &Path, left: &[String], right: &[String], out: &mut dyn Write) -> Result<()> {
+    let replica = store::open(dir).await?;
+    let a: Vec<Cid> = left.iter().map(|t| resolve(&replica, t)).collect::<Result<_>>()?;
+    let b: Vec<Cid> = right.iter().map(|t| resolve(&replica, t)).collect::<Result<_>>()?;
+    let word = match replica.dag().compare(&a, &b)? {
+        ClockOrder::Before => "before",
+        ClockOrder::After => "after",
+        ClockOrder::Concurrent => "concurrent",
+        ClockOrder::Equal => "equal",
+    };
+    writeln!(out, "{word}")?;
+    Ok(())
+}
+
+async fn export_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> {
+    let replica = store::open(dir).await?;
+    let heads = replica.heads();
+    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let mut car = CarWriter::new(BufWriter::new(file), &heads)?;
+    walk(&replica, |_, _, block| Ok(car.write(block)?)).await?;
+    let (blocks, bytes) = (car.blocks_written(), car.bytes_written());
+    let file = car.finish()?.into_inner().map_err(|e| format!("cannot write {}: {}", path.display(), e.error()))?;
+    file.sync_all().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(
+        out,
+        "exported {blocks} blocks ({bytes} bytes) of stream {} to {}; roots: {} head{}",
+        replica.stream_id(),
+        path.display(),
+        heads.len(),
+        if heads.len() == 1 { "" } else { "s" }
+    )?;
+    Ok(())
+}
+
+async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // Every block is hashed and checked before anything is kept...
+    let (roots, blocks) = read_car(BufReader::new(file), CarLimits::default())
+        .map_err(|e| format!("{}: {e}; nothing imported", path.display()))?;
+    // ...and decoded as a canonical event.
+    let mut geneses = Vec::new();
+    for block in &blocks {
+        let event = Event::<Ipld>::decode(block).map_err(|e| format!("{}: {e}; nothing imported", path.display()))?;
+        if event.is_genesis() && !geneses.contains(block) {
+            geneses.push(block.clone());
+        }
+    }
+    let db_exists = dir.join(store::DB_FILE).is_file();
+    let current = if db_exists {
+        let db = store::open_db(dir, Durability::Immediate)?;
+        let stream = store::current_stream(dir, &db).await?;
+        drop(db);
+        stream
+    } else {
+        None
+    };
+    let created = current.is_none();
+    let mut replica = match current {
+        Some(stream) => {
+            if let Some(g) = geneses.iter().find(|g| g.cid() != &stream) {
+                return Err(format!(
+                    "{} holds stream {}, the store holds stream {stream}; nothing imported",
+                    path.display(),
+                    g.cid()
+                )
+                .into());
+            }
+            store::open(dir).await?
+        }
+        None => match geneses.as_slice() {
+            [genesis] => store::create(dir, genesis, Durability::Immediate).await?,
+            [] => {
+                return Err(format!(
+                    "{} holds no genesis and the store holds no stream to add its events to; nothing imported",
+                    path.display()
+                )
+                .into());
+            }
+            _ => return Err(format!("{} holds {} streams; nothing imported", path.display(), geneses.len()).into()),
+        },
+    };
+    // A store created from the CAR's genesis held nothing before.
+    let before = if created { 0 } else { replica.len() };
+    let total = blocks.len();
+    let events: Vec<Block> = blocks.into_iter().filter(|b| b.cid() != replica.stream_id()).collect();
+    let report = replica.ingest_many(events).await?;
+    let skipped = total - report.outcomes.len(); // copies of the genesis
+    let mut duplicate = if created { skipped.saturating_sub(1) } else { skipped };
+    let (mut pending, mut rejected) = (0, Vec::new());
+    for outcome in &report.outcomes {
+        match outcome {
+            Ingest::Accepted => {}
+            Ingest::Duplicate => duplicate += 1,
+            Ingest::Pending { .. } => pending += 1,
+            Ingest::Rejected(why) => rejected.push(why.to_string()),
+        }
+    }
+    let added = replica.len() - before;
+    let missing_roots = roots.iter().filter(|r| !replica.contains(r)).count();
+    writeln!(
+        out,
+        "imported {}: {total} blocks, {added} new events, {duplicate} already held; stream {} now has {} events and {} head{}",
+        path.display(),
+        replica.stream_id(),
+        replica.len(),
+        replica.heads().len(),
+        if replica.heads().len() == 1 { "" } else { "s" }
+    )?;
+    if !rejected.is_empty() || pending > 0 || missing_roots > 0 {
+        out.flush()?;
+        let mut why = Vec::new();
+        if !rejected.is_empty() {
+            why.push(format!("{} rejected (first: {})", rejected.len(), rejected[0]));
+        }
+        if pending > 0 {
+            why.push(format!("{pending} lack their parents"));
+        }
+        if missing_roots > 0 {
+            why.push(format!("{missing_roots} of its {} roots are not in the stream", roots.len()));
+        }
+        return Err(format!("{} is incomplete: {}", path.display(), why.join("; ")).into());
+    }
+    Ok(())
+}
+
+async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
+    let same = match (dir.canonicalize(), other.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(format!("{} is this store: sync needs another one", other.display()).into());
+    }
+    let mut here = store::open(dir).await?;
+    let other_db = store::open_db(other, Durability::Immediate)?;
+    let their_stream = store::current_stream(other, &other_db).await?;
+    let mut there = match their_stream {
+        Some(s) if s == *here.stream_id() => Replica::open(Arc::new(other_db), &s, Default::default()).await?,
+        Some(s) => {
+            return Err(
+                format!("{} holds stream {s}, this store holds stream {}", other.display(), here.stream_id()).into()
+            );
+        }
+        None => return Err(format!("the store at {} holds no stream", other.display()).into()),
+    };
+    let (before_here, before_there) = (here.len(), there.len());
+    let limits = SyncLimits::default();
+    let (mut to_there, mut to_here) = (SyncState::new(), SyncState::new());
+    let (mut rounds, mut messages, mut sent, mut received) = (0u32, 0u32, 0usize, 0usize);
+    loop {
+        let from_here = generate_message(&here, &mut to_there).await?;
+        let from_there = generate_message(&there, &mut to_here).await?;
+        if from_here.is_none() && from_there.is_none() {
+            break;
+        }
+        rounds += 1;
+        if rounds > 1000 {
+            return Err("sync did not settle in 1000 rounds".into());
+        }
+        if let Some(m) = from_here {
+            let bytes = m.encode();
+            sent += bytes.len();
+            messages += 1;
+            receive_message(&mut there, &mut to_here, Message::decode(&bytes, &limits)?).await?;
+        }
+        if let Some(m) = from_there {
+            let bytes = m.encode();
+            received += bytes.len();
+            messages += 1;
+            receive_message(&mut here, &mut to_there, Message::decode(&bytes, &limits)?).await?;
+        }
+    }
+    let equal = here.heads() == there.heads();
+    writeln!(
+        out,
+        "synced with {} in {rounds} round trip{}: {messages} messages, {} bytes ({sent} sent, {received} received)",
+        other.display(),
+        if rounds == 1 { "" } else { "s" },
+        sent + received
+    )?;
+    writeln!(out, "here:  +{} events, now {} events", here.len() - before_here, here.len())?;
+    writeln!(out, "there: +{} events, now {} events", there.len() - before_there, there.len())?;
+    let heads: Vec<String> = here.heads().iter().map(short).collect();
+    writeln!(out, "heads: {} ({})", heads.join(" "), if equal { "the same on both" } else { "DIFFERENT" })?;
+    if !equal {
+        return Err("the stores did not converge".into());
+    }
+    Ok(())
+}

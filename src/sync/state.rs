@@ -1,0 +1,294 @@
+//! Per-peer sync state: a durable part (the heads both sides last shared)
+//! that encodes to bytes, and an ephemeral part (the current session).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::BuildHasher;
+
+use ipld_core::cid::Cid;
+use rand_core::RngCore;
+
+use super::bloom::BloomFilter;
+use super::message::{SyncError, SyncLimits};
+use crate::block::digest_of;
+use crate::cbor::{self, MAJOR_ARRAY, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
+
+/// The version of [`SyncState::encode`]'s format.
+const STATE_VERSION: u64 = 1;
+
+/// What one replica knows of its conversation with one peer.
+///
+/// The **durable** part is the set of heads both sides last shared: the
+/// history below them is known to be on both sides, so the next session's
+/// filter only covers what was added since. [`SyncState::encode`] writes it
+/// and [`SyncState::decode`] reads it back (with a fresh session).
+///
+/// The **ephemeral** part is the current session: the peer's last heads and
+/// filter, the blocks already sent and the CIDs already asked for (neither is
+/// sent twice in a session), whether a reply is owed, message numbers.
+/// [`SyncState::reset`] drops it, keeping the durable part: call it when the
+/// connection to the peer was lost or a message may have been, so that the
+/// next message starts a new session.
+///
+/// Every filter is keyed with a fresh 16-byte salt drawn from a secret:
+/// [`SyncState::new`] draws the secret from OS randomness,
+/// [`SyncState::with_seed`] derives it from a seed (reproducible traces).
+///
+/// ```
+/// use merkle_clock::sync::SyncState;
+/// let state = SyncState::with_seed(7);
+/// let bytes = state.encode();
+/// let back = SyncState::decode(&bytes).unwrap();
+/// assert_eq!(back.shared_heads(), state.shared_heads());
+/// ```
+#[derive(Clone)]
+pub struct SyncState {
+    // The session is boxed so that a state is small to move and to keep in
+    // an enum next to other protocols' states.
+    pub(crate) shared: Vec<Cid>,
+    pub(crate) limits: SyncLimits,
+    salts: Salts,
+    pub(crate) session: Box<Session>,
+}
+
+/// The current session with the peer.
+#[derive(Clone, Default)]
+pub(crate) struct Session {
+    /// Our next filter message opens our session (it is not an answer to the peer's hello).
+    pub hello: bool,
+    /// Our filter went out in this session.
+    pub filter_sent: bool,
+    /// Seq of the message that carried our filter.
+    pub filter_seq: u64,
+    /// Our last message's number.
+    pub seq: u64,
+    /// The peer's last message's number (what we acknowledge).
+    pub their_seq: u64,
+    /// The ack of the peer's last message: our messages it had seen.
+    pub their_ack: u64,
+    /// The peer's last message said more blocks follow.
+    pub their_more: bool,
+    /// Heads we last told the peer.
+    pub last_sent_heads: Option<Vec<Cid>>,
+    /// Heads the peer last told us.
+    pub their_heads: Option<Vec<Cid>>,
+    /// The seq of the newest message whose heads we know (it sent them, or
+    /// said they had not changed since the one before).
+    pub their_heads_seq: u64,
+    /// Our heads when we last sent the peer everything it lacked: it will
+    /// hold exactly these (unless it adds more).
+    pub predicted: Option<Vec<Cid>>,
+    /// The peer's filter and its `since`.
+    pub their_filter: Option<BloomFilter>,
+    pub their_since: Vec<Cid>,
+    /// The peer sent a filter we have not answered yet.
+    pub owe_reply: bool,
+    /// CIDs the peer asked for, not answered yet.
+    pub their_wants: Vec<Cid>,
+    /// Blocks sent in this session, with the seq of the message that carried them.
+    pub sent: HashMap<Cid, u64>,
+    /// CIDs we asked for in this session.
+    pub asked: HashSet<Cid>,
+    /// Something arrived since we last made a message.
+    pub dirty: bool,
+    /// Our heads when we last made (or declined to make) a message.
+    pub last_heads: Option<Vec<Cid>>,
+}
+
+impl Session {
+    fn fresh(hello: bool) -> Self {
+        Session { hello, dirty: true, ..Session::default() }
+    }
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncState {
+    /// A state for a peer never met, with a secret for the salts from OS randomness.
+    pub fn new() -> Self {
+        SyncState {
+            shared: Vec::new(),
+            limits: SyncLimits::default(),
+            salts: Salts::random(),
+            session: Box::new(Session::fresh(true)),
+        }
+    }
+
+    /// A state whose salts derive from `seed`: the same seed and the same
+    /// calls give the same messages. For simulations and tests; a real peer
+    /// should use [`SyncState::new`], or an attacker who knows the seed can
+    /// mine CIDs that collide in its filters.
+    pub fn with_seed(seed: u64) -> Self {
+        SyncState { salts: Salts::seeded(seed), ..Self::new() }
+    }
+
+    /// Derives the salts from `seed` from now on (see [`SyncState::with_seed`]).
+    pub fn reseed(&mut self, seed: u64) {
+        self.salts = Salts::seeded(seed);
+    }
+
+    /// Replaces the limits applied to messages made and taken with this state.
+    pub fn set_limits(&mut self, limits: SyncLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits applied to messages made and taken with this state.
+    pub fn limits(&self) -> &SyncLimits {
+        &self.limits
+    }
+
+    /// The heads both sides last shared (the durable part), ascending.
+    pub fn shared_heads(&self) -> &[Cid] {
+        &self.shared
+    }
+
+    /// The peer's heads as it last told them, if it did in this session.
+    pub fn their_heads(&self) -> Option<&[Cid]> {
+        self.session.their_heads.as_deref()
+    }
+
+    /// Drops the session (the ephemeral part), keeping the shared heads: the
+    /// next message starts a new session, which tells the peer to start one
+    /// too. Call it after a reconnect, or when a message may have been lost.
+    pub fn reset(&mut self) {
+        *self.session = Session::fresh(true);
+    }
+
+    /// Starts a new session because the peer started one (our next filter
+    /// message answers its hello).
+    pub(crate) fn restart_for_peer(&mut self) {
+        *self.session = Session::fresh(false);
+    }
+
+    /// A fresh salt for the next filter.
+    pub(crate) fn next_salt(&mut self) -> [u8; 16] {
+        self.salts.next()
+    }
+
+    /// A state whose every filter uses `salt`: what a protocol *without* a
+    /// per-message salt would do. Only for the tests that show the attack.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_salt(salt: [u8; 16]) -> Self {
+        SyncState { salts: Salts { fixed: Some(salt), ..Salts::seeded(0) }, ..Self::new() }
+    }
+
+    /// Encodes the durable part: `[1, [shared heads as links]]` in DAG-CBOR.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 41 * self.shared.len());
+        cbor::write_head(&mut out, MAJOR_ARRAY, 2);
+        cbor::write_head(&mut out, MAJOR_UINT, STATE_VERSION);
+        cbor::write_head(&mut out, MAJOR_ARRAY, self.shared.len() as u64);
+        for cid in &self.shared {
+            cbor::write_link(&mut out, cid);
+        }
+        out
+    }
+
+    /// Reads back what [`SyncState::encode`] wrote, with a fresh session and
+    /// a secret from OS randomness.
+    ///
+    /// # Errors
+    /// [`SyncError::UnsupportedVersion`] or [`SyncError::Decode`].
+    pub fn decode(bytes: &[u8]) -> Result<SyncState, SyncError> {
+        let mut r = Reader::new(bytes);
+        let bad = |offset: usize, rule: &'static str| SyncError::Decode { offset, rule };
+        let (major, _, n) = r.head()?;
+        if major != MAJOR_ARRAY || n == 0 {
+            return Err(bad(0, "a sync state is a non-empty list"));
+        }
+        let at = r.pos();
+        let (major, _, version) = r.head()?;
+        if major != MAJOR_UINT {
+            return Err(bad(at, "the version must be an unsigned integer"));
+        }
+        if version != STATE_VERSION {
+            return Err(SyncError::UnsupportedVersion { version });
+        }
+        if n != 2 {
+            return Err(bad(0, "a version 1 sync state is a list of 2 items"));
+        }
+        let at = r.pos();
+        let (major, _, count) = r.head()?;
+        if major != MAJOR_ARRAY {
+            return Err(bad(at, "shared heads must be a list"));
+        }
+        if count.saturating_mul(41) > r.remaining() as u64 {
+            return Err(bad(at, "length exceeds the input"));
+        }
+        let mut shared = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let at = r.pos();
+            let (major, _, tag) = r.head()?;
+            if major != MAJOR_TAG || tag != TAG_CID {
+                return Err(bad(at, "expected a link (tag 42)"));
+            }
+            let cid = r.link_body()?;
+            if digest_of(&cid).is_none() {
+                return Err(bad(at, "a link is not an event CID (CIDv1, dag-cbor, blake3-256)"));
+            }
+            shared.push(cid);
+        }
+        if r.remaining() > 0 {
+            return Err(bad(r.pos(), "trailing bytes after the sync state"));
+        }
+        shared.sort_unstable();
+        shared.dedup();
+        Ok(SyncState { shared, ..SyncState::new() })
+    }
+}
+
+impl fmt::Debug for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.session;
+        f.debug_struct("SyncState")
+            .field("shared", &self.shared.iter().map(crate::block::short).collect::<Vec<_>>())
+            .field("seq", &s.seq)
+            .field("their_seq", &s.their_seq)
+            .field("their_heads", &s.their_heads.as_ref().map(Vec::len))
+            .field("sent", &s.sent.len())
+            .field("asked", &s.asked.len())
+            .finish()
+    }
+}
+
+/// Salts: keyed BLAKE3 of a counter under a secret.
+#[derive(Clone)]
+struct Salts {
+    secret: [u8; 32],
+    counter: u64,
+    /// Tests only: the same salt every time.
+    fixed: Option<[u8; 16]>,
+}
+
+impl Salts {
+    fn random() -> Self {
+        let mut secret = [0u8; 32];
+        if rand_core::OsRng.try_fill_bytes(&mut secret).is_err() {
+            // No OS randomness: std's per-process random keys still differ per run.
+            let s = std::hash::RandomState::new();
+            for (i, chunk) in secret.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&s.hash_one(i as u64).to_le_bytes());
+            }
+        }
+        Salts { secret, counter: 0, fixed: None }
+    }
+
+    fn seeded(seed: u64) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key("merkle-clock sync salt seed v1");
+        hasher.update(&seed.to_le_bytes());
+        Salts { secret: *hasher.finalize().as_bytes(), counter: 0, fixed: None }
+    }
+
+    fn next(&mut self) -> [u8; 16] {
+        if let Some(salt) = self.fixed {
+            return salt;
+        }
+        self.counter += 1;
+        let h = blake3::keyed_hash(&self.secret, &self.counter.to_le_bytes());
+        h.as_bytes()[..16].try_into().expect("16 bytes")
+    }
+}

@@ -1,0 +1,347 @@
+//! Deterministic network simulations; every test is named `sim_…`
+//! (`cargo test sim_`). Each run is checked here from the outside: after
+//! quiescence every replica holds the same blocks, heads and order, and they
+//! are exactly the genesis and every event appended (the union of all the
+//! replicas' block sets).
+
+use std::collections::BTreeSet;
+
+use merkle_clock::replica::Replica;
+use merkle_clock::sim::{Partition, Protocol, SimConfig, SimError, SimReport, Simulation, SyncProtocol};
+use merkle_clock::sync::SyncLimits;
+use merkle_clock::{Block, Cid, MemoryBlockstore};
+
+/// Checks that the run converged, and verifies it from the replicas and stores.
+fn check<P: Protocol>(sim: &Simulation<P>, report: &SimReport) {
+    assert!(report.converged, "did not converge: {report}");
+    assert_eq!(report.errors, 0, "protocol errors: {report}");
+    let config = sim.config();
+    let writers = config.writers.unwrap_or(config.nodes);
+    assert_eq!(report.appended, writers * config.events_per_node, "{report}");
+    let mut union: BTreeSet<Cid> = sim.appended().clone();
+    union.insert(*sim.genesis().cid());
+    assert_eq!(report.events, union.len(), "{report}");
+    let first = sim.replica(0).expect("node 0 is up");
+    let heads = first.heads();
+    let order: Vec<Cid> = first.order().collect();
+    assert_eq!(order.iter().copied().collect::<BTreeSet<_>>(), union, "{report}");
+    for n in 0..config.nodes {
+        let r = sim.replica(n).unwrap_or_else(|| panic!("node {n} is down: {report}"));
+        assert_eq!(r.heads(), heads, "node {n} heads: {report}");
+        assert_eq!(r.order().collect::<Vec<_>>(), order, "node {n} order: {report}");
+        assert_eq!(r.pending().0, 0, "node {n} pending: {report}");
+        let stored: BTreeSet<Cid> = sim.store(n).blocks().iter().map(|b| *b.cid()).collect();
+        assert_eq!(stored, union, "node {n} blocks: {report}");
+    }
+}
+
+fn run_with<P: Protocol>(config: SimConfig, protocol: P) -> SimReport {
+    let mut sim = Simulation::with_protocol(config, protocol).expect("valid config");
+    let report = sim.run().expect("run");
+    check(&sim, &report);
+    report
+}
+
+fn run(config: SimConfig) -> SimReport {
+    let protocol = config.protocol;
+    run_with(config, protocol)
+}
+
+/// Five nodes on a network that loses, duplicates and reorders.
+fn faulty(seed: u64) -> SimConfig {
+    SimConfig { seed, nodes: 5, events_per_node: 4, loss: 0.2, dup: 0.2, reorder: 4, ..SimConfig::default() }
+}
+
+#[test]
+fn sim_many_seeds_with_loss_duplication_and_reordering() {
+    let mut faults = (0, 0);
+    for seed in 0..40 {
+        let r = run(faulty(seed));
+        faults.0 += r.lost;
+        faults.1 += r.duplicated;
+    }
+    assert!(faults.0 > 0 && faults.1 > 0, "the faults happened: {faults:?}");
+}
+
+#[test]
+fn sim_partitions_heal() {
+    for seed in 0..16 {
+        let config = SimConfig {
+            nodes: 6,
+            partitions: vec![
+                Partition::split(3, 2, 20),
+                Partition { start: 24, end: 34, groups: vec![vec![0, 1], vec![2, 3]] },
+            ],
+            ..faulty(seed)
+        };
+        let r = run(config);
+        assert!(r.partitioned > 0, "{r}");
+    }
+}
+
+#[test]
+fn sim_late_joiners_start_from_the_genesis() {
+    for seed in 0..16 {
+        let config = SimConfig { nodes: 6, late_joiners: 2, ..faulty(seed) };
+        let mut sim = Simulation::new(config).unwrap();
+        let r = sim.run().unwrap();
+        check(&sim, &r);
+        assert_eq!(r.late_joins, 2, "{r}");
+    }
+}
+
+#[test]
+fn sim_restarts_reopen_from_the_store() {
+    let mut saved_states = 0;
+    for seed in 0..16 {
+        let config = SimConfig { restarts: 4, keep_trace: true, ..faulty(seed) };
+        let r = run(config);
+        assert!(r.restarts >= 3, "{r}");
+        // The durable part of the sync states went down with the node and came back.
+        saved_states += r
+            .trace
+            .iter()
+            .filter_map(|l| l.split_once(" saved=").map(|(_, n)| n.parse::<usize>().unwrap()))
+            .sum::<usize>();
+    }
+    assert!(saved_states > 0);
+}
+
+#[test]
+fn sim_everything_at_once() {
+    for seed in 0..16 {
+        let config = SimConfig {
+            nodes: 6,
+            events_per_node: 5,
+            late_joiners: 1,
+            restarts: 2,
+            partitions: vec![Partition::split(3, 5, 25)],
+            ..faulty(seed)
+        };
+        run(config);
+    }
+}
+
+#[test]
+fn sim_hundred_nodes() {
+    let config = SimConfig {
+        seed: 100,
+        nodes: 100,
+        writers: Some(10),
+        events_per_node: 2,
+        loss: 0.1,
+        dup: 0.1,
+        reorder: 3,
+        sync_interval: 2,
+        late_joiners: 10,
+        restarts: 5,
+        partitions: vec![Partition::split(50, 10, 30)],
+        ..SimConfig::default()
+    };
+    let r = run(config);
+    assert_eq!(r.events, 21, "{r}");
+}
+
+#[test]
+fn sim_same_seed_same_trace() {
+    for protocol in [SyncProtocol::Bloom, SyncProtocol::Naive] {
+        let config = SimConfig {
+            protocol,
+            keep_trace: true,
+            late_joiners: 1,
+            restarts: 1,
+            partitions: vec![Partition::split(2, 5, 15)],
+            ..faulty(42)
+        };
+        let a = Simulation::new(config.clone()).unwrap().run().unwrap();
+        let b = Simulation::new(config).unwrap().run().unwrap();
+        assert!(a.trace_lines > 100);
+        assert_eq!(a.trace, b.trace);
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn sim_different_seeds_different_traces() {
+    let hashes: BTreeSet<String> = (0..12).map(|seed| run(faulty(seed)).trace_hash).collect();
+    assert_eq!(hashes.len(), 12);
+}
+
+#[test]
+fn sim_no_timeouts_needed_without_loss() {
+    for seed in 0..16 {
+        let config = SimConfig {
+            loss: 0.0,
+            dup: 0.3,
+            reorder: 6,
+            session_timeout: None,
+            late_joiners: 1,
+            restarts: 2,
+            partitions: vec![Partition::split(2, 5, 20)],
+            ..faulty(seed)
+        };
+        let r = run(config);
+        assert_eq!(r.timeouts, 0, "{r}");
+    }
+}
+
+#[test]
+fn sim_faults_that_never_stop() {
+    for seed in 0..8 {
+        run(SimConfig { loss: 0.3, dup: 0.3, persistent_faults: true, ..faulty(seed) });
+    }
+}
+
+#[test]
+fn sim_blocks_split_over_many_messages() {
+    let mut limits = SyncLimits::default();
+    limits.max_blocks = 3;
+    for seed in 0..8 {
+        let config = SimConfig {
+            protocol: SyncProtocol::BloomWithLimits(limits),
+            events_per_node: 8,
+            restarts: 1,
+            partitions: vec![Partition::split(2, 5, 25)],
+            ..faulty(seed)
+        };
+        run(config);
+    }
+}
+
+#[test]
+fn sim_naive_walk_without_loss() {
+    for seed in 0..8 {
+        let config = SimConfig {
+            protocol: SyncProtocol::Naive,
+            loss: 0.0,
+            session_timeout: None,
+            late_joiners: 1,
+            ..faulty(seed)
+        };
+        run(config);
+    }
+}
+
+/// Two sides write apart for the whole fault phase, then heal: the Bloom
+/// protocol catches up in a few round trips, the naive walk in about one
+/// per level of history.
+#[test]
+fn sim_bloom_catches_up_faster_than_the_naive_walk() {
+    let config = SimConfig {
+        seed: 3,
+        nodes: 2,
+        events_per_node: 30,
+        fault_ticks: 40,
+        random_peers: 0,
+        partitions: vec![Partition::split(1, 0, 40)],
+        ..SimConfig::default()
+    };
+    let bloom = run(config.clone());
+    let naive = run(SimConfig { protocol: SyncProtocol::Naive, ..config });
+    assert!(bloom.rounds <= 4, "{bloom}");
+    assert!(naive.rounds >= 20, "{naive}");
+}
+
+/// A partition that never heals: the run gives up at the bound.
+#[test]
+fn sim_gives_up_at_the_bound() {
+    let config = SimConfig {
+        seed: 1,
+        max_ticks: 30,
+        partitions: vec![Partition { start: 0, end: u64::MAX, groups: vec![vec![0]] }],
+        ..SimConfig::default()
+    };
+    let r = Simulation::new(config).unwrap().run().unwrap();
+    assert!(!r.converged);
+    assert_eq!(r.rounds, 30);
+}
+
+#[test]
+fn sim_single_node() {
+    run(SimConfig { nodes: 1, restarts: 2, ..SimConfig::default() });
+}
+
+#[test]
+fn sim_rejects_bad_configs_and_a_second_run() {
+    let bad = [
+        SimConfig { nodes: 0, ..SimConfig::default() },
+        SimConfig { loss: 1.5, ..SimConfig::default() },
+        SimConfig { dup: -0.1, ..SimConfig::default() },
+        SimConfig { late_joiners: 4, ..SimConfig::default() },
+        SimConfig { writers: Some(5), ..SimConfig::default() },
+        SimConfig { base_delay: 0, ..SimConfig::default() },
+        SimConfig { partitions: vec![Partition::split(9, 0, 5)], ..SimConfig::default() },
+        SimConfig { partitions: vec![Partition::split(1, 5, 0)], ..SimConfig::default() },
+    ];
+    for config in bad {
+        assert!(matches!(Simulation::new(config), Err(SimError::Config(_))));
+    }
+    let mut sim = Simulation::new(SimConfig::default()).unwrap();
+    sim.run().unwrap();
+    assert!(matches!(sim.run(), Err(SimError::AlreadyRan)));
+}
+
+/// Any protocol runs through the same faults: here one that sends every
+/// block the peer is not known to hold.
+struct AllBlocks;
+
+impl Protocol for AllBlocks {
+    type State = BTreeSet<Cid>;
+    fn name(&self) -> &'static str {
+        "all-blocks"
+    }
+    fn new_state(&self, _seed: u64) -> Self::State {
+        BTreeSet::new()
+    }
+    fn save(&self, _state: &Self::State) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&self, _durable: &[u8], _seed: u64) -> Self::State {
+        BTreeSet::new()
+    }
+    async fn generate(
+        &self,
+        replica: &Replica<MemoryBlockstore>,
+        state: &mut Self::State,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        for cid in replica.order() {
+            if state.insert(cid) {
+                let block = replica.get(&cid).await.map_err(|e| e.to_string())?.ok_or("missing block")?;
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(block.bytes());
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+    async fn receive(
+        &self,
+        replica: &mut Replica<MemoryBlockstore>,
+        state: &mut Self::State,
+        mut message: &[u8],
+    ) -> Result<(), String> {
+        let mut blocks = Vec::new();
+        while !message.is_empty() {
+            let (len, rest) = message.split_first_chunk::<4>().ok_or("truncated length")?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let bytes = rest.get(..len).ok_or("truncated block")?;
+            let block = Block::from_bytes(bytes.to_vec());
+            state.insert(*block.cid());
+            blocks.push(block);
+            message = &rest[len..];
+        }
+        replica.ingest_many(blocks).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn sim_custom_protocol() {
+    for seed in 0..8 {
+        let config =
+            SimConfig { late_joiners: 1, restarts: 2, partitions: vec![Partition::split(2, 5, 20)], ..faulty(seed) };
+        let r = run_with(config, AllBlocks);
+        assert_eq!(r.protocol, "all-blocks");
+    }
+}
