@@ -570,7 +570,7 @@ impl Order {
             return;
         }
         // First chunk whose last key is above k; search from the end, where late events land.
-        let ci = self.chunks.partition_point(|c| key_of(nodes, *c.last().expect("non-empty")) < k);
+        let ci = self.chunk_of(&k, nodes);
         let chunk = &mut self.chunks[ci];
         let pos = chunk.partition_point(|&i| key_of(nodes, i) < k);
         chunk.insert(pos, id);
@@ -588,10 +588,29 @@ impl Order {
         c
     }
 
+    /// The first chunk whose last key is not below `k` (`chunks.len()` if
+    /// none). A gallop back from the end, then a binary search: late events
+    /// and readers land near the end, so this touches the last few chunks
+    /// (nodes still in cache) instead of log2(chunks) nodes anywhere in the
+    /// history.
+    fn chunk_of(&self, k: &(u64, &Digest), nodes: &[Node]) -> usize {
+        let below = |c: &Vec<u32>| key_of(nodes, *c.last().expect("chunks are never empty")) < *k;
+        let mut hi = self.chunks.len(); // the answer is at most hi
+        let mut step = 1;
+        loop {
+            let lo = hi.saturating_sub(step);
+            if lo == 0 || below(&self.chunks[lo - 1]) {
+                return lo + self.chunks[lo..hi].partition_point(below);
+            }
+            hi = lo - 1;
+            step *= 2;
+        }
+    }
+
     /// The chunk and offset of the first id whose key is not below `key`.
     fn locate(&self, key: &OrderKey, nodes: &[Node]) -> (usize, usize) {
         let k = (key.height, &key.digest);
-        let ci = self.chunks.partition_point(|c| key_of(nodes, *c.last().expect("non-empty")) < k);
+        let ci = self.chunk_of(&k, nodes);
         match self.chunks.get(ci) {
             Some(c) => (ci, c.partition_point(|&i| key_of(nodes, i) < k)),
             None => (ci, 0),

@@ -574,7 +574,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// # Errors
     /// [`AppendError`]; the replica is unchanged.
     pub async fn append<P: Serialize>(&mut self, payload: &P) -> Result<Cid, AppendError> {
-        let last = self.append_batch(std::iter::once(payload), None).instrument(debug_span!("append")).await?;
+        let span = debug_span!("append");
+        // With no subscriber listening the span is disabled: skip the wrapper,
+        // which would move the whole append future once more on every call.
+        let last = if span.is_disabled() {
+            self.append_batch(std::iter::once(payload), None).await?
+        } else {
+            self.append_batch(std::iter::once(payload), None).instrument(span).await?
+        };
         Ok(last.expect("one payload, one event"))
     }
 

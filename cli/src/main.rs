@@ -44,8 +44,8 @@ enum Command {
     },
     /// Appends an event whose parents are the current heads; prints its CID.
     Append {
-        /// The payload as JSON (`-` reads it from stdin). Links are {"/": "<CID>"},
-        /// bytes {"/": {"bytes": "<base64>"}}.
+        /// The payload as JSON (`-` reads it from stdin). Links are {"/": "CID"},
+        /// bytes {"/": {"bytes": "BASE64"}}.
         #[arg(value_name = "JSON", allow_hyphen_values = true)]
         payload: String,
     },

@@ -1,0 +1,519 @@
+//! Real swarms over TCP on 127.0.0.1: convergence, partitions, late joiners,
+//! restarts from redb, and a peer that sends garbage.
+//!
+//! Every wait is bounded by `tokio::time::timeout`; no test needs more than a
+//! few seconds on a quiet machine (each has a 40 s ceiling).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use merkle_clock::replica::Config as ReplicaConfig;
+use merkle_clock::store::RedbBlockstore;
+use merkle_clock::sync::Message;
+use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};
+use merkle_clock_libp2p::announce::{Announcement, topic};
+use merkle_clock_libp2p::codec::{SYNC_PROTOCOL, SyncRequest, SyncResponse};
+use merkle_clock_libp2p::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use merkle_clock_libp2p::libp2p::{self, Multiaddr, PeerId, StreamProtocol, gossipsub, request_response};
+use merkle_clock_libp2p::{Config, Node, NodeHandle};
+use tokio::time::{Instant, sleep, timeout};
+
+type Handle = NodeHandle<dyn StreamStore>;
+
+/// Each test's ceiling.
+const TEST_LIMIT: Duration = Duration::from_secs(40);
+/// The ceiling of one convergence wait.
+const CONVERGE_LIMIT: Duration = Duration::from_secs(30);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+fn genesis(name: &str) -> Block {
+    Event::genesis(format!("loopback test: {name}")).encode().unwrap()
+}
+
+fn node_config() -> Config {
+    let mut c = Config::default();
+    c.announce_interval = Duration::from_millis(400);
+    c.announce_debounce = Duration::from_millis(20);
+    c.request_timeout = Duration::from_secs(5);
+    c.session_timeout = Duration::from_secs(15);
+    c.redial_interval = Duration::from_millis(200);
+    c.gossip_heartbeat = Duration::from_millis(200);
+    c
+}
+
+async fn spawn_with(store: Arc<dyn StreamStore>, genesis: &Block) -> Handle {
+    let handle = Node::<dyn StreamStore>::spawn(node_config()).unwrap();
+    let replica = Replica::create(store, genesis, ReplicaConfig::default()).await.unwrap();
+    handle.add_stream(replica).await.unwrap();
+    handle
+}
+
+async fn spawn_mem(genesis: &Block) -> Handle {
+    spawn_with(Arc::new(MemoryBlockstore::new()), genesis).await
+}
+
+/// Node `i` dials every node before it; waits until each sees the others.
+async fn mesh(nodes: &[&Handle]) {
+    for (i, n) in nodes.iter().enumerate() {
+        for m in &nodes[..i] {
+            n.dial(m.listen_addr().await.unwrap()).await.unwrap();
+        }
+    }
+    wait_for("full mesh", || async {
+        for n in nodes {
+            if n.peers().await.unwrap().len() < nodes.len() - 1 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Polls `check` every 50 ms until it holds, at most [`CONVERGE_LIMIT`].
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    let done = timeout(CONVERGE_LIMIT, async {
+        while !check().await {
+            sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "timed out after {:?} waiting for {what}", start.elapsed());
+}
+
+/// Waits until every node holds `events` events and the same heads and order.
+async fn converge(nodes: &[&Handle], stream: Cid, events: usize) {
+    wait_for(&format!("{} nodes to hold {events} events", nodes.len()), || async {
+        let mut heads = None;
+        for n in nodes {
+            if n.len(stream).await.unwrap() != events {
+                return false;
+            }
+            let h = n.heads(stream).await.unwrap();
+            if heads.get_or_insert_with(|| h.clone()) != &h {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let first: Vec<Cid> = nodes[0].read(stream, |r| r.order().collect()).await.unwrap();
+    for n in &nodes[1..] {
+        let order: Vec<Cid> = n.read(stream, |r| r.order().collect()).await.unwrap();
+        assert_eq!(order, first, "same blocks but a different order");
+    }
+}
+
+async fn append_n(node: &Handle, stream: Cid, tag: &str, n: usize) {
+    for i in 0..n {
+        node.append(stream, &format!("{tag} {i}")).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_converge() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("concurrent");
+        let stream = *g.cid();
+        let (a, b, c, d) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b, &c, &d]).await;
+        tokio::join!(
+            append_n(&a, stream, "a", 25),
+            append_n(&b, stream, "b", 25),
+            append_n(&c, stream, "c", 25),
+            append_n(&d, stream, "d", 25),
+        );
+        converge(&[&a, &b, &c, &d], stream, 101).await;
+        let s = a.stats().await.unwrap();
+        assert!(s.announcements_sent > 0 && s.sessions_completed > 0, "{s:?}");
+        for n in [a, b, c, d] {
+            n.shutdown().await.unwrap();
+        }
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_streams_per_node() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let (g1, g2) = (genesis("stream one"), genesis("stream two"));
+        let (s1, s2) = (*g1.cid(), *g2.cid());
+        let a = spawn_mem(&g1).await;
+        let b = spawn_mem(&g1).await;
+        let c = spawn_mem(&g2).await;
+        // a and b also replicate stream two; c only stream two.
+        for n in [&a, &b] {
+            let r = Replica::create(
+                Arc::new(MemoryBlockstore::new()) as Arc<dyn StreamStore>,
+                &g2,
+                ReplicaConfig::default(),
+            )
+            .await
+            .unwrap();
+            n.add_stream(r).await.unwrap();
+        }
+        mesh(&[&a, &b, &c]).await;
+        tokio::join!(append_n(&a, s1, "a1", 10), append_n(&b, s2, "b2", 10), append_n(&c, s2, "c2", 10));
+        converge(&[&a, &b], s1, 11).await;
+        converge(&[&a, &b, &c], s2, 21).await;
+        assert!(c.len(s1).await.is_err(), "c does not replicate stream one");
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_node_converges_after_reconnect() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("partition");
+        let stream = *g.cid();
+        let (a, b, c) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b, &c]).await;
+        append_n(&a, stream, "before", 5).await;
+        converge(&[&a, &b, &c], stream, 6).await;
+
+        c.set_offline(true).await.unwrap();
+        wait_for("c to be cut off", || async {
+            c.peers().await.unwrap().is_empty()
+                && !a.peers().await.unwrap().contains(&c.peer_id())
+                && !b.peers().await.unwrap().contains(&c.peer_id())
+        })
+        .await;
+        tokio::join!(append_n(&a, stream, "a", 20), append_n(&b, stream, "b", 20), append_n(&c, stream, "c", 7));
+        converge(&[&a, &b], stream, 46).await;
+        // Others keep redialing c; it refuses them, so it stays behind.
+        sleep(Duration::from_millis(500)).await;
+        assert_eq!(c.len(stream).await.unwrap(), 13, "an offline node receives nothing");
+
+        c.set_offline(false).await.unwrap();
+        converge(&[&a, &b, &c], stream, 53).await;
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_catches_up() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("late joiner");
+        let stream = *g.cid();
+        let (a, b, c) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b, &c]).await;
+        a.append_many(stream, (0..300).map(|i| format!("a {i}"))).await.unwrap();
+        tokio::join!(append_n(&b, stream, "b", 30), append_n(&c, stream, "c", 30));
+        converge(&[&a, &b, &c], stream, 361).await;
+        // Everything is quiet now; d joins with only the genesis and dials one peer.
+        let d = spawn_mem(&g).await;
+        d.dial(c.listen_addr().await.unwrap()).await.unwrap();
+        converge(&[&a, &b, &c, &d], stream, 361).await;
+        let s = d.stats().await.unwrap();
+        assert_eq!(s.events_received, 360, "{s:?}");
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_from_its_redb_store() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let g = genesis("restart");
+        let stream = *g.cid();
+        let (a, b) = (spawn_mem(&g).await, spawn_mem(&g).await);
+        let c = spawn_with(Arc::new(RedbBlockstore::open(&path).unwrap()), &g).await;
+        mesh(&[&a, &b, &c]).await;
+        tokio::join!(append_n(&a, stream, "a", 15), append_n(&c, stream, "c", 15));
+        converge(&[&a, &b, &c], stream, 31).await;
+        let heads_before = c.heads(stream).await.unwrap();
+
+        // Stop c and drop its replica, closing the redb file.
+        drop(c.shutdown().await.unwrap());
+        tokio::join!(append_n(&a, stream, "a later", 20), append_n(&b, stream, "b later", 20));
+        converge(&[&a, &b], stream, 71).await;
+
+        // Reopen the same file: the node starts where it stopped, then catches up.
+        let store: Arc<dyn StreamStore> = Arc::new(RedbBlockstore::open(&path).unwrap());
+        let replica = Replica::open(store, &stream, ReplicaConfig::default()).await.unwrap();
+        assert_eq!(replica.len(), 31);
+        assert_eq!(replica.heads(), heads_before);
+        let c = Node::<dyn StreamStore>::spawn(node_config()).unwrap();
+        c.add_stream(replica).await.unwrap();
+        c.dial(a.listen_addr().await.unwrap()).await.unwrap();
+        converge(&[&a, &b, &c], stream, 71).await;
+        assert_eq!(c.stats().await.unwrap().events_received, 40);
+
+        // What it caught up on is in the store: reopen once more.
+        drop(c.shutdown().await.unwrap());
+        let store: Arc<dyn StreamStore> = Arc::new(RedbBlockstore::open(&path).unwrap());
+        let replica = Replica::open(store, &stream, ReplicaConfig::default()).await.unwrap();
+        assert_eq!(replica.len(), 71);
+        assert_eq!(replica.heads(), a.heads(stream).await.unwrap());
+    })
+    .await
+    .expect("test took too long");
+}
+
+// ---- a peer that sends garbage ----
+
+/// A codec that writes and reads raw bytes on the sync protocol: whatever
+/// the test hands it goes on the wire as is.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(1 << 20).read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_all(io).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_all(io).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> io::Result<()> {
+        write_all(io, r).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> io::Result<()> {
+        write_all(io, r).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct GarbageBehaviour {
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<RawCodec>,
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 as u8
+            })
+            .collect()
+    }
+}
+
+/// A well-formed sync message whose blocks are not events of the stream:
+/// noise, a block of another stream's genesis, and a non-canonical encoding.
+fn bad_blocks_message(rng: &mut Rng, stream: Cid) -> Vec<u8> {
+    let mut m = Message::default();
+    m.hello = true;
+    m.seq = 1;
+    m.heads = vec![stream];
+    m.blocks = vec![
+        rng.bytes(120).into(),
+        Event::genesis("a foreign genesis").encode().unwrap().bytes().clone(),
+        vec![0xa3, 0x61, 0x78, 0x01].into(),
+    ];
+    m.encode()
+}
+
+/// The kinds of garbage sent in sync requests and responses.
+const GARBAGE_KINDS: usize = 7;
+
+/// Garbage of kind `i % GARBAGE_KINDS` for a sync request or response.
+fn garbage_sync_frame(rng: &mut Rng, stream: Cid, i: usize) -> Vec<u8> {
+    match i % GARBAGE_KINDS {
+        // Raw noise, not even a frame.
+        0 => rng.bytes(64),
+        // A frame of noise.
+        1 => frame(&rng.bytes(200)),
+        // A length prefix far above the bound.
+        2 => u32::MAX.to_be_bytes().to_vec(),
+        // A well-formed request whose sync message is noise.
+        3 => frame(&SyncRequest { stream, message: Some(rng.bytes(300)) }.encode()),
+        // A well-formed response whose sync message is noise.
+        4 => frame(&SyncResponse::Message(rng.bytes(300)).encode()),
+        // A well-formed request and response whose message carries bad blocks.
+        5 => {
+            let m = bad_blocks_message(rng, stream);
+            if rng.bytes(1)[0].is_multiple_of(2) {
+                frame(&SyncRequest { stream, message: Some(m) }.encode())
+            } else {
+                frame(&SyncResponse::Message(m).encode())
+            }
+        }
+        // A frame that claims more bytes than it carries.
+        _ => {
+            let mut f = frame(&rng.bytes(100));
+            f.truncate(50);
+            f
+        }
+    }
+}
+
+/// Runs a swarm that subscribes to the stream's topic and, every 50 ms,
+/// publishes garbage and bogus announcements, sends garbage sync requests to
+/// `targets`, and answers every sync request with garbage. It stops after
+/// `rounds` rounds in which its gossip reached peers (and at most 200 rounds).
+async fn run_garbage_peer(stream: Cid, targets: Vec<Multiaddr>, rounds: usize) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|key| {
+            let config =
+                gossipsub::ConfigBuilder::default().heartbeat_interval(Duration::from_millis(200)).build().unwrap();
+            GarbageBehaviour {
+                gossipsub: gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+                    .unwrap(),
+                sync: request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(Duration::from_secs(2)),
+                ),
+            }
+        })
+        .unwrap()
+        .build();
+    let topic = topic(&stream);
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    let mut peers: Vec<PeerId> = Vec::new();
+    for t in targets {
+        swarm.dial(t).unwrap();
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut round = 0;
+    let mut delivered = 0;
+    while delivered < rounds && round < 200 {
+        tokio::select! {
+            _ = tick.tick() => {
+                round += 1;
+                // Raw noise, then a well-formed announcement of heads nobody has,
+                // which makes the honest nodes open sync sessions with us.
+                let bogus: Vec<Cid> = (0..3).map(|i| *Event::genesis(format!("bogus {round} {i}")).encode().unwrap().cid()).collect();
+                let payloads = [
+                    rng.bytes(1 + round % 97),
+                    Announcement::new(stream, 999, &bogus, 10).encode(),
+                    Announcement::new(bogus[0], 1, &bogus, 10).encode(),
+                ];
+                let mut published = false;
+                for p in payloads {
+                    published |= swarm.behaviour_mut().gossipsub.publish(topic.clone(), p).is_ok();
+                }
+                if published && !peers.is_empty() {
+                    delivered += 1;
+                }
+                for peer in &peers {
+                    for kind in 0..GARBAGE_KINDS {
+                        let g = garbage_sync_frame(&mut rng, stream, kind);
+                        swarm.behaviour_mut().sync.send_request(peer, g);
+                    }
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => peers.push(peer_id),
+                SwarmEvent::Behaviour(GarbageBehaviourEvent::Sync(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. }, ..
+                })) => {
+                    let g = garbage_sync_frame(&mut rng, stream, round);
+                    let _ = swarm.behaviour_mut().sync.send_response(channel, g);
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_peer_is_ignored() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("garbage");
+        let stream = *g.cid();
+        let (a, b, c) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b, &c]).await;
+        let targets =
+            vec![a.listen_addr().await.unwrap(), b.listen_addr().await.unwrap(), c.listen_addr().await.unwrap()];
+        let garbage = tokio::spawn(run_garbage_peer(stream, targets, 30));
+        sleep(Duration::from_millis(500)).await;
+        tokio::join!(append_n(&a, stream, "a", 15), append_n(&b, stream, "b", 15), append_n(&c, stream, "c", 15));
+        converge(&[&a, &b, &c], stream, 46).await;
+        timeout(Duration::from_secs(15), garbage).await.expect("garbage peer stops").unwrap();
+        // The garbage reached the nodes and was counted, not fatal.
+        let mut gossip_garbage = 0;
+        let mut sync_garbage = 0;
+        let mut failures = 0;
+        let mut rejected = 0;
+        for n in [&a, &b, &c] {
+            let s = n.stats().await.unwrap();
+            gossip_garbage += s.gossip_garbage;
+            sync_garbage += s.sync_garbage;
+            failures += s.inbound_failures + s.sessions_failed;
+            rejected += s.blocks_rejected;
+        }
+        let counts = format!("gossip {gossip_garbage}, sync {sync_garbage}, failures {failures}, rejected {rejected}");
+        assert!(gossip_garbage > 0, "garbage gossip was seen: {counts}");
+        assert!(sync_garbage > 0, "garbage sync messages were seen: {counts}");
+        assert!(failures > 0, "garbage frames failed their sessions: {counts}");
+        assert!(rejected > 0, "invalid blocks were refused: {counts}");
+        // And the nodes still work: one more round converges.
+        append_n(&b, stream, "after", 3).await;
+        converge(&[&a, &b, &c], stream, 49).await;
+    })
+    .await
+    .expect("test took too long");
+}
