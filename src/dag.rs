@@ -1,6 +1,6 @@
 //! The in-memory index of one stream: an arena of events with compact ids.
 //!
-//! Layout (about 80 bytes per event, see `index_bytes_per_event` in the perf
+//! Layout (about 100 bytes per event, see `index_bytes_per_event` in the perf
 //! report): a `Vec` of fixed-size nodes (digest, height, where its parent
 //! links start), one `u32` per parent link, a child list threaded through the
 //! links, a hash table of ids keyed by digest, and the total order as a
