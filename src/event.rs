@@ -155,13 +155,17 @@ impl<P: Serialize> Event<P> {
     }
 
     /// Encodes and hashes an event given by its parts, without building an
-    /// [`Event`] (parents sorted and unique, default [`Limits`]): the bare
-    /// encode + BLAKE3 cost that the perf report measures appends against.
+    /// [`Event`] (default [`Limits`]): the bare encode + BLAKE3 cost that the
+    /// perf report measures appends against. Parents not sorted and unique
+    /// take the [`Event::new`] path.
     ///
     /// # Errors
     /// As [`Event::encode_with`].
     #[doc(hidden)]
     pub fn encode_parts(height: u64, parents: &[Cid], payload: &P) -> Result<Block, EncodeError> {
+        if !parents.windows(2).all(|w| w[0] < w[1]) {
+            return Event::new(height, parents.to_vec(), payload).encode();
+        }
         let bytes = encode_envelope(height, parents, payload, &Limits::DEFAULT)?;
         Ok(Block::from_bytes(bytes))
     }
