@@ -276,6 +276,33 @@ impl RedbBlockstore {
     }
 }
 
+impl RedbBlockstore {
+    /// Decodes up to `max` values of a stream's log from position `start`, in one range scan.
+    fn scan_log<T>(
+        &self,
+        stream: &Cid,
+        start: u64,
+        max: usize,
+        decode: impl Fn(&[u8], &dyn Fn() -> String) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let skey = stream.to_bytes();
+        let lo = log_key(&skey, start);
+        let hi = log_key(&skey, u64::MAX);
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(LOG).map_err(be)?;
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
+            let (_, value) = entry.map_err(be)?;
+            let pos = start.saturating_add(out.len() as u64);
+            out.push(decode(value.value(), &|| format!("log entry {pos} of stream {stream}"))?);
+        }
+        Ok(out)
+    }
+}
+
 /// Creates a new database file under a temporary name, with its tables and
 /// format version committed durably, and only then renames it into place: a
 /// crash during creation leaves no file, or a whole one, never a torn header
@@ -363,13 +390,13 @@ fn decode_cid(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Cid, StoreE
 }
 
 /// Decodes a log value: the event CID, its height, its parents' CIDs.
-fn decode_log_value(bytes: &[u8], what: impl Fn() -> String) -> Result<LogEntry, StoreError> {
+fn decode_log_value(bytes: &[u8], what: &dyn Fn() -> String) -> Result<LogEntry, StoreError> {
     let mut rest = bytes;
     let cid = Cid::read_bytes(&mut rest).map_err(|e| StoreError::Corrupt(format!("{}: not a CID: {e}", what())))?;
     let Some((height, rest)) = rest.split_first_chunk::<8>() else {
         return Err(StoreError::Corrupt(format!("{}: no height after the CID", what())));
     };
-    let parents = decode_cids(rest, &what)?;
+    let parents = decode_cids(rest, what)?;
     Ok(LogEntry { cid, height: u64::from_be_bytes(*height), parents })
 }
 
@@ -474,39 +501,12 @@ impl StreamStore for RedbBlockstore {
     }
 
     async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let skey = stream.to_bytes();
-        let lo = log_key(&skey, start);
-        let hi = log_key(&skey, u64::MAX);
-        let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(LOG).map_err(be)?;
-        let mut out = Vec::with_capacity(max.min(1 << 16));
-        for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
-            let (_, value) = entry.map_err(be)?;
-            let pos = start.saturating_add(out.len() as u64);
-            out.push(decode_log_value(value.value(), || format!("log entry {pos} of stream {stream}"))?.cid);
-        }
-        Ok(out)
+        // The whole value is checked, so a corrupt entry is reported here too.
+        self.scan_log(stream, start, max, |value, what| decode_log_value(value, what).map(|e| e.cid))
     }
 
     async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let skey = stream.to_bytes();
-        let lo = log_key(&skey, start);
-        let hi = log_key(&skey, u64::MAX);
-        let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(LOG).map_err(be)?;
-        let mut out = Vec::with_capacity(max.min(1 << 16));
-        for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
-            let (_, value) = entry.map_err(be)?;
-            let pos = start.saturating_add(out.len() as u64);
-            out.push(decode_log_value(value.value(), || format!("log entry {pos} of stream {stream}"))?);
-        }
-        Ok(out)
+        self.scan_log(stream, start, max, decode_log_value)
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {
