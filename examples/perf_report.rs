@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example perf_report [-- --json] [--quick] [--no-pail]
-//! cargo run --release --example perf_report -- --profile append|bare|ingest|redb N
+//! cargo run --release --example perf_report -- --profile append|append_many|bare|ingest|redb N
 //! ```
 //!
 //! Rows (one JSON object per line with `--json`):
@@ -13,7 +13,10 @@
 //!   BLAKE3), no store, no index. Rounds alternate bare and append, each on
 //!   a fresh replica of `events` events; `ratio_10k_events` is the same ratio
 //!   on 10,000-event replicas, whose index and store stay in cache.
-//! - `ingest`: foreign blocks as `(CID, bytes)`: `Block::new` (hash check),
+//! - `append_mem_batched`: the same events with `Replica::append_many` in
+//!   batches of 1,000 (one store commit each), against the same bare rate.
+//! - `ingest`: foreign blocks as `(CID, bytes)`, owned (as from a network
+//!   buffer; copied before the clock starts): `Block::new` (hash check),
 //!   then `Replica::ingest_many` in batches of 1,000 (strict decode, index
 //!   insert, one store commit per batch).
 //! - `append_redb_batched`: `RedbBlockstore` with `Durability::Eventual`,
@@ -225,6 +228,21 @@ fn append_mem(genesis: &Block, payloads: &[ByteBuf]) -> Took {
     d
 }
 
+/// `append_many` batches of 1,000 into a fresh replica over a memory store:
+/// what is left when the per-call costs (a store commit, the heads) are shared.
+fn append_mem_batched(genesis: &Block, payloads: &[ByteBuf]) -> Took {
+    let mut r = mem_replica(genesis);
+    let start = Stopwatch::start();
+    block_on(async {
+        for batch in payloads.chunks(1000) {
+            r.append_many(batch.iter()).await.expect("append_many");
+        }
+    });
+    let d = start.stop();
+    assert_eq!(r.len(), payloads.len() + 1);
+    d
+}
+
 /// A linear chain of `n` events on top of `genesis`, as foreign `(CID, bytes)`.
 fn chain(genesis: &Block, n: usize, seed: u64) -> Vec<(Cid, Bytes)> {
     let mut prev = *genesis.cid();
@@ -238,18 +256,26 @@ fn chain(genesis: &Block, n: usize, seed: u64) -> Vec<(Cid, Bytes)> {
     out
 }
 
-/// Verify + decode + insert: `Block::new` then `ingest_many` in batches of 1,000.
-fn ingest(genesis: &Block, blocks: &[(Cid, Bytes)]) -> Took {
+/// Verify + decode + insert: `Block::new` then `ingest_many` in batches of
+/// 1,000. The blocks arrive owned, as from a network buffer: the caller's
+/// copy of the list is made before the clock starts.
+fn ingest(genesis: &Block, blocks: Vec<(Cid, Bytes)>) -> Took {
+    let n = blocks.len();
     let mut r = mem_replica(genesis);
     let start = Stopwatch::start();
     block_on(async {
-        for batch in blocks.chunks(1000) {
-            let blocks: Vec<Block> = batch.iter().map(|(c, b)| Block::new(*c, b.clone()).expect("verified")).collect();
-            r.ingest_many(blocks).await.expect("ingest");
+        let mut arriving = blocks.into_iter();
+        loop {
+            let batch: Vec<Block> =
+                arriving.by_ref().take(1000).map(|(c, b)| Block::new(c, b).expect("verified")).collect();
+            if batch.is_empty() {
+                break;
+            }
+            r.ingest_many(batch).await.expect("ingest");
         }
     });
     let d = start.stop();
-    assert_eq!(r.len(), blocks.len() + 1);
+    assert_eq!(r.len(), n + 1);
     d
 }
 
@@ -700,14 +726,18 @@ fn profile(what: &str, n: usize) {
             let d = append_mem(&g, &p);
             println!("append {n}: {:.0} events/s (cpu), {:.0} (wall)", per_s(n, d.cpu), per_s(n, d.wall));
         }
+        "append_many" => {
+            let p = payloads(0, n);
+            let d = append_mem_batched(&g, &p);
+            println!("append_many {n}: {:.0} events/s (cpu), {:.0} (wall)", per_s(n, d.cpu), per_s(n, d.wall));
+        }
         "bare" => {
             let p = payloads(0, n);
             let d = bare(&g, &p);
             println!("bare {n}: {:.0} events/s (cpu), {:.0} (wall)", per_s(n, d.cpu), per_s(n, d.wall));
         }
         "ingest" => {
-            let blocks = chain(&g, n, 0);
-            let d = ingest(&g, &blocks);
+            let d = ingest(&g, chain(&g, n, 0));
             println!("ingest {n}: {:.0} blocks/s (cpu), {:.0} (wall)", per_s(n, d.cpu), per_s(n, d.wall));
         }
         "redb" | "open" => {
@@ -722,7 +752,7 @@ fn profile(what: &str, n: usize) {
             );
         }
         other => {
-            eprintln!("perf_report: --profile wants append, bare, ingest, redb or open, got {other:?}");
+            eprintln!("perf_report: --profile wants append, append_many, bare, ingest, redb or open, got {other:?}");
             std::process::exit(2);
         }
     }
@@ -746,7 +776,9 @@ fn main() {
                 return;
             }
             "-h" | "--help" => {
-                println!("usage: perf_report [--json] [--quick] [--no-pail] | --profile append|bare|ingest|redb N");
+                println!(
+                    "usage: perf_report [--json] [--quick] [--no-pail] | --profile append|append_many|bare|ingest|redb N"
+                );
                 return;
             }
             other => {
@@ -797,11 +829,12 @@ fn main() {
     // append_mem against bare, alternating rounds.
     let g = genesis("perf append");
     let p = payloads(0, plan.append_events);
-    let (mut bare_t, mut append_t) = (Took::START, Took::START);
+    let (mut bare_t, mut append_t, mut batched_t) = (Took::START, Took::START, Took::START);
     let _ = bare(&g, &p[..p.len().min(10_000)]); // warm-up
     for _ in 0..plan.append_rounds {
         bare_t = bare_t.add(bare(&g, &p));
         append_t = append_t.add(append_mem(&g, &p));
+        batched_t = batched_t.add(append_mem_batched(&g, &p));
     }
     drop(p);
     // The same, on 10,000-event replicas (30 rounds): an index and store that
@@ -838,12 +871,29 @@ fn main() {
             ))
             .target("ratio >= 0.7", ratio >= 0.7),
     );
+    let batched_rate = per_s(n * rounds, batched_t.cpu);
+    out.row(
+        &Row::new("append_mem_batched")
+            .f("events_per_s", batched_rate, 1)
+            .f("bare_events_per_s", bare_rate, 1)
+            .f("ratio", batched_rate / bare_rate, 3)
+            .f("wall_events_per_s", per_s(n, batched_t.wall), 1)
+            .s("clock", "thread_cpu")
+            .i("events", n as u64)
+            .i("batch", 1000)
+            .figure(format!(
+                "{} ev/s (append_many of 1,000), bare {} ev/s: {:.3}",
+                thousands(batched_rate),
+                thousands(bare_rate),
+                batched_rate / bare_rate
+            )),
+    );
 
     // ingest of foreign blocks.
     let blocks = chain(&g, plan.ingest_blocks, 1 << 50);
     let mut took = Took::START;
     for _ in 0..plan.ingest_rounds {
-        took = took.add(ingest(&g, &blocks));
+        took = took.add(ingest(&g, blocks.clone()));
     }
     drop(blocks);
     let rate = per_s(plan.ingest_blocks * plan.ingest_rounds, took.cpu);

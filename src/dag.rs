@@ -348,6 +348,32 @@ impl Dag {
         EventId(self.push_node(*digest, height, parents.iter().map(|p| p.0)))
     }
 
+    /// Adds an event the caller has checked (new, every parent in the index,
+    /// height one above theirs): an ingest's commit. Skips the duplicate and
+    /// height checks of [`Dag::insert_digests`] and allocates nothing for
+    /// events of up to four parents. `None` if a parent is not in the index.
+    pub(crate) fn push_checked(&mut self, digest: &Digest, height: u64, parents: &[Digest]) -> Option<EventId> {
+        debug_assert!(self.find(digest).is_none(), "a checked event is new");
+        let mut small = [0u32; 4];
+        let large: Vec<u32>;
+        let ids: &[u32] = if parents.len() <= small.len() {
+            for (slot, p) in small.iter_mut().zip(parents) {
+                *slot = self.find(p)?;
+            }
+            &small[..parents.len()]
+        } else {
+            large = parents.iter().map(|p| self.find(p)).collect::<Option<_>>()?;
+            &large
+        };
+        debug_assert!(!ids.is_empty(), "a checked event has parents");
+        debug_assert_eq!(
+            height,
+            ids.iter().map(|&p| self.nodes[p as usize].height).max().unwrap_or(0) + 1,
+            "a checked event's height is one above its parents'"
+        );
+        Some(EventId(self.push_node(*digest, height, ids.iter().copied())))
+    }
+
     fn push_node(&mut self, digest: Digest, height: u64, parents: impl IntoIterator<Item = u32>) -> u32 {
         let id = u32::try_from(self.nodes.len()).expect("more than 2^32 - 1 events in one stream");
         let start = self.parent_links.len();

@@ -698,8 +698,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         for (block, header) in blocks.iter().zip(&headers) {
             let digest = digest_of(block.cid()).expect("event CIDs");
-            if let Err(e) = self.dag.insert_digests(&digest, header.height, &header.parents) {
-                return Err(StoreError::Corrupt(format!("a checked event did not fit the index: {e}")));
+            if self.dag.push_checked(&digest, header.height, &header.parents).is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "checked event {} has a parent not in the index",
+                    block.cid()
+                )));
             }
         }
         self.metrics.accepted += blocks.len() as u64;
@@ -828,26 +831,31 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         {
             return reject(self, r);
         }
-        let missing: Vec<Digest> = header
-            .parents
-            .iter()
-            .filter(|p| self.dag.find(p).is_none() && !batch.heights.contains_key(*p))
-            .copied()
-            .collect();
-        if missing.is_empty() {
-            match self.check_height(&block, &header, batch) {
-                Ok(()) => {
-                    batch.accept(digest, block, header);
-                    self.release(digest, batch);
-                    (Some(Ingest::Accepted), None)
-                }
-                Err(r) => reject(self, r),
+        // One lookup per parent: whether it is known, and its height.
+        let mut missing: Vec<Digest> = Vec::new();
+        let mut max = 0;
+        for p in &header.parents {
+            match self.dag.find(p).map(|id| self.dag.height_raw(id)).or_else(|| batch.heights.get(p).copied()) {
+                Some(h) => max = max.max(h),
+                None => missing.push(*p),
             }
-        } else {
+        }
+        if !missing.is_empty() {
             self.metrics.pending += 1;
             self.buffer(block, header, missing);
-            (None, Some(digest))
+            return (None, Some(digest));
         }
+        if header.height != max + 1 {
+            let r = Rejection::Insert(InsertError::WrongHeight {
+                cid: *block.cid(),
+                expected: max + 1,
+                found: header.height,
+            });
+            return reject(self, r);
+        }
+        batch.accept(digest, block, header);
+        self.release(digest, batch);
+        (Some(Ingest::Accepted), None)
     }
 
     fn check_height(&self, block: &Block, header: &Header, batch: &Batch) -> Result<(), Rejection> {

@@ -209,7 +209,11 @@ impl StreamStore for MemoryBlockstore {
     async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError> {
         let mut guard = self.write();
         let Inner { blocks: store, streams } = &mut *guard;
-        let meta = streams.entry(*stream).or_default();
+        // `get_mut` first: the common case neither copies nor re-hashes the key.
+        let meta = match streams.get_mut(stream) {
+            Some(meta) => meta,
+            None => streams.entry(*stream).or_default(),
+        };
         meta.log.reserve(blocks.len());
         for b in blocks {
             meta.log.push(store.put(b));
