@@ -692,6 +692,101 @@ fn naive_walk_costs_a_round_trip_per_level() {
     });
 }
 
+/// Runs the naive walk in lock step until both sides are silent; `lose`
+/// decides which of A's messages the network loses. Returns the messages sent.
+async fn naive_until_silent(
+    a: &mut R,
+    b: &mut R,
+    sa: &mut NaiveState,
+    sb: &mut NaiveState,
+    mut lose: impl FnMut(&Message) -> bool,
+) -> usize {
+    let mut sent = 0;
+    for _ in 0..1000 {
+        let from_a = naive_generate(a, sa).await.unwrap();
+        let from_b = naive_generate(b, sb).await.unwrap();
+        if from_a.is_none() && from_b.is_none() {
+            return sent;
+        }
+        sent += usize::from(from_a.is_some()) + usize::from(from_b.is_some());
+        if let Some(m) = from_a.filter(|m| !lose(m)) {
+            naive_receive(b, sb, m).await.unwrap();
+        }
+        if let Some(m) = from_b {
+            naive_receive(a, sa, m).await.unwrap();
+        }
+    }
+    panic!("the naive walk never went silent");
+}
+
+/// B walks down A's 12-event chain; the third of A's answers is lost, so B
+/// holds the levels above it pending and stalls.
+async fn naive_stalled() -> (R, R, NaiveState, NaiveState) {
+    let mut a = fresh().await;
+    a.append_many((0..12u64).map(|i| format!("level {i}"))).await.unwrap();
+    let mut b = fresh().await;
+    let (mut sa, mut sb) = (NaiveState::new(), NaiveState::new());
+    let mut answers = 0;
+    naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |m| {
+        answers += usize::from(!m.blocks.is_empty());
+        answers == 3
+    })
+    .await;
+    assert!(b.pending().0 > 0 && b.len() == 1, "B stalled with pending events");
+    (a, b, sa, sb)
+}
+
+#[test]
+fn naive_walk_asks_again_for_what_is_missing_after_a_reset() {
+    block_on(async {
+        let (mut a, mut b, mut sa, mut sb) = naive_stalled().await;
+        // A timeout on B's side only: its hello restarts A's session too.
+        sb.reset();
+        naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
+        assert_eq!(a.heads(), b.heads());
+        assert_eq!(b.len(), 13);
+        assert_eq!(b.pending().0, 0);
+    });
+}
+
+#[test]
+fn naive_walk_asks_again_when_the_peer_acknowledged_a_want_it_did_not_answer() {
+    block_on(async {
+        let (mut a, mut b, mut sa, mut sb) = naive_stalled().await;
+        // No reset: A's next message (new heads) acknowledges B's lost want.
+        a.append(&"one more").await.unwrap();
+        naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
+        assert_eq!(a.heads(), b.heads());
+        assert_eq!(b.len(), 14);
+    });
+}
+
+/// What neither side holds is asked for once per session, not in every
+/// message: both go silent.
+#[test]
+fn naive_walk_does_not_ask_forever_for_what_the_peer_lacks() {
+    block_on(async {
+        let mut c = fresh().await;
+        c.append_many((0..3u64).map(|i| format!("c {i}"))).await.unwrap();
+        let top = c.heads()[0];
+        let (mut a, mut b) = (fresh().await, fresh().await);
+        b.ingest(c.get(&top).await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(b.missing().len(), 1);
+        let (mut sa, mut sb) = (NaiveState::new(), NaiveState::new());
+        let sent = naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
+        assert!(sent <= 4, "{sent} messages");
+        // A later message from A acknowledges that want: still not asked again.
+        a.append(&"news").await.unwrap();
+        let sent = naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
+        assert!(sent <= 4, "{sent} messages");
+        assert_eq!(b.missing().len(), 1);
+        // A reset asks again, once.
+        sb.reset();
+        let sent = naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
+        assert!(sent <= 4, "{sent} messages");
+    });
+}
+
 #[test]
 fn futures_and_states_are_send() {
     fn is_send<T: Send>(_: &T) {}
