@@ -117,10 +117,14 @@ fn check_store(dir: &Path, durable: &[Cid]) -> usize {
         // Every block of the log is stored and verifies; open() already checked that the
         // log is a topological order whose heads are the stored heads, so each head's
         // ancestry is complete.
-        for cid in replica.order().collect::<Vec<_>>() {
-            let block = store.get(&cid).await.unwrap().expect("logged block is stored");
+        // (The first `get` builds the store's keydir from the recovered log.)
+        let order: Vec<Cid> = replica.order().collect();
+        for cid in &order {
+            let block = store.get(cid).await.unwrap().expect("logged block is stored");
             block.verify().unwrap();
         }
+        let blocks = store.get_many(&order).await.unwrap();
+        assert!(blocks.iter().zip(&order).all(|(b, c)| b.as_ref().is_some_and(|b| b.cid() == c)));
         assert_eq!(store.heads(g.cid()).await.unwrap().unwrap(), replica.heads());
         for cid in durable {
             assert!(replica.contains(cid), "append {cid} was reported durable but is lost");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use merkle_clock::store::{Durability, RedbBlockstore, contract};
-use merkle_clock::{Block, Blockstore, Cid, Event, StoreError, StreamStore};
+use merkle_clock::{Block, Blockstore, Cid, Config, Event, Replica, StoreError, StreamStore};
 
 /// A chain of `n` events: a genesis named by `name`, then each event the child of the last.
 fn chain(name: &str, n: usize) -> Vec<Block> {
@@ -94,6 +94,185 @@ fn two_streams_share_a_block() {
     let mut want = vec![*a[0].cid(), *b[0].cid()];
     want.sort_unstable();
     assert_eq!(block_on(store.streams()).unwrap(), want);
+}
+
+/// The keydir is built on the first lookup after an open, not by the open, the
+/// log reads or a replica's open; later commits keep it up to date.
+#[test]
+fn logged_blocks_are_found_before_and_after_reopen() {
+    let dir = tempdir();
+    let path = dir.path().join("keydir.redb");
+    let blocks = chain("keydir", 30);
+    let stream = *blocks[0].cid();
+    let missing = Event::genesis("never stored".to_owned()).encode().unwrap();
+    let check = |store: &RedbBlockstore, logged: &[Block]| {
+        for b in logged {
+            assert!(block_on(store.has(b.cid())).unwrap());
+            assert_eq!(block_on(store.get(b.cid())).unwrap().as_ref(), Some(b));
+        }
+        let mut want: Vec<Option<Block>> = logged.iter().rev().cloned().map(Some).collect();
+        let mut asked = cids(logged);
+        asked.reverse();
+        asked.insert(1, *missing.cid());
+        want.insert(1, None);
+        assert_eq!(block_on(store.get_many(&asked)).unwrap(), want);
+        assert!(!block_on(store.has(missing.cid())).unwrap());
+        assert_eq!(block_on(store.get(missing.cid())).unwrap(), None);
+    };
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks[..10], &[*blocks[9].cid()])).unwrap();
+        assert!(format!("{store:?}").contains("not built"));
+        check(&store, &blocks[..10]); // builds the keydir
+        assert!(format!("{store:?}").contains("keydir: 10"));
+        // Commits after the build land in it.
+        block_on(store.commit(&stream, &blocks[10..20], &[*blocks[19].cid()])).unwrap();
+        assert!(format!("{store:?}").contains("keydir: 20"));
+        check(&store, &blocks[..20]);
+    }
+    {
+        let store = std::sync::Arc::new(RedbBlockstore::open(&path).unwrap());
+        let replica = block_on(Replica::open(store.clone(), &stream, Config::default())).unwrap();
+        assert_eq!(replica.len(), 20);
+        assert_eq!(block_on(store.read_log_entries(&stream, 0, 100)).unwrap().len(), 20);
+        assert!(format!("{store:?}").contains("not built"), "opening a replica builds no keydir");
+        // Commits before the build are found by the build's scan.
+        block_on(store.commit(&stream, &blocks[20..25], &[*blocks[24].cid()])).unwrap();
+        check(&store, &blocks[..25]);
+        block_on(store.commit(&stream, &blocks[25..], &[*blocks[29].cid()])).unwrap();
+        check(&store, &blocks);
+        assert_eq!(store.block_count().unwrap(), 30);
+    }
+    // A CID of another shape never needs the keydir.
+    let store = RedbBlockstore::open(&path).unwrap();
+    let other = Cid::new_v1(0x55, blocks[3].cid().hash().to_owned());
+    assert_eq!(block_on(store.get(&other)).unwrap(), None);
+    assert!(format!("{store:?}").contains("not built"));
+    check(&store, &blocks);
+}
+
+/// Blocks stored with `put` live in the `blocks` table, whatever their CID,
+/// and survive a reopen.
+#[test]
+fn put_only_blocks_are_found() {
+    let dir = tempdir();
+    let path = dir.path().join("put.redb");
+    let event = Event::genesis("put only".to_owned()).encode().unwrap();
+    // Stores do not verify: a block with a CID of another shape is kept as given.
+    let raw = Block::new_unchecked(Cid::new_v1(0x55, event.cid().hash().to_owned()), b"raw bytes".to_vec());
+    let logged = chain("logged beside", 3);
+    for reopen in [false, true] {
+        let store = RedbBlockstore::open(&path).unwrap();
+        if !reopen {
+            block_on(store.commit(logged[0].cid(), &logged, &[*logged[2].cid()])).unwrap();
+            assert!(block_on(store.has(logged[0].cid())).unwrap()); // builds the keydir first
+            block_on(store.put_many(vec![event.clone(), raw.clone()])).unwrap();
+        }
+        for b in [&event, &raw, &logged[1]] {
+            assert!(block_on(store.has(b.cid())).unwrap(), "reopen {reopen}");
+            assert_eq!(block_on(store.get(b.cid())).unwrap().as_ref(), Some(b));
+        }
+        let got = block_on(store.get_many(&[*raw.cid(), *logged[2].cid(), *event.cid()])).unwrap();
+        assert_eq!(got, vec![Some(raw.clone()), Some(logged[2].clone()), Some(event.clone())]);
+        assert_eq!(store.block_count().unwrap(), 5);
+        assert!(format!("{store:?}").contains("blocks_table: 2"));
+    }
+}
+
+/// A block put first and committed later stays in `blocks` (the log names
+/// it), is stored once, and reads back through every path; so does a
+/// logged block put again.
+#[test]
+fn block_put_then_committed_is_logged_by_cid() {
+    let dir = tempdir();
+    let path = dir.path().join("put-then-commit.redb");
+    let blocks = chain("put then commit", 4);
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.put(blocks[2].clone())).unwrap();
+        block_on(store.commit(&stream, &blocks[..2], &[*blocks[1].cid()])).unwrap();
+        block_on(store.commit(&stream, &blocks[2..], &[*blocks[3].cid()])).unwrap();
+        assert!(format!("{store:?}").contains("blocks_table: 1"), "the commit did not copy the put block");
+        // Putting a logged block again changes nothing a reader sees.
+        block_on(store.put(blocks[1].clone())).unwrap();
+        assert_eq!(store.block_count().unwrap(), 4);
+    }
+    let store = std::sync::Arc::new(RedbBlockstore::open(&path).unwrap());
+    assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
+    let entries = block_on(store.read_log_entries(&stream, 0, 10)).unwrap();
+    assert_eq!(entries[2].cid, *blocks[2].cid());
+    assert_eq!((entries[2].height, entries[2].parents.clone()), (2, vec![*blocks[1].cid()]));
+    let replica = block_on(Replica::open(store.clone(), &stream, Config::default())).unwrap();
+    assert_eq!(replica.heads(), vec![*blocks[3].cid()]);
+    for b in &blocks {
+        assert_eq!(block_on(store.get(b.cid())).unwrap().as_ref(), Some(b));
+        assert!(block_on(store.has(b.cid())).unwrap());
+    }
+    assert_eq!(block_on(store.get_many(&cids(&blocks))).unwrap(), blocks.iter().cloned().map(Some).collect::<Vec<_>>());
+    assert_eq!(store.block_count().unwrap(), 4);
+}
+
+/// Only events can be logged (a reopen parses every logged header): a commit
+/// of anything else fails and changes nothing.
+#[test]
+fn commit_of_a_non_event_is_refused() {
+    let store = RedbBlockstore::in_memory().unwrap();
+    let blocks = chain("non-event", 2);
+    let stream = *blocks[0].cid();
+    block_on(store.commit(&stream, &blocks[..1], &[stream])).unwrap();
+    let junk = Block::from_bytes(b"not an event".to_vec());
+    let r = block_on(store.commit(&stream, &[blocks[1].clone(), junk.clone()], &[*junk.cid()]));
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    assert_eq!(block_on(store.log_len(&stream)).unwrap(), 1);
+    assert_eq!(block_on(store.heads(&stream)).unwrap(), Some(vec![stream]));
+    assert!(!block_on(store.has(blocks[1].cid())).unwrap());
+}
+
+/// Lookups racing commits: the keydir's build (on whichever thread looks
+/// first) misses no commit and no commit misses it.
+#[test]
+fn lookups_racing_commits_see_every_committed_block() {
+    use std::sync::{Arc, Mutex};
+    for round in 0..4 {
+        let store = Arc::new(RedbBlockstore::in_memory().unwrap());
+        let blocks = chain(&format!("race {round}"), 400);
+        let stream = *blocks[0].cid();
+        let committed: Arc<Mutex<usize>> = Arc::new(Mutex::new(0));
+        let writer = {
+            let (store, blocks, committed) = (store.clone(), blocks.clone(), committed.clone());
+            std::thread::spawn(move || {
+                for chunk in blocks.chunks(8) {
+                    block_on(store.commit(&stream, chunk, &[*chunk.last().unwrap().cid()])).unwrap();
+                    *committed.lock().unwrap() += chunk.len();
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (store, blocks, committed) = (store.clone(), blocks.clone(), committed.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        let n = *committed.lock().unwrap();
+                        for b in blocks[..n].iter().rev().skip(r).step_by(7) {
+                            assert!(block_on(store.has(b.cid())).unwrap(), "round {round}: committed block not found");
+                        }
+                        if let Some(b) = blocks[..n].last() {
+                            assert_eq!(block_on(store.get(b.cid())).unwrap().as_ref(), Some(b));
+                        }
+                        if n == blocks.len() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(store.block_count().unwrap(), 400);
+    }
 }
 
 #[test]
@@ -258,7 +437,7 @@ fn heads_of_bad_length_are_corrupt() {
 }
 
 #[test]
-fn log_entry_that_is_not_a_cid_is_corrupt() {
+fn corrupt_log_values_are_corrupt_errors_naming_the_entry() {
     let dir = tempdir();
     let path = dir.path().join("corrupt-log.redb");
     let blocks = chain("corrupt log", 3);
@@ -267,15 +446,51 @@ fn log_entry_that_is_not_a_cid_is_corrupt() {
         let store = RedbBlockstore::open(&path).unwrap();
         block_on(store.commit(&stream, &blocks, &[*blocks[2].cid()])).unwrap();
     }
-    raw_write(&path, |txn| {
-        let key = [stream.to_bytes().as_slice(), &1u64.to_be_bytes()].concat();
-        let value = [blocks[1].cid().to_bytes().as_slice(), &[0]].concat();
-        txn.open_table(LOG_TABLE).unwrap().insert(key.as_slice(), value.as_slice()).unwrap();
-    });
-    let store = RedbBlockstore::open(&path).unwrap();
-    let msg = corrupt(block_on(store.read_log(&stream, 0, 10)));
-    assert!(msg.contains("log entry 1"), "{msg}");
-    assert_eq!(block_on(store.read_log(&stream, 2, 10)).unwrap(), vec![*blocks[2].cid()]);
+    let key = [stream.to_bytes().as_slice(), &1u64.to_be_bytes()].concat();
+    let digest = blocks[1].cid().hash().digest().to_vec();
+    let cid = blocks[1].cid().to_bytes();
+    let not_an_event = Event::genesis("x".to_owned()).encode().unwrap().bytes()[..5].to_vec();
+    let entry = format!("log entry 1 of stream {stream}");
+    // Values no reader can make sense of: every read of the entry, and the keydir's build, refuse them.
+    let unreadable: [Vec<u8>; 6] = [
+        vec![],                                       // empty
+        [&[7u8][..], &digest].concat(),               // an unknown tag
+        [&[0u8][..], &digest[..20]].concat(),         // inline, the digest cut short
+        [&[1u8][..], &cid[..cid.len() - 1]].concat(), // in `blocks`, the CID cut short
+        [&[1u8][..], &cid, &[0]].concat(),            // in `blocks`, a stray byte after the CID
+        [cid.as_slice(), &[0]].concat(),              // the format-2 value (the CID first)
+    ];
+    for bad in &unreadable {
+        raw_write(&path, |txn| {
+            txn.open_table(LOG_TABLE).unwrap().insert(key.as_slice(), bad.as_slice()).unwrap();
+        });
+        let store = RedbBlockstore::open(&path).unwrap();
+        let msg = corrupt(block_on(store.read_log(&stream, 0, 10)));
+        assert!(msg.contains(&entry), "{bad:?}: {msg}");
+        let msg = corrupt(block_on(store.read_log_entries(&stream, 0, 10)));
+        assert!(msg.contains(&entry), "{bad:?}: {msg}");
+        let msg = corrupt(block_on(store.get(blocks[2].cid())));
+        assert!(msg.contains(&entry), "the keydir's build: {bad:?}: {msg}");
+        // The entries around it still read.
+        assert_eq!(block_on(store.read_log(&stream, 2, 10)).unwrap(), vec![*blocks[2].cid()]);
+        assert_eq!(block_on(store.read_log(&stream, 0, 1)).unwrap(), vec![stream]);
+    }
+    // Values that name the block but hold no event: the CIDs read, the headers do not.
+    let headless: [Vec<u8>; 2] = [
+        [&[0u8][..], &digest, &not_an_event].concat(), // inline, bytes that are no event
+        [&[1u8][..], &cid].concat(),                   // in `blocks`, which does not hold it
+    ];
+    for bad in &headless {
+        raw_write(&path, |txn| {
+            txn.open_table(LOG_TABLE).unwrap().insert(key.as_slice(), bad.as_slice()).unwrap();
+        });
+        let store = RedbBlockstore::open(&path).unwrap();
+        assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
+        let msg = corrupt(block_on(store.read_log_entries(&stream, 0, 10)));
+        assert!(msg.contains(&entry), "{bad:?}: {msg}");
+        let opened = block_on(Replica::open(std::sync::Arc::new(store), &stream, Config::default()));
+        assert!(opened.is_err(), "a replica opens over a corrupt log");
+    }
 }
 
 #[test]
@@ -287,6 +502,30 @@ fn unknown_format_version_is_refused() {
         txn.open_table(META_TABLE).unwrap().insert("format_version", 99).unwrap();
     });
     corrupt(RedbBlockstore::open(&path));
+}
+
+/// Format 2 (the log held CIDs and headers, the blocks sat in `blocks`) is
+/// refused with a message that says so; there is no migration.
+#[test]
+fn format_version_2_is_refused() {
+    let dir = tempdir();
+    let path = dir.path().join("v2.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META_TABLE).unwrap().insert("format_version", 2).unwrap();
+        let blocks = chain("v2", 1);
+        let value = [blocks[0].cid().to_bytes().as_slice(), &0u64.to_be_bytes()].concat();
+        let key = [blocks[0].cid().to_bytes().as_slice(), &0u64.to_be_bytes()].concat();
+        txn.open_table(LOG_TABLE).unwrap().insert(key.as_slice(), value.as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let msg = corrupt(RedbBlockstore::open(&path));
+    assert!(msg.contains("version 2") && msg.contains("reads only version 3") && msg.contains("earlier"), "{msg}");
+    // Refused without being changed: still version 2.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 2);
 }
 
 #[test]
@@ -313,10 +552,14 @@ fn debug_prints_path_and_counts_not_contents() {
     block_on(store.commit(blocks[0].cid(), &blocks, &[*blocks[1].cid()])).unwrap();
     let s = format!("{store:?}");
     assert!(s.contains("debug.redb"), "{s}");
-    assert!(s.contains("blocks: 2") && s.contains("streams: 1") && s.contains("log_entries: 2"), "{s}");
+    assert!(s.contains("streams: 1") && s.contains("log_entries: 2") && s.contains("blocks_table: 0"), "{s}");
+    assert!(s.contains("keydir: \"not built\""), "{s}");
     assert!(!s.contains("secret"), "{s}");
+    assert!(block_on(store.has(blocks[1].cid())).unwrap());
+    let s = format!("{store:?}");
+    assert!(s.contains("keydir: 2"), "{s}");
     let mem = format!("{:?}", RedbBlockstore::in_memory().unwrap());
-    assert!(mem.contains("<memory>") && mem.contains("blocks: 0"), "{mem}");
+    assert!(mem.contains("<memory>") && mem.contains("log_entries: 0"), "{mem}");
 }
 
 #[test]
@@ -409,6 +652,13 @@ fn measure_redb() {
         n += page.len();
     }
     eprintln!("read_log of {n} entries in 10k pages: {}", rate(n, t.elapsed()));
+    let t = Instant::now();
+    let entries = block_on(store.read_log_entries(&stream, 0, usize::MAX)).unwrap();
+    eprintln!("read_log_entries of {} entries in one call: {}", entries.len(), rate(entries.len(), t.elapsed()));
+    drop(entries);
+    let t = Instant::now();
+    assert!(block_on(store.has(&all[n_log / 2])).unwrap());
+    eprintln!("first has after the reopen (builds the keydir): {:.3}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let got = block_on(store.get_many(&all)).unwrap();
     eprintln!("get_many of {} blocks: {}", got.len(), rate(got.len(), t.elapsed()));

@@ -1,11 +1,15 @@
 //! The redb-backed [`StreamStore`]: see [`RedbBlockstore`] for the table
-//! layout and the durability guarantees.
+//! layout, the in-memory keydir and the durability guarantees.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hashbrown::HashTable;
 use ipld_core::cid::Cid;
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
@@ -13,7 +17,7 @@ use redb::{
 };
 
 use super::{Blockstore, LogEntry, StoreError, StreamStore};
-use crate::block::Block;
+use crate::block::{Block, DIGEST_LEN, Digest, KeyedState, cid_from_digest, digest_of};
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -23,8 +27,17 @@ const LOG: BytesTable = TableDefinition::new("stream_log");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format_version";
-/// 2: a log value is the event CID, its height (u64 big-endian) and its parents' CIDs.
-const FORMAT_VERSION: u64 = 2;
+/// 3: a log value holds the event block itself (see [`RedbBlockstore`]).
+/// (2 held the event CID, height and parents; 1 the event CID.)
+const FORMAT_VERSION: u64 = 3;
+
+/// The first byte of a log value: the block follows, after its digest.
+const TAG_INLINE: u8 = 0;
+/// The first byte of a log value: the CID follows, and the block is in `blocks`.
+const TAG_IN_BLOCKS: u8 = 1;
+
+/// The binary form of an event CID (v1, dag-cbor, blake3, 32 bytes) before its digest.
+const EVENT_CID_PREFIX: [u8; 4] = [0x01, 0x71, 0x1e, DIGEST_LEN as u8];
 
 /// When a write becomes durable. See [`RedbBlockstore`] for what a crash
 /// may lose in each mode.
@@ -42,35 +55,71 @@ pub enum Durability {
 }
 
 /// A persistent [`StreamStore`] in one [redb](https://docs.rs/redb) file (or
-/// in memory, for tests): blocks shared by every stream, and per stream its heads
-/// and its log.
+/// in memory, for tests): per stream its heads and its log, which holds the
+/// stream's event blocks themselves, plus a table for blocks stored on their own.
 ///
 /// Methods are async per the traits, but redb is synchronous: each call does
 /// its I/O inline and returns a ready future (the library never spawns).
-/// Its `Debug` prints the path, the durability and counts (one short read
+/// Its `Debug` prints the path, the durability and table sizes (one short read
 /// transaction), not contents.
 ///
 /// # Layout
 ///
-/// Four tables, all keyed by raw bytes:
+/// Four tables, all keyed by raw bytes (format version 3):
 ///
-/// | table          | key                                   | value                          |
-/// | -------------- | ------------------------------------- | ------------------------------ |
-/// | `blocks`       | CID bytes                             | block bytes                    |
-/// | `stream_heads` | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated |
-/// | `stream_log`   | stream CID bytes ++ position (u64 BE) | event CID bytes                |
-/// | `meta`         | `"format_version"`                    | `1`                            |
+/// | table          | key                                   | value                                       |
+/// | -------------- | ------------------------------------- | ------------------------------------------- |
+/// | `stream_log`   | stream CID bytes ++ position (u64 BE) | `0` ++ event digest (32 bytes) ++ block bytes, or `1` ++ CID bytes |
+/// | `stream_heads` | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated          |
+/// | `blocks`       | CID bytes                             | block bytes                                 |
+/// | `meta`         | `"format_version"`                    | `3`                                         |
 ///
-/// Every stream shares the one `blocks` table, so a block that two streams log
-/// is stored once. The log key sorts a stream's entries by position, so
-/// `read_log` is one range scan and `log_len` is the position of the last key
-/// plus one (a single B-tree descent, no counter to keep in step). Binary CIDs
-/// are self-delimiting, so no stream's key range can contain another stream's
-/// keys, and a heads value is parsed CID after CID: a value that does not split
-/// exactly into CIDs is reported as [`StoreError::Corrupt`].
+/// A committed event block lives in its stream's log entry (the `0` form).
+/// The log key grows with every append, so a commit writes only the
+/// rightmost pages of the log's B-tree, where a table keyed by CID (a uniform
+/// hash) would copy a random leaf page per block. `read_log` is one range
+/// scan, `log_len` is the position of the last key plus one (one B-tree
+/// descent, no counter to keep in step), and `read_log_entries` reads each
+/// event's height and parents from the block's header, in the same scan
+/// (parsing, never hashing). Binary CIDs are self-delimiting, so no stream's
+/// key range can contain another stream's keys.
+///
+/// The `blocks` table holds the blocks stored with `put`/`put_many`, and the
+/// blocks a commit logs that are already there or do not have an event's CID:
+/// their log entry is then the `1` form, which names the block. A `put` does
+/// not look in the logs, so putting a logged block again stores a second copy
+/// in `blocks` (reads do not change). A block that two streams log is stored
+/// in both logs (the replica never does this: an
+/// event belongs to the stream of the genesis it descends from). A heads value
+/// is parsed CID after CID: a value that does not split exactly into CIDs, or
+/// a log value of neither form, is [`StoreError::Corrupt`], naming the stream
+/// (and the position).
 ///
 /// Reads return blocks with [`Block::new_unchecked`]: the store only ever holds
-/// blocks its callers verified, and opening or reading never re-hashes.
+/// blocks its callers verified, and opening or reading never re-hashes. A
+/// commit does parse each block's header (no hashing), and refuses a block
+/// that is not an event with [`StoreError::Corrupt`], storing nothing: every
+/// logged block must give `read_log_entries` its height and parents.
+///
+/// # The keydir
+///
+/// `get`, `has` and `get_many` find a logged block through the keydir (as in
+/// Bitcask): an in-memory table from each logged event's digest to its stream
+/// and position, then one B-tree lookup of that log entry; a CID the keydir
+/// does not hold is looked up in `blocks`. The keydir is built by one scan of
+/// the whole log table on the first `get`, `has` or `get_many` of an event CID
+/// after the store is opened (a million-event log: a fraction of a second;
+/// commits wait for it), and from then on every commit adds its entries. So
+/// [`Replica::open`](crate::Replica::open) and appends never pay for it, and a
+/// store that is only appended to never builds it.
+///
+/// It costs 55 to 65 bytes per logged event once built: a 44-byte entry
+/// (digest, stream index, position) and, in a hash table at most 7/8 full, a
+/// slot of two `u32`s (the entry's index and a keyed 32-bit hash of its
+/// digest) plus a control byte; about 63 MB for a million events. The entry
+/// list grows by doubling after the build, so up to 44 bytes more per event
+/// until it next fills. The hash is keyed with a per-store random key, so
+/// mined digests cannot crowd one bucket.
 ///
 /// # Durability
 ///
@@ -91,17 +140,28 @@ pub enum Durability {
 ///   durable when the database is dropped outside a panic, but a drop cannot
 ///   report a failure; call `close` to see it).
 ///
+/// The keydir is memory only and follows the committed transactions, so it
+/// never names an entry a reader cannot see; after a crash it is simply built
+/// again from whatever the file holds.
+///
 /// redb keeps some bookkeeping for non-durable commits in memory until the next
 /// durable one, so a long run of `Eventual` writes should `flush` now and then
 /// (every few thousand commits, or on a timer).
 ///
 /// Opening never reads or hashes blocks. Reopening a file after an unclean
 /// shutdown makes redb walk the whole file to repair it, which for a large
-/// store takes seconds where a clean open takes milliseconds.
+/// store takes seconds where a clean open takes milliseconds. A file written
+/// by an earlier format version is refused with [`StoreError::Corrupt`].
 pub struct RedbBlockstore {
     db: Database,
     path: Option<PathBuf>,
     durability: Durability,
+    /// Held by every commit across its transaction and its keydir update, and
+    /// by the keydir's build across its scan and its installation: so the
+    /// keydir misses no commit and counts none twice.
+    commit_lock: Mutex<()>,
+    /// `None` until the first lookup of an event CID needs it.
+    keydir: RwLock<Option<Keydir>>,
 }
 
 fn be<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -115,7 +175,7 @@ impl RedbBlockstore {
     /// # Errors
     /// [`StoreError::Backend`] when the file cannot be opened or is not a redb
     /// database (or is locked by another process); [`StoreError::Corrupt`] when
-    /// it was written by an unknown version of this store.
+    /// it was written by another format version of this store.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, Durability::Immediate)
     }
@@ -148,9 +208,6 @@ impl RedbBlockstore {
     fn init(db: Database, path: Option<PathBuf>, durability: Durability) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(be)?;
         {
-            txn.open_table(BLOCKS).map_err(be)?;
-            txn.open_table(HEADS).map_err(be)?;
-            txn.open_table(LOG).map_err(be)?;
             let mut meta = txn.open_table(META).map_err(be)?;
             let found = meta.get(FORMAT_KEY).map_err(be)?.map(|v| v.value());
             match found {
@@ -158,15 +215,24 @@ impl RedbBlockstore {
                     meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(be)?;
                 }
                 Some(FORMAT_VERSION) => {}
+                Some(v) if v < FORMAT_VERSION => {
+                    return Err(StoreError::Corrupt(format!(
+                        "store format version {v} was written by an earlier version of this library, which reads \
+                         only version {FORMAT_VERSION}; there is no migration: create a new store"
+                    )));
+                }
                 Some(v) => {
                     return Err(StoreError::Corrupt(format!(
                         "store format version {v}, this library reads version {FORMAT_VERSION}"
                     )));
                 }
             }
+            txn.open_table(BLOCKS).map_err(be)?;
+            txn.open_table(HEADS).map_err(be)?;
+            txn.open_table(LOG).map_err(be)?;
         }
         txn.commit().map_err(be)?;
-        Ok(RedbBlockstore { db, path, durability })
+        Ok(RedbBlockstore { db, path, durability, commit_lock: Mutex::new(()), keydir: RwLock::new(None) })
     }
 
     /// The file this store lives in (`None` for [`RedbBlockstore::in_memory`]).
@@ -179,13 +245,29 @@ impl RedbBlockstore {
         self.durability
     }
 
-    /// The number of blocks held (over all streams; a shared block counts once).
+    /// The number of distinct blocks held (over all streams and the `blocks`
+    /// table; a block stored twice counts once). Builds the keydir if it is
+    /// not built yet and walks the `blocks` table.
     ///
     /// # Errors
-    /// [`StoreError::Backend`] if redb fails.
+    /// [`StoreError::Backend`] if redb fails, [`StoreError::Corrupt`] if the
+    /// log holds a value this store cannot have written.
     pub fn block_count(&self) -> Result<u64, StoreError> {
+        self.ensure_keydir()?;
+        let keydir = self.keydir_read();
         let txn = self.db.begin_read().map_err(be)?;
-        txn.open_table(BLOCKS).map_err(be)?.len().map_err(be)
+        let table = txn.open_table(BLOCKS).map_err(be)?;
+        let logged = keydir.as_ref().map_or(0, |k| k.entries.len());
+        let mut count = logged as u64;
+        for entry in table.iter().map_err(be)? {
+            let (key, _) = entry.map_err(be)?;
+            let in_log = event_digest_of_cid_bytes(key.value())
+                .is_some_and(|d| keydir.as_ref().is_some_and(|k| k.find(&d).is_some()));
+            if !in_log {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Makes every write so far durable, with one fsynced (empty) commit.
@@ -244,25 +326,46 @@ impl RedbBlockstore {
 
     fn commit_sync(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError> {
         let skey = stream.to_bytes();
+        let _commits = self.lock_commits();
+        // Only a build changes whether the keydir exists, and it waits for `commit_lock`.
+        let track = self.keydir_read().is_some();
+        let mut logged: Vec<(Digest, u64)> = Vec::with_capacity(if track { blocks.len() } else { 0 });
         let txn = self.begin_write()?;
         {
             let mut block_table = txn.open_table(BLOCKS).map_err(be)?;
             let mut log_table = txn.open_table(LOG).map_err(be)?;
             let mut heads_table = txn.open_table(HEADS).map_err(be)?;
+            // Usually nothing was put on its own: no lookup per block then.
+            let any_put = !block_table.is_empty().map_err(be)?;
             let mut pos = log_end(&log_table, &skey, stream)?;
             let mut key = Vec::with_capacity(skey.len() + 8);
-            let mut value = Vec::with_capacity(128);
+            let mut value = Vec::with_capacity(512);
             for b in blocks {
-                let cid = b.cid().to_bytes();
-                put_block(&mut block_table, &cid, b.bytes())?;
+                // Only events may be logged: a reopen parses every logged block's header.
+                crate::event::Header::parse(b, &crate::event::Limits::TRUSTED)
+                    .map_err(|e| StoreError::Corrupt(format!("{}: committed block is not an event: {e}", b.cid())))?;
                 log_key_into(&mut key, &skey, pos);
-                // The header beside the CID lets a reopen rebuild the index from the log alone.
-                let entry = LogEntry::from_block(b)?;
                 value.clear();
-                value.extend_from_slice(&cid);
-                value.extend_from_slice(&entry.height.to_be_bytes());
-                for p in &entry.parents {
-                    p.write_bytes(&mut value).map_err(be)?;
+                let digest = digest_of(b.cid());
+                let inline = match &digest {
+                    Some(d) => !any_put || block_table.get(event_cid_bytes(d).as_slice()).map_err(be)?.is_none(),
+                    None => false,
+                };
+                match digest {
+                    Some(d) if inline => {
+                        value.push(TAG_INLINE);
+                        value.extend_from_slice(&d);
+                        value.extend_from_slice(b.bytes());
+                        if track {
+                            logged.push((d, pos));
+                        }
+                    }
+                    _ => {
+                        let cid = b.cid().to_bytes();
+                        put_block(&mut block_table, &cid, b.bytes())?;
+                        value.push(TAG_IN_BLOCKS);
+                        value.extend_from_slice(&cid);
+                    }
                 }
                 log_table.insert(key.as_slice(), value.as_slice()).map_err(be)?;
                 pos = pos
@@ -272,34 +375,389 @@ impl RedbBlockstore {
             let encoded = encode_cids(heads);
             heads_table.insert(skey.as_slice(), encoded.as_slice()).map_err(be)?;
         }
-        txn.commit().map_err(be)
+        if let Err(e) = txn.commit() {
+            // Whatever redb kept, the keydir is rebuilt from it on the next lookup.
+            *self.keydir_write() = None;
+            return Err(be(e));
+        }
+        if track {
+            let mut guard = self.keydir_write();
+            if let Some(keydir) = guard.as_mut()
+                && keydir.add_all(&skey, &logged).is_err()
+            {
+                // Too many entries for the keydir: the next lookup reports it.
+                *guard = None;
+            }
+        }
+        Ok(())
     }
-}
 
-impl RedbBlockstore {
-    /// Decodes up to `max` values of a stream's log from position `start`, in one range scan.
-    fn scan_log<T>(
+    fn lock_commits(&self) -> MutexGuard<'_, ()> {
+        match self.commit_lock.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                // A commit panicked between its transaction and its keydir update.
+                *self.keydir_write() = None;
+                self.commit_lock.clear_poison();
+                poisoned.into_inner()
+            }
+        }
+    }
+
+    fn keydir_write(&self) -> RwLockWriteGuard<'_, Option<Keydir>> {
+        match self.keydir.write() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                // An update panicked half-way: forget the keydir, build it again when needed.
+                let mut g = poisoned.into_inner();
+                *g = None;
+                self.keydir.clear_poison();
+                g
+            }
+        }
+    }
+
+    fn keydir_read(&self) -> RwLockReadGuard<'_, Option<Keydir>> {
+        if self.keydir.is_poisoned() {
+            drop(self.keydir_write());
+        }
+        self.keydir.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds the keydir unless it is built: one scan of the whole log table,
+    /// with commits held off until it is installed.
+    fn ensure_keydir(&self) -> Result<(), StoreError> {
+        if self.keydir_read().is_some() {
+            return Ok(());
+        }
+        let _commits = self.lock_commits();
+        if self.keydir_read().is_some() {
+            return Ok(()); // built by another caller while this one waited
+        }
+        let built = self.build_keydir()?;
+        *self.keydir_write() = Some(built);
+        Ok(())
+    }
+
+    fn build_keydir(&self) -> Result<Keydir, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(LOG).map_err(be)?;
+        let n = usize::try_from(table.len().map_err(be)?).unwrap_or(usize::MAX);
+        let mut keydir = Keydir::with_capacity(n.min(u32::MAX as usize));
+        let mut current: Option<(Vec<u8>, u32)> = None;
+        for entry in table.iter().map_err(be)? {
+            let (key, value) = entry.map_err(be)?;
+            let key = key.value();
+            let Some((skey, pos)) = split_log_key(key) else {
+                return Err(StoreError::Corrupt(format!("a log key of {} bytes", key.len())));
+            };
+            let value = value.value();
+            match value.first() {
+                Some(&TAG_INLINE) => {
+                    let Some(digest) = value.get(1..1 + DIGEST_LEN).and_then(|d| Digest::try_from(d).ok()) else {
+                        return Err(corrupt_entry(
+                            skey,
+                            pos,
+                            format!("an inline block value of {} bytes", value.len()),
+                        ));
+                    };
+                    let stream = match &current {
+                        Some((s, id)) if s.as_slice() == skey => *id,
+                        _ => {
+                            let id = keydir.stream_id(skey)?;
+                            current = Some((skey.to_vec(), id));
+                            id
+                        }
+                    };
+                    keydir.insert(&digest, stream, pos)?;
+                }
+                Some(&TAG_IN_BLOCKS) => {
+                    decode_cid(&value[1..], || entry_name(skey, pos))?;
+                }
+                _ => return Err(corrupt_entry(skey, pos, describe_bad_tag(value))),
+            }
+        }
+        Ok(keydir)
+    }
+
+    /// The log key of a logged event block, building the keydir if needed.
+    fn locate(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ensure_keydir()?;
+        Ok(self.keydir_read().as_ref().and_then(|k| k.find(digest).map(|l| k.log_key(l))))
+    }
+
+    /// Visits up to `max` values of a stream's log from position `start`, in
+    /// one range scan; `visit` also sees the `blocks` table of the same
+    /// snapshot, the position, and how to name the entry.
+    fn scan_log(
         &self,
         stream: &Cid,
         start: u64,
         max: usize,
-        decode: impl Fn(&[u8], &dyn Fn() -> String) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
+        mut visit: impl FnMut(Logged<'_>, &BlocksTable, u64, &dyn Fn() -> String) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if max == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let skey = stream.to_bytes();
         let lo = log_key(&skey, start);
         let hi = log_key(&skey, u64::MAX);
         let txn = self.db.begin_read().map_err(be)?;
         let table = txn.open_table(LOG).map_err(be)?;
-        let mut out = Vec::with_capacity(max.min(1 << 16));
-        for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?.take(max) {
+        let blocks = txn.open_table(BLOCKS).map_err(be)?;
+        let range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?;
+        for (i, entry) in range.take(max).enumerate() {
             let (_, value) = entry.map_err(be)?;
-            let pos = start.saturating_add(out.len() as u64);
-            out.push(decode(value.value(), &|| format!("log entry {pos} of stream {stream}"))?);
+            // Below u64::MAX: the position of an existing key.
+            let pos = start.saturating_add(i as u64);
+            let what = || format!("log entry {pos} of stream {stream}");
+            visit(Logged::decode(value.value(), &what)?, &blocks, pos, &what)?;
         }
+        Ok(())
+    }
+
+    fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        // The blocks are copied into one buffer per `ENTRIES_ARENA` bytes, not
+        // one allocation each: a reopen parses every block of the log.
+        let mut arena = Vec::new();
+        let mut pending: Vec<(Cid, std::ops::Range<usize>, u64)> = Vec::new();
+        self.scan_log(stream, start, max, |logged, blocks, pos, what| {
+            if arena.is_empty() {
+                arena.reserve(ENTRIES_ARENA + 4096);
+            }
+            let from = arena.len();
+            let cid = match logged {
+                Logged::Inline { cid, bytes } => {
+                    arena.extend_from_slice(bytes);
+                    cid
+                }
+                Logged::InBlocks(cid) => {
+                    let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
+                        return Err(StoreError::Corrupt(format!("{}: {cid} is not in the blocks table", what())));
+                    };
+                    arena.extend_from_slice(v.value());
+                    cid
+                }
+            };
+            pending.push((cid, from..arena.len(), pos));
+            if arena.len() >= ENTRIES_ARENA {
+                parse_entries(stream, &mut arena, &mut pending, &mut out)?;
+            }
+            Ok(())
+        })?;
+        parse_entries(stream, &mut arena, &mut pending, &mut out)?;
         Ok(out)
+    }
+}
+
+/// See [`RedbBlockstore::read_entries`].
+const ENTRIES_ARENA: usize = 64 * 1024;
+
+/// Parses the headers of the blocks in `arena` (`pending` says where each is).
+fn parse_entries(
+    stream: &Cid,
+    arena: &mut Vec<u8>,
+    pending: &mut Vec<(Cid, std::ops::Range<usize>, u64)>,
+    out: &mut Vec<LogEntry>,
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let bytes = Bytes::from(std::mem::take(arena));
+    for (cid, range, pos) in pending.drain(..) {
+        let block = Block::new_unchecked(cid, bytes.slice(range));
+        let entry = LogEntry::from_block(&block)
+            .map_err(|e| StoreError::Corrupt(format!("log entry {pos} of stream {stream}: {e}")))?;
+        out.push(entry);
+    }
+    Ok(())
+}
+
+type BlocksTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Reads one block, from the log entry the keydir names (`at`) or else from `blocks`.
+fn read_block<L, B>(log: &L, blocks: &B, cid: &Cid, at: Option<&[u8]>) -> Result<Option<Block>, StoreError>
+where
+    L: ReadableTable<&'static [u8], &'static [u8]>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    if let Some(key) = at {
+        let what = || match split_log_key(key) {
+            Some((skey, pos)) => entry_name(skey, pos),
+            None => "a log entry".to_owned(),
+        };
+        let Some(value) = log.get(key).map_err(be)? else {
+            return Err(StoreError::Corrupt(format!("{}, where the keydir puts {cid}, is missing", what())));
+        };
+        let value = value.value();
+        return match value.split_first() {
+            Some((&TAG_INLINE, rest)) if rest.len() >= DIGEST_LEN && rest[..DIGEST_LEN] == *cid.hash().digest() => {
+                Ok(Some(Block::new_unchecked(*cid, Bytes::copy_from_slice(&rest[DIGEST_LEN..]))))
+            }
+            _ => Err(StoreError::Corrupt(format!("{} does not hold {cid}, where the keydir puts it", what()))),
+        };
+    }
+    let got = blocks.get(cid.to_bytes().as_slice()).map_err(be)?;
+    Ok(got.map(|v| Block::new_unchecked(*cid, Bytes::copy_from_slice(v.value()))))
+}
+
+/// A decoded log value.
+enum Logged<'a> {
+    /// The block is here.
+    Inline { cid: Cid, bytes: &'a [u8] },
+    /// The block is in the `blocks` table.
+    InBlocks(Cid),
+}
+
+impl<'a> Logged<'a> {
+    fn decode(value: &'a [u8], what: &dyn Fn() -> String) -> Result<Self, StoreError> {
+        match value.split_first() {
+            Some((&TAG_INLINE, rest)) => match rest.split_first_chunk::<DIGEST_LEN>() {
+                Some((digest, bytes)) => Ok(Logged::Inline { cid: cid_from_digest(digest), bytes }),
+                None => Err(StoreError::Corrupt(format!("{}: an inline block value of {} bytes", what(), value.len()))),
+            },
+            Some((&TAG_IN_BLOCKS, rest)) => decode_cid(rest, what).map(Logged::InBlocks),
+            _ => Err(StoreError::Corrupt(format!("{}: {}", what(), describe_bad_tag(value)))),
+        }
+    }
+
+    fn cid(&self) -> Cid {
+        match self {
+            Logged::Inline { cid, .. } | Logged::InBlocks(cid) => *cid,
+        }
+    }
+}
+
+fn describe_bad_tag(value: &[u8]) -> String {
+    match value.first() {
+        None => "an empty value".to_owned(),
+        Some(t) => format!("a value of {} bytes with the unknown tag {t}", value.len()),
+    }
+}
+
+/// Names a log entry by its raw stream key and position.
+fn entry_name(skey: &[u8], pos: u64) -> String {
+    match decode_cid(skey, String::new) {
+        Ok(stream) => format!("log entry {pos} of stream {stream}"),
+        Err(_) => format!("log entry {pos} of a stream with the key {skey:02x?}"),
+    }
+}
+
+fn corrupt_entry(skey: &[u8], pos: u64, what: String) -> StoreError {
+    StoreError::Corrupt(format!("{}: {what}", entry_name(skey, pos)))
+}
+
+/// The keydir: where each inline-logged event block is, by digest. An arena
+/// of entries in the order first logged, and a hash table of arena indices
+/// with a keyed 32-bit hash of the digest beside each, as in the memory store.
+struct Keydir {
+    hasher: KeyedState,
+    index: HashTable<Slot>,
+    entries: Vec<Located>,
+    /// Stream keys (CID bytes) by stream index.
+    streams: Vec<Box<[u8]>>,
+    stream_ids: HashMap<Box<[u8]>, u32, KeyedState>,
+}
+
+/// A logged event block: 44 bytes.
+struct Located {
+    digest: Digest,
+    stream: u32,
+    /// The position, big-endian (as in the log key).
+    pos: [u8; 8],
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u32,
+    hash: u32,
+}
+
+/// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
+/// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
+fn table_hash(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
+fn keydir_full() -> StoreError {
+    StoreError::backend("the keydir holds at most 2^32 - 1 logged blocks")
+}
+
+impl Keydir {
+    fn with_capacity(n: usize) -> Self {
+        let hasher = KeyedState::default();
+        let mut index = HashTable::new();
+        index.reserve(n, |s: &Slot| table_hash(s.hash));
+        Keydir {
+            stream_ids: HashMap::with_hasher(hasher.clone()),
+            hasher,
+            index,
+            entries: Vec::with_capacity(n),
+            streams: Vec::new(),
+        }
+    }
+
+    fn hash(&self, digest: &Digest) -> u32 {
+        let h = self.hasher.hash_one(digest);
+        (h ^ (h >> 32)) as u32
+    }
+
+    fn find(&self, digest: &Digest) -> Option<&Located> {
+        let hash = self.hash(digest);
+        self.index
+            .find(table_hash(hash), |s| s.hash == hash && self.entries[s.id as usize].digest == *digest)
+            .map(|s| &self.entries[s.id as usize])
+    }
+
+    fn stream_id(&mut self, skey: &[u8]) -> Result<u32, StoreError> {
+        if let Some(&id) = self.stream_ids.get(skey) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.streams.len()).map_err(|_| keydir_full())?;
+        self.streams.push(skey.into());
+        self.stream_ids.insert(skey.into(), id);
+        Ok(id)
+    }
+
+    /// Records where a block is logged, unless it is logged already (the
+    /// first location stays; every copy holds the same bytes).
+    fn insert(&mut self, digest: &Digest, stream: u32, pos: u64) -> Result<(), StoreError> {
+        let hash = self.hash(digest);
+        let id = u32::try_from(self.entries.len()).ok().filter(|&id| id < u32::MAX).ok_or_else(keydir_full)?;
+        let entries = &self.entries;
+        match self.index.entry(
+            table_hash(hash),
+            |s| s.hash == hash && entries[s.id as usize].digest == *digest,
+            |s| table_hash(s.hash),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => return Ok(()),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(Slot { id, hash });
+            }
+        }
+        self.entries.push(Located { digest: *digest, stream, pos: pos.to_be_bytes() });
+        Ok(())
+    }
+
+    fn add_all(&mut self, skey: &[u8], logged: &[(Digest, u64)]) -> Result<(), StoreError> {
+        if logged.is_empty() {
+            return Ok(());
+        }
+        let stream = self.stream_id(skey)?;
+        self.entries.reserve(logged.len());
+        for (digest, pos) in logged {
+            self.insert(digest, stream, *pos)?;
+        }
+        Ok(())
+    }
+
+    fn log_key(&self, at: &Located) -> Vec<u8> {
+        let skey = &self.streams[at.stream as usize];
+        let mut k = Vec::with_capacity(skey.len() + 8);
+        k.extend_from_slice(skey);
+        k.extend_from_slice(&at.pos);
+        k
     }
 }
 
@@ -339,6 +797,19 @@ fn put_block(
     Ok(())
 }
 
+/// The binary form of the event CID with this digest.
+fn event_cid_bytes(digest: &Digest) -> [u8; 4 + DIGEST_LEN] {
+    let mut out = [0u8; 4 + DIGEST_LEN];
+    out[..4].copy_from_slice(&EVENT_CID_PREFIX);
+    out[4..].copy_from_slice(digest);
+    out
+}
+
+/// The digest of binary CID bytes that have an event CID's shape.
+fn event_digest_of_cid_bytes(bytes: &[u8]) -> Option<Digest> {
+    bytes.strip_prefix(&EVENT_CID_PREFIX).and_then(|d| Digest::try_from(d).ok())
+}
+
 fn log_key_into(buf: &mut Vec<u8>, stream: &[u8], pos: u64) {
     buf.clear();
     buf.extend_from_slice(stream);
@@ -349,6 +820,12 @@ fn log_key(stream: &[u8], pos: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(stream.len() + 8);
     log_key_into(&mut k, stream, pos);
     k
+}
+
+/// Splits a log key into the stream key and the position.
+fn split_log_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    let (skey, pos) = key.split_last_chunk::<8>()?;
+    (!skey.is_empty()).then(|| (skey, u64::from_be_bytes(*pos)))
 }
 
 /// The position after the stream's last log entry (its log length).
@@ -389,17 +866,6 @@ fn decode_cid(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Cid, StoreE
     }
 }
 
-/// Decodes a log value: the event CID, its height, its parents' CIDs.
-fn decode_log_value(bytes: &[u8], what: &dyn Fn() -> String) -> Result<LogEntry, StoreError> {
-    let mut rest = bytes;
-    let cid = Cid::read_bytes(&mut rest).map_err(|e| StoreError::Corrupt(format!("{}: not a CID: {e}", what())))?;
-    let Some((height, rest)) = rest.split_first_chunk::<8>() else {
-        return Err(StoreError::Corrupt(format!("{}: no height after the CID", what())));
-    };
-    let parents = decode_cids(rest, what)?;
-    Ok(LogEntry { cid, height: u64::from_be_bytes(*height), parents })
-}
-
 /// Decodes concatenated CIDs; the value must split exactly into CIDs.
 fn decode_cids(bytes: &[u8], what: impl Fn() -> String) -> Result<Vec<Cid>, StoreError> {
     let mut rest = bytes;
@@ -428,9 +894,14 @@ impl fmt::Debug for RedbBlockstore {
         d.field("durability", &self.durability);
         match self.counts() {
             Ok((blocks, streams, log)) => {
-                d.field("blocks", &blocks).field("streams", &streams).field("log_entries", &log)
+                d.field("streams", &streams).field("log_entries", &log).field("blocks_table", &blocks)
             }
             Err(_) => d.field("counts", &"unavailable"),
+        };
+        match self.keydir.try_read().as_deref() {
+            Ok(Some(k)) => d.field("keydir", &k.entries.len()),
+            Ok(None) => d.field("keydir", &"not built"),
+            Err(_) => d.field("keydir", &"busy"),
         };
         d.finish()
     }
@@ -439,10 +910,14 @@ impl fmt::Debug for RedbBlockstore {
 #[async_trait]
 impl Blockstore for RedbBlockstore {
     async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
+        let at = match digest_of(cid) {
+            Some(d) => self.locate(&d)?,
+            None => None,
+        };
         let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(BLOCKS).map_err(be)?;
-        let got = table.get(cid.to_bytes().as_slice()).map_err(be)?;
-        Ok(got.map(|v| Block::new_unchecked(*cid, Bytes::copy_from_slice(v.value()))))
+        let log = txn.open_table(LOG).map_err(be)?;
+        let blocks = txn.open_table(BLOCKS).map_err(be)?;
+        read_block(&log, &blocks, cid, at.as_deref())
     }
 
     async fn put(&self, block: Block) -> Result<(), StoreError> {
@@ -450,6 +925,11 @@ impl Blockstore for RedbBlockstore {
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        if let Some(d) = digest_of(cid)
+            && self.locate(&d)?.is_some()
+        {
+            return Ok(true);
+        }
         let txn = self.db.begin_read().map_err(be)?;
         let table = txn.open_table(BLOCKS).map_err(be)?;
         Ok(table.get(cid.to_bytes().as_slice()).map_err(be)?.is_some())
@@ -466,14 +946,22 @@ impl Blockstore for RedbBlockstore {
         if cids.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<Option<Vec<u8>>> = if cids.iter().any(|c| digest_of(c).is_some()) {
+            self.ensure_keydir()?;
+            let keydir = self.keydir_read();
+            cids.iter()
+                .map(|c| {
+                    let d = digest_of(c)?;
+                    keydir.as_ref().and_then(|k| k.find(&d).map(|l| k.log_key(l)))
+                })
+                .collect()
+        } else {
+            vec![None; cids.len()]
+        };
         let txn = self.db.begin_read().map_err(be)?;
-        let table = txn.open_table(BLOCKS).map_err(be)?;
-        let mut out = Vec::with_capacity(cids.len());
-        for cid in cids {
-            let got = table.get(cid.to_bytes().as_slice()).map_err(be)?;
-            out.push(got.map(|v| Block::new_unchecked(*cid, Bytes::copy_from_slice(v.value()))));
-        }
-        Ok(out)
+        let log = txn.open_table(LOG).map_err(be)?;
+        let blocks = txn.open_table(BLOCKS).map_err(be)?;
+        cids.iter().zip(&keys).map(|(cid, at)| read_block(&log, &blocks, cid, at.as_deref())).collect()
     }
 
     fn atomic_put_many(&self) -> bool {
@@ -501,12 +989,16 @@ impl StreamStore for RedbBlockstore {
     }
 
     async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError> {
-        // The whole value is checked, so a corrupt entry is reported here too.
-        self.scan_log(stream, start, max, |value, what| decode_log_value(value, what).map(|e| e.cid))
+        let mut out = Vec::with_capacity(max.min(1 << 16));
+        self.scan_log(stream, start, max, |logged, _, _, _| {
+            out.push(logged.cid());
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
-        self.scan_log(stream, start, max, decode_log_value)
+        self.read_entries(stream, start, max)
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {
@@ -519,5 +1011,51 @@ impl StreamStore for RedbBlockstore {
         }
         out.sort_unstable();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_cid_prefix_is_the_binary_form() {
+        let d = [7u8; DIGEST_LEN];
+        let cid = cid_from_digest(&d);
+        assert_eq!(event_cid_bytes(&d).as_slice(), cid.to_bytes().as_slice());
+        assert_eq!(event_digest_of_cid_bytes(&cid.to_bytes()), Some(d));
+        assert_eq!(event_digest_of_cid_bytes(&cid.to_bytes()[..30]), None);
+    }
+
+    /// The figures the type's docs give.
+    #[test]
+    fn keydir_bytes_per_entry() {
+        assert_eq!(std::mem::size_of::<Located>(), 44);
+        for n in [1_000usize, 100_000, 1_000_000] {
+            let k = Keydir::with_capacity(n);
+            let bytes = k.entries.capacity() * std::mem::size_of::<Located>() + k.index.allocation_size();
+            let per = bytes as f64 / n as f64;
+            assert!((54.0..66.0).contains(&per), "{n} entries: {per:.1} bytes each");
+        }
+    }
+
+    #[test]
+    fn keydir_keeps_the_first_location() {
+        let mut k = Keydir::with_capacity(0);
+        let s = k.stream_id(b"stream a").unwrap();
+        let t = k.stream_id(b"stream b").unwrap();
+        assert_eq!(k.stream_id(b"stream a").unwrap(), s);
+        for i in 0..1000u32 {
+            let mut d = [0u8; DIGEST_LEN];
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            k.insert(&d, s, u64::from(i)).unwrap();
+            k.insert(&d, t, 5).unwrap();
+        }
+        assert_eq!(k.entries.len(), 1000);
+        let mut d = [0u8; DIGEST_LEN];
+        d[..4].copy_from_slice(&17u32.to_le_bytes());
+        let at = k.find(&d).unwrap();
+        assert_eq!(k.log_key(at), [b"stream a".as_slice(), &17u64.to_be_bytes()].concat());
+        assert!(k.find(&[9u8; DIGEST_LEN]).is_none());
     }
 }
