@@ -289,8 +289,84 @@ impl<P: DeserializeOwned> Event<P> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Header {
     pub height: u64,
-    pub parents: Vec<Digest>,
+    pub parents: Parents,
     pub payload: Range<usize>,
+}
+
+/// An event's parent digests, ascending. Up to two (a chain's one parent, a
+/// merge of two heads: almost every event) are held inline, so decoding a
+/// header allocates nothing; more go on the heap. Derefs to a slice, and
+/// compares as one.
+#[derive(Clone)]
+pub(crate) enum Parents {
+    Inline(u8, [Digest; 2]),
+    Heap(Vec<Digest>),
+}
+
+impl Parents {
+    /// Room for `n` parents: inline when they fit.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        if n <= 2 { Parents::Inline(0, [[0; 32]; 2]) } else { Parents::Heap(Vec::with_capacity(n)) }
+    }
+
+    pub(crate) fn push(&mut self, digest: Digest) {
+        match self {
+            Parents::Inline(len, digests) if usize::from(*len) < digests.len() => {
+                digests[usize::from(*len)] = digest;
+                *len += 1;
+            }
+            Parents::Inline(_, digests) => {
+                let mut v = digests.to_vec();
+                v.push(digest);
+                *self = Parents::Heap(v);
+            }
+            Parents::Heap(v) => v.push(digest),
+        }
+    }
+}
+
+impl std::ops::Deref for Parents {
+    type Target = [Digest];
+
+    fn deref(&self) -> &[Digest] {
+        match self {
+            Parents::Inline(len, digests) => &digests[..usize::from(*len)],
+            Parents::Heap(v) => v,
+        }
+    }
+}
+
+impl From<&[Digest]> for Parents {
+    fn from(digests: &[Digest]) -> Self {
+        let mut p = Parents::with_capacity(digests.len());
+        for d in digests {
+            p.push(*d);
+        }
+        p
+    }
+}
+
+impl PartialEq for Parents {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Parents {}
+
+impl<'a> IntoIterator for &'a Parents {
+    type Item = &'a Digest;
+    type IntoIter = std::slice::Iter<'a, Digest>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl std::fmt::Debug for Parents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl Header {
@@ -380,7 +456,7 @@ impl Header {
                             reason: "length exceeds the input",
                         });
                     }
-                    let mut list: Vec<Digest> = Vec::with_capacity(n as usize);
+                    let mut list = Parents::with_capacity(n as usize);
                     for index in 0..n as usize {
                         // The canonical link to an event CID, read straight into a digest;
                         // anything else the general way, which names what is wrong.
@@ -447,5 +523,30 @@ impl Block {
     /// See [`Event::decode_with`].
     pub fn decode<P: DeserializeOwned>(&self) -> Result<Event<P>, DecodeError> {
         Event::decode(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_stay_inline_up_to_two_then_move_to_the_heap_in_order() {
+        let digests: Vec<Digest> = (0u8..5).map(|i| [i; 32]).collect();
+        for n in 0..=digests.len() {
+            let mut p = Parents::with_capacity(n);
+            for d in &digests[..n] {
+                p.push(*d);
+            }
+            assert_eq!(&*p, &digests[..n], "{n} parents");
+            assert_eq!(matches!(p, Parents::Inline(..)), n <= 2, "{n} parents");
+            assert_eq!(Parents::from(&digests[..n]), p);
+        }
+        // More pushes than reserved still keep every digest, in order.
+        let mut p = Parents::with_capacity(1);
+        for d in &digests {
+            p.push(*d);
+        }
+        assert_eq!(&*p, &digests[..]);
     }
 }

@@ -15,7 +15,7 @@ use ipld_core::cid::Cid;
 
 use crate::block::{Block, Digest, cid_from_digest, digest_of};
 use crate::error::DecodeError;
-use crate::event::{Header, Limits};
+use crate::event::{Header, Limits, Parents};
 
 /// A set of verified event blocks, keyed by CID.
 ///
@@ -43,7 +43,7 @@ pub struct BlockSet {
 struct Entry {
     block: Block,
     height: u64,
-    parents: Vec<Digest>,
+    parents: Parents,
 }
 
 impl BlockSet {

@@ -619,7 +619,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             let payload_start = encode_into(&mut s.encoded, height, &s.parents, payload, &self.config.limits)?;
             let block = Block::from_bytes(s.block_bytes());
             if !self.validators.is_empty() {
-                let header = Header { height, parents: s.parents.clone(), payload: payload_start..block.len() };
+                let header =
+                    Header { height, parents: s.parents.as_slice().into(), payload: payload_start..block.len() };
                 self.validate(&block, &header).map_err(AppendError::Rejected)?;
             }
             // The next event's one parent is this one.
