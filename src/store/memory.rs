@@ -9,7 +9,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use ipld_core::cid::Cid;
 
-use super::{Blockstore, StoreError, StreamStore};
+use super::{Blockstore, Slot, StoreError, StreamStore, table_hash};
 use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 
 /// A [`StreamStore`] in memory. Cloning a [`Block`] is cheap, so `get` does
@@ -63,18 +63,6 @@ impl Key {
             Key::Other(c) => **c,
         }
     }
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    id: u32,
-    hash: u32,
-}
-
-/// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
-/// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
-fn table_hash(hash: u32) -> u64 {
-    (u64::from(hash) << 32) | u64::from(hash)
 }
 
 #[derive(Default)]

@@ -45,6 +45,21 @@ impl StoreError {
     }
 }
 
+/// A slot of the stores' hash tables: an index into the store's entries and
+/// a keyed 32-bit hash of the entry's digest, so the table can grow, and turn
+/// away most probes, without reading the entries.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    pub(crate) id: u32,
+    pub(crate) hash: u32,
+}
+
+/// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
+/// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
+pub(crate) fn table_hash(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
 /// A content-addressed block store.
 ///
 /// The contract, which the [`contract`] suite checks:

@@ -16,7 +16,7 @@ use redb::{
     backends::InMemoryBackend,
 };
 
-use super::{Blockstore, LogEntry, StoreError, StreamStore};
+use super::{Blockstore, LogEntry, Slot, StoreError, StreamStore, table_hash};
 use crate::block::{Block, DIGEST_LEN, Digest, KeyedState, cid_from_digest, digest_of};
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -666,18 +666,6 @@ struct Located {
     stream: u32,
     /// The position, big-endian (as in the log key).
     pos: [u8; 8],
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    id: u32,
-    hash: u32,
-}
-
-/// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
-/// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
-fn table_hash(hash: u32) -> u64 {
-    (u64::from(hash) << 32) | u64::from(hash)
 }
 
 fn keydir_full() -> StoreError {

@@ -569,6 +569,7 @@ mod tests {
     use super::*;
     use crate::dag::ClockOrder;
     use crate::replica::Config;
+    use crate::sim::SimRng;
     use crate::{Event, MemoryBlockstore};
 
     type R = Replica<MemoryBlockstore>;
@@ -630,37 +631,21 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (splitmix64).
-    struct Gen(u64);
-
-    impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// A DAG of `n` events besides the genesis, each with 1..=`fan` parents
     /// among the `window` events before it (a small window makes long chains
     /// and many concurrent heads). Returns the DAG and its CIDs, genesis first.
-    fn random_dag(g: &mut Gen, n: usize, fan: usize, window: usize) -> (Dag, Vec<Cid>) {
+    fn random_dag(g: &mut SimRng, n: usize, fan: usize, window: usize) -> (Dag, Vec<Cid>) {
         let genesis = crate::block::cid_of(b"advance genesis");
         let mut dag = Dag::new(genesis);
         let mut cids = vec![genesis];
         let mut heights = vec![0u64];
         for i in 1..=n {
             let lo = i.saturating_sub(window.max(1));
-            let mut parents: Vec<usize> = (0..1 + g.below(fan.max(1))).map(|_| lo + g.below(i - lo)).collect();
+            let mut parents: Vec<usize> = (0..1 + g.index(fan.max(1))).map(|_| lo + g.index(i - lo)).collect();
             parents.sort_unstable();
             parents.dedup();
             let height = 1 + parents.iter().map(|&p| heights[p]).max().unwrap_or(0);
-            let cid = crate::block::cid_of(format!("advance {} {i}", g.next()).as_bytes());
+            let cid = crate::block::cid_of(format!("advance {} {i}", g.next_u64()).as_bytes());
             let pcids: Vec<Cid> = parents.iter().map(|&p| cids[p]).collect();
             dag.insert(&cid, height, &pcids).unwrap();
             cids.push(cid);
@@ -669,24 +654,24 @@ mod tests {
         (dag, cids)
     }
 
-    fn pick(g: &mut Gen, cids: &[Cid], max: usize) -> Vec<Cid> {
-        (0..g.below(max + 1)).map(|_| cids[g.below(cids.len())]).collect()
+    fn pick(g: &mut SimRng, cids: &[Cid], max: usize) -> Vec<Cid> {
+        (0..g.index(max + 1)).map(|_| cids[g.index(cids.len())]).collect()
     }
 
     #[test]
     fn advance_agrees_with_the_quadratic_oracle() {
         fn prop(seed: u64, n: u8, fan: u8, window: u8, sorted: bool) -> bool {
-            let mut g = Gen(seed);
+            let mut g = SimRng::new(seed);
             let (dag, cids) =
                 random_dag(&mut g, usize::from(n % 40), usize::from(fan % 4) + 1, usize::from(window % 8) + 1);
             let stranger = crate::block::cid_of(format!("not in the dag {seed}").as_bytes());
             let mut shared = pick(&mut g, &cids, 6);
-            if g.below(4) == 0 {
+            if g.index(4) == 0 {
                 shared.push(stranger);
             }
             let mut theirs = pick(&mut g, &cids, 6);
             if theirs.is_empty() {
-                theirs.push(cids[g.below(cids.len())]);
+                theirs.push(cids[g.index(cids.len())]);
             }
             if sorted {
                 // As receive_message calls it: their heads sorted and deduplicated.
@@ -702,7 +687,7 @@ mod tests {
     /// concurrent branches.
     #[test]
     fn advance_agrees_with_the_oracle_on_every_pair_of_subsets() {
-        let mut g = Gen(7);
+        let mut g = SimRng::new(7);
         let (dag, cids) = random_dag(&mut g, 6, 2, 3);
         let subset =
             |mask: u32| -> Vec<Cid> { (0..cids.len()).filter(|i| mask >> i & 1 == 1).map(|i| cids[i]).collect() };
@@ -717,13 +702,13 @@ mod tests {
     /// Many concurrent heads on both sides (where the oracle needs ~h² walks).
     #[test]
     fn advance_with_a_hundred_concurrent_heads_on_each_side() {
-        let mut g = Gen(11);
+        let mut g = SimRng::new(11);
         let genesis = crate::block::cid_of(b"wide genesis");
         let mut dag = Dag::new(genesis);
         let mut tips = Vec::new();
         for branch in 0..200u32 {
             let mut parent = genesis;
-            for h in 1..=1 + g.below(20) as u64 {
+            for h in 1..=1 + g.index(20) as u64 {
                 let cid = crate::block::cid_of(format!("wide {branch} {h}").as_bytes());
                 dag.insert(&cid, h, &[parent]).unwrap();
                 parent = cid;
