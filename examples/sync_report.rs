@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+// SplitMix64, seeded: every generated structure is a function of its seed.
+use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::sync::{
     Message, NaiveState, SyncLimits, SyncState, generate_message, naive_generate, naive_receive, receive_message,
 };
@@ -80,45 +82,26 @@ impl Scenario {
     }
 }
 
-/// SplitMix64: a small, seedable generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn payload(&mut self) -> Ipld {
-        let mut bytes = vec![0u8; PAYLOAD];
-        for chunk in bytes.chunks_mut(8) {
-            let n = chunk.len();
-            chunk.copy_from_slice(&self.next().to_le_bytes()[..n]);
-        }
-        Ipld::Bytes(bytes)
-    }
-}
-
 async fn new_replica(genesis: &Block) -> R {
     Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.expect("create")
+}
+
+/// A random `PAYLOAD`-byte payload.
+fn payload(rng: &mut Rng) -> Ipld {
+    let mut bytes = vec![0u8; PAYLOAD];
+    rng.fill(&mut bytes);
+    Ipld::Bytes(bytes)
 }
 
 /// Appends `n` events; about one in eight is a sibling of the newest event
 /// (same parents), so the history has some concurrency.
 async fn grow(r: &mut R, n: usize, rng: &mut Rng) {
     for _ in 0..n {
-        let payload = rng.payload();
-        if rng.below(8) == 0 {
+        let payload = payload(rng);
+        if rng.index(8) == 0 {
             let dag = r.dag();
             let heads = dag.head_ids();
-            let head = heads[rng.below(heads.len())];
+            let head = heads[rng.index(heads.len())];
             let parents: Vec<Cid> = dag.parents(head).map(|p| dag.cid(p)).collect();
             if !parents.is_empty() {
                 let height = dag.height(head);
@@ -236,7 +219,7 @@ struct Fixtures {
 
 async fn one_run(proto: Proto, scenario: Scenario, depth: usize, run: u64, fx: &Fixtures) -> (Outcome, usize) {
     let seed = (run + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ depth as u64;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut a = new_replica(&fx.genesis).await;
     let mut b = new_replica(&fx.genesis).await;
     let (mut sa, mut sb) = match scenario {
@@ -391,7 +374,7 @@ fn main() {
     let fx = futures::executor::block_on(async {
         let genesis = Event::genesis("sync report").encode().expect("genesis");
         let mut base = new_replica(&genesis).await;
-        grow(&mut base, COLD_BASE, &mut Rng(0xc01d)).await;
+        grow(&mut base, COLD_BASE, &mut Rng::new(0xc01d)).await;
         let cold_base = blocks_of(&base).await.into_iter().skip(1).collect();
         Fixtures { genesis, cold_base }
     });

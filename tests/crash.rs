@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::executor::block_on;
+// SplitMix64, seeded: every generated structure is a function of its seed.
+use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{Blockstore, Cid, Config, Event, Replica, StreamStore};
 
@@ -57,17 +59,6 @@ fn crash_child() {
             out.flush().unwrap();
         }
     });
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 /// Runs the child once in `dir`, kills it after `delay`, returns the CIDs it reported durable.
@@ -134,13 +125,13 @@ fn check_store(dir: &Path, durable: &[Cid]) -> usize {
 }
 
 fn kill_points(mode: &str, seed: u64, iterations: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut durable = Vec::new();
     let mut last_len = 0;
     for i in 0..iterations {
         // Kill early (during open/recovery) sometimes, mid-stream mostly.
-        let delay = Duration::from_millis(if i % 5 == 0 { rng.next() % 15 } else { 20 + rng.next() % 120 });
+        let delay = Duration::from_millis(if i % 5 == 0 { rng.next_u64() % 15 } else { 20 + rng.next_u64() % 120 });
         durable.extend(run_and_kill(dir.path(), mode, delay));
         let len = check_store(dir.path(), &durable);
         assert!(len >= last_len, "the store lost events: {len} < {last_len}");

@@ -21,11 +21,13 @@ use erased::Ser as _;
 use futures::executor::block_on;
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
+// SplitMix64, seeded: every generated structure is a function of its seed.
 use merkle_clock::crdt::{
     AddWinsSet, AddWinsState, CausalFeed, CheckpointPolicy, Counter, CounterOp, Fold, FoldError, FoldEvent, Log,
     LwwMap, LwwRegister, MapOp, OrderInsensitive, Reducer, RegisterOp, SetOp, Versioned,
 };
 use merkle_clock::replica::{Config, Replica};
+use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::{Block, Blockstore, Event, MemoryBlockstore, StoreError, StreamStore};
 use quickcheck::{Gen, QuickCheck};
 use serde::{Deserialize, Serialize};
@@ -36,34 +38,6 @@ use serde::{Deserialize, Serialize};
 
 fn qc(tests: u64) -> QuickCheck {
     QuickCheck::new().tests(tests).max_tests(tests * 10).rng(Gen::new(24))
-}
-
-/// SplitMix64, so a world is a pure function of its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
 }
 
 /// Every op in a world carries its author's number, so that two replicas
@@ -184,7 +158,7 @@ impl World {
             rs.push(Replica::create(Arc::new(MemoryBlockstore::new()), &g, Config::default()).await.unwrap());
         }
         World {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             views: (0..replicas).map(|_| Views::new(policy)).collect(),
             replicas: rs,
             adds: BTreeMap::new(),
@@ -198,26 +172,26 @@ impl World {
         self.author += 1;
         let by = self.author;
         let to_ipld = |op: &dyn erased::Ser| Authored { by, op: op.ipld() }.ipld();
-        match self.rng.below(10) {
+        match self.rng.index(10) {
             0..=2 => {
-                let key = format!("k{}", self.rng.below(4));
-                if self.rng.chance(20) {
+                let key = format!("k{}", self.rng.index(4));
+                if self.rng.chance(0.20) {
                     to_ipld(&MapOp::<String, u32>::Delete { key })
                 } else {
                     to_ipld(&MapOp::Set { key, value: self.author })
                 }
             }
-            3..=5 => to_ipld(&SetOp::Add(self.rng.below(4) as u8)),
+            3..=5 => to_ipld(&SetOp::Add(self.rng.index(4) as u8)),
             6..=7 => {
-                let elem = self.rng.below(4) as u8;
-                let op = if self.rng.chance(75) {
+                let elem = self.rng.index(4) as u8;
+                let op = if self.rng.chance(0.75) {
                     // As a well-behaved application does it: from its own view.
                     self.views[r].set.update(&self.replicas[r]).await.unwrap();
                     self.views[r].set.state().remove_op(&elem)
                 } else {
                     // Arbitrary: any adds of the element, seen here or not.
                     let known = self.adds.get(&elem).cloned().unwrap_or_default();
-                    let observed: Vec<Cid> = known.into_iter().filter(|_| self.rng.chance(50)).collect();
+                    let observed: Vec<Cid> = known.into_iter().filter(|_| self.rng.chance(0.50)).collect();
                     Some(SetOp::Remove { elem, observed })
                 };
                 match op {
@@ -226,14 +200,18 @@ impl World {
                 }
             }
             _ => {
-                let n = self.rng.below(5) as u64;
-                if self.rng.chance(50) { to_ipld(&CounterOp::Increment(n)) } else { to_ipld(&CounterOp::Decrement(n)) }
+                let n = self.rng.index(5) as u64;
+                if self.rng.chance(0.50) {
+                    to_ipld(&CounterOp::Increment(n))
+                } else {
+                    to_ipld(&CounterOp::Decrement(n))
+                }
             }
         }
     }
 
     async fn append(&mut self, r: usize) {
-        let chain = if self.rng.chance(20) { 2 + self.rng.below(3) } else { 1 };
+        let chain = if self.rng.chance(0.20) { 2 + self.rng.index(3) } else { 1 };
         let mut ops = Vec::new();
         for _ in 0..chain {
             ops.push(self.random_op(r).await);
@@ -253,13 +231,13 @@ impl World {
     async fn deliver(&mut self, from: usize, to: usize, all: bool, after: &mut impl FnMut(&World, usize)) {
         let mut blocks = self.replicas[from].store().blocks();
         blocks.sort_by_key(|b| *b.cid());
-        blocks.retain(|_| all || self.rng.chance(60));
+        blocks.retain(|_| all || self.rng.chance(0.60));
         self.rng.shuffle(&mut blocks);
-        let batches = 1 + self.rng.below(3);
+        let batches = 1 + self.rng.index(3);
         let size = blocks.len().div_ceil(batches).max(1);
         for batch in blocks.chunks(size) {
             self.replicas[to].ingest_many(batch.to_vec()).await.unwrap();
-            if self.rng.chance(80) {
+            if self.rng.chance(0.80) {
                 let (views, replicas) = (&mut self.views, &self.replicas);
                 self.replays += views[to].update(&replicas[to]).await;
                 after(self, to);
@@ -272,16 +250,16 @@ impl World {
     async fn run(&mut self, steps: usize, mut after: impl FnMut(&World, usize)) {
         let n = self.replicas.len();
         for _ in 0..steps {
-            let r = self.rng.below(n);
-            if self.rng.chance(55) {
+            let r = self.rng.index(n);
+            if self.rng.chance(0.55) {
                 self.append(r).await;
-                if self.rng.chance(50) {
+                if self.rng.chance(0.50) {
                     let (views, replicas) = (&mut self.views, &self.replicas);
                     self.replays += views[r].update(&replicas[r]).await;
                     after(self, r);
                 }
             } else {
-                let to = (r + 1 + self.rng.below(n - 1)) % n;
+                let to = (r + 1 + self.rng.index(n - 1)) % n;
                 self.deliver(r, to, false, &mut after).await;
             }
         }

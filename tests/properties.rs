@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
+// SplitMix64, seeded: every generated structure is a function of its seed.
+use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::{Block, BlockSet, ClockOrder, Dag, Event, InsertError, cid_of, heads, merge, order};
 use multihash::Multihash;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
@@ -22,31 +24,6 @@ use serde::Serialize;
 /// Modest sizes: the whole file runs in a few seconds in debug.
 fn qc(tests: u64) -> QuickCheck {
     QuickCheck::new().tests(tests).max_tests(tests * 10).rng(Gen::new(24))
-}
-
-/// SplitMix64: a tiny deterministic generator driven by quickcheck's seeds,
-/// so that every structure is a pure function of the (shrinkable) inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -122,12 +99,12 @@ fn build(spec: &DagSpec) -> Built {
     let genesis = Event::genesis(Ipld::String(format!("stream {}", spec.stream))).encode().unwrap();
     let mut b = Built { blocks: vec![genesis], parents: vec![vec![]], heights: vec![0] };
     for (i, &op) in spec.ops.iter().enumerate() {
-        let mut rng = Rng(op);
+        let mut rng = Rng::new(op);
         let n = b.len();
-        let k = 1 + rng.below(n.min(3));
+        let k = 1 + rng.index(n.min(3));
         let mut ps = BTreeSet::new();
         while ps.len() < k {
-            let p = if rng.below(4) == 0 { rng.below(n) } else { n - 1 - rng.below(n.min(5)) };
+            let p = if rng.index(4) == 0 { rng.index(n) } else { n - 1 - rng.index(n.min(5)) };
             ps.insert(p);
         }
         let ps: Vec<usize> = ps.into_iter().collect();
@@ -143,15 +120,15 @@ fn build(spec: &DagSpec) -> Built {
 
 /// A random subset (each event with probability 1/2): not closed under parents.
 fn any_subset(n: usize, seed: u64) -> BTreeSet<usize> {
-    let mut rng = Rng(seed);
-    (0..n).filter(|_| rng.next() & 1 == 1).collect()
+    let mut rng = Rng::new(seed);
+    (0..n).filter(|_| rng.next_u64() & 1 == 1).collect()
 }
 
 /// A random history: the closure of a few random events.
 fn closed_subset(b: &Built, seed: u64) -> BTreeSet<usize> {
-    let mut rng = Rng(seed);
-    let k = rng.below(4);
-    let tips: Vec<usize> = (0..k).map(|_| rng.below(b.len())).collect();
+    let mut rng = Rng::new(seed);
+    let k = rng.index(4);
+    let tips: Vec<usize> = (0..k).map(|_| rng.index(b.len())).collect();
     let mut h = b.hist(&tips);
     h.insert(0);
     h
@@ -354,16 +331,16 @@ impl Arbitrary for ArbIpld {
 /// A random event with a random payload: height 0 and no parents, or a random
 /// height above 0 with 1..5 random event CIDs as parents.
 fn random_event(payload: Ipld, seed: u64) -> Event<Ipld> {
-    let mut rng = Rng(seed);
-    if rng.below(4) == 0 {
+    let mut rng = Rng::new(seed);
+    if rng.index(4) == 0 {
         return Event::genesis(payload);
     }
-    let n = 1 + rng.below(5);
-    let parents: Vec<Cid> = (0..n).map(|_| cid_of(&rng.next().to_le_bytes())).collect();
-    let height = match rng.below(3) {
-        0 => 1 + rng.below(10) as u64,
+    let n = 1 + rng.index(5);
+    let parents: Vec<Cid> = (0..n).map(|_| cid_of(&rng.next_u64().to_le_bytes())).collect();
+    let height = match rng.index(3) {
+        0 => 1 + rng.index(10) as u64,
         1 => u64::MAX,
-        _ => 1 + (rng.next() >> 1),
+        _ => 1 + (rng.next_u64() >> 1),
     };
     Event::new(height, parents, payload)
 }
@@ -533,11 +510,11 @@ fn prop_any_delivery_order_same_heads_and_order() {
         let want_heads = heads(&set);
         let want_order = order(&set);
         for seed in [seed1, seed2] {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut blocks = b.blocks.clone();
             // Some blocks arrive twice.
-            for _ in 0..rng.below(4) {
-                let i = rng.below(blocks.len());
+            for _ in 0..rng.index(4) {
+                let i = rng.index(blocks.len());
                 blocks.push(blocks[i].clone());
             }
             rng.shuffle(&mut blocks);
@@ -565,14 +542,14 @@ fn prop_order_is_topological() {
         check_order(&order(&b.set(any_subset(b.len(), seed))), height_of, parents_of);
         // The Dag's incremental order, built in a random delivery order.
         let mut blocks = b.blocks.clone();
-        Rng(seed).shuffle(&mut blocks);
+        Rng::new(seed).shuffle(&mut blocks);
         let dag = deliver(b.genesis(), &blocks);
         let dord = dag_order(&dag);
         check_order(&dord, height_of, parents_of);
         assert_eq!(dord, whole);
         // order_from and position agree with the full order.
-        let mut rng = Rng(!seed);
-        let k = rng.below(dord.len());
+        let mut rng = Rng::new(!seed);
+        let k = rng.index(dord.len());
         let key = dag.key(dag.id(&dord[k]).unwrap());
         assert_eq!(dag.position(&key), k);
         let tail: Vec<Cid> = dag.order_from(&key).map(|id| dag.cid(id)).collect();
@@ -617,7 +594,7 @@ fn prop_cid_is_function_of_event() {
         if let Some(&first) = shuffled.first() {
             shuffled.push(first);
         }
-        Rng(seed ^ 7).shuffle(&mut shuffled);
+        Rng::new(seed ^ 7).shuffle(&mut shuffled);
         let b3 = Event::new(ev.height(), shuffled, payload.0.clone()).encode().unwrap();
         assert_eq!(b3, b1);
         // Another payload, height or parent set gives another CID.
@@ -677,7 +654,7 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
             4
         };
         // One head in eight is wider than it needs to be.
-        let width = if rng.below(8) == 0 { (minimal + 1 + rng.below(4 - minimal.min(3))).min(4) } else { minimal };
+        let width = if rng.index(8) == 0 { (minimal + 1 + rng.index(4 - minimal.min(3))).min(4) } else { minimal };
         match width {
             0 => out.push(m | arg as u8),
             1 => out.extend_from_slice(&[m | 24, arg as u8]),
@@ -696,41 +673,41 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
         }
     }
     fn number(rng: &mut Rng) -> u64 {
-        match rng.below(4) {
-            0 => rng.below(30) as u64,
-            1 => [23, 24, 255, 256, 65_535, 65_536, 0xffff_ffff, 1 << 32, u64::MAX][rng.below(9)],
+        match rng.index(4) {
+            0 => rng.index(30) as u64,
+            1 => [23, 24, 255, 256, 65_535, 65_536, 0xffff_ffff, 1 << 32, u64::MAX][rng.index(9)],
             _ => {
-                let shift = rng.below(64) as u32;
-                rng.next() >> shift
+                let shift = rng.index(64) as u32;
+                rng.next_u64() >> shift
             }
         }
     }
     const KEYS: &[&str] = &["", "a", "b", "z", "aa", "ab", "é", "height", "payload"];
     let kinds = if depth == 0 { 9 } else { 12 };
-    match rng.below(kinds) {
+    match rng.index(kinds) {
         0 | 1 => {
-            let major = rng.below(2) as u8;
+            let major = rng.index(2) as u8;
             let n = number(rng);
             head(rng, out, major, n);
         }
         2 => {
-            let n = rng.below(5);
+            let n = rng.index(5);
             head(rng, out, 2, n as u64);
-            out.extend((0..n).map(|_| rng.next() as u8));
+            out.extend((0..n).map(|_| rng.next_u64() as u8));
         }
         3 => {
-            let s: &[u8] = match rng.below(8) {
+            let s: &[u8] = match rng.index(8) {
                 0 => &[0xff],
                 1 => &[0xc0, 0x80],
-                _ => KEYS[rng.below(KEYS.len())].as_bytes(),
+                _ => KEYS[rng.index(KEYS.len())].as_bytes(),
             };
             head(rng, out, 3, s.len() as u64);
             out.extend_from_slice(s);
         }
-        4 => out.extend_from_slice(&[[0xf4], [0xf5], [0xf6], [0xf7], [0xf0], [0xe0]][rng.below(6)]),
+        4 => out.extend_from_slice(&[[0xf4], [0xf5], [0xf6], [0xf7], [0xf0], [0xe0]][rng.index(6)]),
         5 => {
-            let v: f64 = [0.0, -0.0, 1.5, -2.25, 1e300, f64::NAN, f64::INFINITY, 5e-324][rng.below(8)];
-            match rng.below(4) {
+            let v: f64 = [0.0, -0.0, 1.5, -2.25, 1e300, f64::NAN, f64::INFINITY, 5e-324][rng.index(8)];
+            match rng.index(4) {
                 0 => {
                     out.push(0xfa);
                     out.extend_from_slice(&(v as f32).to_bits().to_be_bytes());
@@ -744,18 +721,18 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
         }
         6 => {
             // A link, usually well formed.
-            match rng.below(8) {
+            match rng.index(8) {
                 0 => out.extend_from_slice(&[0xd9, 0x00, 0x2a]),
                 1 => out.extend_from_slice(&[0xd8, 0x2b]),
                 _ => out.extend_from_slice(&[0xd8, 0x2a]),
             }
-            let seed = rng.next().to_le_bytes();
-            let mut raw = match rng.below(4) {
+            let seed = rng.next_u64().to_le_bytes();
+            let mut raw = match rng.index(4) {
                 0 => Cid::new_v0(Multihash::wrap(0x12, blake3::hash(&seed).as_bytes()).unwrap()).unwrap().to_bytes(),
                 1 => Cid::new_v1(0x55, Multihash::wrap(0x00, &seed).unwrap()).to_bytes(),
                 _ => cid_of(&seed).to_bytes(),
             };
-            match rng.below(10) {
+            match rng.index(10) {
                 0 => {
                     raw.pop();
                 }
@@ -763,7 +740,7 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
                 2 => raw[0] = 0x02,
                 _ => {}
             }
-            let prefix: &[u8] = if rng.below(10) == 0 { &[0x01] } else { &[0x00] };
+            let prefix: &[u8] = if rng.index(10) == 0 { &[0x01] } else { &[0x00] };
             head(rng, out, 2, (raw.len() + prefix.len()) as u64);
             out.extend_from_slice(prefix);
             out.extend_from_slice(&raw);
@@ -772,10 +749,10 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
             // A tag other than 42 (a bignum).
             out.extend_from_slice(&[0xc2, 0x41, 0x01]);
         }
-        8 => out.push(rng.next() as u8),
+        8 => out.push(rng.next_u64() as u8),
         9 => {
-            let n = rng.below(4);
-            let indefinite = rng.below(10) == 0;
+            let n = rng.index(4);
+            let indefinite = rng.index(10) == 0;
             if indefinite {
                 out.push(0x9f);
             } else {
@@ -789,22 +766,22 @@ fn gen_cbor(rng: &mut Rng, depth: usize, out: &mut Vec<u8>) {
             }
         }
         _ => {
-            let n = rng.below(4);
-            let mut keys: Vec<&str> = (0..n).map(|_| KEYS[rng.below(KEYS.len())]).collect();
-            if rng.below(6) != 0 {
+            let n = rng.index(4);
+            let mut keys: Vec<&str> = (0..n).map(|_| KEYS[rng.index(KEYS.len())]).collect();
+            if rng.index(6) != 0 {
                 keys.sort_by_key(|k| (k.len(), k.as_bytes()));
-                if rng.below(6) != 0 {
+                if rng.index(6) != 0 {
                     keys.dedup();
                 }
             }
-            let indefinite = rng.below(12) == 0;
+            let indefinite = rng.index(12) == 0;
             if indefinite {
                 out.push(0xbf);
             } else {
                 head(rng, out, 5, keys.len() as u64);
             }
             for k in keys {
-                if rng.below(20) == 0 {
+                if rng.index(20) == 0 {
                     head(rng, out, 0, 1);
                 } else {
                     head(rng, out, 3, k.len() as u64);
@@ -865,7 +842,7 @@ fn prop_validator_agrees_with_reencode() {
         }
 
         // 3. Differential on token-level random CBOR, full of near misses.
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for _ in 0..4 {
             let mut bytes = Vec::new();
             gen_cbor(&mut rng, 3, &mut bytes);
@@ -881,8 +858,8 @@ fn prop_validator_agrees_with_reencode() {
 // ---------------------------------------------------------------------------
 
 fn pick(rng: &mut Rng, n: usize, max: usize) -> Vec<usize> {
-    let k = rng.below(max + 1);
-    (0..k).map(|_| rng.below(n)).collect()
+    let k = rng.index(max + 1);
+    (0..k).map(|_| rng.index(n)).collect()
 }
 
 #[test]
@@ -890,7 +867,7 @@ fn prop_compare_matches_ancestry() {
     fn p(d: DagSpec, seed: u64) -> bool {
         let b = build(&d);
         let dag = deliver(b.genesis(), &b.blocks);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for _ in 0..8 {
             let (ia, ib) = (pick(&mut rng, b.len(), 3), pick(&mut rng, b.len(), 3));
             let (ha, hb) = (b.hist(&ia), b.hist(&ib));
@@ -903,7 +880,7 @@ fn prop_compare_matches_ancestry() {
             let ca: Vec<Cid> = ia.iter().map(|&i| b.cid(i)).collect();
             let cb: Vec<Cid> = ib.iter().map(|&i| b.cid(i)).collect();
             assert_eq!(dag.compare(&ca, &cb).unwrap(), want, "compare({ia:?}, {ib:?})");
-            let (x, y) = (rng.below(b.len()), rng.below(b.len()));
+            let (x, y) = (rng.index(b.len()), rng.index(b.len()));
             assert_eq!(
                 dag.is_ancestor(&b.cid(x), &b.cid(y)).unwrap(),
                 b.hist(&[y]).contains(&x),
@@ -924,14 +901,14 @@ fn prop_difference_matches_closure() {
     fn p(d: DagSpec, seed: u64) -> bool {
         let b = build(&d);
         let dag = deliver(b.genesis(), &b.blocks);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for _ in 0..8 {
             let (ifrom, iknown) = (pick(&mut rng, b.len(), 3), pick(&mut rng, b.len(), 3));
             let want: BTreeSet<Vec<u8>> =
                 b.hist(&ifrom).difference(&b.hist(&iknown)).map(|&i| b.cid(i).to_bytes()).collect();
             let from: Vec<Cid> = ifrom.iter().map(|&i| b.cid(i)).collect();
             let mut known: Vec<Cid> = iknown.iter().map(|&i| b.cid(i)).collect();
-            if rng.below(2) == 0 {
+            if rng.index(2) == 0 {
                 // Unknown CIDs among the known side are ignored.
                 known.push(cid_of(b"a stranger"));
             }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::executor::block_on;
+// SplitMix64, seeded: every generated structure is a function of its seed.
+use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::sync::{
     BITS_PER_ELEMENT, BloomFilter, Message, NaiveState, Received, SyncError, SyncLimits, SyncState, generate_message,
     naive_generate, naive_receive, receive_message,
@@ -26,30 +28,15 @@ async fn fresh() -> R {
     Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Appends `n` events with 200-byte payloads; one in eight is a sibling of a
 /// head (concurrent with it).
 async fn grow(r: &mut R, n: usize, rng: &mut Rng) {
     for _ in 0..n {
-        let payload = Ipld::Bytes((0..25).flat_map(|_| rng.next().to_le_bytes()).collect());
-        if rng.below(8) == 0 {
+        let payload = Ipld::Bytes((0..25).flat_map(|_| rng.next_u64().to_le_bytes()).collect());
+        if rng.index(8) == 0 {
             let dag = r.dag();
             let heads = dag.head_ids();
-            let head = heads[rng.below(heads.len())];
+            let head = heads[rng.index(heads.len())];
             let parents: Vec<Cid> = dag.parents(head).map(|p| dag.cid(p)).collect();
             if !parents.is_empty() {
                 let block = Event::new(dag.height(head), parents, payload).encode().unwrap();
@@ -122,7 +109,7 @@ async fn lockstep(a: &mut R, b: &mut R, sa: &mut SyncState, sb: &mut SyncState) 
 
 /// Two replicas that synced `base` events, then each appended `depth`.
 async fn warm(seed: u64, base: usize, depth: usize) -> (R, R, SyncState, SyncState) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (mut a, mut b) = (fresh().await, fresh().await);
     grow(&mut a, base, &mut rng).await;
     let (mut sa, mut sb) = (SyncState::with_seed(seed), SyncState::with_seed(seed + 1));
@@ -162,15 +149,15 @@ fn warm_converges_in_about_one_round_trip() {
 #[test]
 fn cold_converges_within_three_round_trips() {
     block_on(async {
-        let mut rng = Rng(99);
+        let mut rng = Rng::new(99);
         let mut base = fresh().await;
         grow(&mut base, 2000, &mut rng).await;
         for seed in 0..4 {
             let (mut a, mut b) = (fresh().await, fresh().await);
             copy_all(&base, &mut a).await;
             copy_all(&base, &mut b).await;
-            grow(&mut a, 30, &mut Rng(seed)).await;
-            grow(&mut b, 30, &mut Rng(seed + 100)).await;
+            grow(&mut a, 30, &mut Rng::new(seed)).await;
+            grow(&mut b, 30, &mut Rng::new(seed + 100)).await;
             let (mut sa, mut sb) = (SyncState::with_seed(seed), SyncState::with_seed(seed + 7));
             let run = lockstep(&mut a, &mut b, &mut sa, &mut sb).await;
             assert!(run.rtt <= 3, "seed {seed}: {run:?}");
@@ -185,7 +172,7 @@ fn join_takes_one_round_trip() {
     block_on(async {
         for (seed, depth) in [(1, 1), (2, 10), (3, 500)] {
             let mut a = fresh().await;
-            grow(&mut a, depth, &mut Rng(seed)).await;
+            grow(&mut a, depth, &mut Rng::new(seed)).await;
             let mut b = fresh().await;
             let (mut sa, mut sb) = (SyncState::with_seed(seed), SyncState::new());
             let run = lockstep(&mut a, &mut b, &mut sa, &mut sb).await;
@@ -275,7 +262,7 @@ fn mined_collisions_hide_events_only_from_a_fixed_salt() {
         let (mut a, mut b, sa, sb) = warm(21, 20, 0).await;
         // B adds a few events; its filter (the events since the shared heads) is small.
         let before = cids(&b);
-        grow(&mut b, 4, &mut Rng(77)).await;
+        grow(&mut b, 4, &mut Rng::new(77)).await;
         let b_new: Vec<Cid> = cids(&b).difference(&before).copied().collect();
         let fixed_salt = [0x5a; 16];
         let fixed = filter_of(&b_new, &fixed_salt);
@@ -313,9 +300,9 @@ fn mined_collisions_hide_events_only_from_a_fixed_salt() {
 #[test]
 fn garbage_is_a_typed_error() {
     let limits = SyncLimits::default();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for len in 0..300 {
-        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         match Message::decode(&bytes, &limits) {
             Err(SyncError::Decode { .. } | SyncError::LimitExceeded { .. } | SyncError::UnsupportedVersion { .. }) => {}
             Ok(_) => {} // a random valid message is fine too
@@ -456,7 +443,7 @@ fn limits_apply_to_messages_made_in_memory() {
 fn large_answers_are_split_within_the_limits() {
     block_on(async {
         let mut a = fresh().await;
-        grow(&mut a, 120, &mut Rng(5)).await;
+        grow(&mut a, 120, &mut Rng::new(5)).await;
         let mut b = fresh().await;
         let mut limits = SyncLimits::default();
         limits.max_blocks = 25;
@@ -522,8 +509,8 @@ fn seeded_states_give_identical_messages() {
         let mut traces = Vec::new();
         for _ in 0..2 {
             let (mut a, mut b) = (fresh().await, fresh().await);
-            grow(&mut a, 50, &mut Rng(8)).await;
-            grow(&mut b, 50, &mut Rng(9)).await;
+            grow(&mut a, 50, &mut Rng::new(8)).await;
+            grow(&mut b, 50, &mut Rng::new(9)).await;
             let (mut sa, mut sb) = (SyncState::with_seed(10), SyncState::with_seed(11));
             let mut trace = Vec::new();
             for _ in 0..4 {
@@ -551,7 +538,7 @@ fn seeded_states_give_identical_messages() {
 /// a side that heard nothing for 6 steps resets its state (a timeout).
 async fn faulty_network(seed: u64, loss: bool, reset: bool) -> u64 {
     let limits = SyncLimits::default();
-    let mut rng = Rng(seed * 7 + 1);
+    let mut rng = Rng::new(seed * 7 + 1);
     let (mut a, mut b, mut sa, mut sb) = warm(seed, 15, 12).await;
     let mut to: [Vec<(u64, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
     let mut idle = [0u64; 2];
@@ -571,7 +558,7 @@ async fn faulty_network(seed: u64, loss: bool, reset: bool) -> u64 {
                 }
             });
             for i in (1..due.len()).rev() {
-                due.swap(i, rng.below(i + 1));
+                due.swap(i, rng.index(i + 1));
             }
             for m in due {
                 let m = Message::decode(&m, &limits).unwrap();
@@ -602,18 +589,18 @@ async fn faulty_network(seed: u64, loss: bool, reset: bool) -> u64 {
             if let Some(m) = m {
                 let bytes = m.encode();
                 let other = 1 - side;
-                if t <= faulty && loss && rng.below(4) == 0 {
+                if t <= faulty && loss && rng.index(4) == 0 {
                     continue;
                 }
-                let delay = if t <= faulty { 1 + rng.below(3) as u64 } else { 1 };
-                if t <= faulty && rng.below(6) == 0 {
-                    to[other].push((t + delay + rng.below(3) as u64, bytes.clone()));
+                let delay = if t <= faulty { 1 + rng.index(3) as u64 } else { 1 };
+                if t <= faulty && rng.index(6) == 0 {
+                    to[other].push((t + delay + rng.index(3) as u64, bytes.clone()));
                 }
                 to[other].push((t + delay, bytes));
             }
         }
-        if t <= faulty && rng.below(10) == 0 {
-            let r = if rng.below(2) == 0 { &mut a } else { &mut b };
+        if t <= faulty && rng.index(10) == 0 {
+            let r = if rng.index(2) == 0 { &mut a } else { &mut b };
             r.append(&format!("late {t}")).await.unwrap();
         }
     }
