@@ -763,17 +763,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let rejected = std::mem::take(&mut batch.rejected);
         self.commit_batch(batch).await?;
         let batch = Batch { rejected, ..Batch::default() };
-        // Only outcomes decided by the rest of the batch need the set.
-        let accepted_set: HashSet<&Cid, KeyedState> =
-            if early.iter().any(Option::is_none) { accepted.iter().collect() } else { HashSet::default() };
         let outcomes = early
             .into_iter()
             .zip(digests)
             .map(|(outcome, digest)| match (outcome, digest) {
                 (Some(o), _) => o,
                 (None, Some(d)) => {
-                    let cid = cid_from_digest(&d);
-                    if accepted_set.contains(&cid) {
+                    // Undecided blocks were not in the index before: in it now means accepted.
+                    if self.dag.find(&d).is_some() {
                         Ingest::Accepted
                     } else if let Some(p) = self.pending.events.get(&d) {
                         Ingest::Pending {
