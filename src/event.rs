@@ -372,8 +372,13 @@ impl std::fmt::Debug for Parents {
 impl Header {
     /// Parses and fully validates a block (payload included) without building the payload.
     pub fn parse(block: &Block, limits: &Limits) -> Result<Header, DecodeError> {
-        let cid = *block.cid();
-        let bytes: &[u8] = block.bytes();
+        Self::parse_bytes(block.cid(), block.bytes(), limits)
+    }
+
+    /// As [`Header::parse`], for the bytes of the block `cid` wherever they
+    /// are (a store's page, say): nothing is copied.
+    pub fn parse_bytes(cid: &Cid, bytes: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
+        let cid = *cid;
         if bytes.len() > limits.max_block_bytes {
             return Err(BlockError::TooLarge { cid, size: bytes.len(), max: limits.max_block_bytes }.into());
         }

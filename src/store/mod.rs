@@ -128,10 +128,15 @@ impl LogEntry {
     /// # Errors
     /// [`StoreError::Corrupt`] when the block is not an event.
     pub fn from_block(block: &Block) -> Result<LogEntry, StoreError> {
-        let header = crate::event::Header::parse(block, &crate::event::Limits::TRUSTED)
-            .map_err(|e| StoreError::Corrupt(format!("{}: stored block is not an event: {e}", block.cid())))?;
+        Self::from_parts(block.cid(), block.bytes())
+    }
+
+    /// As [`LogEntry::from_block`], for the stored bytes of the block `cid`.
+    pub(crate) fn from_parts(cid: &Cid, bytes: &[u8]) -> Result<LogEntry, StoreError> {
+        let header = crate::event::Header::parse_bytes(cid, bytes, &crate::event::Limits::TRUSTED)
+            .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block is not an event: {e}")))?;
         Ok(LogEntry {
-            cid: *block.cid(),
+            cid: *cid,
             height: header.height,
             parents: header.parents.iter().map(crate::block::cid_from_digest).collect(),
         })

@@ -518,60 +518,22 @@ impl RedbBlockstore {
 
     fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1 << 16));
-        // The blocks are copied into one buffer per `ENTRIES_ARENA` bytes, not
-        // one allocation each: a reopen parses every block of the log.
-        let mut arena = Vec::new();
-        let mut pending: Vec<(Cid, std::ops::Range<usize>, u64)> = Vec::new();
-        self.scan_log(stream, start, max, |logged, blocks, pos, what| {
-            if arena.is_empty() {
-                arena.reserve(ENTRIES_ARENA + 4096);
-            }
-            let from = arena.len();
-            let cid = match logged {
-                Logged::Inline { cid, bytes } => {
-                    arena.extend_from_slice(bytes);
-                    cid
-                }
+        // Each header is parsed where redb holds the block: nothing is copied.
+        self.scan_log(stream, start, max, |logged, blocks, _, what| {
+            let entry = match logged {
+                Logged::Inline { cid, bytes } => LogEntry::from_parts(&cid, bytes),
                 Logged::InBlocks(cid) => {
                     let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
                         return Err(StoreError::Corrupt(format!("{}: {cid} is not in the blocks table", what())));
                     };
-                    arena.extend_from_slice(v.value());
-                    cid
+                    LogEntry::from_parts(&cid, v.value())
                 }
             };
-            pending.push((cid, from..arena.len(), pos));
-            if arena.len() >= ENTRIES_ARENA {
-                parse_entries(stream, &mut arena, &mut pending, &mut out)?;
-            }
+            out.push(entry.map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))?);
             Ok(())
         })?;
-        parse_entries(stream, &mut arena, &mut pending, &mut out)?;
         Ok(out)
     }
-}
-
-/// See [`RedbBlockstore::read_entries`].
-const ENTRIES_ARENA: usize = 64 * 1024;
-
-/// Parses the headers of the blocks in `arena` (`pending` says where each is).
-fn parse_entries(
-    stream: &Cid,
-    arena: &mut Vec<u8>,
-    pending: &mut Vec<(Cid, std::ops::Range<usize>, u64)>,
-    out: &mut Vec<LogEntry>,
-) -> Result<(), StoreError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let bytes = Bytes::from(std::mem::take(arena));
-    for (cid, range, pos) in pending.drain(..) {
-        let block = Block::new_unchecked(cid, bytes.slice(range));
-        let entry = LogEntry::from_block(&block)
-            .map_err(|e| StoreError::Corrupt(format!("log entry {pos} of stream {stream}: {e}")))?;
-        out.push(entry);
-    }
-    Ok(())
 }
 
 type BlocksTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
