@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod merge;
 pub mod replica;
+mod rng;
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -113,7 +113,6 @@
 mod adapter;
 mod network;
 mod protocol;
-mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -128,10 +127,10 @@ use crate::event::Event;
 use crate::replica::{AppendError, Config, OpenError, Replica};
 use crate::store::MemoryBlockstore;
 
+pub use crate::rng::SimRng;
 pub use adapter::{SyncProtocol, SyncProtocolState};
 pub use network::{Envelope, Faults, Network, NodeId, Partition, Sent, Tick};
 pub use protocol::Protocol;
-pub use rng::SimRng;
 
 /// The parameters of one run. Start from [`SimConfig::default()`] and change
 /// fields.

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::rng::SimRng;
+use crate::rng::SimRng;
 
 /// A simulated time: one tick is one step of every node.
 pub type Tick = u64;

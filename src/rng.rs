@@ -1,4 +1,4 @@
-//! The simulator's own seeded random numbers: SplitMix64.
+//! Seeded random numbers (SplitMix64) for the simulator and the session driver.
 //!
 //! Small, fast, and identical on every platform and every release of this
 //! crate, which is what a reproducible trace needs (a general-purpose RNG
