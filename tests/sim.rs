@@ -8,11 +8,13 @@ use std::collections::BTreeSet;
 
 use merkle_clock::replica::Replica;
 use merkle_clock::sim::{Partition, Protocol, SimConfig, SimError, SimReport, Simulation, SyncProtocol};
-use merkle_clock::sync::SyncLimits;
-use merkle_clock::{Block, Cid, MemoryBlockstore};
+use futures::executor::block_on;
+use merkle_clock::store::StreamStore;
+use merkle_clock::sync::{Received, SyncError, SyncLimits};
+use merkle_clock::{Block, Cid};
 
 /// Checks that the run converged, and verifies it from the replicas and stores.
-fn check<P: Protocol>(sim: &Simulation<P>, report: &SimReport) {
+fn check<P: Protocol + Clone>(sim: &Simulation<P>, report: &SimReport) {
     assert!(report.converged, "did not converge: {report}");
     assert_eq!(report.errors, 0, "protocol errors: {report}");
     let config = sim.config();
@@ -30,12 +32,16 @@ fn check<P: Protocol>(sim: &Simulation<P>, report: &SimReport) {
         assert_eq!(r.heads(), heads, "node {n} heads: {report}");
         assert_eq!(r.order().collect::<Vec<_>>(), order, "node {n} order: {report}");
         assert_eq!(r.pending().0, 0, "node {n} pending: {report}");
-        let stored: BTreeSet<Cid> = sim.store(n).blocks().iter().map(|b| *b.cid()).collect();
+        let store = sim.store(n).expect("node is up");
+        let log = block_on(store.read_log(sim.genesis().cid(), 0, usize::MAX)).expect("read the log");
+        let stored: BTreeSet<Cid> = log.into_iter().collect();
+        let blocks = block_on(store.get_many(&order)).expect("read the blocks");
+        assert!(blocks.iter().all(Option::is_some), "node {n} lacks a block of its log: {report}");
         assert_eq!(stored, union, "node {n} blocks: {report}");
     }
 }
 
-fn run_with<P: Protocol>(config: SimConfig, protocol: P) -> SimReport {
+fn run_with<P: Protocol + Clone>(config: SimConfig, protocol: P) -> SimReport {
     let mut sim = Simulation::with_protocol(config, protocol).expect("valid config");
     let report = sim.run().expect("run");
     check(&sim, &report);
@@ -186,6 +192,28 @@ fn sim_no_timeouts_needed_without_loss() {
     }
 }
 
+/// With timeouts on and a network that loses nothing, no session ever
+/// times out: the side that takes in the last blocks tells the sender its
+/// heads, so both sides of a synced pair know it.
+#[test]
+fn sim_synced_pairs_are_never_timed_out() {
+    for seed in 0..16 {
+        for nodes in [2, 5] {
+            let config = SimConfig {
+                nodes,
+                loss: 0.0,
+                dup: 0.0,
+                reorder: 0,
+                session_timeout: Some(3),
+                anti_entropy: None,
+                ..faulty(seed)
+            };
+            let r = run(config);
+            assert_eq!(r.timeouts, 0, "{r}");
+        }
+    }
+}
+
 #[test]
 fn sim_faults_that_never_stop() {
     for seed in 0..8 {
@@ -316,6 +344,7 @@ fn sim_rejects_bad_configs_and_a_second_run() {
 
 /// Any protocol runs through the same faults: here one that sends every
 /// block the peer is not known to hold.
+#[derive(Clone)]
 struct AllBlocks;
 
 impl Protocol for AllBlocks {
@@ -323,48 +352,49 @@ impl Protocol for AllBlocks {
     fn name(&self) -> &'static str {
         "all-blocks"
     }
-    fn new_state(&self, _seed: u64) -> Self::State {
+    fn new_state(&self, _seed: Option<u64>) -> Self::State {
         BTreeSet::new()
     }
     fn save(&self, _state: &Self::State) -> Vec<u8> {
         Vec::new()
     }
-    fn restore(&self, _durable: &[u8], _seed: u64) -> Self::State {
+    fn restore(&self, _durable: &[u8], _seed: Option<u64>) -> Self::State {
         BTreeSet::new()
     }
-    async fn generate(
+    async fn generate<S: ?Sized + StreamStore>(
         &self,
-        replica: &Replica<MemoryBlockstore>,
+        replica: &Replica<S>,
         state: &mut Self::State,
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Option<Vec<u8>>, SyncError> {
         let mut out = Vec::new();
         for cid in replica.order() {
             if state.insert(cid) {
-                let block = replica.get(&cid).await.map_err(|e| e.to_string())?.ok_or("missing block")?;
+                let block = replica.get(&cid).await?.ok_or(SyncError::Decode { offset: 0, rule: "missing block" })?;
                 out.extend_from_slice(&(block.len() as u32).to_be_bytes());
                 out.extend_from_slice(block.bytes());
             }
         }
         Ok((!out.is_empty()).then_some(out))
     }
-    async fn receive(
+    async fn receive<S: ?Sized + StreamStore>(
         &self,
-        replica: &mut Replica<MemoryBlockstore>,
+        replica: &mut Replica<S>,
         state: &mut Self::State,
         mut message: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<Received, SyncError> {
+        let truncated = |offset| SyncError::Decode { offset, rule: "truncated" };
         let mut blocks = Vec::new();
         while !message.is_empty() {
-            let (len, rest) = message.split_first_chunk::<4>().ok_or("truncated length")?;
+            let (len, rest) = message.split_first_chunk::<4>().ok_or(truncated(0))?;
             let len = u32::from_be_bytes(*len) as usize;
-            let bytes = rest.get(..len).ok_or("truncated block")?;
+            let bytes = rest.get(..len).ok_or(truncated(4))?;
             let block = Block::from_bytes(bytes.to_vec());
             state.insert(*block.cid());
             blocks.push(block);
             message = &rest[len..];
         }
-        replica.ingest_many(blocks).await.map_err(|e| e.to_string())?;
-        Ok(())
+        replica.ingest_many(blocks).await?;
+        Ok(Received::default())
     }
 }
 

@@ -1,26 +1,21 @@
-//! The crate's sync protocols as simulator [`Protocol`]s.
+//! The crate's sync protocols as one [`Protocol`] the simulator can pick by
+//! configuration.
 
-use super::Protocol;
 use crate::replica::Replica;
-use crate::store::MemoryBlockstore;
-use crate::sync::{
-    Message, NaiveState, Received, SyncLimits, SyncState, generate_message, naive_generate, naive_receive,
-    receive_message,
-};
+use crate::store::StreamStore;
+use crate::sync::{Bloom, Naive, NaiveState, Protocol, Received, SyncError, SyncLimits, SyncState};
 
 /// Which of this crate's sync protocols a simulation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncProtocol {
-    /// Bloom-filter reconciliation: [`generate_message`] and
-    /// [`receive_message`] over a [`SyncState`] (the default).
+    /// Bloom-filter reconciliation ([`Bloom`], the default).
     #[default]
     Bloom,
     /// [`SyncProtocol::Bloom`] with these limits on every state (small
     /// `max_message_bytes` or `max_blocks` make senders split their blocks
     /// over several messages).
     BloomWithLimits(SyncLimits),
-    /// The naive walk, heads then missing parents level by level:
-    /// [`naive_generate`] and [`naive_receive`] over a [`NaiveState`].
+    /// The naive walk, heads then missing parents level by level ([`Naive`]).
     Naive,
 }
 
@@ -33,95 +28,73 @@ pub enum SyncProtocolState {
     Naive(NaiveState),
 }
 
+impl SyncProtocol {
+    fn bloom(self) -> Bloom {
+        match self {
+            SyncProtocol::BloomWithLimits(limits) => Bloom { limits },
+            _ => Bloom::default(),
+        }
+    }
+}
+
 impl Protocol for SyncProtocol {
     type State = SyncProtocolState;
 
     fn name(&self) -> &'static str {
         match self {
-            SyncProtocol::Bloom | SyncProtocol::BloomWithLimits(_) => "bloom",
-            SyncProtocol::Naive => "naive",
+            SyncProtocol::Bloom | SyncProtocol::BloomWithLimits(_) => Bloom::default().name(),
+            SyncProtocol::Naive => Naive::default().name(),
         }
     }
 
-    fn new_state(&self, seed: u64) -> SyncProtocolState {
+    fn new_state(&self, seed: Option<u64>) -> SyncProtocolState {
         match self {
-            SyncProtocol::Bloom => SyncProtocolState::Bloom(SyncState::with_seed(seed)),
-            SyncProtocol::BloomWithLimits(limits) => {
-                let mut s = SyncState::with_seed(seed);
-                s.set_limits(*limits);
-                SyncProtocolState::Bloom(s)
-            }
-            SyncProtocol::Naive => SyncProtocolState::Naive(NaiveState::new()),
+            SyncProtocol::Naive => SyncProtocolState::Naive(Naive::default().new_state(seed)),
+            _ => SyncProtocolState::Bloom(self.bloom().new_state(seed)),
         }
     }
 
     fn save(&self, state: &SyncProtocolState) -> Vec<u8> {
         match state {
-            SyncProtocolState::Bloom(s) => s.encode(),
-            SyncProtocolState::Naive(_) => Vec::new(),
+            SyncProtocolState::Bloom(s) => self.bloom().save(s),
+            SyncProtocolState::Naive(s) => Naive::default().save(s),
         }
     }
 
-    fn restore(&self, durable: &[u8], seed: u64) -> SyncProtocolState {
+    fn restore(&self, durable: &[u8], seed: Option<u64>) -> SyncProtocolState {
         match self {
-            SyncProtocol::Bloom | SyncProtocol::BloomWithLimits(_) => match SyncState::decode(durable) {
-                Ok(mut s) => {
-                    s.reseed(seed);
-                    if let SyncProtocol::BloomWithLimits(limits) = self {
-                        s.set_limits(*limits);
-                    }
-                    SyncProtocolState::Bloom(s)
-                }
-                Err(_) => self.new_state(seed),
-            },
-            SyncProtocol::Naive => self.new_state(seed),
+            SyncProtocol::Naive => SyncProtocolState::Naive(Naive::default().restore(durable, seed)),
+            _ => SyncProtocolState::Bloom(self.bloom().restore(durable, seed)),
         }
     }
 
-    fn settled(&self, replica: &Replica<MemoryBlockstore>, state: &SyncProtocolState) -> bool {
+    fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncProtocolState) -> bool {
         match state {
-            SyncProtocolState::Bloom(s) => s.their_heads().is_some_and(|h| h == replica.heads().as_slice()),
-            SyncProtocolState::Naive(_) => false,
+            SyncProtocolState::Bloom(s) => self.bloom().settled(replica, s),
+            SyncProtocolState::Naive(s) => Naive::default().settled(replica, s),
         }
     }
 
-    async fn generate(
+    async fn generate<S: ?Sized + StreamStore>(
         &self,
-        replica: &Replica<MemoryBlockstore>,
+        replica: &Replica<S>,
         state: &mut SyncProtocolState,
-    ) -> Result<Option<Vec<u8>>, String> {
-        let message = match state {
-            SyncProtocolState::Bloom(s) => generate_message(replica, s).await,
-            SyncProtocolState::Naive(s) => naive_generate(replica, s).await,
-        };
-        message.map(|m| m.map(|m| m.encode())).map_err(|e| e.to_string())
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        match state {
+            SyncProtocolState::Bloom(s) => self.bloom().generate(replica, s).await,
+            SyncProtocolState::Naive(s) => Naive::default().generate(replica, s).await,
+        }
     }
 
-    async fn receive(
+    async fn receive<S: ?Sized + StreamStore>(
         &self,
-        replica: &mut Replica<MemoryBlockstore>,
+        replica: &mut Replica<S>,
         state: &mut SyncProtocolState,
         message: &[u8],
-    ) -> Result<(), String> {
-        let received = match state {
-            SyncProtocolState::Bloom(s) => {
-                let m = Message::decode(message, s.limits()).map_err(|e| format!("decode: {e}"))?;
-                receive_message(replica, s, m).await
-            }
-            SyncProtocolState::Naive(s) => {
-                let m = Message::decode(message, &SyncLimits::default()).map_err(|e| format!("decode: {e}"))?;
-                naive_receive(replica, s, m).await
-            }
+    ) -> Result<Received, SyncError> {
+        match state {
+            SyncProtocolState::Bloom(s) => self.bloom().receive(replica, s, message).await,
+            SyncProtocolState::Naive(s) => Naive::default().receive(replica, s, message).await,
         }
-        .map_err(|e| e.to_string())?;
-        rejected(&received)
-    }
-}
-
-/// Honest peers never send a block that is refused: one is a bug.
-fn rejected(received: &Received) -> Result<(), String> {
-    match received.rejections.first() {
-        None => Ok(()),
-        Some(first) => Err(format!("{} blocks rejected, first: {first}", received.rejected)),
     }
 }

@@ -13,14 +13,20 @@
 //! 2. **Appends.** Nodes append the local events due (payloads are random
 //!    bytes from the seed). A node that is down appends when it is back.
 //! 3. **Deliveries.** Every message due is delivered, by delivery time then
-//!    sending order. The receiver takes it in with its state for the sender
-//!    and at once makes its reply (if it has one) with the same state.
-//! 4. **Anti-entropy.** Every live node makes a message for its two ring
-//!    neighbours and for [`SimConfig::random_peers`] random peers (gossip:
-//!    not all pairs, so 100 nodes stay cheap). A protocol with nothing to
-//!    say returns `None` and nothing is sent.
+//!    sending order. The receiver takes it in through its session driver
+//!    ([`Sessions::receive`](crate::sync::Sessions::receive)) and sends the
+//!    reply, if there is one, at once.
+//! 4. **Driver ticks.** Every live node runs its driver's
+//!    [`tick`](crate::sync::Sessions::tick) (every [`SimConfig::sync_interval`]
+//!    ticks) and sends what is due: new events for its peers, sessions
+//!    restarted after a timeout, anti-entropy.
 //!
-//! Each node keeps one protocol state per peer (created on first contact).
+//! Every node is a real [`Replica`] driven by the real session driver
+//! ([`Sessions`](crate::sync::Sessions)), the same one a libp2p node runs:
+//! the simulator adds no session logic of its own. A node is connected to its
+//! two ring neighbours ([`SimConfig::ring`]) and to
+//! [`SimConfig::random_peers`] peers drawn when the run is made (the graph is
+//! symmetric: a peer that hears from a node it did not pick connects it too).
 //! The network ([`Network`]) applies the faults of the run to every message
 //! sent: loss, duplication (each copy with its own delay), a base delay and a
 //! random extra delay that reorders messages, and [`Partition`]s that cut
@@ -31,16 +37,19 @@
 //! [`Replica::open`] and the sync states are rebuilt from their durable
 //! bytes. Messages to a node that is down or not yet joined are lost.
 //!
-//! Two rules stand in for what an application does about failures, since
-//! a protocol cannot tell a lost message from a slow one. When two nodes
-//! (re)connect (a join, a restart, a healed partition), each resets the
-//! ephemeral part of its state for the other, as on a new connection. And a
-//! node that has heard nothing from a peer for [`SimConfig::session_timeout`]
-//! ticks, while it does not know that peer to hold what it holds
-//! ([`Protocol::settled`]), resets its state for that peer (the timeout
-//! doubles at each such reset, up to 8 times, and starts over when the peer
-//! speaks). Set the timeout to `None` to check that a protocol never needs
-//! it on a network that loses nothing.
+//! When two nodes (re)connect (a join, a restart, a healed partition), each
+//! restarts its session with the other, as on a new connection
+//! ([`Sessions::connect`](crate::sync::Sessions::connect)). Timeouts, their
+//! back-off and anti-entropy are the driver's, with the numbers of
+//! [`SimConfig::session_timeout`] and [`SimConfig::anti_entropy`] (one tick
+//! is one second of the driver's time). Set the timeout to `None` to check
+//! that a protocol never needs it on a network that loses nothing.
+//!
+//! Stores come from a factory ([`Simulation::with_stores`]; by default each
+//! node keeps one [`MemoryBlockstore`](crate::MemoryBlockstore) for the whole
+//! run), asked again when a node comes back up, so a store on disk really
+//! reopens. A hook ([`Simulation::run_with`]) sees the simulation after every
+//! tick: progress bars, phase reports, pictures.
 //!
 //! The fault phase lasts [`SimConfig::fault_ticks`] ticks: every append,
 //! join and restart falls in it. Then the network becomes perfect (unless
@@ -86,7 +95,7 @@
 //! let heads = sim.replica(0).unwrap().heads();
 //! for n in 1..4 {
 //!     assert_eq!(sim.replica(n).unwrap().heads(), heads);
-//!     assert_eq!(sim.store(n).len(), report.events);
+//!     assert_eq!(sim.replica(n).unwrap().len(), report.events);
 //! }
 //! // Same seed, same run.
 //! let again = Simulation::new(config).unwrap().run().unwrap();
@@ -106,228 +115,33 @@
 //! 175-byte message whose BLAKE3 starts `5f069f05`, due at tick 14, and a
 //! copy at 16), `14 deliver n1>n3 175B#5f069f05 events=9` (the receiver then
 //! held 9 events), `lost`, `cut` (a partition), `undeliverable` (the receiver
-//! was down), `reset n3:n1 timeout`. After the run,
-//! [`Simulation::replica`], [`Simulation::store`] and [`Simulation::state`]
+//! was down), `restart n3:n1 timeout`. After the run,
+//! [`Simulation::replica`], [`Simulation::store`] and [`Simulation::sessions`]
 //! show where each node stopped.
 
 mod adapter;
+mod config;
 mod network;
-mod protocol;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
-use thiserror::Error;
 
 use crate::block::{Block, short};
 use crate::event::Event;
-use crate::replica::{AppendError, Config, OpenError, Replica};
-use crate::store::MemoryBlockstore;
+use crate::replica::{Config, Replica};
+use crate::store::{MemoryBlockstore, StoreError, StreamStore};
+use crate::sync::{SessionConfig, Sessions};
 
 pub use crate::rng::SimRng;
+pub use crate::sync::Protocol;
 pub use adapter::{SyncProtocol, SyncProtocolState};
+pub use config::{Action, Schedule, SimConfig, SimError, SimReport};
 pub use network::{Envelope, Faults, Network, NodeId, Partition, Sent, Tick};
-pub use protocol::Protocol;
-
-/// The parameters of one run. Start from [`SimConfig::default()`] and change
-/// fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    /// Seeds every random choice of the run.
-    pub seed: u64,
-    /// How many replicas.
-    pub nodes: usize,
-    /// Local events each writer appends during the fault phase.
-    pub events_per_node: usize,
-    /// How many nodes append events (chosen at random); `None`: every node.
-    /// The others only read, as in a stream with few writers and many readers.
-    pub writers: Option<usize>,
-    /// The size of each event's random payload, in bytes.
-    pub payload_bytes: usize,
-    /// Probability that a message is lost.
-    pub loss: f64,
-    /// Probability that a message is delivered twice.
-    pub dup: f64,
-    /// Ticks every message takes (at least 1).
-    pub base_delay: Tick,
-    /// The most extra random delay per message, in ticks; above 0, messages
-    /// are reordered.
-    pub reorder: Tick,
-    /// Windows during which groups of nodes cannot reach each other.
-    pub partitions: Vec<Partition>,
-    /// How many nodes (never node 0) join late, at a random tick in the
-    /// middle half of the fault phase, with only the genesis.
-    pub late_joiners: usize,
-    /// How many restarts, each of a random node at a random tick of the fault
-    /// phase. A restart that finds no free window is skipped
-    /// ([`SimReport::restarts`] counts those done).
-    pub restarts: usize,
-    /// How many ticks a restarting node stays down.
-    pub downtime: Tick,
-    /// The length of the fault phase, in ticks: appends, joins and restarts
-    /// happen in it; loss, duplication and reordering act in it.
-    pub fault_ticks: Tick,
-    /// The most anti-entropy ticks after the fault phase before giving up.
-    pub max_ticks: Tick,
-    /// Whether every node syncs with its two ring neighbours every tick.
-    pub ring: bool,
-    /// How many random peers each node syncs with every tick.
-    pub random_peers: usize,
-    /// Nodes start their anti-entropy messages every this many ticks (at least 1).
-    pub sync_interval: Tick,
-    /// A node that has heard nothing from a peer for this many ticks, and
-    /// does not know it to hold what it holds ([`Protocol::settled`]), resets
-    /// its state for that peer (the timeout doubles at each reset without an
-    /// answer, up to 8 times). `None`: never.
-    pub session_timeout: Option<Tick>,
-    /// Whether loss, duplication and reordering go on after the fault phase.
-    pub persistent_faults: bool,
-    /// Keep every trace line in [`SimReport::trace`] (the hash is always computed).
-    pub keep_trace: bool,
-    /// The protocol [`Simulation::new`] runs.
-    pub protocol: SyncProtocol,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            seed: 0,
-            nodes: 4,
-            events_per_node: 4,
-            writers: None,
-            payload_bytes: 16,
-            loss: 0.0,
-            dup: 0.0,
-            base_delay: 1,
-            reorder: 0,
-            partitions: Vec::new(),
-            late_joiners: 0,
-            restarts: 0,
-            downtime: 5,
-            fault_ticks: 40,
-            max_ticks: 2000,
-            ring: true,
-            random_peers: 1,
-            sync_interval: 1,
-            session_timeout: Some(8),
-            persistent_faults: false,
-            keep_trace: false,
-            protocol: SyncProtocol::Bloom,
-        }
-    }
-}
-
-/// A configuration the simulator cannot run, or a replica that failed.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum SimError {
-    /// A field of [`SimConfig`] is out of range.
-    #[error("invalid simulation config: {0}")]
-    Config(String),
-    /// [`Simulation::run`] was called twice.
-    #[error("the simulation has run already")]
-    AlreadyRan,
-    /// A replica could not be created or reopened.
-    #[error("node {node}: {source}")]
-    Open {
-        /// The node.
-        node: NodeId,
-        /// What failed.
-        #[source]
-        source: OpenError,
-    },
-    /// A local append failed.
-    #[error("node {node}: {source}")]
-    Append {
-        /// The node.
-        node: NodeId,
-        /// What failed.
-        #[source]
-        source: AppendError,
-    },
-}
-
-/// What a run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimReport {
-    /// The protocol's name.
-    pub protocol: &'static str,
-    /// The seed.
-    pub seed: u64,
-    /// Whether every replica held the same blocks, heads and order before the bound.
-    pub converged: bool,
-    /// Anti-entropy ticks from the end of the fault phase to quiescence (to
-    /// the bound when it did not converge).
-    pub rounds: Tick,
-    /// Ticks simulated in all.
-    pub ticks: Tick,
-    /// Events in node 0's replica at the end, the genesis included.
-    pub events: usize,
-    /// Events appended in the run.
-    pub appended: usize,
-    /// Messages sent (a duplicated message counts once).
-    pub messages: u64,
-    /// Bytes of the messages sent.
-    pub bytes: u64,
-    /// Messages delivered and taken in (duplicates included).
-    pub delivered: u64,
-    /// Messages lost at random.
-    pub lost: u64,
-    /// Messages delivered twice.
-    pub duplicated: u64,
-    /// Messages lost to a partition.
-    pub partitioned: u64,
-    /// Messages lost because the receiver was down or not yet joined.
-    pub undeliverable: u64,
-    /// Errors the protocol returned (generating or taking in a message).
-    pub errors: u64,
-    /// Per-peer states reset by a session timeout.
-    pub timeouts: u64,
-    /// Per-peer states reset by a (re)connection.
-    pub reconnects: u64,
-    /// Restarts done.
-    pub restarts: usize,
-    /// Late joins done.
-    pub late_joins: usize,
-    /// BLAKE3 of the trace (one line per step, each ending in `\n`), in hex.
-    pub trace_hash: String,
-    /// The number of trace lines.
-    pub trace_lines: u64,
-    /// The trace lines, if [`SimConfig::keep_trace`].
-    pub trace: Vec<String>,
-}
-
-impl fmt::Display for SimReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} seed={} converged={} rounds={} ticks={} events={} messages={} bytes={} delivered={} lost={} dup={} \
-             cut={} undeliverable={} errors={} timeouts={} reconnects={} restarts={} late_joins={} trace={}",
-            self.protocol,
-            self.seed,
-            self.converged,
-            self.rounds,
-            self.ticks,
-            self.events,
-            self.messages,
-            self.bytes,
-            self.delivered,
-            self.lost,
-            self.duplicated,
-            self.partitioned,
-            self.undeliverable,
-            self.errors,
-            self.timeouts,
-            self.reconnects,
-            self.restarts,
-            self.late_joins,
-            &self.trace_hash[..16.min(self.trace_hash.len())],
-        )
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -336,34 +150,25 @@ enum Status {
     Down,
 }
 
-/// One step of the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Join(NodeId),
-    Down(NodeId),
-    Up(NodeId),
-    Append(NodeId),
-    Heal(usize),
-}
+/// Makes (and, after a restart, reopens) a node's store.
+type StoreFactory = Box<dyn FnMut(NodeId) -> Result<Arc<dyn StreamStore>, StoreError>>;
 
-/// What node `a` keeps about its conversation with one peer.
-struct Session<St> {
-    state: St,
-    /// When `a` last heard from the peer, or reset or created this state.
-    heard: Tick,
-    /// Timeout resets without an answer since the last message received.
-    backoff: u32,
-}
+/// Makes the payload of a node's `k`-th append.
+type PayloadFn = Box<dyn FnMut(NodeId, u64) -> Ipld>;
 
-struct Node<St> {
-    store: Arc<MemoryBlockstore>,
-    replica: Option<Replica<MemoryBlockstore>>,
+struct Node<P: Protocol> {
+    store: Option<Arc<dyn StreamStore>>,
+    replica: Option<Replica<dyn StreamStore>>,
     status: Status,
-    sessions: BTreeMap<NodeId, Session<St>>,
+    sessions: Sessions<NodeId, P>,
+    /// The peers picked for this node when the run was made.
+    neighbours: BTreeSet<NodeId>,
     /// Durable parts of the sessions while the node is down.
     saved: BTreeMap<NodeId, Vec<u8>>,
     /// Appends that fell due while the node was down.
     owed: usize,
+    /// Events this node appended.
+    appended: u64,
 }
 
 struct Trace {
@@ -385,16 +190,14 @@ impl Trace {
 
 /// A simulated network of replicas of one stream. See the
 /// [module documentation](self).
-pub struct Simulation<P: Protocol = SyncProtocol> {
+pub struct Simulation<P: Protocol + Clone = SyncProtocol> {
     config: SimConfig,
-    protocol: P,
     genesis: Block,
-    nodes: Vec<Node<P::State>>,
+    nodes: Vec<Node<P>>,
     network: Network,
-    schedule: BTreeMap<Tick, Vec<Action>>,
-    salts: SimRng,
-    peers: SimRng,
-    payloads: SimRng,
+    schedule: Schedule,
+    stores: StoreFactory,
+    payloads: PayloadFn,
     trace: Trace,
     report: SimReport,
     appended: BTreeSet<Cid>,
@@ -402,10 +205,10 @@ pub struct Simulation<P: Protocol = SyncProtocol> {
     ran: bool,
 }
 
-impl<P: Protocol> fmt::Debug for Simulation<P> {
+impl<P: Protocol + Clone> fmt::Debug for Simulation<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Simulation")
-            .field("protocol", &self.protocol.name())
+            .field("protocol", &self.report.protocol)
             .field("seed", &self.config.seed)
             .field("nodes", &self.nodes.len())
             .field("now", &self.now)
@@ -425,77 +228,115 @@ impl Simulation<SyncProtocol> {
     }
 }
 
-impl<P: Protocol> Simulation<P> {
+/// One tick of simulated time as the driver's time.
+fn at(t: Tick) -> Duration {
+    Duration::from_secs(t)
+}
+
+impl<P: Protocol + Clone> Simulation<P> {
     /// A simulation of any [`Protocol`] (`config.protocol` is ignored).
     ///
     /// # Errors
     /// [`SimError::Config`] when a field is out of range.
     pub fn with_protocol(config: SimConfig, protocol: P) -> Result<Self, SimError> {
-        validate(&config)?;
+        config::validate(&config)?;
         let mut master = SimRng::new(config.seed);
         let mut schedule_rng = master.fork();
         let network_rng = master.fork();
-        let salts = master.fork();
-        let peers = master.fork();
-        let payloads = master.fork();
+        let mut seeds = master.fork();
+        let mut graph = master.fork();
+        let mut payload_rng = master.fork();
         let genesis = Event::genesis(Ipld::String(format!("merkle-clock simulation {}", config.seed)))
             .encode()
             .map_err(|e| SimError::Config(format!("genesis: {e}")))?;
-        let (schedule, late_joins, restarts) = make_schedule(&config, &mut schedule_rng);
-        let nodes = (0..config.nodes)
-            .map(|_| Node {
-                store: Arc::new(MemoryBlockstore::new()),
+        let (schedule, late_joins, restarts) = config::make_schedule(&config, &mut schedule_rng);
+        let sessions = SessionConfig {
+            timeout: config.session_timeout.map(at),
+            anti_entropy: config.anti_entropy.map(at),
+            ..SessionConfig::default()
+        };
+        let neighbours = network_graph(&config, &mut graph);
+        let nodes = neighbours
+            .into_iter()
+            .map(|neighbours| Node {
+                store: None,
                 replica: None,
                 status: Status::Absent,
-                sessions: BTreeMap::new(),
+                sessions: Sessions::with_seed(protocol.clone(), sessions.clone(), seeds.next_u64()),
+                neighbours,
                 saved: BTreeMap::new(),
                 owed: 0,
+                appended: 0,
             })
             .collect();
         let faults =
             Faults { loss: config.loss, dup: config.dup, base_delay: config.base_delay, reorder: config.reorder };
         let network = Network::new(network_rng, faults, config.partitions.clone());
-        let report = SimReport {
-            protocol: protocol.name(),
-            seed: config.seed,
-            converged: false,
-            rounds: 0,
-            ticks: 0,
-            events: 0,
-            appended: 0,
-            messages: 0,
-            bytes: 0,
-            delivered: 0,
-            lost: 0,
-            duplicated: 0,
-            partitioned: 0,
-            undeliverable: 0,
-            errors: 0,
-            timeouts: 0,
-            reconnects: 0,
-            restarts,
-            late_joins,
-            trace_hash: String::new(),
-            trace_lines: 0,
-            trace: Vec::new(),
-        };
+        let memory: Vec<Arc<MemoryBlockstore>> = (0..config.nodes).map(|_| Arc::new(MemoryBlockstore::new())).collect();
+        let payload_bytes = config.payload_bytes;
+        let report = SimReport::empty(protocol.name(), config.seed, restarts, late_joins);
         let trace = Trace { hasher: blake3::Hasher::new(), lines: 0, keep: config.keep_trace.then(Vec::new) };
         Ok(Simulation {
             config,
-            protocol,
             genesis,
             nodes,
             network,
             schedule,
-            salts,
-            peers,
-            payloads,
+            stores: Box::new(move |n| Ok(memory[n].clone() as Arc<dyn StreamStore>)),
+            payloads: Box::new(move |_, _| {
+                let mut payload = vec![0u8; payload_bytes];
+                payload_rng.fill(&mut payload);
+                Ipld::Bytes(payload)
+            }),
             trace,
             report,
             appended: BTreeSet::new(),
             now: 0,
             ran: false,
         })
+    }
+
+    /// Stores from `factory` instead of one [`MemoryBlockstore`] per node:
+    /// it is called when a node joins and again each time it comes back up
+    /// (after the simulation dropped its replica and its store), so a store
+    /// on disk reopens for real.
+    pub fn with_stores(
+        mut self,
+        factory: impl FnMut(NodeId) -> Result<Arc<dyn StreamStore>, StoreError> + 'static,
+    ) -> Self {
+        self.stores = Box::new(factory);
+        self
+    }
+
+    /// Runs `schedule` instead of the one drawn from the configuration
+    /// (whose late joiners, restarts and appends it replaces).
+    ///
+    /// # Errors
+    /// [`SimError::Config`] when an action names a node or a partition that
+    /// is not in the configuration.
+    pub fn with_schedule(mut self, mut schedule: Schedule) -> Result<Self, SimError> {
+        for action in schedule.values().flatten() {
+            let ok = match *action {
+                Action::Join(n) | Action::Down(n) | Action::Up(n) | Action::Append(n) => n < self.nodes.len(),
+                Action::Heal(p) => p < self.config.partitions.len(),
+            };
+            if !ok {
+                return Err(SimError::Config(format!("the schedule's {action:?} is out of range")));
+            }
+        }
+        config::sort_within_ticks(&mut schedule);
+        self.report.restarts = schedule.values().flatten().filter(|a| matches!(a, Action::Up(_))).count();
+        self.report.late_joins =
+            schedule.range(1..).flat_map(|(_, a)| a).filter(|a| matches!(a, Action::Join(_))).count();
+        self.schedule = schedule;
+        Ok(self)
+    }
+
+    /// Payloads from `f(node, k)` for node's `k`-th append (from 0) instead
+    /// of [`SimConfig::payload_bytes`] random bytes.
+    pub fn with_payloads(mut self, f: impl FnMut(NodeId, u64) -> Ipld + 'static) -> Self {
+        self.payloads = Box::new(f);
+        self
     }
 
     /// The configuration.
@@ -508,29 +349,46 @@ impl<P: Protocol> Simulation<P> {
         &self.genesis
     }
 
-    /// A node's store (kept across restarts).
+    /// The tick the simulation is at.
+    pub fn now(&self) -> Tick {
+        self.now
+    }
+
+    /// The counters so far (complete once the run returned).
+    pub fn progress(&self) -> &SimReport {
+        &self.report
+    }
+
+    /// A node's store, if the node is up.
     ///
     /// # Panics
     /// If `node` is not below [`SimConfig::nodes`].
-    pub fn store(&self, node: NodeId) -> &Arc<MemoryBlockstore> {
-        &self.nodes[node].store
+    pub fn store(&self, node: NodeId) -> Option<&Arc<dyn StreamStore>> {
+        self.nodes[node].store.as_ref()
     }
 
     /// A node's replica, if the node is up.
     ///
     /// # Panics
     /// If `node` is not below [`SimConfig::nodes`].
-    pub fn replica(&self, node: NodeId) -> Option<&Replica<MemoryBlockstore>> {
+    pub fn replica(&self, node: NodeId) -> Option<&Replica<dyn StreamStore>> {
         self.nodes[node].replica.as_ref()
     }
 
-    /// The protocol state node `a` keeps for peer `b`, if they have met
-    /// (and `a` is not down).
+    /// A node's session driver.
+    ///
+    /// # Panics
+    /// If `node` is not below [`SimConfig::nodes`].
+    pub fn sessions(&self, node: NodeId) -> &Sessions<NodeId, P> {
+        &self.nodes[node].sessions
+    }
+
+    /// The protocol state node `a` keeps for peer `b`, if they are connected.
     ///
     /// # Panics
     /// If `a` is not below [`SimConfig::nodes`].
     pub fn state(&self, a: NodeId, b: NodeId) -> Option<&P::State> {
-        self.nodes[a].sessions.get(&b).map(|s| &s.state)
+        self.nodes[a].sessions.state(&b)
     }
 
     /// Every event appended so far: with the genesis, the union of what the
@@ -542,22 +400,26 @@ impl<P: Protocol> Simulation<P> {
     /// Runs the simulation to quiescence or the bound, blocking the thread.
     ///
     /// # Errors
-    /// [`SimError::AlreadyRan`] on a second call; [`SimError::Open`] or
-    /// [`SimError::Append`] when a replica or its store fails (the memory
-    /// store never does). Protocol errors are not errors
-    /// of the run: they are counted in [`SimReport::errors`].
+    /// [`SimError::AlreadyRan`] on a second call; [`SimError::Open`],
+    /// [`SimError::Store`] or [`SimError::Append`] when a replica or its
+    /// store fails (the memory store never does). Protocol errors are not
+    /// errors of the run: they are counted in [`SimReport::errors`].
     pub fn run(&mut self) -> Result<SimReport, SimError> {
-        futures::executor::block_on(self.run_async())
+        futures::executor::block_on(self.run_with(|_, _| Ok(())))
     }
 
-    /// [`Simulation::run`] as a future (it never waits on anything outside
-    /// the simulation).
+    /// [`Simulation::run`] as a future, calling `hook` after every tick
+    /// (the simulation never waits on anything outside itself). An error
+    /// from the hook ends the run with it.
     ///
     /// # Errors
-    /// As [`Simulation::run`].
-    pub async fn run_async(&mut self) -> Result<SimReport, SimError> {
+    /// As [`Simulation::run`], and the hook's.
+    pub async fn run_with<E: From<SimError>>(
+        &mut self,
+        mut hook: impl FnMut(&Self, Tick) -> Result<(), E>,
+    ) -> Result<SimReport, E> {
         if self.ran {
-            return Err(SimError::AlreadyRan);
+            return Err(SimError::AlreadyRan.into());
         }
         self.ran = true;
         let calm_from = self.config.fault_ticks;
@@ -565,15 +427,16 @@ impl<P: Protocol> Simulation<P> {
         loop {
             let t = self.now;
             if t == calm_from && !self.config.persistent_faults {
-                self.network.faults = Faults::NONE;
-                self.network.faults.base_delay = self.config.base_delay;
+                self.network.faults = Faults { base_delay: self.config.base_delay, ..Faults::NONE };
             }
             self.lifecycle(t).await?;
             self.deliver(t).await;
             if t.is_multiple_of(self.config.sync_interval.max(1)) {
-                self.anti_entropy(t).await;
+                self.tick_drivers(t).await;
             }
-            if t >= calm_from && self.quiescent() {
+            let quiescent = t >= calm_from && self.quiescent().await;
+            hook(self, t)?;
+            if quiescent {
                 self.report.converged = true;
                 self.report.rounds = t - calm_from;
                 let r = self.replica(0).expect("quiescent means every node is up");
@@ -602,37 +465,33 @@ impl<P: Protocol> Simulation<P> {
         for action in actions {
             match action {
                 Action::Join(n) => {
-                    let config = Config::default();
-                    let replica = Replica::create(self.nodes[n].store.clone(), &self.genesis, config)
+                    let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
+                    let replica = Replica::create(store.clone(), &self.genesis, Config::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
-                    self.nodes[n].replica = Some(replica);
-                    self.nodes[n].status = Status::Up;
+                    self.start(t, n, store, replica);
                     self.trace.push(format!("{t} join n{n}"));
-                    self.reconnect(t, n);
                 }
                 Action::Down(n) => {
                     let node = &mut self.nodes[n];
                     node.replica = None;
+                    node.store = None;
                     node.status = Status::Down;
-                    let sessions = std::mem::take(&mut node.sessions);
-                    node.saved = sessions.into_iter().map(|(p, s)| (p, self.protocol.save(&s.state))).collect();
+                    let peers: Vec<NodeId> = node.sessions.peers().copied().collect();
+                    node.saved = peers.iter().filter_map(|p| Some((*p, node.sessions.disconnect(p)?))).collect();
                     self.trace.push(format!("{t} down n{n} saved={}", self.nodes[n].saved.len()));
                 }
                 Action::Up(n) => {
+                    let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
                     let stream = *self.genesis.cid();
-                    let replica = Replica::open(self.nodes[n].store.clone(), &stream, Config::default())
+                    let replica = Replica::open(store.clone(), &stream, Config::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
-                    let saved = std::mem::take(&mut self.nodes[n].saved);
-                    for (peer, bytes) in saved {
-                        let state = self.protocol.restore(&bytes, self.salts.next_u64());
-                        self.nodes[n].sessions.insert(peer, Session { state, heard: t, backoff: 0 });
+                    for (peer, bytes) in std::mem::take(&mut self.nodes[n].saved) {
+                        self.nodes[n].sessions.connect_with(peer, &bytes, at(t));
                     }
                     self.trace.push(format!("{t} up n{n} events={}", replica.len()));
-                    self.nodes[n].replica = Some(replica);
-                    self.nodes[n].status = Status::Up;
-                    self.reconnect(t, n);
+                    self.start(t, n, store, replica);
                 }
                 Action::Append(n) => self.nodes[n].owed += 1,
                 Action::Heal(p) => {
@@ -640,9 +499,9 @@ impl<P: Protocol> Simulation<P> {
                     let partition = self.network.partitions[p].clone();
                     for a in 0..self.nodes.len() {
                         let peers: Vec<NodeId> =
-                            self.nodes[a].sessions.keys().copied().filter(|&b| partition.separates(a, b)).collect();
+                            self.nodes[a].sessions.peers().copied().filter(|&b| partition.separates(a, b)).collect();
                         for b in peers {
-                            self.reset(t, a, b, "heal");
+                            self.connect(t, a, b);
                         }
                     }
                 }
@@ -657,50 +516,45 @@ impl<P: Protocol> Simulation<P> {
         Ok(())
     }
 
-    /// `n` (re)connected with fresh states: every peer resets its state for `n`.
-    fn reconnect(&mut self, t: Tick, n: NodeId) {
+    /// Node `n` is up with `replica`: it connects its neighbours, and every
+    /// live node connected to it (or picked it) restarts its session with it.
+    fn start(&mut self, t: Tick, n: NodeId, store: Arc<dyn StreamStore>, replica: Replica<dyn StreamStore>) {
+        let node = &mut self.nodes[n];
+        node.store = Some(store);
+        node.replica = Some(replica);
+        node.status = Status::Up;
+        let neighbours: Vec<NodeId> = node.neighbours.iter().copied().collect();
+        for b in neighbours {
+            if !self.nodes[n].sessions.contains(&b) {
+                self.nodes[n].sessions.connect(b, at(t));
+            }
+        }
         for a in 0..self.nodes.len() {
-            if a != n && self.nodes[a].sessions.contains_key(&n) {
-                self.reset(t, a, n, "reconnect");
+            let linked = self.nodes[a].neighbours.contains(&n) || self.nodes[a].sessions.contains(&n);
+            if a != n && self.nodes[a].status == Status::Up && linked {
+                self.connect(t, a, n);
             }
         }
     }
 
-    /// Resets `a`'s state for `b` to its durable part.
-    fn reset(&mut self, t: Tick, a: NodeId, b: NodeId, why: &str) {
-        let seed = self.salts.next_u64();
-        let Some(session) = self.nodes[a].sessions.get_mut(&b) else { return };
-        let durable = self.protocol.save(&session.state);
-        session.state = self.protocol.restore(&durable, seed);
-        session.heard = t;
-        if why == "timeout" {
-            session.backoff += 1;
-            self.report.timeouts += 1;
-        } else {
-            session.backoff = 0;
+    /// `a` connects `b`; a session it had restarts.
+    fn connect(&mut self, t: Tick, a: NodeId, b: NodeId) {
+        if self.nodes[a].sessions.connect(b, at(t)) {
             self.report.reconnects += 1;
+            self.trace.push(format!("{t} restart n{a}:n{b} reconnect"));
         }
-        self.trace.push(format!("{t} reset n{a}:n{b} {why}"));
     }
 
     async fn append(&mut self, t: Tick, n: NodeId) -> Result<(), SimError> {
-        let mut payload = vec![0u8; self.config.payload_bytes];
-        self.payloads.fill(&mut payload);
-        let replica = self.nodes[n].replica.as_mut().expect("an up node has a replica");
-        let cid = replica.append(&Ipld::Bytes(payload)).await.map_err(|source| SimError::Append { node: n, source })?;
+        let node = &mut self.nodes[n];
+        let payload = (self.payloads)(n, node.appended);
+        node.appended += 1;
+        let replica = node.replica.as_mut().expect("an up node has a replica");
+        let cid = replica.append(&payload).await.map_err(|source| SimError::Append { node: n, source })?;
         let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
         self.appended.insert(cid);
         self.trace.push(format!("{t} append n{n} {} h{height}", short(&cid)));
         Ok(())
-    }
-
-    fn session(&mut self, a: NodeId, b: NodeId) -> &mut Session<P::State> {
-        if !self.nodes[a].sessions.contains_key(&b) {
-            let state = self.protocol.new_state(self.salts.next_u64());
-            let now = self.now;
-            self.nodes[a].sessions.insert(b, Session { state, heard: now, backoff: 0 });
-        }
-        self.nodes[a].sessions.get_mut(&b).expect("just inserted")
     }
 
     async fn deliver(&mut self, t: Tick) {
@@ -718,101 +572,81 @@ impl<P: Protocol> Simulation<P> {
                 continue;
             }
             self.report.delivered += 1;
-            self.session(to, from);
             let node = &mut self.nodes[to];
             let replica = node.replica.as_mut().expect("an up node has a replica");
-            let session = node.sessions.get_mut(&from).expect("created above");
-            session.heard = t;
-            session.backoff = 0;
-            let result = self.protocol.receive(replica, &mut session.state, &env.bytes).await;
-            match result {
-                Ok(()) => self.trace.push(format!("{t} deliver n{from}>n{to} {tag} events={}", replica.len())),
+            match node.sessions.receive(replica, &from, &env.bytes, at(t)).await {
+                Ok(reply) => {
+                    self.trace.push(format!("{t} deliver n{from}>n{to} {tag} events={}", replica.len()));
+                    // Honest peers never send a block that is refused: one is a bug.
+                    if let Some(first) = reply.received.rejections.first() {
+                        self.report.errors += 1;
+                        self.trace.push(format!("{t} error n{from}>n{to} {tag} rejected: {first}"));
+                    }
+                    if let Some(message) = reply.reply {
+                        self.send(t, to, from, message);
+                    }
+                }
                 Err(e) => {
                     self.report.errors += 1;
                     self.trace.push(format!("{t} error n{from}>n{to} {tag} receive: {e}"));
                 }
             }
-            self.speak(t, to, from).await;
         }
     }
 
-    async fn anti_entropy(&mut self, t: Tick) {
-        let n = self.nodes.len();
-        for a in 0..n {
-            if self.nodes[a].status != Status::Up {
-                continue;
-            }
-            let mut peers: Vec<NodeId> = Vec::new();
-            if self.config.ring && n > 1 {
-                peers.push((a + 1) % n);
-                peers.push((a + n - 1) % n);
-            }
-            for _ in 0..self.config.random_peers {
-                if n > 1 {
-                    let p = (a + 1 + self.peers.index(n - 1)) % n;
-                    peers.push(p);
+    /// Every live node's driver tick: restarts and messages due.
+    async fn tick_drivers(&mut self, t: Tick) {
+        for a in 0..self.nodes.len() {
+            let node = &mut self.nodes[a];
+            let Some(replica) = node.replica.as_ref() else { continue };
+            match node.sessions.tick(replica, at(t)).await {
+                Ok(due) => {
+                    for (b, why) in due.restarts {
+                        match why {
+                            crate::sync::Restart::Timeout => self.report.timeouts += 1,
+                            crate::sync::Restart::AntiEntropy => self.report.anti_entropy += 1,
+                            _ => {}
+                        }
+                        self.trace.push(format!("{t} restart n{a}:n{b} {why}"));
+                    }
+                    for m in due.messages {
+                        self.send(t, a, m.peer, m.message);
+                    }
+                }
+                Err(e) => {
+                    self.report.errors += 1;
+                    self.trace.push(format!("{t} error n{a} tick: {e}"));
                 }
             }
-            let mut seen = BTreeSet::new();
-            peers.retain(|p| seen.insert(*p));
-            for b in peers {
-                if self.timed_out(t, a, b) {
-                    self.reset(t, a, b, "timeout");
-                }
-                self.speak(t, a, b).await;
-            }
         }
     }
 
-    /// Whether `a` heard nothing from `b` for the timeout and does not know
-    /// `b` to hold what it holds.
-    fn timed_out(&mut self, t: Tick, a: NodeId, b: NodeId) -> bool {
-        let Some(timeout) = self.config.session_timeout else { return false };
-        self.session(a, b);
-        let node = &self.nodes[a];
-        let (Some(replica), Some(session)) = (node.replica.as_ref(), node.sessions.get(&b)) else { return false };
-        let wait = timeout.saturating_mul(1 << session.backoff.min(3));
-        t >= session.heard.saturating_add(wait) && !self.protocol.settled(replica, &session.state)
+    /// Puts a message on the wire.
+    fn send(&mut self, t: Tick, a: NodeId, b: NodeId, bytes: Vec<u8>) {
+        let tag = message_tag(&bytes);
+        self.report.messages += 1;
+        self.report.bytes += bytes.len() as u64;
+        let line = match self.network.send(t, a, b, bytes) {
+            Sent::Queued(at) => format!("{t} send n{a}>n{b} {tag} @{at}"),
+            Sent::Duplicated(x, y) => {
+                self.report.duplicated += 1;
+                format!("{t} send n{a}>n{b} {tag} @{x} dup@{y}")
+            }
+            Sent::Lost => {
+                self.report.lost += 1;
+                format!("{t} send n{a}>n{b} {tag} lost")
+            }
+            Sent::Partitioned => {
+                self.report.partitioned += 1;
+                format!("{t} send n{a}>n{b} {tag} cut")
+            }
+        };
+        self.trace.push(line);
     }
 
-    /// Asks `a`'s protocol for a message to `b` and sends it.
-    async fn speak(&mut self, t: Tick, a: NodeId, b: NodeId) {
-        self.session(a, b);
-        let node = &mut self.nodes[a];
-        let Some(replica) = node.replica.as_ref() else { return };
-        let session = node.sessions.get_mut(&b).expect("created above");
-        match self.protocol.generate(replica, &mut session.state).await {
-            Ok(None) => {}
-            Ok(Some(bytes)) => {
-                let tag = message_tag(&bytes);
-                self.report.messages += 1;
-                self.report.bytes += bytes.len() as u64;
-                let line = match self.network.send(t, a, b, bytes) {
-                    Sent::Queued(at) => format!("{t} send n{a}>n{b} {tag} @{at}"),
-                    Sent::Duplicated(x, y) => {
-                        self.report.duplicated += 1;
-                        format!("{t} send n{a}>n{b} {tag} @{x} dup@{y}")
-                    }
-                    Sent::Lost => {
-                        self.report.lost += 1;
-                        format!("{t} send n{a}>n{b} {tag} lost")
-                    }
-                    Sent::Partitioned => {
-                        self.report.partitioned += 1;
-                        format!("{t} send n{a}>n{b} {tag} cut")
-                    }
-                };
-                self.trace.push(line);
-            }
-            Err(e) => {
-                self.report.errors += 1;
-                self.trace.push(format!("{t} error n{a}>n{b} generate: {e}"));
-            }
-        }
-    }
-
-    /// Whether every node is up and holds the same blocks, heads and order.
-    fn quiescent(&self) -> bool {
+    /// Whether every node is up and holds the same blocks, heads and order,
+    /// in its index and in its store.
+    async fn quiescent(&self) -> bool {
         let mut replicas = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
             match (&node.replica, node.status) {
@@ -832,12 +666,15 @@ impl<P: Protocol> Simulation<P> {
         if order.iter().copied().collect::<BTreeSet<Cid>>() != want {
             return false;
         }
-        for (r, node) in replicas.iter().zip(&self.nodes) {
+        let stream = self.genesis.cid();
+        for r in replicas {
             if !r.order().eq(order.iter().copied()) {
                 return false;
             }
-            let stored: BTreeSet<Cid> = node.store.blocks().iter().map(|b| *b.cid()).collect();
-            if stored != want {
+            let store = r.store();
+            let stored = store.heads(stream).await.ok().flatten().is_some_and(|h| h == heads)
+                && store.log_len(stream).await.ok() == Some(want.len() as u64);
+            if !stored {
                 return false;
             }
         }
@@ -845,108 +682,34 @@ impl<P: Protocol> Simulation<P> {
     }
 }
 
+/// Each node's neighbours: its two ring neighbours and `random_peers`
+/// random others, made symmetric.
+fn network_graph(c: &SimConfig, rng: &mut SimRng) -> Vec<BTreeSet<NodeId>> {
+    let n = c.nodes;
+    let mut graph = vec![BTreeSet::new(); n];
+    let link = |graph: &mut Vec<BTreeSet<NodeId>>, a: NodeId, b: NodeId| {
+        if a != b {
+            graph[a].insert(b);
+            graph[b].insert(a);
+        }
+    };
+    for a in 0..n {
+        if c.ring && n > 1 {
+            link(&mut graph, a, (a + 1) % n);
+        }
+        for _ in 0..c.random_peers {
+            if n > 1 {
+                let b = (a + 1 + rng.index(n - 1)) % n;
+                link(&mut graph, a, b);
+            }
+        }
+    }
+    graph
+}
+
 /// `len` and the first 4 bytes of the message's BLAKE3, for the trace.
 fn message_tag(bytes: &[u8]) -> String {
     let h = blake3::hash(bytes);
     let b = h.as_bytes();
     format!("{}B#{:02x}{:02x}{:02x}{:02x}", bytes.len(), b[0], b[1], b[2], b[3])
-}
-
-fn validate(c: &SimConfig) -> Result<(), SimError> {
-    let bad = |m: String| Err(SimError::Config(m));
-    if c.nodes == 0 {
-        return bad("nodes must be at least 1".into());
-    }
-    if !(0.0..=1.0).contains(&c.loss) || !(0.0..=1.0).contains(&c.dup) {
-        return bad(format!("loss ({}) and dup ({}) must be probabilities", c.loss, c.dup));
-    }
-    if c.writers.is_some_and(|w| w > c.nodes) {
-        return bad(format!("writers ({:?}) must not exceed nodes ({})", c.writers, c.nodes));
-    }
-    if c.late_joiners >= c.nodes {
-        return bad(format!("late_joiners ({}) must be below nodes ({})", c.late_joiners, c.nodes));
-    }
-    if c.persistent_faults && c.loss >= 1.0 {
-        return bad("persistent loss of 1.0 can never converge".into());
-    }
-    if c.base_delay == 0 {
-        return bad("base_delay must be at least 1".into());
-    }
-    for (i, p) in c.partitions.iter().enumerate() {
-        if p.end < p.start {
-            return bad(format!("partition {i} ends before it starts"));
-        }
-        if let Some(n) = p.groups.iter().flatten().find(|n| **n >= c.nodes) {
-            return bad(format!("partition {i} names node {n}, but there are {} nodes", c.nodes));
-        }
-    }
-    Ok(())
-}
-
-/// Draws the joins, restarts, appends and heals. Returns the schedule, the
-/// late joins and the restarts in it.
-fn make_schedule(c: &SimConfig, rng: &mut SimRng) -> (BTreeMap<Tick, Vec<Action>>, usize, usize) {
-    let mut schedule: BTreeMap<Tick, Vec<Action>> = BTreeMap::new();
-    let mut at = |t: Tick, a: Action| schedule.entry(t).or_default().push(a);
-    let f = c.fault_ticks;
-    let mut joins = vec![0; c.nodes];
-    let mut late: Vec<NodeId> = (1..c.nodes).collect();
-    rng.shuffle(&mut late);
-    late.truncate(c.late_joiners);
-    late.sort_unstable();
-    for &n in &late {
-        joins[n] = rng.range((f / 4).max(1), (3 * f / 4).max(1));
-    }
-    for (n, &j) in joins.iter().enumerate() {
-        at(j, Action::Join(n));
-    }
-    // Restarts: a window [down, down + downtime] inside the fault phase,
-    // after the join, not overlapping another restart of the same node.
-    let mut windows: Vec<Vec<(Tick, Tick)>> = vec![Vec::new(); c.nodes];
-    let mut restarts = 0;
-    for _ in 0..c.restarts {
-        for _attempt in 0..16 {
-            let n = rng.index(c.nodes);
-            let lo = joins[n] + 1;
-            let hi = f.saturating_sub(c.downtime + 1);
-            if hi < lo {
-                continue;
-            }
-            let down = rng.range(lo, hi);
-            let up = down + c.downtime.max(1);
-            if windows[n].iter().any(|&(d, u)| down <= u + 1 && d <= up + 1) {
-                continue;
-            }
-            windows[n].push((down, up));
-            at(down, Action::Down(n));
-            at(up, Action::Up(n));
-            restarts += 1;
-            break;
-        }
-    }
-    let mut writers: Vec<NodeId> = (0..c.nodes).collect();
-    rng.shuffle(&mut writers);
-    writers.truncate(c.writers.unwrap_or(c.nodes));
-    writers.sort_unstable();
-    for &n in &writers {
-        let j = joins[n];
-        let mut times: Vec<Tick> = (0..c.events_per_node).map(|_| rng.range(j, f.saturating_sub(1).max(j))).collect();
-        times.sort_unstable();
-        for t in times {
-            at(t, Action::Append(n));
-        }
-    }
-    for (i, p) in c.partitions.iter().enumerate() {
-        at(p.end, Action::Heal(i));
-    }
-    // Within a tick: joins and ups first, then downs, then appends, heals last.
-    for actions in schedule.values_mut() {
-        actions.sort_by_key(|a| match a {
-            Action::Join(_) | Action::Up(_) => 0,
-            Action::Down(_) => 1,
-            Action::Append(_) => 2,
-            Action::Heal(_) => 3,
-        });
-    }
-    (schedule, late.len(), restarts)
 }

@@ -123,6 +123,7 @@
 //! as the baseline the report compares against.
 
 mod bloom;
+mod driver;
 mod message;
 mod naive;
 mod state;
@@ -143,6 +144,9 @@ pub use bloom::{BITS_PER_ELEMENT, BloomFilter, FULL_INVENTORY_BITS_PER_ELEMENT, 
 pub use message::{Message, SyncError, SyncLimits, VERSION};
 pub use naive::{NaiveState, naive_generate, naive_receive};
 pub use state::SyncState;
+pub use driver::{Bloom, Due, Naive, Outgoing, Protocol, Reply, Restart, SessionConfig, SessionStats, Sessions};
+
+use state::Session;
 
 /// What [`receive_message`] (or [`naive_receive`]) did with a message's blocks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -203,138 +207,199 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     state: &mut SyncState,
 ) -> Result<Option<Message>, SyncError> {
     let dag = replica.dag();
-    let genesis = dag.genesis();
     let my_heads = dag.heads();
-    let limits = state.limits;
     let changed = state.session.dirty || state.session.last_heads.as_ref() != Some(&my_heads);
     let mut msg = Message::default();
-
-    // 1. Our filter opens the session.
     if !state.session.filter_sent {
-        let since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
-        let mut base = since.clone();
-        base.push(genesis);
-        let ids = dag.difference(&my_heads, &base).map_err(unknown)?;
-        let bits_per_element = if since.is_empty() { FULL_INVENTORY_BITS_PER_ELEMENT } else { BITS_PER_ELEMENT };
-        let bytes = ids.len().saturating_mul(bits_per_element).div_ceil(8).min(limits.max_filter_bytes);
-        let salt = state.next_salt();
-        let mut filter = BloomFilter::with_bytes(&salt, bytes, bloom::optimal_hashes(bits_per_element))
-            .expect("a 16-byte salt and 1..=8 hashes");
-        for id in ids {
-            filter.insert_digest(dag.digest(id));
-        }
-        msg.filter = Some(filter);
-        msg.since = since;
-        msg.hello = state.session.hello;
+        open_session(dag, state, &my_heads, &mut msg)?;
     }
-
-    let s = &mut state.session;
-    let theirs: Vec<Cid> = s.their_heads.clone().unwrap_or_default();
-    let theirs_known: Vec<Cid> = theirs.iter().filter(|h| dag.contains(h)).copied().collect();
-    let all_known = !theirs.is_empty() && theirs_known.len() == theirs.len();
-    let mut base: Vec<Cid> = theirs_known.clone();
-    base.extend(s.their_since.iter().filter(|c| dag.contains(c)));
-    base.push(genesis);
-
-    // 2. What the peer lacks.
-    let mut out: Vec<EventId> = Vec::new();
-    let mut exact = false;
-    if changed {
-        if all_known {
-            let diff = dag.difference(&my_heads, &theirs).map_err(unknown)?;
-            let cids: Vec<Cid> = diff.iter().map(|id| dag.cid(*id)).collect();
-            // Blocks no longer in the difference have arrived: forget them.
-            if !s.sent.is_empty() {
-                let live: HashSet<&Cid> = cids.iter().collect();
-                s.sent.retain(|c, _| live.contains(c));
-            }
-            out.extend(diff.into_iter().zip(cids).filter(|(_, c)| !s.sent.contains_key(c)).map(|(id, _)| id));
-            exact = true;
-        } else if let Some(filter) = &s.their_filter {
-            let candidates = dag.difference(&my_heads, &base).map_err(unknown)?;
-            let sent = &s.sent;
-            out = select(dag, &candidates, filter, |_| false, |id| sent.contains_key(&dag.cid(id)));
-        }
-    }
-
-    // 3. Answer the peer's wants: the wanted events and their ancestors it may lack.
-    let mut wanted: Vec<Cid> = Vec::new();
-    if !s.their_wants.is_empty() {
-        wanted = std::mem::take(&mut s.their_wants);
-        wanted.sort_unstable();
-        wanted.dedup();
-        wanted.retain(|c| dag.contains(c));
-        if !wanted.is_empty() {
-            let candidates = dag.difference(&wanted, &base).map_err(unknown)?;
-            let forced: HashSet<EventId> = wanted.iter().filter_map(|c| dag.id(c)).collect();
-            let picked = match (&s.their_filter, all_known) {
-                (Some(filter), false) => select(dag, &candidates, filter, |id| forced.contains(&id), |_| false),
-                _ => candidates,
-            };
-            let ack = s.their_ack;
-            // Skip what is on its way: sent in a message the peer had not seen when it asked.
-            out.extend(picked.into_iter().filter(|id| s.sent.get(&dag.cid(*id)).is_none_or(|&seq| seq <= ack)));
-        }
-    }
+    let view = PeerView::of(dag, &state.session);
+    let (mut out, exact) = if changed { lacking(dag, &mut state.session, &my_heads, &view)? } else { (Vec::new(), false) };
+    let wanted = answer_wants(dag, &mut state.session, &view, &mut out)?;
     out.sort_unstable_by_key(|id| dag.key(*id));
     out.dedup();
-
-    // 4. Within the limits.
-    let mut budget = limits.max_message_bytes.saturating_sub(
-        MESSAGE_SLACK + msg.filter.as_ref().map_or(0, |f| f.bits().len()) + 41 * (my_heads.len() + msg.since.len()),
-    );
-    let cids: Vec<Cid> = out.iter().map(|id| dag.cid(*id)).collect();
-    let mut truncated = false;
-    let mut blocks = Vec::with_capacity(cids.len().min(limits.max_blocks));
-    if !cids.is_empty() {
-        let fetched = replica.store().get_many(&cids).await?;
-        for (cid, block) in cids.iter().zip(fetched) {
-            let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
-            if blocks.len() == limits.max_blocks || (block.len() > budget && !blocks.is_empty()) {
-                truncated = true;
-                break;
-            }
-            budget = budget.saturating_sub(block.len());
-            blocks.push(block);
-        }
-        if truncated {
-            // What did not fit goes next time; wanted events are asked for only once.
-            let cut: HashSet<&Cid> = cids[blocks.len()..].iter().collect();
-            s.their_wants.extend(wanted.iter().filter(|c| cut.contains(c)));
-        }
-    }
-
-    // 5. Once everything it lacks is on its way, it will hold exactly our history.
+    let overhead = msg.filter.as_ref().map_or(0, |f| f.bits().len()) + LINK_BYTES * (my_heads.len() + msg.since.len());
+    let (blocks, truncated) = fill(replica, state, &out, &wanted, overhead).await?;
+    // Once everything it lacks is on its way, it will hold exactly our history.
     if exact && !truncated {
-        s.predicted = Some(my_heads.clone());
+        state.session.predicted = Some(my_heads.clone());
         state.shared.clone_from(&my_heads);
     }
-    let s = &mut state.session;
-
-    // 6. Our wants, once the peer has answered our filter.
-    if changed && s.filter_sent && s.their_ack >= s.filter_seq && !s.their_more {
-        let mut want: Vec<Cid> =
-            theirs.iter().filter(|h| !dag.contains(h) && !replica.is_pending(h)).copied().collect();
-        want.extend(replica.missing());
-        want.sort_unstable();
-        want.dedup();
-        want.retain(|c| !s.asked.contains(c));
-        want.truncate(limits.max_wants);
-        msg.want = want;
+    if changed {
+        msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants);
     }
+    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated))
+}
 
-    // 7. Speak, or stay silent.
+/// The bytes of an encoded link (tag 42, a 37-byte CID with its 0 prefix, headers).
+const LINK_BYTES: usize = 41;
+
+/// Step 1: our filter of the events beyond the heads both sides last
+/// shared opens the session.
+fn open_session(dag: &Dag, state: &mut SyncState, my_heads: &[Cid], msg: &mut Message) -> Result<(), SyncError> {
+    let since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
+    let mut base = since.clone();
+    base.push(dag.genesis());
+    let ids = dag.difference(my_heads, &base).map_err(unknown)?;
+    let bits_per_element = if since.is_empty() { FULL_INVENTORY_BITS_PER_ELEMENT } else { BITS_PER_ELEMENT };
+    let bytes = ids.len().saturating_mul(bits_per_element).div_ceil(8).min(state.limits.max_filter_bytes);
+    let salt = state.next_salt();
+    let mut filter = BloomFilter::with_bytes(&salt, bytes, bloom::optimal_hashes(bits_per_element))
+        .expect("a 16-byte salt and 1..=8 hashes");
+    for id in ids {
+        filter.insert_digest(dag.digest(id));
+    }
+    msg.filter = Some(filter);
+    msg.since = since;
+    msg.hello = state.session.hello;
+    Ok(())
+}
+
+/// What we know of the peer's history.
+struct PeerView {
+    /// Its heads as it last told them.
+    theirs: Vec<Cid>,
+    /// Every one of them is in our DAG.
+    all_known: bool,
+    /// Events we know it holds, with their ancestors: its known heads, its
+    /// `since`, the genesis.
+    base: Vec<Cid>,
+}
+
+impl PeerView {
+    fn of(dag: &Dag, s: &Session) -> Self {
+        let theirs: Vec<Cid> = s.their_heads.clone().unwrap_or_default();
+        let mut base: Vec<Cid> = theirs.iter().filter(|h| dag.contains(h)).copied().collect();
+        let all_known = !theirs.is_empty() && base.len() == theirs.len();
+        base.extend(s.their_since.iter().filter(|c| dag.contains(c)));
+        base.push(dag.genesis());
+        PeerView { theirs, all_known, base }
+    }
+}
+
+/// Step 2: the events the peer lacks, not sent yet in this session, and
+/// whether that is exact (all its heads are known) rather than the filter's guess.
+fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView) -> Result<(Vec<EventId>, bool), SyncError> {
+    if view.all_known {
+        let diff = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
+        let cids: Vec<Cid> = diff.iter().map(|id| dag.cid(*id)).collect();
+        // Blocks no longer in the difference have arrived: forget them.
+        if !s.sent.is_empty() {
+            let live: HashSet<&Cid> = cids.iter().collect();
+            s.sent.retain(|c, _| live.contains(c));
+        }
+        let out = diff.into_iter().zip(cids).filter(|(_, c)| !s.sent.contains_key(c)).map(|(id, _)| id).collect();
+        return Ok((out, true));
+    }
+    let Some(filter) = &s.their_filter else { return Ok((Vec::new(), false)) };
+    let candidates = dag.difference(my_heads, &view.base).map_err(unknown)?;
+    let sent = &s.sent;
+    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(&dag.cid(id))), false))
+}
+
+/// Step 3: answers the peer's wants into `out` (the wanted events and their
+/// ancestors it may lack); returns the wanted CIDs we hold.
+fn answer_wants(dag: &Dag, s: &mut Session, view: &PeerView, out: &mut Vec<EventId>) -> Result<Vec<Cid>, SyncError> {
+    if s.their_wants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut wanted = std::mem::take(&mut s.their_wants);
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted.retain(|c| dag.contains(c));
+    if wanted.is_empty() {
+        return Ok(wanted);
+    }
+    let candidates = dag.difference(&wanted, &view.base).map_err(unknown)?;
+    let forced: HashSet<EventId> = wanted.iter().filter_map(|c| dag.id(c)).collect();
+    let picked = match (&s.their_filter, view.all_known) {
+        (Some(filter), false) => select(dag, &candidates, filter, |id| forced.contains(&id), |_| false),
+        _ => candidates,
+    };
+    let ack = s.their_ack;
+    // Skip what is on its way: sent in a message the peer had not seen when it asked.
+    out.extend(picked.into_iter().filter(|id| s.sent.get(&dag.cid(*id)).is_none_or(|&seq| seq <= ack)));
+    Ok(wanted)
+}
+
+/// Step 4: the blocks of `out` that fit in the limits (beside `overhead`
+/// bytes of filter and links), and whether some were held back. Wanted
+/// blocks held back are owed again.
+async fn fill<S: ?Sized + StreamStore>(
+    replica: &Replica<S>,
+    state: &mut SyncState,
+    out: &[EventId],
+    wanted: &[Cid],
+    overhead: usize,
+) -> Result<(Vec<Block>, bool), SyncError> {
+    let limits = state.limits;
+    if out.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let dag = replica.dag();
+    let mut budget = limits.max_message_bytes.saturating_sub(MESSAGE_SLACK + overhead);
+    let cids: Vec<Cid> = out.iter().map(|id| dag.cid(*id)).collect();
+    let mut blocks = Vec::with_capacity(cids.len().min(limits.max_blocks));
+    let mut truncated = false;
+    for (cid, block) in cids.iter().zip(replica.store().get_many(&cids).await?) {
+        let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
+        if blocks.len() == limits.max_blocks || (block.len() > budget && !blocks.is_empty()) {
+            truncated = true;
+            break;
+        }
+        budget = budget.saturating_sub(block.len());
+        blocks.push(block);
+    }
+    if truncated {
+        // What did not fit goes next time; wanted events are asked for only once.
+        let cut: HashSet<&Cid> = cids[blocks.len()..].iter().collect();
+        state.session.their_wants.extend(wanted.iter().filter(|c| cut.contains(c)));
+    }
+    Ok((blocks, truncated))
+}
+
+/// Step 5: once the peer has answered our filter, one batched want of its
+/// heads we lack and of every missing parent, each asked once per session.
+fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &PeerView, max: usize) -> Vec<Cid> {
+    if !(s.filter_sent && s.their_ack >= s.filter_seq && !s.their_more) {
+        return Vec::new();
+    }
+    let dag = replica.dag();
+    let mut want: Vec<Cid> =
+        view.theirs.iter().filter(|h| !dag.contains(h) && !replica.is_pending(h)).copied().collect();
+    want.extend(replica.missing());
+    want.sort_unstable();
+    want.dedup();
+    want.retain(|c| !s.asked.contains(c));
+    want.truncate(max);
+    want
+}
+
+/// Step 6: speak, or stay silent; numbers the message and records what it
+/// carries.
+///
+/// We speak when we have a filter, blocks or wants to send, owe the peer an
+/// answer, or our heads changed since we last told the peer (even when it
+/// holds them: telling it acknowledges what it sent, so both sides know the
+/// pair is settled). When the peer said more follows and we have nothing to
+/// say, an empty, unnumbered message asks it to go on (once per message of
+/// the peer's).
+fn finish(s: &mut Session, mut msg: Message, blocks: Vec<Block>, my_heads: Vec<Cid>, truncated: bool) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
     let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
     let speak = msg.filter.is_some()
         || !blocks.is_empty()
         || !msg.want.is_empty()
         || (s.owe_reply && !in_sync)
-        || (heads_changed && !in_sync);
+        || heads_changed;
     s.last_heads = Some(my_heads.clone());
     s.dirty = truncated;
     if !speak {
-        return Ok(None);
+        if s.their_more && !s.prompted {
+            s.prompted = true;
+            return Some(Message::default());
+        }
+        return None;
     }
     s.seq += 1;
     msg.seq = s.seq;
@@ -355,7 +420,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     s.asked.extend(msg.want.iter().copied());
     s.owe_reply = false;
     msg.blocks = blocks.into_iter().map(|b| b.into_parts().1).collect();
-    Ok(Some(msg))
+    Some(msg)
 }
 
 /// Takes in a message from the peer of `state`: ingests its blocks (each is
@@ -408,6 +473,7 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     if newest {
         s.their_seq = seq;
         s.their_more = more;
+        s.prompted = false;
     }
     s.their_ack = s.their_ack.max(ack);
     if let Some(filter) = filter

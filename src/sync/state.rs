@@ -68,6 +68,8 @@ pub(crate) struct Session {
     pub their_ack: u64,
     /// The peer's last message said more blocks follow.
     pub their_more: bool,
+    /// We asked the peer to go on since its last message.
+    pub prompted: bool,
     /// Heads we last told the peer.
     pub last_sent_heads: Option<Vec<Cid>>,
     /// Heads the peer last told us.
@@ -178,7 +180,7 @@ impl SyncState {
 
     /// Encodes the durable part: `[1, [shared heads as links]]` in DAG-CBOR.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 41 * self.shared.len());
+        let mut out = Vec::with_capacity(4 + super::LINK_BYTES * self.shared.len());
         cbor::write_head(&mut out, MAJOR_ARRAY, 2);
         cbor::write_head(&mut out, MAJOR_UINT, STATE_VERSION);
         cbor::write_head(&mut out, MAJOR_ARRAY, self.shared.len() as u64);
@@ -216,7 +218,7 @@ impl SyncState {
         if major != MAJOR_ARRAY {
             return Err(bad(at, "shared heads must be a list"));
         }
-        if count.saturating_mul(41) > r.remaining() as u64 {
+        if count.saturating_mul(super::LINK_BYTES as u64) > r.remaining() as u64 {
             return Err(bad(at, "length exceeds the input"));
         }
         let mut shared = Vec::with_capacity(count as usize);
