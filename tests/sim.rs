@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
+use futures::executor::block_on;
 use merkle_clock::replica::Replica;
 use merkle_clock::sim::{Partition, Protocol, SimConfig, SimError, SimReport, Simulation, SyncProtocol};
-use futures::executor::block_on;
 use merkle_clock::store::StreamStore;
 use merkle_clock::sync::{Received, SyncError, SyncLimits};
 use merkle_clock::{Block, Cid};

@@ -457,7 +457,14 @@ impl<P: Ord + Clone> Sessions<P, Bloom> {
 impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     /// A driver of any protocol; salts and random draws from OS randomness.
     pub fn with_protocol(protocol: Pr, config: SessionConfig) -> Self {
-        Sessions { protocol, config, peers: BTreeMap::new(), rng: None, next_anti_entropy: None, stats: SessionStats::default() }
+        Sessions {
+            protocol,
+            config,
+            peers: BTreeMap::new(),
+            rng: None,
+            next_anti_entropy: None,
+            stats: SessionStats::default(),
+        }
     }
 
     /// A driver whose every random choice (filter salts, anti-entropy peers)

@@ -141,10 +141,10 @@ use crate::replica::{Ingest, IngestReport, Rejection, Replica};
 use crate::store::{StoreError, StreamStore};
 
 pub use bloom::{BITS_PER_ELEMENT, BloomFilter, FULL_INVENTORY_BITS_PER_ELEMENT, MAX_HASHES};
+pub use driver::{Bloom, Due, Naive, Outgoing, Protocol, Reply, Restart, SessionConfig, SessionStats, Sessions};
 pub use message::{Message, SyncError, SyncLimits, VERSION};
 pub use naive::{NaiveState, naive_generate, naive_receive};
 pub use state::SyncState;
-pub use driver::{Bloom, Due, Naive, Outgoing, Protocol, Reply, Restart, SessionConfig, SessionStats, Sessions};
 
 use state::Session;
 
@@ -214,7 +214,8 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
         open_session(dag, state, &my_heads, &mut msg)?;
     }
     let view = PeerView::of(dag, &state.session);
-    let (mut out, exact) = if changed { lacking(dag, &mut state.session, &my_heads, &view)? } else { (Vec::new(), false) };
+    let (mut out, exact) =
+        if changed { lacking(dag, &mut state.session, &my_heads, &view)? } else { (Vec::new(), false) };
     let wanted = answer_wants(dag, &mut state.session, &view, &mut out)?;
     out.sort_unstable_by_key(|id| dag.key(*id));
     out.dedup();
@@ -384,7 +385,13 @@ fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &
 /// pair is settled). When the peer said more follows and we have nothing to
 /// say, an empty, unnumbered message asks it to go on (once per message of
 /// the peer's).
-fn finish(s: &mut Session, mut msg: Message, blocks: Vec<Block>, my_heads: Vec<Cid>, truncated: bool) -> Option<Message> {
+fn finish(
+    s: &mut Session,
+    mut msg: Message,
+    blocks: Vec<Block>,
+    my_heads: Vec<Cid>,
+    truncated: bool,
+) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
     let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
     let speak = msg.filter.is_some()

@@ -1,57 +1,63 @@
-//! What a network offers the sync protocol, as three small async traits, and
-//! an in-memory implementation of each.
+//! What a network offers beyond the sync sessions, as two small async
+//! traits, and an in-memory network for tests and examples.
 //!
 //! - [`Broadcaster`]: announce heads (and new event blocks) to everyone
 //!   following a stream's topic, and receive their announcements. Best
 //!   effort: announcements may be lost; sync repairs what they miss.
-//! - [`SyncChannel`]: request/response of encoded sync [`Message`]s with one
-//!   peer (libp2p request-response, an HTTP endpoint, a queue pair).
 //! - [`Fetcher`]: plain block-by-CID retrieval, many CIDs at a time (what an
 //!   IPFS block exchange such as bitswap offers).
 //!
-//! The traits are object safe (`Box<dyn SyncChannel>`), `Send + Sync`, and say
+//! Sync sessions themselves need no trait: a transport carries the bytes
+//! that the [session driver](super::Sessions) hands it to one peer, and
+//! hands it the bytes that arrive. [`MemorySyncChannel`] does that between
+//! in-process endpoints; the libp2p adapter does it over request/response
+//! streams and implements both traits.
+//!
+//! The traits are object safe (`Box<dyn Fetcher>`), `Send + Sync`, and say
 //! nothing about the wire: adapters carry bytes. [`MemoryHub`] connects any
-//! number of in-process endpoints through `futures` channels, for tests and
-//! examples; [`sync_with`] and [`answer`] are the two loops a request/response
-//! transport needs.
+//! number of in-process endpoints through `futures` channels.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use futures::future::{Either, select};
+//! use std::time::Duration;
 //! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
-//! use merkle_clock::sync::{SyncState, transport::{MemoryHub, SyncChannel, answer, sync_with}};
-//! # futures::executor::block_on(async {
-//! let genesis = Event::genesis("notes").encode().unwrap();
+//! use merkle_clock::sync::{SessionConfig, Sessions, transport::{MemoryHub, PeerId}};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { futures::executor::block_on(async {
+//! let genesis = Event::genesis("notes").encode()?;
 //! let stream = *genesis.cid();
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-//! alice.append(&"from alice").await.unwrap();
-//! bob.append(&"from bob").await.unwrap();
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
+//! alice.append(&"from alice").await?;
+//! bob.append(&"from bob").await?;
 //!
 //! let hub = MemoryHub::new();
-//! let alice_net = hub.sync_channel("alice");
-//! let mut bob_net = hub.sync_channel("bob");
-//! let server = async {
-//!     let mut state = SyncState::new();
-//!     while let Some(request) = bob_net.next_request().await.unwrap() {
-//!         let reply = answer(&mut bob, &mut state, &request.message).await.unwrap();
-//!         request.respond(reply);
+//! let (mut alice_net, mut bob_net) = (hub.sync_channel("alice"), hub.sync_channel("bob"));
+//! let (mut a, mut b) = (Sessions::new(SessionConfig::default()), Sessions::new(SessionConfig::default()));
+//! let now = Duration::ZERO;
+//! a.connect(PeerId::from("bob"), now);
+//! for out in a.tick(&alice, now).await?.messages {
+//!     alice_net.send(&out.peer, &stream, out.message)?;
+//! }
+//! // Each side answers what arrives until the network is quiet.
+//! loop {
+//!     let mut quiet = true;
+//!     while let Some(m) = bob_net.try_next() {
+//!         quiet = false;
+//!         if let Some(reply) = b.receive(&mut bob, &m.from, &m.message, now).await?.reply {
+//!             bob_net.send(&m.from, &m.stream, reply)?;
+//!         }
 //!     }
-//! };
-//! let client = async {
-//!     let mut state = SyncState::new();
-//!     sync_with(&mut alice, &mut state, &alice_net, &"bob".into(), &stream).await.unwrap()
-//! };
-//! let exchanges = {
-//!     futures::pin_mut!(server, client);
-//!     match select(client, server).await {
-//!         Either::Left((exchanges, _)) => exchanges,
-//!         Either::Right(_) => unreachable!("the server runs until dropped"),
+//!     while let Some(m) = alice_net.try_next() {
+//!         quiet = false;
+//!         if let Some(reply) = a.receive(&mut alice, &m.from, &m.message, now).await?.reply {
+//!             alice_net.send(&m.from, &m.stream, reply)?;
+//!         }
 //!     }
-//! };
-//! assert!(exchanges <= 3);
+//!     if quiet { break; }
+//! }
 //! assert_eq!(alice.heads(), bob.heads());
-//! # });
+//! assert!(a.settled(&alice, &PeerId::from("bob")) && b.settled(&bob, &PeerId::from("alice")));
+//! # Ok(()) }) }
 //! ```
 
 use std::collections::HashMap;
@@ -62,14 +68,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::mpsc;
 use ipld_core::cid::Cid;
 use thiserror::Error;
 
-use super::{Message, SyncError, SyncState, generate_message, receive_message};
+use super::SyncError;
 use crate::block::Block;
-use crate::replica::Replica;
-use crate::store::{Blockstore, StreamStore};
+use crate::store::Blockstore;
 
 /// A peer's name on a transport (a libp2p peer id, a URL, ...).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,7 +142,7 @@ pub struct Announcement {
 }
 
 /// Announces heads and new events to a stream's topic, and receives the
-/// announcements of others (seed 004's broadcaster). Best effort.
+/// announcements of others. Best effort.
 #[async_trait]
 pub trait Broadcaster: Send + Sync {
     /// The topic: the stream's genesis CID.
@@ -152,53 +157,25 @@ pub trait Broadcaster: Send + Sync {
     async fn next(&mut self) -> Result<Option<Announcement>, TransportError>;
 }
 
-/// A sync request received on a [`SyncChannel`]: take it in, then
-/// [`respond`](IncomingRequest::respond) with the reply (or `None`).
-pub struct IncomingRequest {
+/// A sync message received on a [`MemorySyncChannel`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Incoming {
     /// Who sent it.
     pub from: PeerId,
     /// The stream it is about.
     pub stream: Cid,
-    /// The encoded [`Message`].
+    /// The encoded message.
     pub message: Vec<u8>,
-    reply: oneshot::Sender<Option<Vec<u8>>>,
 }
 
-impl IncomingRequest {
-    /// A request whose reply goes to `reply` (for transport implementations).
-    pub fn new(from: PeerId, stream: Cid, message: Vec<u8>, reply: oneshot::Sender<Option<Vec<u8>>>) -> Self {
-        IncomingRequest { from, stream, message, reply }
-    }
-
-    /// Sends the reply (an encoded message, or `None` for nothing to say).
-    /// A requester that gave up is not an error.
-    pub fn respond(self, reply: Option<Vec<u8>>) {
-        let _ = self.reply.send(reply);
-    }
-}
-
-impl fmt::Debug for IncomingRequest {
+impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IncomingRequest")
+        f.debug_struct("Incoming")
             .field("from", &self.from)
             .field("stream", &crate::block::short(&self.stream))
             .field("bytes", &self.message.len())
             .finish()
     }
-}
-
-/// Request/response of encoded sync messages with peers.
-#[async_trait]
-pub trait SyncChannel: Send + Sync {
-    /// Our own name on the transport.
-    fn local_peer(&self) -> &PeerId;
-
-    /// Sends an encoded message about `stream` to `peer` and waits for its
-    /// reply (`None`: it had nothing to say).
-    async fn request(&self, peer: &PeerId, stream: &Cid, message: Vec<u8>) -> Result<Option<Vec<u8>>, TransportError>;
-
-    /// The next request from a peer; `Ok(None)` once the transport is closed.
-    async fn next_request(&mut self) -> Result<Option<IncomingRequest>, TransportError>;
 }
 
 /// Plain block retrieval by CID from whoever has the blocks.
@@ -207,53 +184,6 @@ pub trait Fetcher: Send + Sync {
     /// One entry per CID, in order: the block, verified against its CID, or
     /// `None` when no one reachable has it.
     async fn fetch(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, TransportError>;
-}
-
-/// Syncs `replica` with `peer` over a request/response channel, as the side
-/// that asks: sends each message [`generate_message`] makes and takes in each
-/// reply, until there is nothing left to say. Returns the number of exchanges.
-///
-/// # Errors
-/// [`TransportError`] when the channel fails or a reply does not decode.
-pub async fn sync_with<S: ?Sized + StreamStore, C: ?Sized + SyncChannel>(
-    replica: &mut Replica<S>,
-    state: &mut SyncState,
-    channel: &C,
-    peer: &PeerId,
-    stream: &Cid,
-) -> Result<usize, TransportError> {
-    let mut exchanges = 0;
-    let mut poke = false;
-    loop {
-        let msg = match generate_message(replica, state).await? {
-            Some(m) => m,
-            // The peer held blocks back: an empty, unnumbered message asks it to go on.
-            None if poke => Message::default(),
-            None => return Ok(exchanges),
-        };
-        exchanges += 1;
-        poke = false;
-        if let Some(reply) = channel.request(peer, stream, msg.encode()).await? {
-            let reply = Message::decode(&reply, state.limits())?;
-            poke = reply.more;
-            receive_message(replica, state, reply).await?;
-        }
-    }
-}
-
-/// The answering side of [`sync_with`]: takes in one encoded request and
-/// makes the encoded reply.
-///
-/// # Errors
-/// [`SyncError`] when the request does not decode or the store fails.
-pub async fn answer<S: ?Sized + StreamStore>(
-    replica: &mut Replica<S>,
-    state: &mut SyncState,
-    request: &[u8],
-) -> Result<Option<Vec<u8>>, SyncError> {
-    let msg = Message::decode(request, state.limits())?;
-    receive_message(replica, state, msg).await?;
-    Ok(generate_message(replica, state).await?.map(|m| m.encode()))
 }
 
 /// An in-process network: every endpoint made from one hub (or its clones)
@@ -267,7 +197,7 @@ pub struct MemoryHub {
 struct Hub {
     next_id: u64,
     topics: HashMap<Cid, Vec<(u64, PeerId, mpsc::UnboundedSender<Announcement>)>>,
-    channels: HashMap<PeerId, (u64, mpsc::UnboundedSender<IncomingRequest>)>,
+    channels: HashMap<PeerId, (u64, mpsc::UnboundedSender<Incoming>)>,
     stores: Vec<(u64, PeerId, Arc<dyn Blockstore>)>,
 }
 
@@ -304,7 +234,7 @@ impl MemoryHub {
         MemoryBroadcaster { hub: self.clone(), id, peer, topic, rx }
     }
 
-    /// The request/response endpoint of `peer` (replacing an earlier one of the same name).
+    /// The sync message endpoint of `peer` (replacing an earlier one of the same name).
     pub fn sync_channel(&self, peer: impl Into<PeerId>) -> MemorySyncChannel {
         let peer = peer.into();
         let (tx, rx) = mpsc::unbounded();
@@ -374,12 +304,13 @@ impl Drop for MemoryBroadcaster {
     }
 }
 
-/// A [`MemoryHub`] request/response endpoint. Dropping it makes it unreachable.
+/// A [`MemoryHub`] endpoint for sync messages: one-way, in order, never
+/// lost. Dropping it makes it unreachable.
 pub struct MemorySyncChannel {
     hub: MemoryHub,
     id: u64,
     peer: PeerId,
-    rx: mpsc::UnboundedReceiver<IncomingRequest>,
+    rx: mpsc::UnboundedReceiver<Incoming>,
 }
 
 impl fmt::Debug for MemorySyncChannel {
@@ -388,25 +319,32 @@ impl fmt::Debug for MemorySyncChannel {
     }
 }
 
-#[async_trait]
-impl SyncChannel for MemorySyncChannel {
-    fn local_peer(&self) -> &PeerId {
+impl MemorySyncChannel {
+    /// Our own name on the hub.
+    pub fn local_peer(&self) -> &PeerId {
         &self.peer
     }
 
-    async fn request(&self, peer: &PeerId, stream: &Cid, message: Vec<u8>) -> Result<Option<Vec<u8>>, TransportError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let hub = self.hub.lock();
-            let (_, to) = hub.channels.get(peer).ok_or_else(|| TransportError::UnknownPeer(peer.clone()))?;
-            to.unbounded_send(IncomingRequest::new(self.peer.clone(), *stream, message, tx))
-                .map_err(|_| TransportError::Closed)?;
-        }
-        rx.await.map_err(|_| TransportError::Closed)
+    /// Sends an encoded message about `stream` to `peer`.
+    ///
+    /// # Errors
+    /// [`TransportError::UnknownPeer`] when no endpoint has that name;
+    /// [`TransportError::Closed`] when it went away.
+    pub fn send(&self, peer: &PeerId, stream: &Cid, message: Vec<u8>) -> Result<(), TransportError> {
+        let hub = self.hub.lock();
+        let (_, to) = hub.channels.get(peer).ok_or_else(|| TransportError::UnknownPeer(peer.clone()))?;
+        let m = Incoming { from: self.peer.clone(), stream: *stream, message };
+        to.unbounded_send(m).map_err(|_| TransportError::Closed)
     }
 
-    async fn next_request(&mut self) -> Result<Option<IncomingRequest>, TransportError> {
-        Ok(self.rx.next().await)
+    /// The next message, waiting for one; `None` once every sender is gone.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.rx.next().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_next(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -466,10 +404,11 @@ impl Drop for MemoryFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Config;
+    use crate::replica::{Config, Replica};
+    use crate::sync::{Bloom, SessionConfig, Sessions};
     use crate::{Event, MemoryBlockstore};
     use futures::executor::block_on;
-    use futures::future::{Either, select};
+    use std::time::Duration;
 
     async fn replica(genesis: &Block) -> Replica<MemoryBlockstore> {
         Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap()
@@ -501,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn sync_channel_carries_a_whole_sync() {
+    fn sync_channel_carries_a_whole_sync_through_the_drivers() {
         block_on(async {
             let g = Event::genesis("chan").encode().unwrap();
             let (mut a, mut b) = (replica(&g).await, replica(&g).await);
@@ -510,28 +449,39 @@ mod tests {
                 b.append(&(i + 100)).await.unwrap();
             }
             let hub = MemoryHub::new();
-            let chan_a: Box<dyn SyncChannel> = Box::new(hub.sync_channel("a"));
-            let mut chan_b = hub.sync_channel("b");
-            let server = async {
-                let mut state = SyncState::with_seed(2);
-                while let Some(req) = chan_b.next_request().await.unwrap() {
-                    assert_eq!(req.from.as_str(), "a");
-                    let reply = answer(&mut b, &mut state, &req.message).await.unwrap();
-                    req.respond(reply);
+            let (mut net_a, mut net_b) = (hub.sync_channel("a"), hub.sync_channel("b"));
+            let config = SessionConfig::default();
+            let mut da = Sessions::with_seed(Bloom::default(), config.clone(), 1);
+            let mut db = Sessions::with_seed(Bloom::default(), config, 2);
+            let now = Duration::ZERO;
+            da.connect(PeerId::from("b"), now);
+            for out in da.tick(&a, now).await.unwrap().messages {
+                net_a.send(&out.peer, g.cid(), out.message).unwrap();
+            }
+            let mut messages = 0;
+            loop {
+                let mut quiet = true;
+                while let Some(m) = net_b.try_next() {
+                    assert_eq!((m.from.as_str(), &m.stream), ("a", g.cid()));
+                    (quiet, messages) = (false, messages + 1);
+                    if let Some(r) = db.receive(&mut b, &m.from, &m.message, now).await.unwrap().reply {
+                        net_b.send(&m.from, &m.stream, r).unwrap();
+                    }
                 }
-            };
-            let client = async {
-                let mut state = SyncState::with_seed(1);
-                let n = sync_with(&mut a, &mut state, chan_a.as_ref(), &"b".into(), g.cid()).await.unwrap();
-                (n, state)
-            };
-            futures::pin_mut!(server, client);
-            let Either::Left(((exchanges, _), _)) = select(client, server).await else { panic!("server ended") };
-            assert!(exchanges <= 3, "{exchanges} exchanges");
-            assert!(matches!(
-                chan_a.request(&"nobody".into(), g.cid(), vec![]).await,
-                Err(TransportError::UnknownPeer(_))
-            ));
+                while let Some(m) = net_a.try_next() {
+                    (quiet, messages) = (false, messages + 1);
+                    if let Some(r) = da.receive(&mut a, &m.from, &m.message, now).await.unwrap().reply {
+                        net_a.send(&m.from, &m.stream, r).unwrap();
+                    }
+                }
+                if quiet {
+                    break;
+                }
+            }
+            assert_eq!(a.heads(), b.heads());
+            assert_eq!(a.len(), 41);
+            assert!(messages <= 6, "{messages} messages");
+            assert!(matches!(net_a.send(&"nobody".into(), g.cid(), vec![]), Err(TransportError::UnknownPeer(_))));
         });
     }
 
