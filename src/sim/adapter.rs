@@ -68,6 +68,13 @@ impl Protocol for SyncProtocol {
         }
     }
 
+    fn restart(&self, state: &mut SyncProtocolState, seed: Option<u64>) {
+        match state {
+            SyncProtocolState::Bloom(s) => self.bloom().restart(s, seed),
+            SyncProtocolState::Naive(s) => Naive::default().restart(s, seed),
+        }
+    }
+
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncProtocolState) -> bool {
         match state {
             SyncProtocolState::Bloom(s) => self.bloom().settled(replica, s),

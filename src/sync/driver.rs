@@ -34,8 +34,9 @@
 //!   the last blocks of an exchange tells the sender its new heads, so both
 //!   sides of a synced pair know it and neither ever times out.
 //! - **Timeouts.** A session that is not settled, and from whose peer nothing
-//!   arrived for [`SessionConfig::timeout`] since it was last seen settled,
-//!   restarts (a message was lost, or the peer went away). Each timeout in a row doubles the wait, up to
+//!   arrived for [`SessionConfig::timeout`] since it was last seen settled
+//!   (a local append makes a settled session active again: its clock starts
+//!   then), restarts: a message was lost, or the peer went away. Each timeout in a row doubles the wait, up to
 //!   2^[`SessionConfig::max_backoff`] times; a message from the peer resets
 //!   the back-off.
 //! - **Session cap.** A session that sent [`SessionConfig::max_session_messages`]
@@ -138,6 +139,14 @@ pub trait Protocol {
     /// cannot read give [`Protocol::new_state`].
     fn restore(&self, durable: &[u8], seed: Option<u64>) -> Self::State;
 
+    /// Starts a new session in `state`, keeping its durable part (and
+    /// whatever else the protocol trusts across sessions). Default: the
+    /// state rebuilt from [`Protocol::save`].
+    fn restart(&self, state: &mut Self::State, seed: Option<u64>) {
+        let durable = self.save(state);
+        *state = self.restore(&durable, seed);
+    }
+
     /// Whether, as far as `state` knows, the peer holds exactly what
     /// `replica` holds. The driver never times out a settled session.
     /// Default: `false` (every quiet session may time out).
@@ -206,6 +215,13 @@ impl Protocol for Bloom {
                 state
             }
             Err(_) => self.new_state(seed),
+        }
+    }
+
+    fn restart(&self, state: &mut SyncState, seed: Option<u64>) {
+        state.reset();
+        if let Some(seed) = seed {
+            state.reseed(seed);
         }
     }
 
@@ -414,6 +430,10 @@ struct Peer<St> {
     calm: Duration,
     /// Timeouts in a row since the peer last spoke.
     backoff: u32,
+    /// The peer was settled when the driver last looked (after a message
+    /// in, after a tick): a session that is not settled now became active
+    /// since, by a local append, and its timeout starts now.
+    was_settled: bool,
     /// Messages sent in this session.
     sent: u32,
 }
@@ -525,7 +545,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         }
         let seed = self.seed();
         let state = self.protocol.new_state(seed);
-        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, sent: 0 });
+        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, was_settled: false, sent: 0 });
         false
     }
 
@@ -535,7 +555,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     pub fn connect_with(&mut self, peer: P, durable: &[u8], now: Duration) {
         let seed = self.seed();
         let state = self.protocol.restore(durable, seed);
-        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, sent: 0 });
+        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, was_settled: false, sent: 0 });
     }
 
     /// A peer went away: forgets its session and returns the durable part of
@@ -562,10 +582,10 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     fn restart(&mut self, peer: &P, now: Duration, why: Restart) {
         let seed = self.seed();
         let Some(p) = self.peers.get_mut(peer) else { return };
-        let durable = self.protocol.save(&p.state);
-        p.state = self.protocol.restore(&durable, seed);
+        self.protocol.restart(&mut p.state, seed);
         p.calm = now;
         p.sent = 0;
+        p.was_settled = false;
         match why {
             Restart::Timeout => {
                 p.backoff = p.backoff.saturating_add(1);
@@ -616,6 +636,9 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         };
         self.stats.messages_received += 1;
         let reply = self.speak(replica, peer, now).await?;
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.was_settled = self.protocol.settled(replica, &p.state);
+        }
         Ok(Reply { received, reply })
     }
 
@@ -665,7 +688,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             let max_backoff = self.config.max_backoff.min(30);
             let mut expired: Vec<P> = Vec::new();
             for (peer, p) in &mut self.peers {
-                if self.protocol.settled(replica, &p.state) {
+                if p.was_settled || self.protocol.settled(replica, &p.state) {
                     p.calm = now;
                 } else if now >= p.calm.saturating_add(timeout.saturating_mul(1 << p.backoff.min(max_backoff))) {
                     expired.push(peer.clone());
@@ -685,6 +708,9 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             if let Some(message) = self.speak(replica, &peer, now).await? {
                 due.messages.push(Outgoing { peer, message });
             }
+        }
+        for p in self.peers.values_mut() {
+            p.was_settled = self.protocol.settled(replica, &p.state);
         }
         Ok(due)
     }

@@ -156,8 +156,15 @@ impl SyncState {
     /// Drops the session (the ephemeral part), keeping the shared heads: the
     /// next message starts a new session, which tells the peer to start one
     /// too. Call it after a reconnect, or when a message may have been lost.
+    ///
+    /// The peer's heads as it last told them are kept (they are what it
+    /// said, whichever session it said them in): a peer whose message
+    /// reached our old session need not repeat them, and the next heads it
+    /// sends replace them.
     pub fn reset(&mut self) {
+        let their_heads = self.session.their_heads.take();
         *self.session = Session::fresh(true);
+        self.session.their_heads = their_heads;
     }
 
     /// Starts a new session because the peer started one (our next filter

@@ -1,0 +1,309 @@
+//! The session driver (`sync::Sessions`): its policy, seen from outside —
+//! timeouts, back-off, anti-entropy, caps, reconnects, bad messages — over
+//! an in-test network that can drop any message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use merkle_clock::replica::{Config, Replica};
+use merkle_clock::sync::{Bloom, Naive, Protocol, Restart, SessionConfig, Sessions, SyncError};
+use merkle_clock::{Block, Event, MemoryBlockstore};
+use quickcheck::{QuickCheck, TestResult};
+
+type R = Replica<MemoryBlockstore>;
+
+struct Node<Pr: Protocol> {
+    replica: R,
+    sessions: Sessions<usize, Pr>,
+}
+
+fn genesis() -> Block {
+    Event::genesis("sessions test").encode().unwrap()
+}
+
+async fn replica(g: &Block) -> R {
+    Replica::create(Arc::new(MemoryBlockstore::new()), g, Config::default()).await.unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// `n` nodes, all connected to each other, with `config`.
+async fn nodes<Pr: Protocol + Clone>(n: usize, protocol: Pr, config: SessionConfig) -> Vec<Node<Pr>> {
+    let g = genesis();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut sessions = Sessions::with_seed(protocol.clone(), config.clone(), i as u64 + 1);
+        for j in (0..n).filter(|&j| j != i) {
+            sessions.connect(j, Duration::ZERO);
+        }
+        out.push(Node { replica: replica(&g).await, sessions });
+    }
+    out
+}
+
+/// What happened in one second of [`second`].
+#[derive(Debug, Default)]
+struct Second {
+    sent: usize,
+    dropped: usize,
+    restarts: Vec<(usize, usize, Restart)>,
+}
+
+/// One second: every node ticks, then every message is delivered (and every
+/// reply, at once) unless `drop(from, to)` says it is lost.
+async fn second<Pr: Protocol>(nodes: &mut [Node<Pr>], t: u64, mut drop: impl FnMut(usize, usize) -> bool) -> Second {
+    let now = secs(t);
+    let mut wire: VecDeque<(usize, usize, Vec<u8>)> = VecDeque::new();
+    let mut out = Second::default();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let due = node.sessions.tick(&node.replica, now).await.unwrap();
+        out.restarts.extend(due.restarts.into_iter().map(|(p, why)| (i, p, why)));
+        wire.extend(due.messages.into_iter().map(|m| (i, m.peer, m.message)));
+    }
+    while let Some((from, to, bytes)) = wire.pop_front() {
+        out.sent += 1;
+        if drop(from, to) {
+            out.dropped += 1;
+            continue;
+        }
+        let node = &mut nodes[to];
+        let reply = node.sessions.receive(&mut node.replica, &from, &bytes, now).await.unwrap();
+        assert!(reply.received.rejections.is_empty(), "{:?}", reply.received.rejections);
+        if let Some(m) = reply.reply {
+            wire.push_back((to, from, m));
+        }
+    }
+    out
+}
+
+fn same<Pr: Protocol>(nodes: &[Node<Pr>]) -> bool {
+    nodes.iter().all(|n| n.replica.heads() == nodes[0].replica.heads() && n.replica.len() == nodes[0].replica.len())
+}
+
+fn quiet_config() -> SessionConfig {
+    SessionConfig { timeout: Some(secs(2)), anti_entropy: None, ..SessionConfig::default() }
+}
+
+#[test]
+fn a_synced_pair_goes_quiet_and_is_never_restarted() {
+    block_on(async {
+        let mut n = nodes(2, Bloom::default(), quiet_config()).await;
+        n[0].replica.append_many((0..30u32).map(|i| format!("a {i}"))).await.unwrap();
+        n[1].replica.append_many((0..3u32).map(|i| format!("b {i}"))).await.unwrap();
+        let first = second(&mut n, 0, |_, _| false).await;
+        assert!(same(&n), "one second of exchanges syncs them");
+        assert!(first.sent <= 6, "{first:?}");
+        for t in 1..100 {
+            let s = second(&mut n, t, |_, _| false).await;
+            assert_eq!((s.sent, s.restarts.len()), (0, 0), "second {t}: {s:?}");
+        }
+        for i in 0..2 {
+            assert!(n[i].sessions.settled(&n[i].replica, &(1 - i)));
+            assert_eq!(n[i].sessions.stats().timeouts, 0);
+        }
+        // A later append is pushed, acknowledged, and the pair is quiet again.
+        n[0].replica.append(&"late").await.unwrap();
+        let s = second(&mut n, 100, |_, _| false).await;
+        assert_eq!(s.sent, 2, "the push and the acknowledgement: {s:?}");
+        assert!(same(&n));
+        assert_eq!(second(&mut n, 101, |_, _| false).await.sent, 0);
+    });
+}
+
+#[test]
+fn a_lost_last_message_is_repaired_by_the_timeout() {
+    block_on(async {
+        let mut n = nodes(2, Bloom::default(), quiet_config()).await;
+        second(&mut n, 0, |_, _| false).await;
+        n[0].replica.append(&"lost").await.unwrap();
+        // The push is lost: nothing happens until the timeout, 2 s later.
+        let s = second(&mut n, 1, |_, _| true).await;
+        assert_eq!((s.sent, s.dropped), (1, 1));
+        assert_eq!(second(&mut n, 2, |_, _| false).await.sent, 0);
+        let s = second(&mut n, 3, |_, _| false).await;
+        assert_eq!(s.restarts, vec![(0, 1, Restart::Timeout)], "{s:?}");
+        assert!(same(&n));
+        assert_eq!(n[0].sessions.stats().timeouts, 1);
+        assert_eq!(second(&mut n, 4, |_, _| false).await.sent, 0);
+    });
+}
+
+#[test]
+fn timeouts_back_off_while_the_peer_is_silent_and_reset_when_it_speaks() {
+    block_on(async {
+        let config =
+            SessionConfig { timeout: Some(secs(2)), max_backoff: 2, anti_entropy: None, ..SessionConfig::default() };
+        let mut n = nodes(2, Bloom::default(), config).await;
+        n[0].replica.append(&"unheard").await.unwrap();
+        let mut at = Vec::new();
+        for t in 0..40 {
+            let s = second(&mut n, t, |from, _| from == 1).await;
+            if s.restarts.iter().any(|r| *r == (0, 1, Restart::Timeout)) {
+                at.push(t);
+            }
+        }
+        // Waits of 2, 4, 8, then 8 (2 × 2^max_backoff) seconds.
+        let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..4], &[4, 8, 8, 8], "timeouts at {at:?}");
+        assert_eq!(at[0], 2);
+        // The peer speaks: synced, and the next loss times out after 2 s again.
+        second(&mut n, 40, |_, _| false).await;
+        assert!(same(&n));
+        assert!(
+            n[0].sessions.settled(&n[0].replica, &1) && n[1].sessions.settled(&n[1].replica, &0),
+            "{:?} {:?} {:?}",
+            n[0].sessions.state(&1),
+            n[1].sessions.state(&0),
+            n[0].replica.heads()
+        );
+        n[0].replica.append(&"again").await.unwrap();
+        second(&mut n, 41, |_, _| true).await;
+        let s = second(&mut n, 42, |_, _| false).await;
+        assert_eq!(s.restarts.len(), 0, "{s:?}");
+        assert_eq!(second(&mut n, 43, |_, _| false).await.restarts, vec![(0, 1, Restart::Timeout)]);
+    });
+}
+
+#[test]
+fn anti_entropy_restarts_one_settled_peer_per_interval() {
+    block_on(async {
+        let config = SessionConfig { anti_entropy: Some(secs(10)), ..quiet_config() };
+        let mut n = nodes(4, Bloom::default(), config).await;
+        n[2].replica.append(&"x").await.unwrap();
+        second(&mut n, 0, |_, _| false).await;
+        assert!(same(&n));
+        let mut drawn = Vec::new();
+        let mut bytes_quiet = 0;
+        for t in 1..=35 {
+            let s = second(&mut n, t, |_, _| false).await;
+            drawn.extend(s.restarts.iter().filter(|r| r.0 == 0 && r.2 == Restart::AntiEntropy).map(|r| r.1));
+            bytes_quiet += s.sent;
+        }
+        assert_eq!(drawn.len(), 3, "one per 10 s: {drawn:?}");
+        assert!(drawn.iter().all(|p| (1..4).contains(p)));
+        assert_eq!(n[0].sessions.stats().anti_entropy, 3);
+        // Each anti-entropy session of every node: a filter each way and the acknowledgements.
+        assert!(bytes_quiet <= 4 * 3 * 4, "{bytes_quiet} messages");
+        assert!(same(&n));
+    });
+}
+
+#[test]
+fn a_session_restarts_when_it_reaches_its_message_cap() {
+    block_on(async {
+        let config = SessionConfig { max_session_messages: 3, ..quiet_config() };
+        let mut n = nodes(2, Bloom::default(), config).await;
+        let mut capped = 0;
+        for t in 0..6 {
+            n[t as usize % 2].replica.append(&t).await.unwrap();
+            let s = second(&mut n, t, |_, _| false).await;
+            capped += s.restarts.iter().filter(|r| r.2 == Restart::Capped).count();
+        }
+        // Restarts by the cap happen inside `speak`, so they show in the stats.
+        let stats: u64 = n.iter().map(|x| x.sessions.stats().capped).sum();
+        assert!(stats > 0, "{stats}");
+        assert_eq!(capped, 0, "tick reports timeouts and anti-entropy");
+        assert!(same(&n));
+    });
+}
+
+#[test]
+fn a_bad_message_is_an_error_and_restarts_the_session() {
+    block_on(async {
+        let mut n = nodes(2, Bloom::default(), quiet_config()).await;
+        n[1].replica.append(&"b").await.unwrap();
+        let node = &mut n[0];
+        let err = node.sessions.receive(&mut node.replica, &1, b"\xff\x00garbage", secs(0)).await.unwrap_err();
+        assert!(matches!(err, SyncError::Decode { .. }), "{err:?}");
+        let stats = node.sessions.stats();
+        assert_eq!((stats.errors, stats.failures), (1, 1));
+        second(&mut n, 0, |_, _| false).await;
+        assert!(same(&n));
+    });
+}
+
+#[test]
+fn a_peer_that_comes_back_starts_from_what_both_last_shared() {
+    block_on(async {
+        let mut n = nodes(2, Bloom::default(), quiet_config()).await;
+        n[0].replica.append_many((0..200u32).map(|i| format!("history {i}"))).await.unwrap();
+        second(&mut n, 0, |_, _| false).await;
+        assert!(same(&n));
+        let durable = n[0].sessions.disconnect(&1).expect("connected");
+        assert!(!n[0].sessions.contains(&1));
+        n[0].replica.append(&"while away").await.unwrap();
+        // Back with its durable state: the filter covers one event, not 202.
+        n[0].sessions.connect_with(1, &durable, secs(1));
+        let a = &mut n[0];
+        let hello = a.sessions.speak(&a.replica, &1, secs(1)).await.unwrap().expect("a hello");
+        assert!(hello.len() < 300, "{} bytes", hello.len());
+        // Without it, a fresh session sends a filter of the whole history.
+        n[0].sessions.disconnect(&1);
+        n[0].sessions.connect(1, secs(1));
+        let a = &mut n[0];
+        let fresh = a.sessions.speak(&a.replica, &1, secs(1)).await.unwrap().expect("a hello");
+        assert!(fresh.len() > hello.len() + 100, "{} vs {}", fresh.len(), hello.len());
+        // A reconnect of a known peer restarts its session and says so.
+        assert!(n[1].sessions.connect(0, secs(1)));
+        assert_eq!(n[1].sessions.stats().reconnects, 1);
+        second(&mut n, 2, |_, _| false).await;
+        assert!(same(&n));
+    });
+}
+
+#[test]
+fn the_naive_walk_runs_through_the_same_driver() {
+    block_on(async {
+        let mut n = nodes(3, Naive::default(), quiet_config()).await;
+        for (i, node) in n.iter_mut().enumerate() {
+            node.replica.append_many((0..5u32).map(|k| format!("{i} {k}"))).await.unwrap();
+        }
+        let mut t = 0;
+        while !same(&n) {
+            let drop_some = t < 5;
+            second(&mut n, t, |from, to| drop_some && (from + to + t as usize) % 3 == 0).await;
+            t += 1;
+            assert!(t < 60, "no convergence");
+        }
+        assert_eq!(n[0].replica.len(), 16);
+    });
+}
+
+/// Any pattern of loss, for a while, then none: the driver's timeouts bring
+/// every replica to the same blocks, within a bound.
+#[test]
+fn prop_sessions_converge_after_any_loss() {
+    fn prop(mask: u64, lossy_seconds: u8, appends: Vec<(u8, u8)>) -> TestResult {
+        if appends.len() > 12 {
+            return TestResult::discard();
+        }
+        block_on(async {
+            let mut n = nodes(3, Bloom::default(), quiet_config()).await;
+            let lossy = u64::from(lossy_seconds % 20);
+            let mut k = 0u32;
+            for t in 0..200u64 {
+                for &(who, when) in &appends {
+                    if u64::from(when % 20) == t {
+                        n[who as usize % 3].replica.append(&k).await.unwrap();
+                        k += 1;
+                    }
+                }
+                let mut i = 0u32;
+                second(&mut n, t, |_, _| {
+                    i += 1;
+                    t < lossy && mask >> (i % 64) & 1 == 1
+                })
+                .await;
+                if t >= 20 && same(&n) {
+                    return TestResult::passed();
+                }
+            }
+            TestResult::error(format!("no convergence: {:?}", n.iter().map(|x| x.replica.len()).collect::<Vec<_>>()))
+        })
+    }
+    QuickCheck::new().tests(200).quickcheck(prop as fn(u64, u8, Vec<(u8, u8)>) -> TestResult);
+}
