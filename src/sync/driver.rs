@@ -29,10 +29,11 @@
 //!
 //! # The policy
 //!
-//! - **Settled pairs stay quiet.** A peer is *settled* when it told us its
-//!   heads and they are ours ([`Protocol::settled`]). The side that takes in
-//!   the last blocks of an exchange tells the sender its new heads, so both
-//!   sides of a synced pair know it and neither ever times out.
+//! - **Settled pairs stay quiet.** A peer is *settled* when it is known to
+//!   hold our heads ([`Protocol::settled`]; for the Bloom protocol,
+//!   [`SyncState::known_heads`]). The side that takes in the last blocks of
+//!   an exchange acknowledges them, so both sides of a synced pair know it
+//!   and neither ever times out.
 //! - **Timeouts.** A session that is not settled, and from whose peer nothing
 //!   arrived for [`SessionConfig::timeout`] since it was last seen settled
 //!   (a local append makes a settled session active again: its clock starts
@@ -226,7 +227,7 @@ impl Protocol for Bloom {
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
-        state.their_heads().is_some_and(|h| h == replica.heads().as_slice())
+        state.known_heads().is_some_and(|h| h == replica.heads().as_slice())
     }
 
     async fn generate<S: ?Sized + StreamStore>(

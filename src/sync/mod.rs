@@ -222,14 +222,15 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     let overhead = msg.filter.as_ref().map_or(0, |f| f.bits().len()) + LINK_BYTES * (my_heads.len() + msg.since.len());
     let (blocks, truncated) = fill(replica, state, &out, &wanted, overhead).await?;
     // Once everything it lacks is on its way, it will hold exactly our history.
-    if exact && !truncated {
+    let predicts = exact && !truncated;
+    if predicts {
         state.session.predicted = Some(my_heads.clone());
         state.shared.clone_from(&my_heads);
     }
     if changed {
         msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants);
     }
-    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated))
+    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated, predicts))
 }
 
 /// The bytes of an encoded link (tag 42, a 37-byte CID with its 0 prefix, headers).
@@ -380,27 +381,39 @@ fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &
 /// carries.
 ///
 /// We speak when we have a filter, blocks or wants to send, owe the peer an
-/// answer, or our heads changed since we last told the peer (even when it
-/// holds them: telling it acknowledges what it sent, so both sides know the
-/// pair is settled). When the peer said more follows and we have nothing to
-/// say, an empty, unnumbered message asks it to go on (once per message of
-/// the peer's).
+/// answer, our heads changed and the peer may not hold them, or the peer
+/// sent blocks since our last message: then even a message with nothing
+/// else in it (a dozen bytes) acknowledges them, so that the sender knows
+/// the pair is in sync ([`SyncState::known_heads`]) instead of waiting for
+/// a timeout. When the peer said more follows and we have nothing to say,
+/// an empty, unnumbered message asks it to go on (once per message of the
+/// peer's).
 fn finish(
     s: &mut Session,
     mut msg: Message,
     blocks: Vec<Block>,
     my_heads: Vec<Cid>,
     truncated: bool,
+    predicts: bool,
 ) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
     let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
-    let speak = msg.filter.is_some()
+    let say = msg.filter.is_some()
         || !blocks.is_empty()
         || !msg.want.is_empty()
         || (s.owe_reply && !in_sync)
-        || heads_changed;
+        || (heads_changed && !in_sync);
+    // With nothing else to say, an acknowledgement carries no heads.
+    let speak = say || s.owe_ack;
     s.last_heads = Some(my_heads.clone());
     s.dirty = truncated;
+    if !blocks.is_empty() {
+        s.blocks_seq = s.seq + 1;
+    }
+    if predicts {
+        // What it lacked went out in our messages up to this one.
+        s.predicted_seq = s.blocks_seq;
+    }
     if !speak {
         if s.their_more && !s.prompted {
             s.prompted = true;
@@ -408,11 +421,12 @@ fn finish(
         }
         return None;
     }
+    s.owe_ack = false;
     s.seq += 1;
     msg.seq = s.seq;
     msg.ack = s.their_seq;
     msg.more = truncated;
-    if heads_changed {
+    if heads_changed && say {
         msg.heads.clone_from(&my_heads);
         s.last_sent_heads = Some(my_heads);
     }
@@ -500,6 +514,7 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
         }
     }
     s.dirty = true;
+    s.owe_ack |= received.accepted > 0 || received.duplicate > 0 || received.pending > 0;
 
     // Their heads are all here: both sides hold their history.
     if let Some(theirs) = &state.session.their_heads {

@@ -80,6 +80,14 @@ pub(crate) struct Session {
     /// Our heads when we last sent the peer everything it lacked: it will
     /// hold exactly these (unless it adds more).
     pub predicted: Option<Vec<Cid>>,
+    /// The number of the message after which the prediction holds: once the
+    /// peer acknowledges it, it holds `predicted`.
+    pub predicted_seq: u64,
+    /// The number of our last message that carried blocks.
+    pub blocks_seq: u64,
+    /// The peer sent blocks since our last message: acknowledge them, even
+    /// with nothing else to say, so that it knows they arrived.
+    pub owe_ack: bool,
     /// The peer's filter and its `since`.
     pub their_filter: Option<BloomFilter>,
     pub their_since: Vec<Cid>,
@@ -151,6 +159,18 @@ impl SyncState {
     /// The peer's heads as it last told them, if it did in this session.
     pub fn their_heads(&self) -> Option<&[Cid]> {
         self.session.their_heads.as_deref()
+    }
+
+    /// The heads the peer is known to hold: the heads it told us or, once it
+    /// acknowledged a message after which it lacked nothing of ours, our
+    /// heads as they were then. A pair whose known heads equal our heads is
+    /// in sync, and both sides know it.
+    pub fn known_heads(&self) -> Option<&[Cid]> {
+        let s = &self.session;
+        match &s.predicted {
+            Some(p) if s.their_ack >= s.predicted_seq => Some(p),
+            _ => s.their_heads.as_deref(),
+        }
     }
 
     /// Drops the session (the ephemeral part), keeping the shared heads: the
