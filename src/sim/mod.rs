@@ -75,7 +75,7 @@
 //!
 //! ```
 //! use merkle_clock::sim::{Partition, SimConfig, Simulation};
-//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = SimConfig {
 //!     seed: 7,
 //!     nodes: 4,
@@ -88,18 +88,19 @@
 //!     restarts: 1,
 //!     ..SimConfig::default()
 //! };
-//! let mut sim = Simulation::new(config.clone()).unwrap();
-//! let report = sim.run().unwrap();
+//! let mut sim = Simulation::new(config.clone())?;
+//! let report = sim.run()?;
 //! assert!(report.converged, "{report}");
 //! assert_eq!(report.events, 1 + 4 * 3); // the genesis and every append
-//! let heads = sim.replica(0).unwrap().heads();
+//! let heads = sim.replica(0).ok_or("node 0 is down")?.heads();
 //! for n in 1..4 {
-//!     assert_eq!(sim.replica(n).unwrap().heads(), heads);
-//!     assert_eq!(sim.replica(n).unwrap().len(), report.events);
+//!     assert_eq!(sim.replica(n).ok_or("a node is down")?.heads(), heads);
+//!     assert_eq!(sim.replica(n).ok_or("a node is down")?.len(), report.events);
 //! }
 //! // Same seed, same run.
-//! let again = Simulation::new(config).unwrap().run().unwrap();
+//! let again = Simulation::new(config)?.run()?;
 //! assert_eq!(report.trace_hash, again.trace_hash);
+//! # Ok(()) }
 //! ```
 //!
 //! [`SyncProtocol::Naive`] runs the level-by-level baseline instead,

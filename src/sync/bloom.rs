@@ -33,13 +33,15 @@ pub const SALT_LENGTHS: [usize; 2] = [16, 32];
 ///
 /// ```
 /// use merkle_clock::{Event, sync::BloomFilter};
-/// let g = Event::genesis("s").encode().unwrap();
-/// let a = Event::new(1, vec![*g.cid()], "a").encode().unwrap();
-/// let mut filter = BloomFilter::new(&[7u8; 16], 1, 10).unwrap();
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let g = Event::genesis("s").encode()?;
+/// let a = Event::new(1, vec![*g.cid()], "a").encode()?;
+/// let mut filter = BloomFilter::new(&[7u8; 16], 1, 10)?;
 /// filter.insert(a.cid());
 /// assert!(filter.contains(a.cid()));
 /// assert_eq!(filter.count(), 1);
 /// assert_eq!(filter.hashes(), 7);
+/// # Ok(()) }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct BloomFilter {

@@ -83,30 +83,30 @@
 //! use std::sync::Arc;
 //! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
 //! use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
-//! # futures::executor::block_on(async {
-//! let genesis = Event::genesis("chat").encode().unwrap();
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { futures::executor::block_on(async {
+//! let genesis = Event::genesis("chat").encode()?;
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
 //! for i in 0..100u32 {
-//!     alice.append(&format!("alice {i}")).await.unwrap();
-//!     bob.append(&format!("bob {i}")).await.unwrap();
+//!     alice.append(&format!("alice {i}")).await?;
+//!     bob.append(&format!("bob {i}")).await?;
 //! }
 //! let (mut to_bob, mut to_alice) = (SyncState::new(), SyncState::new());
 //! let limits = SyncLimits::default();
 //! let mut rounds = 0;
 //! loop {
 //!     // Both speak at once; then each takes in what the other said.
-//!     let from_alice = generate_message(&alice, &mut to_bob).await.unwrap();
-//!     let from_bob = generate_message(&bob, &mut to_alice).await.unwrap();
+//!     let from_alice = generate_message(&alice, &mut to_bob).await?;
+//!     let from_bob = generate_message(&bob, &mut to_alice).await?;
 //!     if from_alice.is_none() && from_bob.is_none() {
 //!         break;
 //!     }
 //!     if let Some(m) = from_alice {
-//!         let m = Message::decode(&m.encode(), &limits).unwrap(); // over the wire
-//!         receive_message(&mut bob, &mut to_alice, m).await.unwrap();
+//!         let m = Message::decode(&m.encode(), &limits)?; // over the wire
+//!         receive_message(&mut bob, &mut to_alice, m).await?;
 //!     }
 //!     if let Some(m) = from_bob {
-//!         receive_message(&mut alice, &mut to_bob, m).await.unwrap();
+//!         receive_message(&mut alice, &mut to_bob, m).await?;
 //!     }
 //!     rounds += 1;
 //! }
@@ -115,7 +115,7 @@
 //! assert!(rounds <= 3);
 //! // The durable part keeps the shared heads for next time.
 //! assert_eq!(to_bob.shared_heads(), alice.heads().as_slice());
-//! # });
+//! # Ok(()) }) }
 //! ```
 //!
 //! [`naive_generate`] and [`naive_receive`] implement the naive walk (heads,

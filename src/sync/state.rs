@@ -36,10 +36,12 @@ const STATE_VERSION: u64 = 1;
 ///
 /// ```
 /// use merkle_clock::sync::SyncState;
+/// # fn main() -> Result<(), merkle_clock::sync::SyncError> {
 /// let state = SyncState::with_seed(7);
 /// let bytes = state.encode();
-/// let back = SyncState::decode(&bytes).unwrap();
+/// let back = SyncState::decode(&bytes)?;
 /// assert_eq!(back.shared_heads(), state.shared_heads());
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct SyncState {
