@@ -23,14 +23,17 @@
 //! then add its line to [`PINNED`], fix the bug, and run
 //! `cargo test --test fuzz_regressions`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::executor::block_on;
 use merkle_clock::car::{CarError, CarLimits, CarReader, read_car, write_car};
 use merkle_clock::replica::{Config, Rejection, Replica};
-use merkle_clock::sync::{Message, SyncError, SyncLimits, SyncState, generate_message, receive_message};
+use merkle_clock::sync::{
+    Bloom, Message, SessionConfig, Sessions, SyncError, SyncLimits, SyncState, generate_message, receive_message,
+};
 use merkle_clock::{
     Block, BlockSet, Cid, DecodeError, Event, Ingest, Ipld, Limits, MemoryBlockstore, StreamStore, cid_of,
 };
@@ -413,7 +416,7 @@ pub enum MergeOp {
 /// What happens to one sync message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Lost; its sender notices and calls `SyncState::reset`.
+    /// Lost; the transport tells its sender's driver (`Sessions::lost`).
     Drop,
     /// Arrives twice.
     Duplicate,
@@ -530,83 +533,76 @@ fn exchange_all(a: &mut MemReplica, b: &mut MemReplica) {
     assert!(from_a.iter().all(|x| b.contains(x.cid())), "sync: b lacks a block a had");
 }
 
-/// The sync state each replica keeps about each peer, seeded so that runs
-/// are reproducible.
-struct PeerStates {
-    n: usize,
-    states: Vec<SyncState>,
+/// One side of a sync: a replica, its session driver, and its name there.
+pub struct Side<'a> {
+    /// The replica.
+    pub replica: &'a mut MemReplica,
+    /// Its sessions with every peer (persistent, as a long-lived peering's).
+    pub sessions: &'a mut Sessions<usize>,
+    /// Its name in the other side's driver.
+    pub id: usize,
 }
 
-impl PeerStates {
-    fn new(n: usize, limits: SyncLimits) -> Self {
-        let states = (0..n * n)
-            .map(|i| {
-                let mut s = SyncState::with_seed(i as u64);
-                s.set_limits(limits);
-                s
-            })
-            .collect();
-        PeerStates { n, states }
-    }
-
-    /// (lo's state about hi, hi's state about lo), for lo < hi.
-    fn pair(&mut self, lo: usize, hi: usize) -> (&mut SyncState, &mut SyncState) {
-        let (i, j) = (lo * self.n + hi, hi * self.n + lo);
-        let (left, right) = self.states.split_at_mut(j);
-        (&mut left[i], &mut right[0])
-    }
+/// A session driver per replica, seeded so that runs are reproducible.
+fn drivers(n: usize, limits: SyncLimits) -> Vec<Sessions<usize>> {
+    (0..n).map(|i| Sessions::with_seed(Bloom { limits }, SessionConfig::default(), i as u64)).collect()
 }
 
-/// Runs the sync protocol between two replicas (each message through its
-/// byte encoding) until both are silent, which must happen within a bound
+/// Runs the sync protocol between two replicas through their session
+/// drivers (each message through its byte encoding, each reply sent back
+/// the next round) until both are silent, which must happen within a bound
 /// that grows with the history, and leave them with the same heads and order.
-pub fn sync_pair(a: &mut MemReplica, sa: &mut SyncState, b: &mut MemReplica, sb: &mut SyncState) -> usize {
-    sync_pair_with(a, sa, b, sb, None)
+pub fn sync_pair(a: Side<'_>, b: Side<'_>) -> usize {
+    sync_pair_with(a, b, None)
 }
 
-/// As [`sync_pair`], with `a`'s message of one round dropped (and `a` then
-/// resetting its state), duplicated, or delivered late.
-pub fn sync_pair_with(
-    a: &mut MemReplica,
-    sa: &mut SyncState,
-    b: &mut MemReplica,
-    sb: &mut SyncState,
-    fault: Option<(usize, Fault)>,
-) -> usize {
-    let a_limits = *sa.limits();
-    let b_limits = *sb.limits();
-    let wire = |m: Message, limits: &SyncLimits| Message::decode(&m.encode(), limits).expect("our own messages decode");
-    let max_rounds = 64 + 4 * (a.len() + b.len());
-    let mut late: Option<Message> = None;
+/// As [`sync_pair`], with `a`'s message of one round dropped (and the
+/// transport telling `a`'s driver: [`Sessions::lost`]), duplicated, or
+/// delivered late.
+pub fn sync_pair_with(a: Side<'_>, b: Side<'_>, fault: Option<(usize, Fault)>) -> usize {
+    let now = Duration::ZERO;
+    let max_rounds = 64 + 4 * (a.replica.len() + b.replica.len());
+    let (mut to_b, mut to_a): (VecDeque<Vec<u8>>, VecDeque<Vec<u8>>) = (VecDeque::new(), VecDeque::new());
+    let mut late: Option<Vec<u8>> = None;
+    let deliver = |side: &mut Side<'_>, from: usize, m: &[u8], replies: &mut VecDeque<Vec<u8>>| {
+        let reply = block_on(side.sessions.receive(side.replica, &from, m, now)).expect("receive");
+        replies.extend(reply.reply);
+    };
+    let (mut a, mut b) = (a, b);
     for round in 0..max_rounds {
-        let from_a = block_on(generate_message(a, sa)).expect("generate");
-        let from_b = block_on(generate_message(b, sb)).expect("generate");
+        let from_a = match to_b.pop_front() {
+            Some(m) => Some(m),
+            None => block_on(a.sessions.speak(a.replica, &b.id, now)).expect("generate"),
+        };
+        let from_b = match to_a.pop_front() {
+            Some(m) => Some(m),
+            None => block_on(b.sessions.speak(b.replica, &a.id, now)).expect("generate"),
+        };
         if from_a.is_none() && from_b.is_none() && late.is_none() {
-            assert_eq!(a.heads(), b.heads(), "sync went silent before the heads agreed");
-            assert!(a.order().eq(b.order()), "sync went silent before the orders agreed");
+            assert_eq!(a.replica.heads(), b.replica.heads(), "sync went silent before the heads agreed");
+            assert!(a.replica.order().eq(b.replica.order()), "sync went silent before the orders agreed");
             return round;
         }
         if let Some(m) = from_a {
-            let m = wire(m, &b_limits);
             match fault {
-                Some((r, Fault::Drop)) if r == round => sa.reset(),
+                Some((r, Fault::Drop)) if r == round => a.sessions.lost(&b.id, now),
                 Some((r, Fault::Duplicate)) if r == round => {
-                    block_on(receive_message(b, sb, m.clone())).expect("receive");
-                    block_on(receive_message(b, sb, m)).expect("receive a duplicate");
+                    deliver(&mut b, a.id, &m, &mut to_a);
+                    deliver(&mut b, a.id, &m, &mut to_a);
                 }
                 Some((r, Fault::Late)) if r == round => late = Some(m),
                 _ => {
-                    block_on(receive_message(b, sb, m)).expect("receive");
+                    deliver(&mut b, a.id, &m, &mut to_a);
                     if let Some(m) = late.take() {
-                        block_on(receive_message(b, sb, m)).expect("receive a late message");
+                        deliver(&mut b, a.id, &m, &mut to_a);
                     }
                 }
             }
         } else if let Some(m) = late.take() {
-            block_on(receive_message(b, sb, m)).expect("receive a late message");
+            deliver(&mut b, a.id, &m, &mut to_a);
         }
         if let Some(m) = from_b {
-            block_on(receive_message(a, sa, wire(m, &a_limits))).expect("receive");
+            deliver(&mut a, b.id, &m, &mut to_b);
         }
     }
     panic!("sync did not go silent within {max_rounds} rounds");
@@ -630,7 +626,7 @@ pub fn check_merge(script: &MergeScript) {
     if script.sync_max_blocks != 0 {
         sync_limits.max_blocks = script.sync_max_blocks;
     }
-    let mut states = PeerStates::new(n, sync_limits);
+    let mut drivers = drivers(n, sync_limits);
     let mut model = BlockSet::from_blocks([genesis.clone()]).expect("genesis");
     let mut created: Vec<Block> = Vec::new();
     for op in &script.ops {
@@ -685,16 +681,18 @@ pub fn check_merge(script: &MergeScript) {
                     let (lo, hi) = (a.min(b), a.max(b));
                     let (left, right) = replicas.split_at_mut(hi);
                     let (x, y) = (&mut left[lo], &mut right[0]);
-                    let (sx, sy) = states.pair(lo, hi);
+                    let (dleft, dright) = drivers.split_at_mut(hi);
+                    let lo_side = Side { replica: x, sessions: &mut dleft[lo], id: lo };
+                    let hi_side = Side { replica: y, sessions: &mut dright[0], id: hi };
                     // The faulty side is `a`, whichever index it has.
-                    let (x, sx, y, sy) = if a == lo { (x, sx, y, sy) } else { (y, sy, x, sx) };
+                    let (x, y) = if a == lo { (lo_side, hi_side) } else { (hi_side, lo_side) };
                     match *op {
-                        MergeOp::Exchange { .. } => exchange_all(x, y),
+                        MergeOp::Exchange { .. } => exchange_all(x.replica, y.replica),
                         MergeOp::SyncFaulty { round, fault, .. } => {
-                            sync_pair_with(x, sx, y, sy, Some((round % 4, fault)));
+                            sync_pair_with(x, y, Some((round % 4, fault)));
                         }
                         _ => {
-                            sync_pair(x, sx, y, sy);
+                            sync_pair(x, y);
                         }
                     }
                 }
@@ -868,13 +866,17 @@ pub fn check_sync_message(data: &[u8]) {
     }
     assert!(mine.iter().all(|b| replica.contains(b.cid())), "the replica lost history");
     check_replica_consistent(&replica, &store);
-    // A hostile message cannot wedge the peering: after a reset, an honest
-    // peer and this replica converge.
-    state.reset();
+    // A hostile message cannot wedge the peering: after a restart of the
+    // session from its durable part, an honest peer and this replica converge.
+    let mut mine_driver = Sessions::with_seed(Bloom::default(), SessionConfig::default(), 7);
+    mine_driver.connect_with(1, &state.encode(), Duration::ZERO);
+    let mut peer_driver = Sessions::with_seed(Bloom::default(), SessionConfig::default(), 8);
     let theirs: Vec<Block> = fx.shared.iter().chain(&fx.theirs).cloned().collect();
     let (mut peer, _) = replica_holding(&fx.genesis, &theirs);
-    let mut peer_state = SyncState::with_seed(8);
-    sync_pair(&mut replica, &mut state, &mut peer, &mut peer_state);
+    sync_pair(
+        Side { replica: &mut replica, sessions: &mut mine_driver, id: 0 },
+        Side { replica: &mut peer, sessions: &mut peer_driver, id: 1 },
+    );
     assert!(fx.theirs.iter().all(|b| replica.contains(b.cid())));
 }
 
