@@ -160,7 +160,7 @@ pub(super) fn summary(
         track.converged_at.map_or("no agreement".into(), |at| format!("every replica agreed at tick {at}"))
     ))?;
     display.line(&format!(
-        "  messages     {} sent, {}: {} lost, {} duplicated, {} cut by the partition, {} to a replica that was down",
+        "  messages     {} sent, {}: {} lost, {} duplicated, {} cut by the partition, {} to a replica that was down or not yet joined",
         c.messages,
         human_bytes(c.bytes),
         c.lost,
