@@ -6,12 +6,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use merkle_clock::car::{CarLimits, CarWriter, read_car};
 use merkle_clock::replica::Replica;
 use merkle_clock::store::Durability;
-use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
+use merkle_clock::sync::{SessionConfig, SessionStats, Sessions};
 use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short};
 use serde_json::json;
 
@@ -352,32 +352,9 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
         None => return Err(format!("the store at {} holds no stream", other.display()).into()),
     };
     let (before_here, before_there) = (here.len(), there.len());
-    let limits = SyncLimits::default();
-    let (mut to_there, mut to_here) = (SyncState::new(), SyncState::new());
-    let (mut rounds, mut messages, mut sent, mut received) = (0u32, 0u32, 0usize, 0usize);
-    loop {
-        let from_here = generate_message(&here, &mut to_there).await?;
-        let from_there = generate_message(&there, &mut to_here).await?;
-        if from_here.is_none() && from_there.is_none() {
-            break;
-        }
-        rounds += 1;
-        if rounds > 1000 {
-            return Err("sync did not settle in 1000 rounds".into());
-        }
-        if let Some(m) = from_here {
-            let bytes = m.encode();
-            sent += bytes.len();
-            messages += 1;
-            receive_message(&mut there, &mut to_here, Message::decode(&bytes, &limits)?).await?;
-        }
-        if let Some(m) = from_there {
-            let bytes = m.encode();
-            received += bytes.len();
-            messages += 1;
-            receive_message(&mut here, &mut to_there, Message::decode(&bytes, &limits)?).await?;
-        }
-    }
+    let (rounds, here_stats, there_stats) = reconcile(&mut here, &mut there).await?;
+    let messages = here_stats.messages_sent + there_stats.messages_sent;
+    let (sent, received) = (here_stats.bytes_sent, there_stats.bytes_sent);
     let equal = here.heads() == there.heads();
     writeln!(
         out,
@@ -394,4 +371,48 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
         return Err("the stores did not converge".into());
     }
     Ok(())
+}
+
+/// The two sides of `sync --with`, as their session drivers name each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Here,
+    There,
+}
+
+/// Most round trips `sync --with` makes before it gives up.
+const MAX_ROUNDS: u32 = 1000;
+
+/// Reconciles two local replicas through two session drivers, one per side,
+/// as two processes would over a lossless wire: each connects the other,
+/// ticks, and every message is delivered and answered until both are quiet.
+/// Returns the round trips (passes in which messages moved both ways) and
+/// each side's counters.
+async fn reconcile(here: &mut Local, there: &mut Local) -> Result<(u32, SessionStats, SessionStats)> {
+    // Nothing is lost in-process: no timeouts, and no anti-entropy in one call.
+    let config = SessionConfig { timeout: None, anti_entropy: None, ..SessionConfig::default() };
+    let (mut a, mut b) = (Sessions::new(config.clone()), Sessions::new(config));
+    let now = Duration::ZERO;
+    a.connect(Side::There, now);
+    b.connect(Side::Here, now);
+    let mut rounds = 0;
+    loop {
+        let mut to_there: Vec<Vec<u8>> = a.tick(here, now).await?.messages.into_iter().map(|m| m.message).collect();
+        let mut to_here: Vec<Vec<u8>> = b.tick(there, now).await?.messages.into_iter().map(|m| m.message).collect();
+        if to_there.is_empty() && to_here.is_empty() {
+            return Ok((rounds, a.stats(), b.stats()));
+        }
+        while !to_there.is_empty() || !to_here.is_empty() {
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(format!("sync did not settle in {MAX_ROUNDS} round trips").into());
+            }
+            for m in std::mem::take(&mut to_there) {
+                to_here.extend(b.receive(there, &Side::Here, &m, now).await?.reply);
+            }
+            for m in std::mem::take(&mut to_here) {
+                to_there.extend(a.receive(here, &Side::There, &m, now).await?.reply);
+            }
+        }
+    }
 }

@@ -89,7 +89,8 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Reconciles with another local store through the sync protocol, in-process.
+    /// Reconciles with another local store through the sync protocol, in-process
+    /// (one session driver per side).
     Sync {
         /// The other store directory (it must hold the same stream).
         #[arg(long = "with", value_name = "PATH")]

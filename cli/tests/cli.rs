@@ -130,6 +130,8 @@ fn sync_with_reconciles_two_stores() {
     // Nothing left to do.
     let again = ok(d, &["--store", "b", "sync", "--with", "a"]);
     assert!(again.contains("here:  +0 events") && again.contains("there: +0 events"), "{again}");
+    // Each side's driver opens a session and learns the other's heads are its own: one message each way.
+    assert!(again.contains("in 1 round trip: 2 messages"), "{again}");
 
     // A store of another stream is refused.
     ok(d, &["--store", "c", "init", "--genesis", r#""another""#]);
@@ -282,17 +284,39 @@ fn demo_converges_deterministically_and_draws() {
     }
     // The same seed gives the same run.
     let again = ok(d, &args);
-    let strip = |s: &str| {
-        s.lines().filter(|l| !l.contains("time ") && !l.starts_with("stores in")).collect::<Vec<_>>().join("\n")
-    };
-    assert_eq!(strip(&out), strip(&again));
+    assert_eq!(demo_summary(&out), demo_summary(&again));
     assert_eq!(std::fs::read_to_string(d.join("pic.svg")).unwrap(), svg);
 
     // --keep leaves real stores behind.
     ok(d, &["demo", "--nodes", "3", "--events", "2", "--tick-ms", "0", "--keep", "stores", "-o", "k.svg"]);
     let log0 = ok(d, &["--store", "stores/node-0", "log"]);
     assert_eq!(log0, ok(d, &["--store", "stores/node-2", "log"]));
+    // The restarted replica's file, reopened in the run, holds the same stream.
+    assert_eq!(log0, ok(d, &["--store", "stores/node-1", "log"]));
     assert_eq!(log0.lines().count(), 7);
+}
+
+/// The demo's output without the lines that name a temporary directory or a duration.
+fn demo_summary(out: &str) -> String {
+    out.lines().filter(|l| !l.contains("time ") && !l.starts_with("stores in")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_demo_converges_for_several_seeds_and_each_seed_gives_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (seed, nodes, loss) in [("1", "3", "0.2"), ("2", "3", "0.5"), ("3", "4", "0.2"), ("11", "5", "0.3")] {
+        let args = ["demo", "--nodes", nodes, "--events", "4", "--seed", seed, "--loss", loss, "--tick-ms", "0"];
+        let args = [&args[..], &["-o", "seeded.svg"]].concat();
+        let out = run(d, &args);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "seed {seed}: {stdout}");
+        assert!(stdout.contains(&format!("converged    yes: all {nodes} replicas")), "seed {seed}: {stdout}");
+        assert!(stdout.contains("nothing lost"), "seed {seed}: {stdout}");
+        assert!(stdout.contains("0 protocol errors"), "seed {seed}: {stdout}");
+        let again = ok(d, &args);
+        assert_eq!(demo_summary(&stdout), demo_summary(&again), "seed {seed} ran differently twice");
+    }
 }
 
 #[test]
