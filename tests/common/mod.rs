@@ -22,7 +22,7 @@ use merkle_clock::store::{FaultyStore, StreamStore, contract};
 /// One kind of store: makes fresh, empty stores of it (a scenario that needs
 /// a store per replica calls [`Stores::fresh`] once per replica) and counts
 /// what one holds.
-pub trait Stores {
+pub trait Stores: Default {
     /// The store.
     type Store: StreamStore + Debug + 'static;
     /// A new, empty store.
@@ -32,6 +32,7 @@ pub trait Stores {
 }
 
 /// [`MemoryBlockstore`].
+#[derive(Default)]
 pub struct Memory;
 
 impl Stores for Memory {
@@ -45,6 +46,7 @@ impl Stores for Memory {
 }
 
 /// [`FaultyStore`] around the memory store, with no fault armed.
+#[derive(Default)]
 pub struct Faulty;
 
 impl Stores for Faulty {
@@ -60,6 +62,7 @@ impl Stores for Faulty {
 
 /// [`RedbBlockstore::in_memory`].
 #[cfg(feature = "redb")]
+#[derive(Default)]
 pub struct RedbMemory;
 
 #[cfg(feature = "redb")]
@@ -73,29 +76,30 @@ impl Stores for RedbMemory {
     }
 }
 
-/// A redb file per store, in a temporary directory that lives as long as this value.
+/// A redb file per store, in a temporary directory that lives as long as
+/// this value: [`Durability::Eventual`] if `EVENTUAL`, else [`Durability::Immediate`].
 #[cfg(feature = "redb")]
-pub struct RedbDisk {
+pub struct RedbDisk<const EVENTUAL: bool> {
     dir: tempfile::TempDir,
     next: std::sync::atomic::AtomicUsize,
-    durability: Durability,
 }
 
 #[cfg(feature = "redb")]
-impl RedbDisk {
-    pub fn new(durability: Durability) -> Self {
-        RedbDisk { dir: tempfile::tempdir().expect("tempdir"), next: Default::default(), durability }
+impl<const EVENTUAL: bool> Default for RedbDisk<EVENTUAL> {
+    fn default() -> Self {
+        RedbDisk { dir: tempfile::tempdir().expect("tempdir"), next: Default::default() }
     }
 }
 
 #[cfg(feature = "redb")]
-impl Stores for RedbDisk {
+impl<const EVENTUAL: bool> Stores for RedbDisk<EVENTUAL> {
     type Store = RedbBlockstore;
     fn fresh(&self) -> RedbBlockstore {
+        let durability = if EVENTUAL { Durability::Eventual } else { Durability::Immediate };
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.path().join(format!("store-{n}.redb"));
-        let store = RedbBlockstore::open_with(&path, self.durability).expect("a redb file store");
-        assert_eq!(store.durability(), self.durability);
+        let store = RedbBlockstore::open_with(&path, durability).expect("a redb file store");
+        assert_eq!(store.durability(), durability);
         store
     }
     fn block_count(store: &RedbBlockstore) -> u64 {
@@ -128,7 +132,8 @@ pub fn run<F: Future<Output: Outcome>>(scenario: F) {
 /// Instantiates scenarios once per store: `every_store!(replica: scenarios a, b)`
 /// makes `replica::memory::a`, `replica::redb_disk::b` and so on, each a
 /// `#[test]` that calls `a(&stores)` (an `async fn a(stores: &impl Stores)`
-/// at the top of the file). `every_store!(contract: rules x, y)` calls
+/// at the top of the file, or any function of the stores that returns a
+/// future). `every_store!(contract: rules x, y)` calls
 /// `merkle_clock::store::contract::x` on a fresh store of each kind.
 macro_rules! every_store {
     ($suite:ident: $kind:ident $($name:ident),+ $(,)?) => {
@@ -138,25 +143,19 @@ macro_rules! every_store {
             #[cfg(feature = "redb")]
             every_store!(@store $kind, redb_memory, $crate::common::RedbMemory; $($name),+);
             #[cfg(feature = "redb")]
-            every_store!(
-                @store $kind, redb_disk,
-                $crate::common::RedbDisk::new(merkle_clock::store::Durability::Immediate); $($name),+
-            );
+            every_store!(@store $kind, redb_disk, $crate::common::RedbDisk<false>; $($name),+);
             #[cfg(feature = "redb")]
-            every_store!(
-                @store $kind, redb_disk_eventual,
-                $crate::common::RedbDisk::new(merkle_clock::store::Durability::Eventual); $($name),+
-            );
+            every_store!(@store $kind, redb_disk_eventual, $crate::common::RedbDisk<true>; $($name),+);
         }
     };
-    (@store $kind:ident, $module:ident, $stores:expr; $($name:ident),+) => {
+    (@store $kind:ident, $module:ident, $stores:ty; $($name:ident),+) => {
         mod $module {
             $(
                 #[test]
                 fn $name() {
                     #[allow(unused_imports)]
                     use $crate::common::Stores as _;
-                    let stores = $stores;
+                    let stores = <$stores as ::std::default::Default>::default();
                     $crate::common::run(every_store!(@call $kind, $name, stores));
                 }
             )+
