@@ -459,7 +459,7 @@ fn chain(g: &Block, n: u64) -> Vec<Block> {
 /// releases what is still buffered in one iterative pass. Delivered again
 /// oldest-first, the whole chain is accepted.
 ///
-/// A debug build runs it on 100,000 events (3 s where a million take 31 s);
+/// A debug build runs it on 100,000 events (about 4 s; a million took 31 s);
 /// CI runs the full size in release:
 /// `cargo test --release -p merkle-clock --test hostile million_event`.
 #[test]
