@@ -1,14 +1,14 @@
-//! The redb store: the shared contract suite (in memory and on disk), plus
+//! The redb store beyond the shared contract (which `tests/store_contract.rs`
+//! runs on redb in memory and on disk, in both durability modes):
 //! persistence, sharing, durability and corruption.
 #![cfg(feature = "redb")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
-use merkle_clock::store::{Durability, RedbBlockstore, contract};
+use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{Block, Blockstore, Cid, Config, Event, Replica, StoreError, StreamStore};
 
 /// A chain of `n` events: a genesis named by `name`, then each event the child of the last.
@@ -27,24 +27,6 @@ fn cids(blocks: &[Block]) -> Vec<Cid> {
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
-}
-
-#[test]
-fn contract_in_memory() {
-    block_on(contract::check_stream_store(|| RedbBlockstore::in_memory().expect("in-memory store"))).unwrap();
-}
-
-#[test]
-fn contract_on_disk() {
-    for durability in [Durability::Immediate, Durability::Eventual] {
-        let dir = tempdir();
-        let n = AtomicUsize::new(0);
-        let make = || {
-            let path = dir.path().join(format!("store-{}.redb", n.fetch_add(1, Ordering::Relaxed)));
-            RedbBlockstore::open_with(path, durability).expect("file store")
-        };
-        block_on(contract::check_stream_store(make)).unwrap_or_else(|v| panic!("{durability:?}: {v}"));
-    }
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! every store).
 //!
 //! Each check takes a fresh, empty store and returns `Err` with a description
-//! of the first violation. Run them all with [`check_blockstore`] and
+//! of the first violation; its name says what must hold. This crate's
+//! `tests/store_contract.rs` runs each rule as its own test on every store it
+//! ships. Run them all at once with [`check_blockstore`] and
 //! [`check_stream_store`]:
 //!
 //! ```
@@ -39,45 +41,51 @@ fn err(rule: &str, e: impl std::fmt::Display) -> Violation {
 }
 
 /// `get` of a CID never put is `Ok(None)`, and `has` is false.
-pub async fn missing_is_none(store: &dyn Blockstore) -> Result<(), Violation> {
+pub async fn get_of_a_missing_block_is_none(store: &dyn Blockstore) -> Result<(), Violation> {
     let b = sample(0);
     ensure!(
-        store.get(b.cid()).await.map_err(|e| err("missing_is_none", e))?.is_none(),
+        store.get(b.cid()).await.map_err(|e| err("get_of_a_missing_block_is_none", e))?.is_none(),
         "get of a missing block returned a block"
     );
-    ensure!(!store.has(b.cid()).await.map_err(|e| err("missing_is_none", e))?, "has of a missing block returned true");
+    ensure!(
+        !store.has(b.cid()).await.map_err(|e| err("get_of_a_missing_block_is_none", e))?,
+        "has of a missing block returned true"
+    );
     Ok(())
 }
 
 /// A block that was put comes back byte for byte, and `has` is true.
-pub async fn put_then_get(store: &dyn Blockstore) -> Result<(), Violation> {
+pub async fn get_returns_what_put_stored(store: &dyn Blockstore) -> Result<(), Violation> {
     let b = sample(1);
-    store.put(b.clone()).await.map_err(|e| err("put_then_get", e))?;
-    let got = store.get(b.cid()).await.map_err(|e| err("put_then_get", e))?;
+    store.put(b.clone()).await.map_err(|e| err("get_returns_what_put_stored", e))?;
+    let got = store.get(b.cid()).await.map_err(|e| err("get_returns_what_put_stored", e))?;
     ensure!(got.as_ref() == Some(&b), "get returned {got:?}, expected {b:?}");
-    ensure!(store.has(b.cid()).await.map_err(|e| err("put_then_get", e))?, "has is false after put");
+    ensure!(store.has(b.cid()).await.map_err(|e| err("get_returns_what_put_stored", e))?, "has is false after put");
     Ok(())
 }
 
 /// Putting the same block twice succeeds and changes nothing.
-pub async fn put_is_idempotent(store: &dyn Blockstore) -> Result<(), Violation> {
+pub async fn putting_a_block_again_changes_nothing(store: &dyn Blockstore) -> Result<(), Violation> {
     let b = sample(2);
-    store.put(b.clone()).await.map_err(|e| err("put_is_idempotent", e))?;
-    store.put(b.clone()).await.map_err(|e| err("put_is_idempotent (second put)", e))?;
-    store.put_many(vec![b.clone(), b.clone()]).await.map_err(|e| err("put_is_idempotent (put_many)", e))?;
-    let got = store.get(b.cid()).await.map_err(|e| err("put_is_idempotent", e))?;
+    store.put(b.clone()).await.map_err(|e| err("putting_a_block_again_changes_nothing", e))?;
+    store.put(b.clone()).await.map_err(|e| err("putting_a_block_again_changes_nothing (second put)", e))?;
+    store
+        .put_many(vec![b.clone(), b.clone()])
+        .await
+        .map_err(|e| err("putting_a_block_again_changes_nothing (put_many)", e))?;
+    let got = store.get(b.cid()).await.map_err(|e| err("putting_a_block_again_changes_nothing", e))?;
     ensure!(got.as_ref() == Some(&b), "block changed after repeated puts: {got:?}");
     Ok(())
 }
 
 /// `put_many` stores every block; `get_many` answers one entry per CID, in order, `None` for missing ones.
-pub async fn many_round_trip(store: &dyn Blockstore) -> Result<(), Violation> {
+pub async fn get_many_answers_every_cid_in_order(store: &dyn Blockstore) -> Result<(), Violation> {
     let blocks: Vec<Block> = (10..20).map(sample).collect();
-    store.put_many(blocks.clone()).await.map_err(|e| err("many_round_trip", e))?;
+    store.put_many(blocks.clone()).await.map_err(|e| err("get_many_answers_every_cid_in_order", e))?;
     let missing = sample(99);
     let mut cids: Vec<Cid> = blocks.iter().rev().map(|b| *b.cid()).collect();
     cids.insert(3, *missing.cid());
-    let got = store.get_many(&cids).await.map_err(|e| err("many_round_trip", e))?;
+    let got = store.get_many(&cids).await.map_err(|e| err("get_many_answers_every_cid_in_order", e))?;
     ensure!(got.len() == cids.len(), "get_many returned {} entries for {} CIDs", got.len(), cids.len());
     for (cid, g) in cids.iter().zip(&got) {
         if cid == missing.cid() {
@@ -90,20 +98,20 @@ pub async fn many_round_trip(store: &dyn Blockstore) -> Result<(), Violation> {
 }
 
 /// `get_many` of nothing is empty, and `put_many` of nothing is fine.
-pub async fn empty_batches(store: &dyn Blockstore) -> Result<(), Violation> {
-    store.put_many(Vec::new()).await.map_err(|e| err("empty_batches", e))?;
-    let got = store.get_many(&[]).await.map_err(|e| err("empty_batches", e))?;
+pub async fn empty_batches_are_fine(store: &dyn Blockstore) -> Result<(), Violation> {
+    store.put_many(Vec::new()).await.map_err(|e| err("empty_batches_are_fine", e))?;
+    let got = store.get_many(&[]).await.map_err(|e| err("empty_batches_are_fine", e))?;
     ensure!(got.is_empty(), "get_many(&[]) returned {} entries", got.len());
     Ok(())
 }
 
 /// Runs every [`Blockstore`] rule, each on a fresh store from `make`.
 pub async fn check_blockstore<S: Blockstore>(make: impl Fn() -> S) -> Result<(), Violation> {
-    missing_is_none(&make()).await?;
-    put_then_get(&make()).await?;
-    put_is_idempotent(&make()).await?;
-    many_round_trip(&make()).await?;
-    empty_batches(&make()).await?;
+    get_of_a_missing_block_is_none(&make()).await?;
+    get_returns_what_put_stored(&make()).await?;
+    putting_a_block_again_changes_nothing(&make()).await?;
+    get_many_answers_every_cid_in_order(&make()).await?;
+    empty_batches_are_fine(&make()).await?;
     Ok(())
 }
 
@@ -118,64 +126,92 @@ fn chain(n: usize) -> Vec<Block> {
 }
 
 /// An unknown stream has no heads and an empty log.
-pub async fn unknown_stream(store: &dyn StreamStore) -> Result<(), Violation> {
+pub async fn an_unknown_stream_has_no_heads_and_no_log(store: &dyn StreamStore) -> Result<(), Violation> {
     let g = chain(1).remove(0);
     ensure!(
-        store.heads(g.cid()).await.map_err(|e| err("unknown_stream", e))?.is_none(),
+        store.heads(g.cid()).await.map_err(|e| err("an_unknown_stream_has_no_heads_and_no_log", e))?.is_none(),
         "heads of an unknown stream is not None"
     );
     ensure!(
-        store.log_len(g.cid()).await.map_err(|e| err("unknown_stream", e))? == 0,
+        store.log_len(g.cid()).await.map_err(|e| err("an_unknown_stream_has_no_heads_and_no_log", e))? == 0,
         "log of an unknown stream is not empty"
     );
     ensure!(
-        store.read_log(g.cid(), 0, 10).await.map_err(|e| err("unknown_stream", e))?.is_empty(),
+        store
+            .read_log(g.cid(), 0, 10)
+            .await
+            .map_err(|e| err("an_unknown_stream_has_no_heads_and_no_log", e))?
+            .is_empty(),
         "read_log of an unknown stream is not empty"
     );
     Ok(())
 }
 
 /// `commit` stores blocks, appends to the log in order and replaces the heads.
-pub async fn commit_round_trip(store: &dyn StreamStore) -> Result<(), Violation> {
+pub async fn commit_stores_blocks_appends_the_log_and_replaces_heads(store: &dyn StreamStore) -> Result<(), Violation> {
     let blocks = chain(5);
     let stream = *blocks[0].cid();
-    store.commit(&stream, &blocks[..3], &[*blocks[2].cid()]).await.map_err(|e| err("commit_round_trip", e))?;
-    store.commit(&stream, &blocks[3..], &[*blocks[4].cid()]).await.map_err(|e| err("commit_round_trip", e))?;
-    let heads = store.heads(&stream).await.map_err(|e| err("commit_round_trip", e))?;
+    store
+        .commit(&stream, &blocks[..3], &[*blocks[2].cid()])
+        .await
+        .map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
+    store
+        .commit(&stream, &blocks[3..], &[*blocks[4].cid()])
+        .await
+        .map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
+    let heads =
+        store.heads(&stream).await.map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
     ensure!(heads == Some(vec![*blocks[4].cid()]), "heads after commit: {heads:?}");
-    ensure!(store.log_len(&stream).await.map_err(|e| err("commit_round_trip", e))? == 5, "log_len is not 5");
-    let log = store.read_log(&stream, 1, 3).await.map_err(|e| err("commit_round_trip", e))?;
+    ensure!(
+        store.log_len(&stream).await.map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?
+            == 5,
+        "log_len is not 5"
+    );
+    let log = store
+        .read_log(&stream, 1, 3)
+        .await
+        .map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
     let want: Vec<Cid> = blocks[1..4].iter().map(|b| *b.cid()).collect();
     ensure!(log == want, "read_log(1, 3) = {log:?}, want {want:?}");
-    let tail = store.read_log(&stream, 4, 100).await.map_err(|e| err("commit_round_trip", e))?;
+    let tail = store
+        .read_log(&stream, 4, 100)
+        .await
+        .map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
     ensure!(tail == vec![*blocks[4].cid()], "read_log past the end = {tail:?}");
     for b in &blocks {
-        let got = store.get(b.cid()).await.map_err(|e| err("commit_round_trip", e))?;
+        let got =
+            store.get(b.cid()).await.map_err(|e| err("commit_stores_blocks_appends_the_log_and_replaces_heads", e))?;
         ensure!(got.as_ref() == Some(b), "committed block {b:?} reads back as {got:?}");
     }
     Ok(())
 }
 
 /// Streams are independent, and may share blocks.
-pub async fn streams_are_separate(store: &dyn StreamStore) -> Result<(), Violation> {
+pub async fn streams_are_separate_and_may_share_blocks(store: &dyn StreamStore) -> Result<(), Violation> {
     let a = chain(3);
     let b = Event::genesis("another stream").encode().expect("encodes");
-    store.commit(a[0].cid(), &a, &[*a[2].cid()]).await.map_err(|e| err("streams_are_separate", e))?;
-    store.commit(b.cid(), std::slice::from_ref(&b), &[*b.cid()]).await.map_err(|e| err("streams_are_separate", e))?;
+    store
+        .commit(a[0].cid(), &a, &[*a[2].cid()])
+        .await
+        .map_err(|e| err("streams_are_separate_and_may_share_blocks", e))?;
+    store
+        .commit(b.cid(), std::slice::from_ref(&b), &[*b.cid()])
+        .await
+        .map_err(|e| err("streams_are_separate_and_may_share_blocks", e))?;
     // The second stream also logs a block the first already stored.
     store
         .commit(b.cid(), std::slice::from_ref(&a[1]), &[*a[1].cid()])
         .await
-        .map_err(|e| err("streams_are_separate", e))?;
+        .map_err(|e| err("streams_are_separate_and_may_share_blocks", e))?;
     ensure!(
-        store.log_len(a[0].cid()).await.map_err(|e| err("streams_are_separate", e))? == 3,
+        store.log_len(a[0].cid()).await.map_err(|e| err("streams_are_separate_and_may_share_blocks", e))? == 3,
         "first stream's log changed"
     );
     ensure!(
-        store.log_len(b.cid()).await.map_err(|e| err("streams_are_separate", e))? == 2,
+        store.log_len(b.cid()).await.map_err(|e| err("streams_are_separate_and_may_share_blocks", e))? == 2,
         "second stream's log is wrong"
     );
-    let mut streams = store.streams().await.map_err(|e| err("streams_are_separate", e))?;
+    let mut streams = store.streams().await.map_err(|e| err("streams_are_separate_and_may_share_blocks", e))?;
     streams.sort_unstable();
     let mut want = vec![*a[0].cid(), *b.cid()];
     want.sort_unstable();
@@ -186,56 +222,74 @@ pub async fn streams_are_separate(store: &dyn StreamStore) -> Result<(), Violati
 /// `read_log(stream, start, max)` returns the entries `start..start + max`,
 /// cut only by the end of the log: empty for `max == 0` or a start at or past
 /// the end (however large), never an error.
-pub async fn read_log_pages(store: &dyn StreamStore) -> Result<(), Violation> {
+pub async fn read_log_is_cut_only_by_the_end_of_the_log(store: &dyn StreamStore) -> Result<(), Violation> {
     let blocks = chain(7);
     let stream = *blocks[0].cid();
     let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
-    store.commit(&stream, &blocks, &[cids[6]]).await.map_err(|e| err("read_log_pages", e))?;
+    store
+        .commit(&stream, &blocks, &[cids[6]])
+        .await
+        .map_err(|e| err("read_log_is_cut_only_by_the_end_of_the_log", e))?;
     for start in 0..=9u64 {
         for max in [0usize, 1, 2, 3, 7, 100] {
-            let got = store.read_log(&stream, start, max).await.map_err(|e| err("read_log_pages", e))?;
+            let got = store
+                .read_log(&stream, start, max)
+                .await
+                .map_err(|e| err("read_log_is_cut_only_by_the_end_of_the_log", e))?;
             let from = (start as usize).min(cids.len());
             let to = from.saturating_add(max).min(cids.len());
             ensure!(got == cids[from..to], "read_log(start {start}, max {max}) = {got:?}, want {:?}", &cids[from..to]);
         }
     }
-    let far = store.read_log(&stream, u64::MAX, usize::MAX).await.map_err(|e| err("read_log_pages", e))?;
+    let far = store
+        .read_log(&stream, u64::MAX, usize::MAX)
+        .await
+        .map_err(|e| err("read_log_is_cut_only_by_the_end_of_the_log", e))?;
     ensure!(far.is_empty(), "read_log(u64::MAX, usize::MAX) = {far:?}, want nothing");
     Ok(())
 }
 
 /// Each commit replaces the heads with exactly the set given; several heads
 /// come back as that set.
-pub async fn heads_are_replaced(store: &dyn StreamStore) -> Result<(), Violation> {
+pub async fn each_commit_replaces_the_heads(store: &dyn StreamStore) -> Result<(), Violation> {
     let g = Event::genesis("contract heads").encode().expect("encodes");
     let a = Event::new(1, vec![*g.cid()], "a").encode().expect("encodes");
     let b = Event::new(1, vec![*g.cid()], "b").encode().expect("encodes");
     let m = Event::new(2, vec![*a.cid(), *b.cid()], "m").encode().expect("encodes");
     let stream = *g.cid();
-    store.commit(&stream, std::slice::from_ref(&g), &[stream]).await.map_err(|e| err("heads_are_replaced", e))?;
+    store
+        .commit(&stream, std::slice::from_ref(&g), &[stream])
+        .await
+        .map_err(|e| err("each_commit_replaces_the_heads", e))?;
     store
         .commit(&stream, &[a.clone(), b.clone()], &[*a.cid(), *b.cid()])
         .await
-        .map_err(|e| err("heads_are_replaced", e))?;
-    let mut got = store.heads(&stream).await.map_err(|e| err("heads_are_replaced", e))?.unwrap_or_default();
+        .map_err(|e| err("each_commit_replaces_the_heads", e))?;
+    let mut got = store.heads(&stream).await.map_err(|e| err("each_commit_replaces_the_heads", e))?.unwrap_or_default();
     got.sort_unstable();
     let mut want = vec![*a.cid(), *b.cid()];
     want.sort_unstable();
     ensure!(got == want, "heads after a commit of two concurrent events = {got:?}, want {want:?}");
-    store.commit(&stream, std::slice::from_ref(&m), &[*m.cid()]).await.map_err(|e| err("heads_are_replaced", e))?;
-    let got = store.heads(&stream).await.map_err(|e| err("heads_are_replaced", e))?;
+    store
+        .commit(&stream, std::slice::from_ref(&m), &[*m.cid()])
+        .await
+        .map_err(|e| err("each_commit_replaces_the_heads", e))?;
+    let got = store.heads(&stream).await.map_err(|e| err("each_commit_replaces_the_heads", e))?;
     ensure!(got == Some(vec![*m.cid()]), "heads after the merge = {got:?}, want only the merge");
-    ensure!(store.log_len(&stream).await.map_err(|e| err("heads_are_replaced", e))? == 4, "log_len is not 4");
+    ensure!(
+        store.log_len(&stream).await.map_err(|e| err("each_commit_replaces_the_heads", e))? == 4,
+        "log_len is not 4"
+    );
     Ok(())
 }
 
 /// Runs every [`Blockstore`] and [`StreamStore`] rule, each on a fresh store.
 pub async fn check_stream_store<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
     check_blockstore(&make).await?;
-    unknown_stream(&make()).await?;
-    commit_round_trip(&make()).await?;
-    streams_are_separate(&make()).await?;
-    read_log_pages(&make()).await?;
-    heads_are_replaced(&make()).await?;
+    an_unknown_stream_has_no_heads_and_no_log(&make()).await?;
+    commit_stores_blocks_appends_the_log_and_replaces_heads(&make()).await?;
+    streams_are_separate_and_may_share_blocks(&make()).await?;
+    read_log_is_cut_only_by_the_end_of_the_log(&make()).await?;
+    each_commit_replaces_the_heads(&make()).await?;
     Ok(())
 }

@@ -203,6 +203,18 @@ impl RedbBlockstore {
         Self::init(db, None, Durability::Immediate)
     }
 
+    /// A store over any redb [`StorageBackend`](redb::StorageBackend) (the
+    /// database lives wherever the backend keeps its bytes), with the given
+    /// durability. [`RedbBlockstore::path`] is `None`. The tests use it to
+    /// rebuild exactly what a crash leaves behind at each sync point.
+    ///
+    /// # Errors
+    /// As [`RedbBlockstore::open`].
+    pub fn with_backend(backend: impl redb::StorageBackend, durability: Durability) -> Result<Self, StoreError> {
+        let db = Database::builder().create_with_backend(backend).map_err(be)?;
+        Self::init(db, None, durability)
+    }
+
     /// Creates the tables and checks the format version, in one durable
     /// transaction.
     fn init(db: Database, path: Option<PathBuf>, durability: Durability) -> Result<Self, StoreError> {

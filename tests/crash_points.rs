@@ -1,0 +1,374 @@
+//! Deterministic crash consistency of a replica over the redb store: the
+//! idea of redb's `tests/crash_consistency.rs`, beside the SIGKILL tests of
+//! `tests/crash.rs`.
+//!
+//! The store runs on [`CrashBackend`], a redb storage backend that keeps the
+//! bytes the process sees apart from the bytes the last completed sync made
+//! durable. A workload of appends runs once to count its sync points; then,
+//! for every sync point `k` and every [`Crash`] there, it runs again and
+//! freezes the durable image at `k`: what survives is exactly what a power
+//! cut at that moment leaves. The store is reopened from that image and must
+//! open, every logged block must verify, the stored heads must be the heads
+//! of the log, the log must be a prefix of the full run's log (commits are
+//! atomic), and every append that returned as durable before the crash must
+//! be there.
+#![cfg(feature = "redb")]
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::executor::block_on;
+use merkle_clock::replica::OpenError;
+use merkle_clock::store::{Durability, RedbBlockstore};
+use merkle_clock::{Block, BlockSet, Blockstore, Cid, Config, Event, Replica, StoreError, StreamStore, heads};
+use redb::StorageBackend;
+
+/// What a crash at sync point `k` leaves on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// Power is cut while sync `k` runs: nothing written since sync `k - 1`
+    /// survives.
+    DuringSync,
+    /// As `DuringSync`, but the last write of the header (offset 0) since
+    /// sync `k - 1` did reach the disk, without the rest (redb's own crash
+    /// test models this: the header is one small write, and may land alone).
+    DuringSyncWithTheHeader,
+    /// Power is cut just after sync `k` completed: everything it made durable
+    /// survives, nothing written after it.
+    AfterSync,
+}
+
+impl Crash {
+    const ALL: [Crash; 3] = [Crash::DuringSync, Crash::DuringSyncWithTheHeader, Crash::AfterSync];
+
+    /// The number of completed syncs whose writes survive a crash at sync `k`.
+    fn survivors(self, k: u64) -> u64 {
+        match self {
+            Crash::DuringSync | Crash::DuringSyncWithTheHeader => k - 1,
+            Crash::AfterSync => k,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The bytes the process reads and writes.
+    live: Vec<u8>,
+    /// The bytes the last completed sync made durable (until the crash: then
+    /// what the crash left).
+    durable: Vec<u8>,
+    /// The last write to offset 0 since the last completed sync.
+    header_since_sync: Option<Vec<u8>>,
+    /// Syncs called so far.
+    syncs: u64,
+    /// The sync point to crash at, and how.
+    crash: Option<(u64, Crash)>,
+    /// Set at the crash: `durable` no longer changes.
+    crashed: bool,
+}
+
+/// A redb backend in memory that keeps the durable image apart from the
+/// writes not yet synced. Clones share the state.
+#[derive(Clone, Default)]
+struct CrashBackend {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for CrashBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("CrashBackend")
+            .field("live_bytes", &s.live.len())
+            .field("durable_bytes", &s.durable.len())
+            .field("syncs", &s.syncs)
+            .field("crash", &s.crash)
+            .finish()
+    }
+}
+
+impl CrashBackend {
+    /// A backend that crashes at sync point `k` (counting from 1).
+    fn crashing_at(k: u64, crash: Crash) -> Self {
+        let backend = CrashBackend::default();
+        backend.lock().crash = Some((k, crash));
+        backend
+    }
+
+    /// A backend whose bytes, durable and live, are `image`: the disk as the
+    /// machine finds it after the crash.
+    fn from_image(image: Vec<u8>) -> Self {
+        let backend = CrashBackend::default();
+        {
+            let mut s = backend.lock();
+            s.live = image.clone();
+            s.durable = image;
+        }
+        backend
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    fn crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    /// What the disk holds after the crash (or, with no crash yet, after a
+    /// crash now).
+    fn image(&self) -> Vec<u8> {
+        self.lock().durable.clone()
+    }
+}
+
+impl StorageBackend for CrashBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        Ok(self.lock().live.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let s = self.lock();
+        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let end = start.checked_add(out.len()).filter(|&e| e <= s.live.len());
+        let Some(end) = end else {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"));
+        };
+        out.copy_from_slice(&s.live[start..end]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        self.lock().live.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut s = self.lock();
+        s.syncs += 1;
+        if s.crashed {
+            return Ok(());
+        }
+        let crash = s.crash.filter(|&(k, _)| k == s.syncs).map(|(_, c)| c);
+        match crash {
+            None | Some(Crash::AfterSync) => {
+                s.durable = s.live.clone();
+                s.header_since_sync = None;
+            }
+            Some(Crash::DuringSync) => {}
+            Some(Crash::DuringSyncWithTheHeader) => {
+                if let Some(header) = s.header_since_sync.take()
+                    && header.len() <= s.durable.len()
+                {
+                    s.durable[..header.len()].copy_from_slice(&header);
+                }
+            }
+        }
+        s.crashed = crash.is_some();
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut s = self.lock();
+        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let end = start + data.len();
+        if end > s.live.len() {
+            s.live.resize(end, 0);
+        }
+        s.live[start..end].copy_from_slice(data);
+        if start == 0 {
+            s.header_since_sync = Some(data.to_vec());
+        }
+        Ok(())
+    }
+}
+
+fn genesis() -> Block {
+    Event::genesis("crash points").encode().expect("genesis encodes")
+}
+
+/// What a workload run reports: for each append that returned as durable,
+/// its CID and the number of syncs completed by then (it is durable in any
+/// image that keeps at least that many syncs), and the log it wrote.
+struct Run {
+    /// The syncs completed when the store's creation returned: a crash image
+    /// with fewer is of a store that was never created.
+    created: u64,
+    durable: Vec<(Cid, u64)>,
+    log: Vec<Cid>,
+}
+
+/// Appends on a replica over `backend`: single appends and `append_many`
+/// batches. Under `Immediate` an append is durable when it returns; under
+/// `Eventual`, when the next `flush` returns. The store is dropped at the end
+/// (a clean drop makes pending writes durable: more sync points).
+fn workload(backend: &CrashBackend, durability: Durability) -> Run {
+    block_on(async {
+        let store = Arc::new(RedbBlockstore::with_backend(backend.clone(), durability).expect("a fresh store"));
+        let created = backend.syncs();
+        let g = genesis();
+        let mut replica = Replica::create(store.clone(), &g, Config::default()).await.expect("create");
+        let mut durable = Vec::new();
+        let mut unflushed = vec![*g.cid()];
+        let acknowledge = |cids: &mut Vec<Cid>, durable: &mut Vec<(Cid, u64)>| {
+            durable.extend(cids.drain(..).map(|c| (c, backend.syncs())));
+        };
+        if durability == Durability::Immediate {
+            acknowledge(&mut unflushed, &mut durable);
+        }
+        for round in 0..4u32 {
+            let single = replica.append(&format!("single {round}")).await.expect("append");
+            unflushed.push(single);
+            let batch =
+                replica.append_many((0..5u32).map(|i| format!("batch {round}.{i}"))).await.expect("append_many");
+            unflushed.extend(batch);
+            match durability {
+                Durability::Immediate => acknowledge(&mut unflushed, &mut durable),
+                _ if round % 2 == 1 => {
+                    store.flush().expect("flush");
+                    acknowledge(&mut unflushed, &mut durable);
+                }
+                _ => {}
+            }
+        }
+        let log = store.read_log(g.cid(), 0, usize::MAX).await.expect("read_log");
+        assert_eq!(log.len(), replica.len(), "the log holds every event");
+        drop(replica);
+        drop(store);
+        Run { created, durable, log }
+    })
+}
+
+/// Reopens the store from what the crash left and checks it; returns the
+/// length of the surviving log.
+fn check_survivor(image: Vec<u8>, full: &Run, kept_syncs: u64, what: &str) -> usize {
+    let must_survive: Vec<Cid> = full.durable.iter().filter(|(_, s)| *s <= kept_syncs).map(|(c, _)| *c).collect();
+    let store = match RedbBlockstore::with_backend(CrashBackend::from_image(image), Durability::Immediate) {
+        Ok(store) => Arc::new(store),
+        // A crash while the database was being created may leave no
+        // database (a file store creates its file atomically for this): a
+        // typed error, and nothing had been acknowledged.
+        Err(e @ StoreError::Backend(_)) if kept_syncs < full.created => {
+            assert!(must_survive.is_empty(), "{what}: {e}, but {} appends were durable", must_survive.len());
+            return 0;
+        }
+        Err(e) => panic!("{what}: the store does not open after the crash: {e}"),
+    };
+    let g = genesis();
+    let replica = match block_on(Replica::open(store.clone(), g.cid(), Config::default())) {
+        Ok(r) => r,
+        Err(OpenError::UnknownStream { .. }) => {
+            assert!(
+                must_survive.is_empty(),
+                "{what}: the stream is gone, but {} appends were durable",
+                must_survive.len()
+            );
+            return 0;
+        }
+        Err(e) => panic!("{what}: the replica does not open after the crash: {e}"),
+    };
+    block_on(async {
+        let log = store.read_log(g.cid(), 0, usize::MAX).await.expect("read_log");
+        assert_eq!(log, full.log[..log.len()], "{what}: the surviving log is a prefix of the full run's");
+        let mut blocks = Vec::with_capacity(log.len());
+        for cid in &log {
+            let block =
+                store.get(cid).await.expect("get").unwrap_or_else(|| panic!("{what}: {cid} logged, not stored"));
+            block.verify().unwrap_or_else(|e| panic!("{what}: logged block {cid} does not verify: {e}"));
+            blocks.push(block);
+        }
+        let mut stored_heads = store.heads(g.cid()).await.expect("heads").expect("a logged stream has heads");
+        stored_heads.sort_unstable();
+        let set = BlockSet::from_blocks(blocks).expect("logged blocks decode");
+        let mut log_heads = heads(&set);
+        log_heads.sort_unstable();
+        assert_eq!(stored_heads, log_heads, "{what}: the stored heads are not the log's heads");
+        let mut replica_heads = replica.heads();
+        replica_heads.sort_unstable();
+        assert_eq!(replica_heads, log_heads, "{what}: the reopened replica's heads");
+        assert_eq!(replica.len(), log.len(), "{what}: the reopened replica holds the log");
+        for cid in &must_survive {
+            assert!(replica.contains(cid), "{what}: durable append {cid} lost");
+            assert!(store.has(cid).await.expect("has"), "{what}: durable append {cid} not stored");
+        }
+        log.len()
+    })
+}
+
+/// Runs the workload once to count its sync points, then crashes it at each
+/// one in each way and checks what survives. Returns how many crash images
+/// held each surviving log length, for the caller's sanity checks.
+fn crash_at_every_sync_point(durability: Durability) -> Vec<usize> {
+    let probe = CrashBackend::default();
+    let full = workload(&probe, durability);
+    let total = probe.syncs();
+    assert!(total >= 2, "{durability:?}: only {total} sync points");
+    assert!(!full.durable.is_empty());
+    let mut survivors = vec![0; full.log.len() + 1];
+    for k in 1..=total {
+        for crash in Crash::ALL {
+            let what = format!("{durability:?}, {crash:?} at sync {k} of {total}");
+            let backend = CrashBackend::crashing_at(k, crash);
+            let run = workload(&backend, durability);
+            assert!(backend.crashed(), "{what}: the crash point was never reached");
+            // The workload is deterministic: the same syncs, the same log, the same acknowledgements.
+            assert_eq!(backend.syncs(), total, "{what}: a rerun made another number of syncs");
+            assert_eq!(run.log, full.log, "{what}: a rerun wrote another log");
+            assert_eq!(run.durable, full.durable, "{what}: a rerun acknowledged other appends");
+            let len = check_survivor(backend.image(), &full, crash.survivors(k), &what);
+            survivors[len] += 1;
+        }
+    }
+    // The last sync point keeps everything: the full log survives.
+    assert!(survivors[full.log.len()] > 0, "{durability:?}: no crash image holds the full log: {survivors:?}");
+    survivors
+}
+
+#[test]
+fn crash_at_every_sync_point_keeps_every_immediate_append() {
+    let survivors = crash_at_every_sync_point(Durability::Immediate);
+    // Every append is its own durable commit: crash images hold many different prefixes.
+    let distinct = survivors.iter().filter(|&&n| n > 0).count();
+    assert!(distinct >= 8, "only {distinct} distinct surviving logs: {survivors:?}");
+}
+
+#[test]
+fn crash_at_every_sync_point_keeps_every_flushed_eventual_append() {
+    let survivors = crash_at_every_sync_point(Durability::Eventual);
+    // Only the flushes (and the clean drop) make appends durable.
+    let distinct = survivors.iter().filter(|&&n| n > 0).count();
+    assert!(distinct >= 2, "only {distinct} distinct surviving logs: {survivors:?}");
+}
+
+/// The backend itself: a crash during a sync keeps the previous durable
+/// image, a crash after it keeps the new one, and writes after the crash
+/// never reach the image.
+#[test]
+fn crash_backend_keeps_only_what_a_completed_sync_made_durable() {
+    for (crash, want) in [
+        (Crash::DuringSync, vec![1u8, 1]),
+        (Crash::DuringSyncWithTheHeader, vec![2, 1]),
+        (Crash::AfterSync, vec![2, 2, 2]),
+    ] {
+        let b = CrashBackend::crashing_at(2, crash);
+        b.write(0, &[1, 1]).unwrap();
+        b.sync_data().unwrap();
+        b.write(0, &[2]).unwrap();
+        b.write(1, &[2, 2]).unwrap();
+        b.sync_data().unwrap();
+        b.write(0, &[3, 3, 3, 3]).unwrap();
+        b.sync_data().unwrap();
+        assert!(b.crashed());
+        assert_eq!(b.image(), want, "{crash:?}");
+        assert_eq!(b.len().unwrap(), 4);
+        let mut out = [0u8; 4];
+        b.read(0, &mut out).unwrap();
+        assert_eq!(out, [3, 3, 3, 3], "the process still sees its own writes");
+        assert!(b.read(1, &mut out).is_err(), "a read past the end is an error");
+    }
+}
