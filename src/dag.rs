@@ -141,7 +141,7 @@ pub struct Dag {
 impl fmt::Debug for Dag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dag")
-            .field("genesis", &crate::block::short(&self.genesis()))
+            .field("genesis", &crate::block::short_cid(&self.genesis()))
             .field("events", &self.nodes.len())
             .field("heads", &self.heads.len())
             .finish()

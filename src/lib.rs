@@ -16,13 +16,13 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 
-pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short};
+pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short_cid};
 pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
 pub use error::{BlockError, DecodeError, EncodeError, InsertError, UnknownEvent};
 pub use event::{Event, Limits};
 pub use merge::{BlockSet, heads, merge, order};
-pub use replica::{Config, Cursor, Delta, Ingest, IngestReport, Replica};
-pub use store::{Blockstore, LogEntry, MemoryBlockstore, StoreError, StreamStore};
+pub use replica::{Cursor, Delta, Ingest, IngestReport, Replica, ReplicaConfig};
+pub use store::{Blockstore, LoggedEvent, MemoryBlockstore, StoreError, StreamStore};
 
 pub use ipld_core::cid::Cid;
 pub use ipld_core::ipld::Ipld;

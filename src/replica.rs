@@ -24,10 +24,10 @@ use crate::event::{Header, Limits, encode_into};
 use crate::store::{StoreError, StreamStore};
 
 /// How a replica behaves. `#[non_exhaustive]`: start from
-/// [`Config::default()`] and change fields.
+/// [`ReplicaConfig::default()`] and change fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Config {
+pub struct ReplicaConfig {
     /// Limits on every block appended or accepted (see [`Limits`]).
     pub limits: Limits,
     /// Most events held in the pending buffer. Default: 100,000.
@@ -36,9 +36,9 @@ pub struct Config {
     pub max_pending_bytes: usize,
 }
 
-impl Default for Config {
+impl Default for ReplicaConfig {
     fn default() -> Self {
-        Config { limits: Limits::DEFAULT, max_pending_events: 100_000, max_pending_bytes: 64 << 20 }
+        ReplicaConfig { limits: Limits::DEFAULT, max_pending_events: 100_000, max_pending_bytes: 64 << 20 }
     }
 }
 
@@ -286,11 +286,11 @@ pub struct Delta {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, Ingest, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, Ingest, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("todo list").encode().unwrap();
-/// let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+/// let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// let a1 = alice.append(&"buy milk").await.unwrap();
 /// let a2 = alice.append(&"walk the dog").await.unwrap();
 /// // Bob receives them out of order: a2 waits for its parent, a1 releases it.
@@ -306,7 +306,7 @@ pub struct Replica<S: ?Sized + StreamStore> {
     store: Arc<S>,
     stream: Cid,
     dag: Dag,
-    config: Config,
+    config: ReplicaConfig,
     pending: PendingBuffer,
     validators: Vec<Box<dyn Validator>>,
     metrics: Metrics,
@@ -360,7 +360,7 @@ impl AppendScratch {
 impl<S: ?Sized + StreamStore> fmt::Debug for Replica<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")
-            .field("stream", &crate::block::short(&self.stream))
+            .field("stream", &crate::block::short_cid(&self.stream))
             .field("events", &self.dag.len())
             .field("heads", &self.dag.head_count())
             .field("pending", &self.pending.events.len())
@@ -378,7 +378,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// # Errors
     /// [`OpenError::Genesis`] or [`OpenError::NotGenesis`] for a bad block,
     /// [`OpenError::Store`] when the store fails.
-    pub async fn create(store: Arc<S>, genesis: &Block, config: Config) -> Result<Self, OpenError> {
+    pub async fn create(store: Arc<S>, genesis: &Block, config: ReplicaConfig) -> Result<Self, OpenError> {
         genesis.verify().map_err(|e| OpenError::Genesis(e.into()))?;
         let header = Header::parse(genesis, &config.limits).map_err(OpenError::Genesis)?;
         if !header.parents.is_empty() {
@@ -398,11 +398,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// [`OpenError::UnknownStream`] if the store has no such stream,
     /// [`OpenError::Store`] (including [`StoreError::Corrupt`] when the log,
     /// the blocks and the heads disagree).
-    pub async fn open(store: Arc<S>, stream: &Cid, config: Config) -> Result<Self, OpenError> {
+    pub async fn open(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await
     }
 
-    async fn open_inner(store: Arc<S>, stream: &Cid, config: Config) -> Result<Self, OpenError> {
+    async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
         let mut start = 0u64;
@@ -453,7 +453,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ReplicaConfig {
         &self.config
     }
 
@@ -983,7 +983,7 @@ struct PendingEvent {
 
 impl PendingBuffer {
     /// Buffers an event; returns how many events were evicted to make room.
-    fn insert(&mut self, block: Block, header: Header, missing: Vec<Digest>, config: &Config) -> usize {
+    fn insert(&mut self, block: Block, header: Header, missing: Vec<Digest>, config: &ReplicaConfig) -> usize {
         let digest = digest_of(block.cid()).expect("event CIDs");
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures::executor::block_on;
 use merkle_clock::car::{CarError, CarLimits, CarReader, read_car, write_car};
-use merkle_clock::replica::{Config, Rejection, Replica};
+use merkle_clock::replica::{Rejection, Replica, ReplicaConfig};
 use merkle_clock::sync::{Message, SyncError, SyncLimits, SyncState, generate_message, receive_message};
 use merkle_clock::{
     Block, BlockSet, Cid, DecodeError, Event, Ingest, Ipld, Limits, MemoryBlockstore, StreamStore, cid_of,
@@ -161,7 +161,7 @@ fn child_of(parents: &[Made], payload: u8, height_delta: i8) -> Made {
 pub fn check_ingest(data: &[u8]) -> IngestStats {
     let mut src = Source::new(data);
     let setup = src.byte();
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = [3, 16, 100_000, 100_000][usize::from(setup & 3)];
     if setup & 4 != 0 {
         config.max_pending_bytes = 600;
@@ -619,7 +619,7 @@ pub fn sync_pair_with(
 /// with nothing left pending.
 pub fn check_merge(script: &MergeScript) {
     let n = script.replicas.clamp(2, 5);
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.limits.max_parents = script.max_parents.clamp(1, Limits::DEFAULT.max_parents);
     let genesis = Event::genesis(Ipld::String("merge".into())).encode().expect("genesis");
     let mut replicas: Vec<MemReplica> = (0..n)
@@ -819,7 +819,7 @@ pub fn sync_fixture() -> &'static SyncFixture {
 /// A replica holding the genesis and `blocks`.
 pub fn replica_holding(genesis: &Block, blocks: &[Block]) -> (MemReplica, Arc<MemoryBlockstore>) {
     let store = Arc::new(MemoryBlockstore::new());
-    let mut r = block_on(MemReplica::create(store.clone(), genesis, Config::default())).expect("create");
+    let mut r = block_on(MemReplica::create(store.clone(), genesis, ReplicaConfig::default())).expect("create");
     let report = block_on(r.ingest_many(blocks.to_vec())).expect("store");
     assert_eq!(report.accepted.len(), blocks.len());
     (r, store)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, OpenError, Rejection, Replica};
+use merkle_clock::replica::{OpenError, Rejection, Replica, ReplicaConfig};
 use merkle_clock::{
     Block, BlockError, BlockSet, Cid, DecodeError, Event, Ingest, InsertError, Ipld, Limits, MemoryBlockstore, cid_of,
 };
@@ -22,14 +22,14 @@ fn genesis() -> Block {
     Event::genesis("hostile").encode().expect("genesis")
 }
 
-fn replica_with(config: Config) -> (MemReplica, Block) {
+fn replica_with(config: ReplicaConfig) -> (MemReplica, Block) {
     let g = genesis();
     let r = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &g, config)).expect("create");
     (r, g)
 }
 
 fn replica() -> (MemReplica, Block) {
-    replica_with(Config::default())
+    replica_with(ReplicaConfig::default())
 }
 
 fn ingest(r: &mut MemReplica, b: Block) -> Ingest {
@@ -222,7 +222,7 @@ fn foreign_genesis_is_rejected_and_its_descendants_never_join() {
     assert_eq!(r.missing(), vec![*foreign.cid()]);
     assert_eq!(r.metrics().rejected.get("foreign_genesis"), Some(&2));
     // A non-genesis cannot start a stream.
-    let err = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &child, Config::default()))
+    let err = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &child, ReplicaConfig::default()))
         .expect_err("not a genesis");
     assert!(matches!(err, OpenError::NotGenesis { .. }), "{err}");
 }
@@ -311,7 +311,7 @@ fn oversize_block_is_rejected() {
     let junk = Block::from_bytes(vec![0xff; (1 << 20) + 1]);
     assert!(matches!(decode_rejection(ingest(&mut r, junk)), DecodeError::Block(BlockError::TooLarge { .. })));
     // A smaller configured limit holds the same way.
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.limits.max_block_bytes = 1024;
     let (mut small, g2) = replica_with(config);
     let two_k = Event::new(1, vec![*g2.cid()], Ipld::Bytes(vec![1; 2048])).encode().expect("event");
@@ -410,7 +410,7 @@ fn assert_within_caps(r: &MemReplica) {
 /// with it, and real events still get in.
 #[test]
 fn orphan_flood_keeps_the_pending_buffer_within_its_caps() {
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = 100;
     config.max_pending_bytes = 64 * 1024;
     let (mut r, g) = replica_with(config);
@@ -462,7 +462,7 @@ fn chain(g: &Block, n: u64) -> Vec<Block> {
 fn million_event_chain_newest_first_stays_bounded() {
     const N: u64 = 1_000_000;
     const CAP: usize = 1_000;
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = CAP;
     config.max_pending_bytes = 256 * 1024;
     let (mut r, g) = replica_with(config);

@@ -7,7 +7,7 @@ use futures::executor::block_on;
 use merkle_clock::replica::{AppendError, FnValidator, OpenError, Rejection};
 use merkle_clock::store::{FaultOp, FaultPlan, FaultyStore, StreamStore};
 use merkle_clock::{
-    Block, Config, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, StoreError, heads, order,
+    Block, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError, heads, order,
 };
 use quickcheck::{QuickCheck, TestResult};
 
@@ -16,7 +16,7 @@ fn genesis() -> Block {
 }
 
 async fn fresh() -> Replica<MemoryBlockstore> {
-    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 async fn blocks_in_order<S: StreamStore + ?Sized>(r: &Replica<S>) -> Vec<Block> {
@@ -134,7 +134,7 @@ fn wrong_height_found_on_release_rejects_the_waiting_descendants() {
 #[test]
 fn pending_buffer_is_capped_by_count_and_bytes() {
     block_on(async {
-        let mut config = Config::default();
+        let mut config = ReplicaConfig::default();
         config.max_pending_events = 10;
         config.max_pending_bytes = 1 << 20;
         let store = Arc::new(MemoryBlockstore::new());
@@ -149,7 +149,7 @@ fn pending_buffer_is_capped_by_count_and_bytes() {
         assert_eq!(b.metrics().evicted, 90);
         assert_eq!(b.missing(), vec![*phantom.cid()]);
 
-        let mut config = Config::default();
+        let mut config = ReplicaConfig::default();
         config.max_pending_bytes = 2_000;
         let mut c = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), config).await.unwrap();
         for i in 0..100u32 {
@@ -165,7 +165,7 @@ fn pending_buffer_is_capped_by_count_and_bytes() {
 fn evicted_events_become_missing_again_and_can_return() {
     block_on(async {
         let blocks = chain(6).await;
-        let mut config = Config::default();
+        let mut config = ReplicaConfig::default();
         config.max_pending_events = 3;
         let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), config).await.unwrap();
         // Deliver 2..=6 oldest first without 1: arrivals 2 and 3 are evicted
@@ -214,7 +214,7 @@ fn validators_refuse_with_their_name() {
 fn append_folds_at_most_max_parents_heads() {
     block_on(async {
         let g = genesis();
-        let mut config = Config::default();
+        let mut config = ReplicaConfig::default();
         config.limits.max_parents = 2;
         let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &g, config).await.unwrap();
         for i in 0..5u32 {
@@ -270,19 +270,19 @@ fn reopen_continues_exactly_where_it_stopped() {
     block_on(async {
         let store = Arc::new(MemoryBlockstore::new());
         let g = genesis();
-        let mut a = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+        let mut a = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
         a.append_many(0..100u32).await.unwrap();
         a.ingest(Event::new(1, vec![*g.cid()], "side").encode().unwrap()).await.unwrap();
         let (heads, order_a) = (a.heads(), a.order().collect::<Vec<_>>());
         drop(a);
-        let mut b = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+        let mut b = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
         assert_eq!(b.heads(), heads);
         assert_eq!(b.order().collect::<Vec<_>>(), order_a);
         let next = b.append(&"after reopen").await.unwrap();
         let ev: Event<String> = b.get(&next).await.unwrap().unwrap().decode().unwrap();
         assert_eq!(ev.parents(), &heads[..]);
         // create() on an existing stream opens it.
-        let c = Replica::create(store, &g, Config::default()).await.unwrap();
+        let c = Replica::create(store, &g, ReplicaConfig::default()).await.unwrap();
         assert_eq!(c.heads(), vec![next]);
     });
 }
@@ -293,16 +293,19 @@ fn opening_bad_streams_is_a_typed_error() {
         let store = Arc::new(MemoryBlockstore::new());
         let unknown = Event::genesis("unknown").encode().unwrap();
         assert!(matches!(
-            Replica::open(store.clone(), unknown.cid(), Config::default()).await,
+            Replica::open(store.clone(), unknown.cid(), ReplicaConfig::default()).await,
             Err(OpenError::UnknownStream { .. })
         ));
         let child = Event::new(1, vec![*unknown.cid()], 1).encode().unwrap();
         assert!(matches!(
-            Replica::create(store.clone(), &child, Config::default()).await,
+            Replica::create(store.clone(), &child, ReplicaConfig::default()).await,
             Err(OpenError::NotGenesis { .. })
         ));
         let not_event = Block::from_bytes(vec![0x01]);
-        assert!(matches!(Replica::create(store, &not_event, Config::default()).await, Err(OpenError::Genesis(_))));
+        assert!(matches!(
+            Replica::create(store, &not_event, ReplicaConfig::default()).await,
+            Err(OpenError::Genesis(_))
+        ));
     });
 }
 
@@ -311,7 +314,7 @@ fn a_failed_commit_changes_nothing_and_a_retry_succeeds() {
     block_on(async {
         let blocks = chain(20).await;
         let store = Arc::new(FaultyStore::new(MemoryBlockstore::new()));
-        let mut b = Replica::create(store.clone(), &genesis(), Config::default()).await.unwrap();
+        let mut b = Replica::create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
         b.ingest_many(blocks[1..5].to_vec()).await.unwrap();
         // Leave 6.. waiting; then fail the commit that 5 would release them with.
         b.ingest_many(blocks[6..].to_vec()).await.unwrap();
@@ -337,7 +340,7 @@ fn appends_fail_cleanly_after_n_store_operations() {
         for n in 0..6 {
             let store = Arc::new(FaultyStore::new(MemoryBlockstore::new()));
             let g = genesis();
-            let mut r = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+            let mut r = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
             store.set_plan(FaultPlan::AfterOps(n));
             let mut ok = 0;
             for i in 0..10u32 {
@@ -353,7 +356,7 @@ fn appends_fail_cleanly_after_n_store_operations() {
             assert_eq!(store.inner().log_len(g.cid()).await.unwrap() as usize, r.len());
             store.set_plan(FaultPlan::Never);
             r.append(&"retry").await.unwrap();
-            let reopened = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+            let reopened = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
             assert_eq!(reopened.heads(), r.heads());
         }
     });
@@ -413,13 +416,13 @@ fn prop_any_delivery_order_gives_identical_replicas_even_across_reopen() {
             }
             let store = Arc::new(MemoryBlockstore::new());
             let g = genesis();
-            let mut b = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+            let mut b = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
             let delivery = shuffled(&blocks, order_b);
             let cut = usize::from(reopen_at) % (delivery.len() + 1);
             b.ingest_many(delivery[..cut].to_vec()).await.unwrap();
             // Reopen midway: the pending buffer is lost, so re-deliver everything after.
             drop(b);
-            let mut b = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+            let mut b = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
             for block in delivery.iter().rev() {
                 b.ingest(block.clone()).await.unwrap();
             }

@@ -13,7 +13,7 @@ use merkle_clock::sync::{
     BITS_PER_ELEMENT, BloomFilter, Message, NaiveState, Received, SyncError, SyncLimits, SyncState, generate_message,
     naive_generate, naive_receive, receive_message,
 };
-use merkle_clock::{Block, Blockstore, Cid, Config, Event, Ipld, MemoryBlockstore, Replica};
+use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig};
 
 type R = Replica<MemoryBlockstore>;
 
@@ -25,7 +25,7 @@ fn genesis() -> Block {
 }
 
 async fn fresh() -> R {
-    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 /// Appends `n` events with 200-byte payloads; one in eight is a sibling of a

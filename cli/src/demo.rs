@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::sim::{Faults, Network, NodeId, Partition, Sent, SimRng, Tick};
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
-use merkle_clock::{Block, Cid, Event, Ipld, cid_of, short};
+use merkle_clock::{Block, Cid, Event, Ipld, cid_of, short_cid};
 
 use crate::{Result, draw, store};
 
@@ -568,7 +568,7 @@ fn summary(
     } else {
         display.line("  converged    NO: the replicas differ")?;
     }
-    display.line(&format!("  order        fingerprint {} on every replica", short(&cid_of(&fingerprint))))?;
+    display.line(&format!("  order        fingerprint {} on every replica", short_cid(&cid_of(&fingerprint))))?;
     for (i, h) in heads.iter().enumerate() {
         display.line(&format!("  {}{h}", if i == 0 { "heads        " } else { "             " }))?;
     }
@@ -847,7 +847,7 @@ impl Demo {
     async fn up(&mut self, n: NodeId) -> Result<()> {
         let dir = self.nodes[n].dir.clone();
         let db = store::open_db(&dir, Durability::Eventual)?;
-        let replica = Replica::open(Arc::new(db), self.genesis.cid(), Config::default()).await?;
+        let replica = Replica::open(Arc::new(db), self.genesis.cid(), ReplicaConfig::default()).await?;
         let saved = std::mem::take(&mut self.nodes[n].saved);
         for (peer, bytes) in saved {
             let mut state = SyncState::decode(&bytes).unwrap_or_else(|_| SyncState::new());

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use merkle_clock::replica::Config as ReplicaConfig;
+use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::store::RedbBlockstore;
 use merkle_clock::{Cursor, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::libp2p::Multiaddr;

@@ -32,12 +32,12 @@ pub enum CounterOp {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{CausalFeed, Counter, CounterOp};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("stock").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// let x = a.append(&CounterOp::Increment(10)).await.unwrap();
 /// let y = b.append(&CounterOp::Decrement(3)).await.unwrap(); // concurrent
 /// a.ingest(b.get(&y).await.unwrap().unwrap()).await.unwrap();

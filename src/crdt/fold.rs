@@ -219,7 +219,7 @@ struct Checkpoint<T> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, FoldEvent, Reducer};
 ///
 /// /// Concatenates string payloads in the total order.
@@ -233,8 +233,8 @@ struct Checkpoint<T> {
 ///
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("letters").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// a.append(&"x".to_string()).await.unwrap();
 /// a.append(&"y".to_string()).await.unwrap();
 /// let mut fold = Fold::new(Concat);
@@ -444,11 +444,11 @@ async fn fetch<S: ?Sized + StreamStore>(replica: &Replica<S>, cids: &[Cid]) -> R
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{CausalFeed, Counter, CounterOp};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("likes").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// let mut feed = CausalFeed::new(Counter);
 /// r.append(&CounterOp::Increment(3)).await.unwrap();
 /// feed.update(&r).await.unwrap();

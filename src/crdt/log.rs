@@ -115,11 +115,11 @@ impl<P: Clone> LogState<P> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, Log};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("chat").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// r.append(&"hello").await.unwrap();
 /// r.append(&"world").await.unwrap();
 /// let mut fold = Fold::new(Log::<String>::new());

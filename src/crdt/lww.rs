@@ -58,12 +58,12 @@ pub enum RegisterOp<V> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, LwwRegister, RegisterOp};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("title").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// a.append(&RegisterOp::Set("draft")).await.unwrap();
 /// let a2 = a.append(&RegisterOp::Set("final")).await.unwrap();
 /// let b1 = b.append(&RegisterOp::Set("other")).await.unwrap(); // concurrent, height 1
@@ -162,11 +162,11 @@ pub enum MapOp<K, V> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, LwwMap, MapOp};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("settings").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// r.append(&MapOp::Set { key: "theme", value: "dark" }).await.unwrap();
 /// r.append(&MapOp::Set { key: "lang", value: "en" }).await.unwrap();
 /// r.append(&MapOp::<_, &str>::Delete { key: "theme" }).await.unwrap();

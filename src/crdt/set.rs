@@ -127,12 +127,12 @@ impl<T: Ord + Clone> AddWinsState<T> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{AddWinsSet, Fold, SetOp};
 /// # futures::executor::block_on(async {
 /// let genesis = Event::genesis("tags").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 /// let add = a.append(&SetOp::Add("urgent")).await.unwrap();
 /// b.ingest(a.get(&add).await.unwrap().unwrap()).await.unwrap();
 ///

@@ -122,9 +122,9 @@ use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 use thiserror::Error;
 
-use crate::block::{Block, short};
+use crate::block::{Block, short_cid};
 use crate::event::Event;
-use crate::replica::{AppendError, Config, OpenError, Replica};
+use crate::replica::{AppendError, OpenError, Replica, ReplicaConfig};
 use crate::store::MemoryBlockstore;
 
 pub use crate::rng::SimRng;
@@ -602,7 +602,7 @@ impl<P: Protocol> Simulation<P> {
         for action in actions {
             match action {
                 Action::Join(n) => {
-                    let config = Config::default();
+                    let config = ReplicaConfig::default();
                     let replica = Replica::create(self.nodes[n].store.clone(), &self.genesis, config)
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
@@ -621,7 +621,7 @@ impl<P: Protocol> Simulation<P> {
                 }
                 Action::Up(n) => {
                     let stream = *self.genesis.cid();
-                    let replica = Replica::open(self.nodes[n].store.clone(), &stream, Config::default())
+                    let replica = Replica::open(self.nodes[n].store.clone(), &stream, ReplicaConfig::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
                     let saved = std::mem::take(&mut self.nodes[n].saved);
@@ -690,7 +690,7 @@ impl<P: Protocol> Simulation<P> {
         let cid = replica.append(&Ipld::Bytes(payload)).await.map_err(|source| SimError::Append { node: n, source })?;
         let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
         self.appended.insert(cid);
-        self.trace.push(format!("{t} append n{n} {} h{height}", short(&cid)));
+        self.trace.push(format!("{t} append n{n} {} h{height}", short_cid(&cid)));
         Ok(())
     }
 

@@ -113,7 +113,7 @@ pub trait Blockstore: Send + Sync {
 
 /// One entry of a stream's log: an event and its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
+pub struct LoggedEvent {
     /// The event.
     pub cid: Cid,
     /// Its height.
@@ -122,20 +122,20 @@ pub struct LogEntry {
     pub parents: Vec<Cid>,
 }
 
-impl LogEntry {
+impl LoggedEvent {
     /// Reads the header of a stored (already verified) event block.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] when the block is not an event.
-    pub fn from_block(block: &Block) -> Result<LogEntry, StoreError> {
+    pub fn from_block(block: &Block) -> Result<LoggedEvent, StoreError> {
         Self::from_parts(block.cid(), block.bytes())
     }
 
-    /// As [`LogEntry::from_block`], for the stored bytes of the block `cid`.
-    pub(crate) fn from_parts(cid: &Cid, bytes: &[u8]) -> Result<LogEntry, StoreError> {
+    /// As [`LoggedEvent::from_block`], for the stored bytes of the block `cid`.
+    pub(crate) fn from_parts(cid: &Cid, bytes: &[u8]) -> Result<LoggedEvent, StoreError> {
         let header = crate::event::Header::parse_bytes(cid, bytes, &crate::event::Limits::TRUSTED)
             .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block is not an event: {e}")))?;
-        Ok(LogEntry {
+        Ok(LoggedEvent {
             cid: *cid,
             height: header.height,
             parents: header.parents.iter().map(crate::block::cid_from_digest).collect(),
@@ -177,7 +177,7 @@ pub trait StreamStore: Blockstore {
     /// parses their headers; a store that keeps headers beside its log (the
     /// redb store does) answers without touching the blocks, which is what
     /// makes reopening a large stream a sequential scan.
-    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let cids = self.read_log(stream, start, max).await?;
         let blocks = self.get_many(&cids).await?;
         cids.iter()
@@ -185,7 +185,7 @@ pub trait StreamStore: Blockstore {
             .map(|(cid, block)| {
                 let block = block
                     .ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
-                LogEntry::from_block(&block)
+                LoggedEvent::from_block(&block)
             })
             .collect()
     }

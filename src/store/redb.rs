@@ -16,7 +16,7 @@ use redb::{
     backends::InMemoryBackend,
 };
 
-use super::{Blockstore, LogEntry, Slot, StoreError, StreamStore, table_hash};
+use super::{Blockstore, LoggedEvent, Slot, StoreError, StreamStore, table_hash};
 use crate::block::{Block, DIGEST_LEN, Digest, KeyedState, cid_from_digest, digest_of};
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -516,17 +516,17 @@ impl RedbBlockstore {
         Ok(())
     }
 
-    fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1 << 16));
         // Each header is parsed where redb holds the block: nothing is copied.
         self.scan_log(stream, start, max, |logged, blocks, _, what| {
             let entry = match logged {
-                Logged::Inline { cid, bytes } => LogEntry::from_parts(&cid, bytes),
+                Logged::Inline { cid, bytes } => LoggedEvent::from_parts(&cid, bytes),
                 Logged::InBlocks(cid) => {
                     let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
                         return Err(StoreError::Corrupt(format!("{}: {cid} is not in the blocks table", what())));
                     };
-                    LogEntry::from_parts(&cid, v.value())
+                    LoggedEvent::from_parts(&cid, v.value())
                 }
             };
             out.push(entry.map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))?);
@@ -947,7 +947,7 @@ impl StreamStore for RedbBlockstore {
         Ok(out)
     }
 
-    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         self.read_entries(stream, start, max)
     }
 

@@ -81,12 +81,12 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+//! use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 //! use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
 //! # futures::executor::block_on(async {
 //! let genesis = Event::genesis("chat").encode().unwrap();
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 //! for i in 0..100u32 {
 //!     alice.append(&format!("alice {i}")).await.unwrap();
 //!     bob.append(&format!("bob {i}")).await.unwrap();
@@ -568,14 +568,14 @@ mod tests {
 
     use super::*;
     use crate::dag::ClockOrder;
-    use crate::replica::Config;
+    use crate::replica::ReplicaConfig;
     use crate::sim::SimRng;
     use crate::{Event, MemoryBlockstore};
 
     type R = Replica<MemoryBlockstore>;
 
     async fn fresh(genesis: &Block) -> R {
-        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap()
+        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap()
     }
 
     /// Drives both sides in lock step; `check(delays, a, b)` runs after each

@@ -18,13 +18,13 @@
 //! ```
 //! use std::sync::Arc;
 //! use futures::future::{Either, select};
-//! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+//! use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 //! use merkle_clock::sync::{SyncState, transport::{MemoryHub, SyncChannel, answer, sync_with}};
 //! # futures::executor::block_on(async {
 //! let genesis = Event::genesis("notes").encode().unwrap();
 //! let stream = *genesis.cid();
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
 //! alice.append(&"from alice").await.unwrap();
 //! bob.append(&"from bob").await.unwrap();
 //!
@@ -181,7 +181,7 @@ impl fmt::Debug for IncomingRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncomingRequest")
             .field("from", &self.from)
-            .field("stream", &crate::block::short(&self.stream))
+            .field("stream", &crate::block::short_cid(&self.stream))
             .field("bytes", &self.message.len())
             .finish()
     }
@@ -466,13 +466,13 @@ impl Drop for MemoryFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Config;
+    use crate::replica::ReplicaConfig;
     use crate::{Event, MemoryBlockstore};
     use futures::executor::block_on;
     use futures::future::{Either, select};
 
     async fn replica(genesis: &Block) -> Replica<MemoryBlockstore> {
-        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap()
+        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap()
     }
 
     #[test]
