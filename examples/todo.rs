@@ -194,7 +194,7 @@ async fn sync_all(peers: &mut [Peer]) {
                 peer.replica.ingest_many(blocks).await.unwrap();
             }
         }
-        assert_eq!(peer.replica.pending().0, 0);
+        assert_eq!(peer.replica.pending().events, 0);
     }
 }
 

@@ -299,14 +299,21 @@ pub(crate) struct Header {
 /// compares as one.
 #[derive(Clone)]
 pub(crate) enum Parents {
-    Inline(u8, [Digest; 2]),
+    Inline(u8, [Digest; Parents::INLINE]),
     Heap(Vec<Digest>),
 }
 
 impl Parents {
+    /// How many parents are held inline, without an allocation.
+    pub(crate) const INLINE: usize = 2;
+
     /// Room for `n` parents: inline when they fit.
     pub(crate) fn with_capacity(n: usize) -> Self {
-        if n <= 2 { Parents::Inline(0, [[0; 32]; 2]) } else { Parents::Heap(Vec::with_capacity(n)) }
+        if n <= Self::INLINE {
+            Parents::Inline(0, [[0; 32]; Self::INLINE])
+        } else {
+            Parents::Heap(Vec::with_capacity(n))
+        }
     }
 
     pub(crate) fn push(&mut self, digest: Digest) {

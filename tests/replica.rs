@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::executor::block_on;
-use merkle_clock::replica::{AppendError, FnValidator, OpenError, Rejection};
+use merkle_clock::replica::{AppendError, FnValidator, OpenError, RejectReason, Rejection};
 use merkle_clock::store::{FaultOp, FaultPlan, FaultyStore, StreamStore};
 use merkle_clock::{
     Block, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError, heads, order,
@@ -65,9 +65,9 @@ fn newest_first_delivery_is_buffered_then_released_in_one_pass() {
             assert!(matches!(b.ingest(block.clone()).await.unwrap(), Ingest::Pending { .. }));
         }
         assert_eq!(b.missing(), vec![*blocks[1].cid()]);
-        assert_eq!(b.pending().0, 49);
+        assert_eq!(b.pending().events, 49);
         assert_eq!(b.ingest(blocks[1].clone()).await.unwrap(), Ingest::Accepted);
-        assert_eq!(b.pending(), (0, 0));
+        assert_eq!(b.pending(), merkle_clock::replica::PendingStats::default());
         assert_eq!(b.len(), 51);
         assert_eq!(b.heads(), vec![*blocks[50].cid()]);
         let m = b.metrics();
@@ -102,9 +102,9 @@ fn ingest_reports_every_outcome() {
             Ingest::Rejected(Rejection::Insert(InsertError::WrongHeight { expected: 3, found: 7, .. }))
         ));
         let m = b.metrics();
-        assert_eq!(m.rejected.get("foreign_genesis"), Some(&1));
-        assert_eq!(m.rejected.get("decode"), Some(&1));
-        assert_eq!(m.rejected.get("height"), Some(&1));
+        assert_eq!(m.rejected.get(&RejectReason::ForeignGenesis), Some(&1));
+        assert_eq!(m.rejected.get(&RejectReason::Decode), Some(&1));
+        assert_eq!(m.rejected.get(&RejectReason::Height), Some(&1));
         assert_eq!(b.len(), 3);
     });
 }
@@ -122,11 +122,11 @@ fn wrong_height_found_on_release_rejects_the_waiting_descendants() {
         assert!(matches!(b.ingest(bad.clone()).await.unwrap(), Ingest::Pending { .. }));
         let report = b.ingest_many(vec![blocks[1].clone()]).await.unwrap();
         assert_eq!(report.accepted, vec![a1]);
-        assert_eq!(b.pending(), (0, 0));
+        assert_eq!(b.pending(), merkle_clock::replica::PendingStats::default());
         assert_eq!(b.heads(), vec![a1]);
         let m = b.metrics();
-        assert_eq!(m.rejected.get("height"), Some(&1));
-        assert_eq!(m.rejected.get("ancestor_rejected"), Some(&1));
+        assert_eq!(m.rejected.get(&RejectReason::Height), Some(&1));
+        assert_eq!(m.rejected.get(&RejectReason::AncestorRejected), Some(&1));
         assert!(b.contains(&g));
     });
 }
@@ -143,9 +143,9 @@ fn pending_buffer_is_capped_by_count_and_bytes() {
         for i in 0..100u32 {
             let orphan = Event::new(1, vec![*phantom.cid()], i).encode().unwrap();
             b.ingest(orphan).await.unwrap();
-            assert!(b.pending().0 <= 10);
+            assert!(b.pending().events <= 10);
         }
-        assert_eq!(b.pending().0, 10);
+        assert_eq!(b.pending().events, 10);
         assert_eq!(b.metrics().evicted, 90);
         assert_eq!(b.missing(), vec![*phantom.cid()]);
 
@@ -155,7 +155,7 @@ fn pending_buffer_is_capped_by_count_and_bytes() {
         for i in 0..100u32 {
             let orphan = Event::new(1, vec![*phantom.cid()], vec![i; 50]).encode().unwrap();
             c.ingest(orphan).await.unwrap();
-            assert!(c.pending().1 <= 2_000, "pending bytes {}", c.pending().1);
+            assert!(c.pending().bytes <= 2_000, "pending bytes {}", c.pending().bytes);
         }
         assert!(c.metrics().evicted > 0);
     });
@@ -173,14 +173,14 @@ fn evicted_events_become_missing_again_and_can_return() {
         for block in &blocks[2..] {
             b.ingest(block.clone()).await.unwrap();
         }
-        assert_eq!(b.pending().0, 3);
+        assert_eq!(b.pending().events, 3);
         assert_eq!(b.metrics().evicted, 2);
         assert_eq!(b.missing(), vec![*blocks[3].cid()]);
         b.ingest(blocks[1].clone()).await.unwrap();
         assert_eq!(b.heads(), vec![*blocks[1].cid()]);
         b.ingest_many(vec![blocks[2].clone(), blocks[3].clone()]).await.unwrap();
         assert_eq!(b.heads(), vec![*blocks[6].cid()]);
-        assert_eq!(b.pending(), (0, 0));
+        assert_eq!(b.pending(), merkle_clock::replica::PendingStats::default());
     });
 }
 
@@ -206,7 +206,7 @@ fn validators_refuse_with_their_name() {
         assert!(matches!(b.append(&"text").await, Err(AppendError::Rejected(Rejection::Validator { .. }))));
         b.append(&7).await.unwrap();
         assert_eq!(b.len(), 2);
-        assert_eq!(b.metrics().rejected.get("validator"), Some(&1));
+        assert_eq!(b.metrics().rejected.get(&RejectReason::Validator), Some(&1));
     });
 }
 
@@ -318,7 +318,7 @@ fn a_failed_commit_changes_nothing_and_a_retry_succeeds() {
         b.ingest_many(blocks[1..5].to_vec()).await.unwrap();
         // Leave 6.. waiting; then fail the commit that 5 would release them with.
         b.ingest_many(blocks[6..].to_vec()).await.unwrap();
-        assert_eq!(b.pending().0, 15);
+        assert_eq!(b.pending().events, 15);
         store.set_plan(FaultPlan::Once(FaultOp::Commit));
         let err = b.ingest(blocks[5].clone()).await;
         assert!(matches!(err, Err(StoreError::Backend(_))));

@@ -29,7 +29,7 @@ fn check<P: Protocol>(sim: &Simulation<P>, report: &SimReport) {
         let r = sim.replica(n).unwrap_or_else(|| panic!("node {n} is down: {report}"));
         assert_eq!(r.heads(), heads, "node {n} heads: {report}");
         assert_eq!(r.order().collect::<Vec<_>>(), order, "node {n} order: {report}");
-        assert_eq!(r.pending().0, 0, "node {n} pending: {report}");
+        assert_eq!(r.pending().events, 0, "node {n} pending: {report}");
         let stored: BTreeSet<Cid> = sim.store(n).blocks().iter().map(|b| *b.cid()).collect();
         assert_eq!(stored, union, "node {n} blocks: {report}");
     }

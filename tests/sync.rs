@@ -719,7 +719,7 @@ async fn naive_stalled() -> (R, R, NaiveState, NaiveState) {
         answers == 3
     })
     .await;
-    assert!(b.pending().0 > 0 && b.len() == 1, "B stalled with pending events");
+    assert!(b.pending().events > 0 && b.len() == 1, "B stalled with pending events");
     (a, b, sa, sb)
 }
 
@@ -732,7 +732,7 @@ fn naive_walk_asks_again_for_what_is_missing_after_a_reset() {
         naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
         assert_eq!(a.heads(), b.heads());
         assert_eq!(b.len(), 13);
-        assert_eq!(b.pending().0, 0);
+        assert_eq!(b.pending().events, 0);
     });
 }
 

@@ -703,7 +703,7 @@ impl Demo {
         let mut want = self.appended.clone();
         want.insert(*self.genesis.cid());
         let same = |r: &Replica<RedbBlockstore>| {
-            r.heads() == heads && r.order().eq(order.iter().copied()) && r.pending().0 == 0
+            r.heads() == heads && r.order().eq(order.iter().copied()) && r.pending().events == 0
         };
         let agree = converged
             && self.nodes.iter().all(|n| n.replica.as_ref().is_some_and(same))
@@ -780,7 +780,7 @@ impl Demo {
         let want = self.appended.len() + 1;
         let first = replicas[0];
         let heads = first.heads();
-        if replicas.iter().any(|r| r.len() != want || r.heads() != heads || r.pending().0 != 0) {
+        if replicas.iter().any(|r| r.len() != want || r.heads() != heads || r.pending().events != 0) {
             return false;
         }
         replicas.iter().all(|r| r.order().eq(first.order()))

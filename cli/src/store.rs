@@ -86,7 +86,7 @@ pub async fn open(dir: &Path) -> Result<Local> {
 }
 
 /// Creates the stream of `genesis` in a store directory (which may not hold
-/// a current stream yet) and makes it current.
+/// a current stream yet, or already hold this one) and makes it current.
 pub async fn create(dir: &Path, genesis: &Block, durability: Durability) -> Result<Local> {
     let db = create_db(dir, durability)?;
     if let Some(existing) = current_stream(dir, &db).await?
@@ -94,7 +94,7 @@ pub async fn create(dir: &Path, genesis: &Block, durability: Durability) -> Resu
     {
         return Err(format!("the store at {} already holds stream {existing}", dir.display()).into());
     }
-    let replica = Replica::create(Arc::new(db), genesis, ReplicaConfig::default()).await?;
+    let replica = Replica::open_or_create(Arc::new(db), genesis, ReplicaConfig::default()).await?;
     set_stream(dir, replica.stream_id())?;
     Ok(replica)
 }
