@@ -2,9 +2,10 @@
 //! a stream's heads and log, and their in-memory implementation.
 //!
 //! Both traits are async and object safe (`dyn Blockstore`, `dyn StreamStore`),
-//! and `Send + Sync`. Every implementation must pass the shared
-//! [`contract`] suite; this crate runs it against [`MemoryBlockstore`] and
-//! (with the `redb` feature) the redb store.
+//! and `Send + Sync`. Every implementation must pass the shared `contract`
+//! suite (`store::contract`, with the `testing` feature); this crate runs it
+//! against [`MemoryBlockstore`], the fault-injecting `FaultyStore` and (with
+//! the `redb` feature) the redb store.
 
 use std::error::Error as StdError;
 
@@ -14,7 +15,10 @@ use thiserror::Error;
 
 use crate::block::Block;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod contract;
+#[cfg(feature = "testing")]
 mod fault;
 mod memory;
 #[cfg(feature = "redb")]
@@ -22,6 +26,8 @@ mod redb;
 
 #[cfg(feature = "redb")]
 pub use self::redb::{Durability, RedbBlockstore};
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use fault::{FaultOp, FaultPlan, FaultyStore};
 pub use memory::MemoryBlockstore;
 
