@@ -294,7 +294,7 @@ fn encode_header(roots: &[Cid]) -> Vec<u8> {
 /// Parses the header bytes; `base` is the header's offset in the CAR.
 fn parse_header(bytes: &[u8], base: u64) -> Result<Vec<Cid>, CarError> {
     let bad = |offset: usize, reason: &'static str| CarError::BadHeader { offset: base + offset as u64, reason };
-    let cbor_err = |e: CborError| bad(e.offset, e.reason);
+    let cbor_err = |e: CborError| bad(e.offset(), e.reason());
     let mut r = Reader::new(bytes);
     let (major, _, entries) = r.head().map_err(cbor_err)?;
     if major != MAJOR_MAP {

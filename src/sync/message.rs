@@ -116,7 +116,7 @@ impl SyncError {
 
 impl From<CborError> for SyncError {
     fn from(e: CborError) -> Self {
-        SyncError::Decode { offset: e.offset, rule: e.reason }
+        SyncError::Decode { offset: e.offset(), rule: e.reason() }
     }
 }
 
