@@ -1,4 +1,4 @@
-//! Seed 003's todo app: three replicas edit a shared todo list while
+//! A todo app: three replicas edit a shared todo list while
 //! partitioned, exchange blocks, converge — and then read the same event log
 //! in two ways, to show what the log keeps that last-writer-wins throws away.
 //!
@@ -14,7 +14,7 @@ use merkle_clock::{Block, Cid, Event, Ingest, MemoryBlockstore, short_cid};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------
-// The events: seed 003's `todo_events` table, one event per row. A todo's id
+// The events: a `todo_events` table, one event per row. A todo's id
 // is the CID of its `create` event. `by` names the author; it also keeps two
 // people's identical edits on the same heads from being one event.
 // ---------------------------------------------------------------------------
@@ -265,7 +265,7 @@ fn main() {
 }
 
 async fn run() {
-    let genesis = Event::genesis("seed 003: todo list").encode().unwrap();
+    let genesis = Event::genesis("todo list").encode().unwrap();
     let mut peers =
         vec![Peer::new("alice", &genesis).await, Peer::new("bob", &genesis).await, Peer::new("carol", &genesis).await];
     println!("stream {}\n", genesis.cid());

@@ -236,6 +236,9 @@ pub enum Error {
     /// See [`CarError`](crate::CarError).
     #[error(transparent)]
     Car(#[from] crate::car::CarError),
+    /// See [`FoldError`](crate::crdt::FoldError).
+    #[error(transparent)]
+    Fold(#[from] crate::crdt::FoldError),
     /// See [`SimError`](crate::sim::SimError) (with the `testing` feature).
     #[cfg(feature = "testing")]
     #[error(transparent)]

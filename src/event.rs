@@ -78,13 +78,14 @@ impl Default for Limits {
 ///
 /// ```
 /// use merkle_clock::Event;
-/// let genesis = Event::genesis("my stream").encode().unwrap();
+/// let genesis = Event::genesis("my stream").encode()?;
 /// assert!(genesis.cid().to_string().starts_with("bafyr4i"));
-/// let child = Event::new(1, vec![*genesis.cid()], 42u32).encode().unwrap();
-/// let back: Event<u32> = Event::decode(&child).unwrap();
+/// let child = Event::new(1, vec![*genesis.cid()], 42u32).encode()?;
+/// let back: Event<u32> = Event::decode(&child)?;
 /// assert_eq!(back.height(), 1);
 /// assert_eq!(back.parents(), &[*genesis.cid()]);
 /// assert_eq!(*back.payload(), 42);
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<P = Ipld> {

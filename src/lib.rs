@@ -23,6 +23,7 @@ pub mod sync;
 
 pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short_cid};
 pub use car::CarError;
+pub use crdt::FoldError;
 pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
 pub use error::{BlockError, DecodeError, EncodeError, Error, InsertError, UnknownEvent};
 pub use event::{Event, Limits};

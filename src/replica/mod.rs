@@ -53,19 +53,21 @@ use pending::PendingBuffer;
 /// use std::sync::Arc;
 /// use merkle_clock::{Event, Ingest, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("todo list").encode().unwrap();
-/// let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
-/// let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
-/// let a1 = alice.append(&"buy milk").await.unwrap();
-/// let a2 = alice.append(&"walk the dog").await.unwrap();
+/// let genesis = Event::genesis("todo list").encode()?;
+/// let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let a1 = alice.append(&"buy milk").await?;
+/// let a2 = alice.append(&"walk the dog").await?;
 /// // Bob receives them out of order: a2 waits for its parent, a1 releases it.
-/// let b2 = alice.get(&a2).await.unwrap().unwrap();
-/// let b1 = alice.get(&a1).await.unwrap().unwrap();
-/// assert_eq!(bob.ingest(b2).await.unwrap(), Ingest::Pending { missing: vec![a1] });
+/// let b2 = alice.get(&a2).await?.expect("present");
+/// let b1 = alice.get(&a1).await?.expect("present");
+/// assert_eq!(bob.ingest(b2).await?, Ingest::Pending { missing: vec![a1] });
 /// assert_eq!(bob.missing(), vec![a1]);
-/// assert_eq!(bob.ingest(b1).await.unwrap(), Ingest::Accepted);
+/// assert_eq!(bob.ingest(b1).await?, Ingest::Accepted);
 /// assert_eq!(bob.heads(), alice.heads());
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct Replica<S: ?Sized + StreamStore> {
     store: Arc<S>,
