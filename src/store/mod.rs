@@ -4,7 +4,7 @@
 //! Both traits are async and object safe (`dyn Blockstore`, `dyn StreamStore`),
 //! and `Send + Sync`. Every implementation must pass the shared `contract`
 //! suite (`store::contract`, with the `testing` feature); this crate runs it
-//! against [`MemoryBlockstore`], the fault-injecting `FaultyStore` and (with
+//! against [`MemoryBlockstore`], a fault-injecting wrapper and (with
 //! the `redb` feature) the redb store.
 
 use std::error::Error as StdError;
@@ -68,7 +68,7 @@ pub(crate) fn table_hash(hash: u32) -> u64 {
 
 /// A content-addressed block store.
 ///
-/// The contract, which the [`contract`] suite checks:
+/// The contract, which the `store::contract` suite (feature `testing`) checks:
 /// - `put` is idempotent: putting a block that is already there succeeds and
 ///   changes nothing.
 /// - `get` of a CID that was never put returns `Ok(None)`, not an error.
