@@ -281,8 +281,8 @@ fn reopen_continues_exactly_where_it_stopped() {
         let next = b.append(&"after reopen").await.unwrap();
         let ev: Event<String> = b.get(&next).await.unwrap().unwrap().decode().unwrap();
         assert_eq!(ev.parents(), &heads[..]);
-        // create() on an existing stream opens it.
-        let c = Replica::create(store, &g, ReplicaConfig::default()).await.unwrap();
+        // open_or_create() on an existing stream opens it.
+        let c = Replica::open_or_create(store, &g, ReplicaConfig::default()).await.unwrap();
         assert_eq!(c.heads(), vec![next]);
     });
 }
