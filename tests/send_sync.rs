@@ -34,7 +34,7 @@ fn replica_and_sync_futures_are_send() {
     let create = Replica::create(store.clone(), &genesis, ReplicaConfig::default());
     send(&create);
     let mut a = block_on(create).unwrap();
-    let mut b = block_on(Replica::create(store, &genesis, ReplicaConfig::default())).unwrap();
+    let mut b = block_on(Replica::open_or_create(store, &genesis, ReplicaConfig::default())).unwrap();
     send(&a.append(&1u8));
     send(&a.append_many([1u8, 2]));
     send(&a.ingest_many(Vec::new()));

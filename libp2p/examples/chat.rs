@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => Arc::new(RedbBlockstore::open(path)?),
         None => Arc::new(MemoryBlockstore::new()),
     };
-    let replica = Replica::create(store, &genesis, ReplicaConfig::default()).await?;
+    let replica = Replica::open_or_create(store, &genesis, ReplicaConfig::default()).await?;
     let held = replica.len() - 1;
 
     let mut config = Config::default();
