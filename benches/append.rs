@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore};
 use serde_bytes::ByteBuf;
@@ -55,8 +55,8 @@ fn bench_append(c: &mut Criterion) {
     group.bench_function("memory", |b| {
         b.iter_custom(|iters| {
             let payloads: Vec<ByteBuf> = (0..iters).map(payload).collect();
-            let mut r =
-                block_on(Replica::create(Arc::new(MemoryBlockstore::new()), &g, Config::default())).expect("create");
+            let mut r = block_on(Replica::create(Arc::new(MemoryBlockstore::new()), &g, ReplicaConfig::default()))
+                .expect("create");
             let start = Instant::now();
             block_on(async {
                 for p in &payloads {
@@ -73,7 +73,7 @@ fn bench_append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     let store =
         Arc::new(RedbBlockstore::open_with(dir.path().join("batched.redb"), Durability::Eventual).expect("redb"));
-    let mut r = block_on(Replica::create(store.clone(), &g, Config::default())).expect("create");
+    let mut r = block_on(Replica::create(store.clone(), &g, ReplicaConfig::default())).expect("create");
     let mut next = 0u64;
     group.bench_function("redb_batched_1000", |b| {
         b.iter_custom(|iters| {
@@ -100,7 +100,7 @@ fn bench_append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let store =
         Arc::new(RedbBlockstore::open_with(dir.path().join("durable.redb"), Durability::Immediate).expect("redb"));
-    let mut r = block_on(Replica::create(store, &g, Config::default())).expect("create");
+    let mut r = block_on(Replica::create(store, &g, ReplicaConfig::default())).expect("create");
     group.bench_function("redb_durable", |b| {
         let mut i = 0u64;
         b.iter(|| {
@@ -133,7 +133,10 @@ fn bench_ingest(c: &mut Criterion) {
     // Block::new (hash check) + ingest_many (strict decode, index insert, one commit).
     group.bench_function("verify_decode_insert_1000", |b| {
         b.iter_batched(
-            || block_on(Replica::create(Arc::new(MemoryBlockstore::new()), &g, Config::default())).expect("create"),
+            || {
+                block_on(Replica::create(Arc::new(MemoryBlockstore::new()), &g, ReplicaConfig::default()))
+                    .expect("create")
+            },
             |mut r| {
                 let batch: Vec<Block> =
                     blocks.iter().map(|(c, b)| Block::new(*c, b.clone()).expect("verified")).collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
 use merkle_clock::{Block, Event, MemoryBlockstore};
 
@@ -28,7 +28,8 @@ fn payload(side: u64, i: u64) -> Vec<u8> {
 
 fn pair(g: &Block, shared: &[Block], d: usize) -> (R, R) {
     let mk = || {
-        let mut r = block_on(Replica::create(Arc::new(MemoryBlockstore::new()), g, Config::default())).expect("create");
+        let mut r =
+            block_on(Replica::create(Arc::new(MemoryBlockstore::new()), g, ReplicaConfig::default())).expect("create");
         block_on(r.ingest_many(shared.to_vec())).expect("ingest");
         r
     };

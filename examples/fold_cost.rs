@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use merkle_clock::crdt::{CheckpointPolicy, Fold, FoldEvent, LwwMap, MapOp};
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::{Blockstore, Cid, Event, MemoryBlockstore};
 
 type Op = MapOp<String, u64>;
@@ -78,7 +78,8 @@ async fn run() {
 
     // The stream: one replica, a chain of n events (appended in batches).
     let genesis = Event::genesis("fold cost").encode().unwrap();
-    let mut replica = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+    let mut replica =
+        Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
     let t = Instant::now();
     let mut i = 0;
     while i < n {

@@ -65,10 +65,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{
-    Block, Blockstore, Cid, Dag, Event, EventId, LogEntry, MemoryBlockstore, StoreError, StreamStore, cid_of,
+    Block, Blockstore, Cid, Dag, Event, EventId, LoggedEvent, MemoryBlockstore, StoreError, StreamStore, cid_of,
 };
 use serde_bytes::ByteBuf;
 
@@ -144,7 +144,7 @@ fn genesis(name: &str) -> Block {
 }
 
 fn mem_replica(genesis: &Block) -> Replica<MemoryBlockstore> {
-    block_on(Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default())).expect("create")
+    block_on(Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default())).expect("create")
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
@@ -308,7 +308,7 @@ fn redb_build_and_open(dir: &Path, n: usize) -> RedbFigures {
     let start = Stopwatch::start();
     {
         let store = Arc::new(RedbBlockstore::open_with(&path, Durability::Eventual).expect("redb"));
-        let mut r = block_on(Replica::create(store.clone(), &g, Config::default())).expect("create");
+        let mut r = block_on(Replica::create(store.clone(), &g, ReplicaConfig::default())).expect("create");
         block_on(async {
             for batch in payloads.chunks(1000) {
                 r.append_many(batch.iter()).await.expect("append_many");
@@ -323,7 +323,7 @@ fn redb_build_and_open(dir: &Path, n: usize) -> RedbFigures {
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let start = Stopwatch::start();
     let store = Arc::new(RedbBlockstore::open_with(&path, Durability::Eventual).expect("reopen"));
-    let r = block_on(Replica::open(store, g.cid(), Config::default())).expect("open");
+    let r = block_on(Replica::open(store, g.cid(), ReplicaConfig::default())).expect("open");
     let open = start.stop();
     assert_eq!(r.len(), n + 1);
     RedbFigures { build, open, file_bytes }
@@ -334,7 +334,7 @@ fn redb_durable(dir: &Path, n: usize) -> Took {
     let path = dir.join("durable.redb");
     let g = genesis("perf redb durable");
     let store = Arc::new(RedbBlockstore::open_with(&path, Durability::Immediate).expect("redb"));
-    let mut r = block_on(Replica::create(store, &g, Config::default())).expect("create");
+    let mut r = block_on(Replica::create(store, &g, ReplicaConfig::default())).expect("create");
     let payloads = payloads(0, n);
     let start = Stopwatch::start();
     block_on(async {
@@ -505,7 +505,7 @@ impl StreamStore for CountingStore {
     async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError> {
         self.inner.read_log(stream, start, max).await
     }
-    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         self.inner.read_log_entries(stream, start, max).await
     }
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {
@@ -524,7 +524,7 @@ type OurMerge = (usize, (u64, f64), (u64, f64));
 fn our_merge(history: usize, fork_depth: usize) -> (u64, f64) {
     let g = genesis("perf pail merge");
     let store = Arc::new(CountingStore::default());
-    let mut r = block_on(Replica::create(store.clone(), &g, Config::default())).expect("create");
+    let mut r = block_on(Replica::create(store.clone(), &g, ReplicaConfig::default())).expect("create");
     append_batches(&mut r, 0, history - 1); // the genesis counts as one event of the history
     let order: Vec<Cid> = r.order().collect();
     let below = order[order.len() - 1 - fork_depth];

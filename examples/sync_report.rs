@@ -41,7 +41,7 @@ use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::sync::{
     Message, NaiveState, SyncLimits, SyncState, generate_message, naive_generate, naive_receive, receive_message,
 };
-use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, replica::Config, replica::Replica};
+use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, replica::Replica, replica::ReplicaConfig};
 
 type R = Replica<MemoryBlockstore>;
 
@@ -83,7 +83,7 @@ impl Scenario {
 }
 
 async fn new_replica(genesis: &Block) -> R {
-    Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.expect("create")
+    Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.expect("create")
 }
 
 /// A random `PAYLOAD`-byte payload.

@@ -1,4 +1,4 @@
-//! Seed 003's todo app: three replicas edit a shared todo list while
+//! A todo app: three replicas edit a shared todo list while
 //! partitioned, exchange blocks, converge — and then read the same event log
 //! in two ways, to show what the log keeps that last-writer-wins throws away.
 //!
@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use merkle_clock::crdt::{CheckpointPolicy, Fold, FoldEvent, FoldReport, Log, Reducer};
-use merkle_clock::replica::{Config, Replica};
-use merkle_clock::{Block, Cid, Event, Ingest, MemoryBlockstore, short};
+use merkle_clock::replica::{Replica, ReplicaConfig};
+use merkle_clock::{Block, Cid, Event, Ingest, MemoryBlockstore, short_cid};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------
-// The events: seed 003's `todo_events` table, one event per row. A todo's id
+// The events: a `todo_events` table, one event per row. A todo's id
 // is the CID of its `create` event. `by` names the author; it also keeps two
 // people's identical edits on the same heads from being one event.
 // ---------------------------------------------------------------------------
@@ -134,7 +134,8 @@ struct Peer {
 
 impl Peer {
     async fn new(name: &'static str, genesis: &Block) -> Peer {
-        let replica = Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap();
+        let replica =
+            Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap();
         // Small checkpoints, so that this tiny history shows replays from them.
         let policy = CheckpointPolicy::new(4, 4);
         Peer {
@@ -193,7 +194,7 @@ async fn sync_all(peers: &mut [Peer]) {
                 peer.replica.ingest_many(blocks).await.unwrap();
             }
         }
-        assert_eq!(peer.replica.pending().0, 0);
+        assert_eq!(peer.replica.pending().events, 0);
     }
 }
 
@@ -211,7 +212,7 @@ fn outcome(o: &Ingest) -> &'static str {
 // ---------------------------------------------------------------------------
 
 fn describe(op: &TodoOp, cid: &Cid, names: &BTreeMap<Cid, String>) -> String {
-    let name = |c: &Cid| names.get(c).cloned().unwrap_or_else(|| short(c));
+    let name = |c: &Cid| names.get(c).cloned().unwrap_or_else(|| short_cid(c));
     match op {
         TodoOp::Create { .. } => format!("create       {}", name(cid)),
         TodoOp::SetContent { todo, content, .. } => format!("set_content  {} = {content:?}", name(todo)),
@@ -237,7 +238,14 @@ fn print_table(todos: &BTreeMap<Cid, Todo>, names: &BTreeMap<Cid, String>) {
     rows.sort_by_key(|(cid, _)| names.get(cid).cloned());
     for (cid, t) in rows {
         let name = names.get(cid).map_or("?", String::as_str);
-        println!("    {:<4} {:<10} {:<22} {:<8} {}", name, short(cid), format!("{:?}", t.content), t.list, t.complete);
+        println!(
+            "    {:<4} {:<10} {:<22} {:<8} {}",
+            name,
+            short_cid(cid),
+            format!("{:?}", t.content),
+            t.list,
+            t.complete
+        );
     }
 }
 
@@ -257,7 +265,7 @@ fn main() {
 }
 
 async fn run() {
-    let genesis = Event::genesis("seed 003: todo list").encode().unwrap();
+    let genesis = Event::genesis("todo list").encode().unwrap();
     let mut peers =
         vec![Peer::new("alice", &genesis).await, Peer::new("bob", &genesis).await, Peer::new("carol", &genesis).await];
     println!("stream {}\n", genesis.cid());
@@ -324,14 +332,14 @@ async fn run() {
     println!("The event log ({} events after the genesis), sorted by (height, CID):", log.len());
     println!("    {:>3} {:<10} {:>2}  {:<6} event", "pos", "cid", "h", "by");
     for (cid, h, op, pos) in &log {
-        println!("    {pos:>3} {:<10} {h:>2}  {:<6} {}", short(cid), op.by(), describe(op, cid, &names));
+        println!("    {pos:>3} {:<10} {h:>2}  {:<6} {}", short_cid(cid), op.by(), describe(op, cid, &names));
     }
 
     // --- The DAG, in layers by height ---------------------------------------
     println!("\nThe DAG, one row per height, one column per author (⇐n: n parents):");
     let authors = ["alice", "bob", "carol"];
     println!("    {:>2}  {:<24}{:<24}{}", "h", authors[0], authors[1], authors[2]);
-    println!("    {:>2}  {} genesis", 0, short(genesis.cid()));
+    println!("    {:>2}  {} genesis", 0, short_cid(genesis.cid()));
     let dag = peers[0].replica.dag();
     let max_h = log.iter().map(|(_, h, ..)| *h).max().unwrap_or(0);
     for h in 1..=max_h {
@@ -340,7 +348,7 @@ async fn run() {
             let col = authors.iter().position(|a| *a == op.by()).unwrap_or(0);
             let parents = dag.id(cid).map_or(0, |id| dag.parents(id).len());
             let mark = if parents > 1 { format!(" ⇐{parents}") } else { String::new() };
-            cells[col].push(format!("{} {}{mark}", short(cid), short_label(op, cid, &names)));
+            cells[col].push(format!("{} {}{mark}", short_cid(cid), short_label(op, cid, &names)));
         }
         let rows = cells.iter().map(Vec::len).max().unwrap_or(0);
         for row in 0..rows {
@@ -386,7 +394,7 @@ async fn run() {
                 last.value,
                 last.by,
                 last.height,
-                short(&last.cid),
+                short_cid(&last.cid),
                 losers.join(", ")
             );
         }
@@ -398,7 +406,7 @@ async fn run() {
     for c in &strict.churn {
         println!(
             "      {} {}: {} tried to un-complete what {} completed",
-            short(&c.event),
+            short_cid(&c.event),
             names.get(&c.todo).map_or("?", String::as_str),
             c.by,
             c.completed_by

@@ -142,7 +142,7 @@ impl std::hash::Hasher for KeyedHasher {
 
 /// A short, readable form of a CID for logs and pictures: the last 8
 /// characters of its string form (the part that varies), e.g. `…x3kq2a7e`.
-pub fn short(cid: &Cid) -> String {
+pub fn short_cid(cid: &Cid) -> String {
     let s = cid.to_string();
     let tail = &s[s.len().saturating_sub(8)..];
     format!("…{tail}")
@@ -227,6 +227,6 @@ impl Block {
 
 impl fmt::Debug for Block {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Block({}, {} bytes)", short(&self.cid), self.bytes.len())
+        write!(f, "Block({}, {} bytes)", short_cid(&self.cid), self.bytes.len())
     }
 }

@@ -45,27 +45,28 @@
 //! use merkle_clock::car::{CarLimits, CarReader, write_car};
 //! use merkle_clock::{BlockSet, Event, heads};
 //!
-//! let genesis = Event::genesis("a stream").encode().unwrap();
-//! let a = Event::new(1, vec![*genesis.cid()], "from a").encode().unwrap();
-//! let b = Event::new(1, vec![*genesis.cid()], "from b").encode().unwrap();
+//! let genesis = Event::genesis("a stream").encode()?;
+//! let a = Event::new(1, vec![*genesis.cid()], "from a").encode()?;
+//! let b = Event::new(1, vec![*genesis.cid()], "from b").encode()?;
 //! let blocks = [genesis, a, b];
-//! let roots = heads(&BlockSet::from_blocks(blocks.iter().cloned()).unwrap());
+//! let roots = heads(&BlockSet::from_blocks(blocks.iter().cloned())?);
 //!
 //! // Export: roots = heads, then every block.
-//! let bytes: Vec<u8> = write_car(Vec::new(), &roots, &blocks).unwrap();
+//! let bytes: Vec<u8> = write_car(Vec::new(), &roots, &blocks)?;
 //!
 //! // Import, streaming: every block is verified as it is read.
-//! let mut reader = CarReader::new(bytes.as_slice(), CarLimits::default()).unwrap();
+//! let mut reader = CarReader::new(bytes.as_slice(), CarLimits::default())?;
 //! assert_eq!(reader.roots(), roots.as_slice());
 //! let mut read = Vec::new();
-//! while let Some(block) = reader.next_block().unwrap() {
+//! while let Some(block) = reader.next_block()? {
 //!     read.push(block);
 //! }
 //! assert_eq!(read, blocks);
 //!
 //! // Or all at once: nothing is returned unless every block verified.
-//! let (roots_back, blocks_back) = merkle_clock::car::read_car(bytes.as_slice(), CarLimits::default()).unwrap();
+//! let (roots_back, blocks_back) = merkle_clock::car::read_car(bytes.as_slice(), CarLimits::default())?;
 //! assert_eq!((roots_back, blocks_back), (roots, blocks.to_vec()));
+//! # Ok::<(), merkle_clock::Error>(())
 //! ```
 
 // `CarError::Block` holds a `BlockError`, which names two CIDs (~200 bytes).
@@ -294,7 +295,7 @@ fn encode_header(roots: &[Cid]) -> Vec<u8> {
 /// Parses the header bytes; `base` is the header's offset in the CAR.
 fn parse_header(bytes: &[u8], base: u64) -> Result<Vec<Cid>, CarError> {
     let bad = |offset: usize, reason: &'static str| CarError::BadHeader { offset: base + offset as u64, reason };
-    let cbor_err = |e: CborError| bad(e.offset, e.reason);
+    let cbor_err = |e: CborError| bad(e.offset(), e.reason());
     let mut r = Reader::new(bytes);
     let (major, _, entries) = r.head().map_err(cbor_err)?;
     if major != MAJOR_MAP {

@@ -9,22 +9,44 @@
 
 use ipld_core::cid::Cid;
 
-/// Why bytes are not canonical DAG-CBOR. `canonical == false` means the bytes
-/// are valid CBOR that a canonical encoder would have written differently.
+/// The bytes of an encoded link to an event CID: tag 42 (2 bytes), a byte
+/// string head (2), the identity multibase prefix (1) and the CID (36:
+/// version, codec, hash code, digest length, 32-byte digest).
+pub(crate) const LINK_BYTES: usize = 41;
+
+/// Why bytes are not canonical DAG-CBOR, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CborError {
-    pub offset: usize,
-    pub reason: &'static str,
-    pub canonical: bool,
-    pub too_deep: bool,
+pub(crate) enum CborError {
+    /// Not DAG-CBOR at all: truncated, invalid UTF-8, a reserved value, a
+    /// non-string map key, a duplicate key, a bad link.
+    Malformed { offset: usize, reason: &'static str },
+    /// Valid CBOR that a canonical encoder would have written differently.
+    NotCanonical { offset: usize, reason: &'static str },
+    /// Lists and maps nest deeper than the reader was allowed to go.
+    TooDeep { offset: usize },
 }
 
 impl CborError {
-    fn malformed(offset: usize, reason: &'static str) -> Self {
-        CborError { offset, reason, canonical: true, too_deep: false }
+    pub(crate) fn malformed(offset: usize, reason: &'static str) -> Self {
+        CborError::Malformed { offset, reason }
     }
     fn noncanonical(offset: usize, reason: &'static str) -> Self {
-        CborError { offset, reason, canonical: false, too_deep: false }
+        CborError::NotCanonical { offset, reason }
+    }
+    /// Where in the input it went wrong.
+    pub(crate) fn offset(&self) -> usize {
+        match self {
+            CborError::Malformed { offset, .. }
+            | CborError::NotCanonical { offset, .. }
+            | CborError::TooDeep { offset } => *offset,
+        }
+    }
+    /// What went wrong, in a few words.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            CborError::Malformed { reason, .. } | CborError::NotCanonical { reason, .. } => reason,
+            CborError::TooDeep { .. } => "nested too deep",
+        }
     }
 }
 
@@ -148,11 +170,12 @@ impl<'a> Reader<'a> {
         const PREFIX: [u8; 9] = [0xd8, 0x2a, 0x58, 0x25, 0x00, 0x01, 0x71, 0x1e, 0x20];
         let rest = &self.buf[self.pos..];
         let (prefix, rest) = rest.split_first_chunk::<9>()?;
+        debug_assert_eq!(PREFIX.len() + 32, LINK_BYTES);
         let (digest, _) = rest.split_first_chunk::<32>()?;
         if *prefix != PREFIX {
             return None;
         }
-        self.pos += 41;
+        self.pos += LINK_BYTES;
         Some(*digest)
     }
 
@@ -222,12 +245,7 @@ impl<'a> Reader<'a> {
                             _ => return Err(CborError::malformed(at, "length exceeds the input")),
                         };
                         if stack.len() >= max_depth {
-                            return Err(CborError {
-                                offset: at,
-                                reason: "nested too deep",
-                                canonical: true,
-                                too_deep: true,
-                            });
+                            return Err(CborError::TooDeep { offset: at });
                         }
                         if let Some(parent) = stack.last_mut() {
                             parent.remaining -= 1;

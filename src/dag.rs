@@ -116,16 +116,17 @@ struct ChildLink {
 ///
 /// ```
 /// use merkle_clock::{Dag, Event, ClockOrder};
-/// let g = Event::genesis("stream").encode().unwrap();
-/// let a = Event::new(1, vec![*g.cid()], "a").encode().unwrap();
-/// let b = Event::new(1, vec![*g.cid()], "b").encode().unwrap();
+/// let g = Event::genesis("stream").encode()?;
+/// let a = Event::new(1, vec![*g.cid()], "a").encode()?;
+/// let b = Event::new(1, vec![*g.cid()], "b").encode()?;
 /// let mut dag = Dag::new(*g.cid());
-/// dag.insert(a.cid(), 1, &[*g.cid()]).unwrap();
-/// dag.insert(b.cid(), 1, &[*g.cid()]).unwrap();
+/// dag.insert(a.cid(), 1, &[*g.cid()])?;
+/// dag.insert(b.cid(), 1, &[*g.cid()])?;
 /// assert_eq!(dag.heads().len(), 2);
-/// assert!(dag.is_ancestor(g.cid(), a.cid()).unwrap());
-/// assert_eq!(dag.compare(&[*a.cid()], &[*b.cid()]).unwrap(), ClockOrder::Concurrent);
-/// assert_eq!(dag.compare(&[*g.cid()], &[*a.cid()]).unwrap(), ClockOrder::Before);
+/// assert!(dag.is_ancestor(g.cid(), a.cid())?);
+/// assert_eq!(dag.compare(&[*a.cid()], &[*b.cid()])?, ClockOrder::Concurrent);
+/// assert_eq!(dag.compare(&[*g.cid()], &[*a.cid()])?, ClockOrder::Before);
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Dag {
@@ -141,7 +142,7 @@ pub struct Dag {
 impl fmt::Debug for Dag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dag")
-            .field("genesis", &crate::block::short(&self.genesis()))
+            .field("genesis", &crate::block::short_cid(&self.genesis()))
             .field("events", &self.nodes.len())
             .field("heads", &self.heads.len())
             .finish()

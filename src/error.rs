@@ -1,5 +1,6 @@
 //! Error types: one enum per operation, each variant naming the rule that was
-//! broken and the CID it was broken by.
+//! broken and the CID it was broken by, and [`Error`], the umbrella every one
+//! of them converts into.
 
 // Variant fields (cid, offset, max, ...) are named for what they hold.
 #![allow(missing_docs)]
@@ -170,4 +171,76 @@ pub enum InsertError {
 pub struct UnknownEvent {
     /// The CID that was not found.
     pub cid: Cid,
+}
+
+/// Any error of this crate: each operation returns its own enum, and every
+/// one of them converts into this one, so an application can use `?` across
+/// operations.
+///
+/// ```
+/// use std::sync::Arc;
+/// use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
+///
+/// // `encode` fails with an `EncodeError`, `create` with an `OpenError`,
+/// // `append` with an `AppendError`: `?` turns each into a `merkle_clock::Error`.
+/// async fn start(name: &str) -> Result<Replica<MemoryBlockstore>, merkle_clock::Error> {
+///     let genesis = Event::genesis(name).encode()?;
+///     let mut replica = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+///     replica.append(&"hello").await?;
+///     Ok(replica)
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let replica = start("greetings").await?;
+/// assert_eq!(replica.len(), 2);
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
+/// ```
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`BlockError`].
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// See [`DecodeError`].
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// See [`EncodeError`].
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// See [`InsertError`].
+    #[error(transparent)]
+    Insert(#[from] InsertError),
+    /// See [`UnknownEvent`].
+    #[error(transparent)]
+    UnknownEvent(#[from] UnknownEvent),
+    /// See [`StoreError`](crate::StoreError).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// See [`OpenError`](crate::OpenError).
+    #[error(transparent)]
+    Open(#[from] crate::replica::OpenError),
+    /// See [`AppendError`](crate::AppendError).
+    #[error(transparent)]
+    Append(#[from] crate::replica::AppendError),
+    /// See [`Rejection`](crate::Rejection).
+    #[error(transparent)]
+    Rejected(#[from] crate::replica::Rejection),
+    /// See [`SyncError`](crate::SyncError).
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    /// See [`TransportError`](crate::TransportError).
+    #[error(transparent)]
+    Transport(#[from] crate::sync::transport::TransportError),
+    /// See [`CarError`](crate::CarError).
+    #[error(transparent)]
+    Car(#[from] crate::car::CarError),
+    /// See [`FoldError`](crate::crdt::FoldError).
+    #[error(transparent)]
+    Fold(#[from] crate::crdt::FoldError),
+    /// See [`SimError`](crate::sim::SimError) (with the `testing` feature).
+    #[cfg(feature = "testing")]
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimError),
 }

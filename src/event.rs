@@ -9,6 +9,7 @@
 // are larger than clippy's default 128 bytes; they are the rare path.
 #![allow(clippy::result_large_err)]
 
+use std::cmp::Ordering;
 use std::ops::Range;
 
 use ipld_core::cid::Cid;
@@ -17,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::block::{Block, Digest, cid_from_digest, digest_of};
-use crate::cbor::{self, CborError, MAJOR_ARRAY, MAJOR_MAP, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
+use crate::cbor::{self, CborError, LINK_BYTES, MAJOR_ARRAY, MAJOR_MAP, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
 use crate::error::{BlockError, DecodeError, EncodeError};
 
 /// Limits applied to every block a replica encodes or accepts.
@@ -77,13 +78,14 @@ impl Default for Limits {
 ///
 /// ```
 /// use merkle_clock::Event;
-/// let genesis = Event::genesis("my stream").encode().unwrap();
+/// let genesis = Event::genesis("my stream").encode()?;
 /// assert!(genesis.cid().to_string().starts_with("bafyr4i"));
-/// let child = Event::new(1, vec![*genesis.cid()], 42u32).encode().unwrap();
-/// let back: Event<u32> = Event::decode(&child).unwrap();
+/// let child = Event::new(1, vec![*genesis.cid()], 42u32).encode()?;
+/// let back: Event<u32> = Event::decode(&child)?;
 /// assert_eq!(back.height(), 1);
 /// assert_eq!(back.parents(), &[*genesis.cid()]);
 /// assert_eq!(*back.payload(), 42);
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<P = Ipld> {
@@ -211,7 +213,7 @@ pub(crate) fn encode_with_digests<P: Serialize>(
     payload: &P,
     limits: &Limits,
 ) -> Result<(Vec<u8>, usize), EncodeError> {
-    let mut out = Vec::with_capacity(32 + parents.len() * 41 + 160);
+    let mut out = Vec::with_capacity(32 + parents.len() * LINK_BYTES + 160);
     let payload_start = encode_into(&mut out, height, parents, payload, limits)?;
     Ok((out, payload_start))
 }
@@ -233,7 +235,7 @@ pub(crate) fn encode_into<P: Serialize>(
         return Err(EncodeError::InvalidHeight { height, parents: parents.len() });
     }
     debug_assert!(parents.windows(2).all(|w| w[0] < w[1]), "parents must be sorted and unique");
-    out.reserve(32 + parents.len() * 41 + 160);
+    out.reserve(32 + parents.len() * LINK_BYTES + 160);
     // {"height": h, "parents": [...], "payload": ...} in canonical key order
     out.extend_from_slice(&MAP_AND_HEIGHT_KEY);
     cbor::write_head(out, MAJOR_UINT, height);
@@ -250,12 +252,9 @@ pub(crate) fn encode_into<P: Serialize>(
     }
     let mut reader = Reader::new(&out[payload_start..]);
     let max_depth = limits.payload_depth();
-    reader.skip_value(max_depth).map_err(|e| {
-        if e.too_deep {
-            EncodeError::TooDeep { max: max_depth }
-        } else {
-            EncodeError::Payload { message: e.reason.to_string() }
-        }
+    reader.skip_value(max_depth).map_err(|e| match e {
+        CborError::TooDeep { .. } => EncodeError::TooDeep { max: max_depth },
+        other => EncodeError::Payload { message: other.reason().to_string() },
     })?;
     Ok(payload_start)
 }
@@ -299,14 +298,21 @@ pub(crate) struct Header {
 /// compares as one.
 #[derive(Clone)]
 pub(crate) enum Parents {
-    Inline(u8, [Digest; 2]),
+    Inline(u8, [Digest; Parents::INLINE]),
     Heap(Vec<Digest>),
 }
 
 impl Parents {
+    /// How many parents are held inline, without an allocation.
+    pub(crate) const INLINE: usize = 2;
+
     /// Room for `n` parents: inline when they fit.
     pub(crate) fn with_capacity(n: usize) -> Self {
-        if n <= 2 { Parents::Inline(0, [[0; 32]; 2]) } else { Parents::Heap(Vec::with_capacity(n)) }
+        if n <= Self::INLINE {
+            Parents::Inline(0, [[0; 32]; Self::INLINE])
+        } else {
+            Parents::Heap(Vec::with_capacity(n))
+        }
     }
 
     pub(crate) fn push(&mut self, digest: Digest) {
@@ -378,138 +384,167 @@ impl Header {
     /// As [`Header::parse`], for the bytes of the block `cid` wherever they
     /// are (a store's page, say): nothing is copied.
     pub fn parse_bytes(cid: &Cid, bytes: &[u8], limits: &Limits) -> Result<Header, DecodeError> {
-        let cid = *cid;
         if bytes.len() > limits.max_block_bytes {
-            return Err(BlockError::TooLarge { cid, size: bytes.len(), max: limits.max_block_bytes }.into());
+            return Err(BlockError::TooLarge { cid: *cid, size: bytes.len(), max: limits.max_block_bytes }.into());
         }
-        let max_depth = limits.payload_depth();
-        let cbor_err = |e: CborError| -> DecodeError {
-            if e.too_deep {
-                DecodeError::TooDeep { cid, max: max_depth }
-            } else if e.canonical {
-                DecodeError::Malformed { cid, offset: e.offset, reason: e.reason }
-            } else {
-                DecodeError::NotCanonical { cid, offset: e.offset, reason: e.reason }
-            }
-        };
-        let mut r = Reader::new(bytes);
-        let (major, _, entries) = r.head().map_err(cbor_err)?;
-        if major != MAJOR_MAP {
-            return Err(DecodeError::NotAMap { cid });
-        }
-        if entries > r.remaining() as u64 {
-            return Err(cbor_err(CborError {
-                offset: 0,
-                reason: "length exceeds the input",
-                canonical: true,
-                too_deep: false,
-            }));
-        }
-        let mut height = None;
-        let mut parents = None;
-        let mut payload = None;
+        let mut p = HeaderParser { cid: *cid, r: Reader::new(bytes), limits, max_depth: limits.payload_depth() };
+        let entries = p.map_entries()?;
+        let mut fields = Fields::default();
         let mut prev_key: Option<&[u8]> = None;
         for _ in 0..entries {
-            let at = r.pos();
-            let key = r.key(&[b"height", b"parents", b"payload"]).map_err(cbor_err)?.ok_or(DecodeError::Malformed {
-                cid,
-                offset: at,
-                reason: "map keys must be strings",
-            })?;
-            if let Some(prev) = prev_key {
-                match (prev.len(), prev).cmp(&(key.len(), key)) {
-                    std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => {
-                        return Err(DecodeError::Malformed { cid, offset: at, reason: "duplicate map key" });
-                    }
-                    std::cmp::Ordering::Greater => {
-                        return Err(DecodeError::NotCanonical {
-                            cid,
-                            offset: at,
-                            reason: "map keys not in canonical order",
-                        });
-                    }
-                }
-            }
+            let key = p.key(prev_key)?;
             prev_key = Some(key);
-            match key {
-                b"height" => {
-                    let (major, _, h) = r.head().map_err(cbor_err)?;
-                    if major != MAJOR_UINT {
-                        return Err(DecodeError::WrongType { cid, key: "height", expected: "an unsigned integer" });
-                    }
-                    height = Some(h);
-                }
-                b"parents" => {
-                    let (major, _, n) = r.head().map_err(cbor_err)?;
-                    if major != MAJOR_ARRAY {
-                        return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
-                    }
-                    if n > limits.max_parents as u64 {
-                        return Err(DecodeError::TooManyParents {
-                            cid,
-                            count: usize::try_from(n).unwrap_or(usize::MAX),
-                            max: limits.max_parents,
-                        });
-                    }
-                    // Each link takes at least one byte: refuse counts the input cannot
-                    // hold before reserving memory for them (limits may be raised).
-                    if n > r.remaining() as u64 {
-                        return Err(DecodeError::Malformed {
-                            cid,
-                            offset: r.pos(),
-                            reason: "length exceeds the input",
-                        });
-                    }
-                    let mut list = Parents::with_capacity(n as usize);
-                    for index in 0..n as usize {
-                        // The canonical link to an event CID, read straight into a digest;
-                        // anything else the general way, which names what is wrong.
-                        let digest = match r.event_link() {
-                            Some(digest) => digest,
-                            None => {
-                                let (major, _, tag) = r.head().map_err(cbor_err)?;
-                                if major != MAJOR_TAG || tag != TAG_CID {
-                                    return Err(DecodeError::WrongType {
-                                        cid,
-                                        key: "parents",
-                                        expected: "a list of links",
-                                    });
-                                }
-                                let parent = r.link_body().map_err(cbor_err)?;
-                                digest_of(&parent).ok_or(DecodeError::UnsupportedParent { cid, parent })?
-                            }
-                        };
-                        if let Some(last) = list.last() {
-                            match last.cmp(&digest) {
-                                std::cmp::Ordering::Less => {}
-                                std::cmp::Ordering::Equal => {
-                                    return Err(DecodeError::DuplicateParent { cid, parent: cid_from_digest(&digest) });
-                                }
-                                std::cmp::Ordering::Greater => return Err(DecodeError::UnsortedParents { cid, index }),
-                            }
-                        }
-                        list.push(digest);
-                    }
-                    parents = Some(list);
-                }
-                b"payload" => {
-                    let start = r.pos();
-                    r.skip_value(max_depth).map_err(cbor_err)?;
-                    payload = Some(start..r.pos());
-                }
-                other => {
-                    // `key` checked its UTF-8: only the known keys skip the check.
-                    let key = String::from_utf8_lossy(other).into_owned();
-                    return Err(DecodeError::UnknownKey { cid, key });
-                }
+            p.field(key, &mut fields)?;
+        }
+        p.finish(fields)
+    }
+}
+
+/// The envelope's three fields as they are read.
+#[derive(Default)]
+struct Fields {
+    height: Option<u64>,
+    parents: Option<Parents>,
+    payload: Option<Range<usize>>,
+}
+
+/// Reads an event's envelope: one method per part, each returning the
+/// [`DecodeError`] that names the rule broken.
+struct HeaderParser<'a> {
+    cid: Cid,
+    r: Reader<'a>,
+    limits: &'a Limits,
+    max_depth: usize,
+}
+
+impl<'a> HeaderParser<'a> {
+    /// A reader error as the event's decode error.
+    fn cbor(&self, e: CborError) -> DecodeError {
+        let cid = self.cid;
+        match e {
+            CborError::TooDeep { .. } => DecodeError::TooDeep { cid, max: self.max_depth },
+            CborError::Malformed { offset, reason } => DecodeError::Malformed { cid, offset, reason },
+            CborError::NotCanonical { offset, reason } => DecodeError::NotCanonical { cid, offset, reason },
+        }
+    }
+
+    /// The top-level map's head: how many entries it claims.
+    fn map_entries(&mut self) -> Result<u64, DecodeError> {
+        let (major, _, entries) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_MAP {
+            return Err(DecodeError::NotAMap { cid: self.cid });
+        }
+        if entries > self.r.remaining() as u64 {
+            return Err(self.cbor(CborError::malformed(0, "length exceeds the input")));
+        }
+        Ok(entries)
+    }
+
+    /// The next map key, which must be a string that sorts after `prev` in
+    /// canonical order (length first, then bytes).
+    fn key(&mut self, prev: Option<&[u8]>) -> Result<&'a [u8], DecodeError> {
+        let cid = self.cid;
+        let at = self.r.pos();
+        let key = self
+            .r
+            .key(&[b"height", b"parents", b"payload"])
+            .map_err(|e| self.cbor(e))?
+            .ok_or(DecodeError::Malformed { cid, offset: at, reason: "map keys must be strings" })?;
+        match prev.map(|prev| (prev.len(), prev).cmp(&(key.len(), key))) {
+            None | Some(Ordering::Less) => Ok(key),
+            Some(Ordering::Equal) => Err(DecodeError::Malformed { cid, offset: at, reason: "duplicate map key" }),
+            Some(Ordering::Greater) => {
+                Err(DecodeError::NotCanonical { cid, offset: at, reason: "map keys not in canonical order" })
             }
         }
-        let height = height.ok_or(DecodeError::MissingKey { cid, key: "height" })?;
-        let parents = parents.ok_or(DecodeError::MissingKey { cid, key: "parents" })?;
-        let payload = payload.ok_or(DecodeError::MissingKey { cid, key: "payload" })?;
-        if r.remaining() > 0 {
-            return Err(DecodeError::TrailingBytes { cid, extra: r.remaining() });
+    }
+
+    /// Reads the value of `key` into `fields`.
+    fn field(&mut self, key: &[u8], fields: &mut Fields) -> Result<(), DecodeError> {
+        match key {
+            b"height" => fields.height = Some(self.height()?),
+            b"parents" => fields.parents = Some(self.parents()?),
+            b"payload" => fields.payload = Some(self.payload()?),
+            other => {
+                // `key` checked its UTF-8: only the known keys skip the check.
+                let key = String::from_utf8_lossy(other).into_owned();
+                return Err(DecodeError::UnknownKey { cid: self.cid, key });
+            }
+        }
+        Ok(())
+    }
+
+    fn height(&mut self) -> Result<u64, DecodeError> {
+        let (major, _, h) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_UINT {
+            return Err(DecodeError::WrongType { cid: self.cid, key: "height", expected: "an unsigned integer" });
+        }
+        Ok(h)
+    }
+
+    /// The parent list: within the limit, strictly ascending, no duplicates.
+    fn parents(&mut self) -> Result<Parents, DecodeError> {
+        let cid = self.cid;
+        let (major, _, n) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_ARRAY {
+            return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
+        }
+        if n > self.limits.max_parents as u64 {
+            let count = usize::try_from(n).unwrap_or(usize::MAX);
+            return Err(DecodeError::TooManyParents { cid, count, max: self.limits.max_parents });
+        }
+        // Each link takes at least one byte: refuse counts the input cannot
+        // hold before reserving memory for them (limits may be raised).
+        if n > self.r.remaining() as u64 {
+            return Err(DecodeError::Malformed { cid, offset: self.r.pos(), reason: "length exceeds the input" });
+        }
+        let mut list = Parents::with_capacity(n as usize);
+        for index in 0..n as usize {
+            let digest = self.parent_link()?;
+            match list.last().map(|last| last.cmp(&digest)) {
+                None | Some(Ordering::Less) => list.push(digest),
+                Some(Ordering::Equal) => {
+                    return Err(DecodeError::DuplicateParent { cid, parent: cid_from_digest(&digest) });
+                }
+                Some(Ordering::Greater) => return Err(DecodeError::UnsortedParents { cid, index }),
+            }
+        }
+        Ok(list)
+    }
+
+    /// One parent link, as a digest. The canonical link to an event CID is
+    /// read straight into a digest; anything else the general way, which
+    /// names what is wrong.
+    fn parent_link(&mut self) -> Result<Digest, DecodeError> {
+        if let Some(digest) = self.r.event_link() {
+            return Ok(digest);
+        }
+        let cid = self.cid;
+        let (major, _, tag) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_TAG || tag != TAG_CID {
+            return Err(DecodeError::WrongType { cid, key: "parents", expected: "a list of links" });
+        }
+        let parent = self.r.link_body().map_err(|e| self.cbor(e))?;
+        digest_of(&parent).ok_or(DecodeError::UnsupportedParent { cid, parent })
+    }
+
+    /// Checks the payload (canonical, within the depth limit) and returns
+    /// where it lies in the block.
+    fn payload(&mut self) -> Result<Range<usize>, DecodeError> {
+        let start = self.r.pos();
+        self.r.skip_value(self.max_depth).map_err(|e| self.cbor(e))?;
+        Ok(start..self.r.pos())
+    }
+
+    /// Every field present, nothing after the map, and the height rule for
+    /// the genesis (height 0 exactly when there are no parents).
+    fn finish(self, fields: Fields) -> Result<Header, DecodeError> {
+        let cid = self.cid;
+        let height = fields.height.ok_or(DecodeError::MissingKey { cid, key: "height" })?;
+        let parents = fields.parents.ok_or(DecodeError::MissingKey { cid, key: "parents" })?;
+        let payload = fields.payload.ok_or(DecodeError::MissingKey { cid, key: "payload" })?;
+        if self.r.remaining() > 0 {
+            return Err(DecodeError::TrailingBytes { cid, extra: self.r.remaining() });
         }
         if height > 0 && parents.is_empty() {
             return Err(DecodeError::NoParents { cid, height });

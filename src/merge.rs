@@ -24,15 +24,16 @@ use crate::event::{Header, Limits, Parents};
 ///
 /// ```
 /// use merkle_clock::{BlockSet, Event, merge};
-/// let g = Event::genesis("s").encode().unwrap();
-/// let a = Event::new(1, vec![*g.cid()], "a").encode().unwrap();
-/// let b = Event::new(1, vec![*g.cid()], "b").encode().unwrap();
-/// let left = BlockSet::from_blocks([g.clone(), a.clone()]).unwrap();
-/// let right = BlockSet::from_blocks([g.clone(), b.clone()]).unwrap();
+/// let g = Event::genesis("s").encode()?;
+/// let a = Event::new(1, vec![*g.cid()], "a").encode()?;
+/// let b = Event::new(1, vec![*g.cid()], "b").encode()?;
+/// let left = BlockSet::from_blocks([g.clone(), a.clone()])?;
+/// let right = BlockSet::from_blocks([g.clone(), b.clone()])?;
 /// let both = merge(&left, &right);
 /// assert_eq!(both.len(), 3);
 /// assert_eq!(merkle_clock::heads(&both).len(), 2);
 /// assert_eq!(merkle_clock::order(&both)[0], *g.cid());
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockSet {

@@ -18,7 +18,7 @@ use futures::executor::block_on;
 // SplitMix64, seeded: every generated structure is a function of its seed.
 use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Blockstore, Cid, Config, Event, Replica, StreamStore};
+use merkle_clock::{Blockstore, Cid, Event, Replica, ReplicaConfig, StreamStore};
 
 const DIR_VAR: &str = "MCLOCK_CRASH_DIR";
 const MODE_VAR: &str = "MCLOCK_CRASH_MODE";
@@ -36,7 +36,7 @@ fn crash_child() {
     block_on(async {
         let durability = if mode == "batched" { Durability::Eventual } else { Durability::Immediate };
         let store = Arc::new(RedbBlockstore::open_with(&path, durability).unwrap());
-        let mut replica = Replica::create(store.clone(), &genesis(), Config::default()).await.unwrap();
+        let mut replica = Replica::create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
         let mut out = std::io::stdout().lock();
         let payload = vec![7u8; 100];
         for i in 0u64.. {
@@ -96,7 +96,7 @@ fn check_store(dir: &Path, durable: &[Cid]) -> usize {
     block_on(async {
         let store = Arc::new(RedbBlockstore::open(dir.join("store.redb")).unwrap());
         let g = genesis();
-        let replica = match Replica::open(store.clone(), g.cid(), Config::default()).await {
+        let replica = match Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await {
             Ok(r) => r,
             // Killed before the genesis commit: nothing may have been reported durable.
             Err(merkle_clock::replica::OpenError::UnknownStream { .. }) => {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures::executor::block_on;
 use merkle_clock::replica::OpenError;
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Block, BlockSet, Blockstore, Cid, Config, Event, Replica, StoreError, StreamStore, heads};
+use merkle_clock::{Block, BlockSet, Blockstore, Cid, Event, Replica, ReplicaConfig, StoreError, StreamStore, heads};
 use redb::StorageBackend;
 
 /// What a crash at sync point `k` leaves on disk.
@@ -212,7 +212,7 @@ fn workload(backend: &CrashBackend, durability: Durability) -> Run {
         let store = Arc::new(RedbBlockstore::with_backend(backend.clone(), durability).expect("a fresh store"));
         let created = backend.syncs();
         let g = genesis();
-        let mut replica = Replica::create(store.clone(), &g, Config::default()).await.expect("create");
+        let mut replica = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.expect("create");
         let mut durable = Vec::new();
         let mut unflushed = vec![*g.cid()];
         let acknowledge = |cids: &mut Vec<Cid>, durable: &mut Vec<(Cid, u64)>| {
@@ -260,7 +260,7 @@ fn check_survivor(image: Vec<u8>, full: &Run, kept_syncs: u64, what: &str) -> us
         Err(e) => panic!("{what}: the store does not open after the crash: {e}"),
     };
     let g = genesis();
-    let replica = match block_on(Replica::open(store.clone(), g.cid(), Config::default())) {
+    let replica = match block_on(Replica::open(store.clone(), g.cid(), ReplicaConfig::default())) {
         Ok(r) => r,
         Err(OpenError::UnknownStream { .. }) => {
             assert!(

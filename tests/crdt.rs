@@ -26,7 +26,7 @@ use merkle_clock::crdt::{
     AddWinsSet, AddWinsState, CausalFeed, CheckpointPolicy, Counter, CounterOp, Fold, FoldError, FoldEvent, Log,
     LwwMap, LwwRegister, MapOp, OrderInsensitive, Reducer, RegisterOp, SetOp, Versioned,
 };
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::{Block, Blockstore, Event, MemoryBlockstore, StoreError, StreamStore};
 use quickcheck::{Gen, QuickCheck};
@@ -155,7 +155,7 @@ impl World {
         let g = genesis();
         let mut rs = Vec::new();
         for _ in 0..replicas {
-            rs.push(Replica::create(Arc::new(MemoryBlockstore::new()), &g, Config::default()).await.unwrap());
+            rs.push(Replica::create(Arc::new(MemoryBlockstore::new()), &g, ReplicaConfig::default()).await.unwrap());
         }
         World {
             rng: Rng::new(seed),
@@ -272,7 +272,7 @@ impl World {
             }
         }
         for r in 0..n {
-            assert_eq!(self.replicas[r].pending().0, 0, "nothing left waiting after a full exchange");
+            assert_eq!(self.replicas[r].pending().events, 0, "nothing left waiting after a full exchange");
             let (views, replicas) = (&mut self.views, &self.replicas);
             self.replays += views[r].update(&replicas[r]).await;
             after(self, r);
@@ -491,7 +491,7 @@ fn worlds_exercise_replay() {
 // ---------------------------------------------------------------------------
 
 async fn new_replica() -> Replica<MemoryBlockstore> {
-    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 /// A late event `d` positions back restores a checkpoint near it and
@@ -599,7 +599,7 @@ impl StreamStore for Flaky {
 fn fold_recovers_after_store_error() {
     block_on(async {
         let store = Arc::new(Flaky::default());
-        let mut r = Replica::create(store.clone(), &genesis(), Config::default()).await.unwrap();
+        let mut r = Replica::create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
         r.append_many((0..3000u64).map(CounterOp::Increment)).await.unwrap();
         let mut fold = Fold::with_policy(Counter, CheckpointPolicy::new(100, 4));
         let mut feed = CausalFeed::new(Counter);
@@ -625,7 +625,7 @@ fn fold_refuses_another_stream() {
     block_on(async {
         let a = new_replica().await;
         let other = Event::genesis("another stream").encode().unwrap();
-        let b = Replica::create(Arc::new(MemoryBlockstore::new()), &other, Config::default()).await.unwrap();
+        let b = Replica::create(Arc::new(MemoryBlockstore::new()), &other, ReplicaConfig::default()).await.unwrap();
         let mut fold = Fold::new(Counter);
         fold.update(&a).await.unwrap();
         assert!(matches!(fold.update(&b).await, Err(FoldError::WrongStream { .. })));
@@ -748,7 +748,7 @@ fn replica_releases_pending_when_append_creates_missing_parent() {
         a.ingest(b.get(&y).await.unwrap().unwrap()).await.unwrap(); // waits for x
         assert_eq!(a.append(&CounterOp::Increment(1)).await.unwrap(), x); // the same event
         a.ingest(b.get(&y).await.unwrap().unwrap()).await.unwrap();
-        assert_eq!(a.pending().0, 0, "y should have joined the DAG");
+        assert_eq!(a.pending().events, 0, "y should have joined the DAG");
         assert!(a.contains(&y));
     });
 }

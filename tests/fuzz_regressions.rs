@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use merkle_clock::car::{CarError, CarLimits, CarReader, read_car, write_car};
-use merkle_clock::replica::{Config, Rejection, Replica};
+use merkle_clock::replica::{Rejection, Replica, ReplicaConfig};
 use merkle_clock::sync::{
     Bloom, Message, SessionConfig, Sessions, SyncError, SyncLimits, SyncState, generate_message, receive_message,
 };
@@ -164,7 +164,7 @@ fn child_of(parents: &[Made], payload: u8, height_delta: i8) -> Made {
 pub fn check_ingest(data: &[u8]) -> IngestStats {
     let mut src = Source::new(data);
     let setup = src.byte();
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = [3, 16, 100_000, 100_000][usize::from(setup & 3)];
     if setup & 4 != 0 {
         config.max_pending_bytes = 600;
@@ -314,7 +314,7 @@ fn deliver(replica: &mut MemReplica, batch: Vec<Block>, delivered: &mut Vec<Bloc
             }
         }
     }
-    let (events, bytes) = replica.pending();
+    let merkle_clock::replica::PendingStats { events, bytes } = replica.pending();
     let config = replica.config();
     assert!(events <= config.max_pending_events, "pending events {events} over the cap");
     assert!(bytes <= config.max_pending_bytes, "pending bytes {bytes} over the cap");
@@ -615,7 +615,7 @@ pub fn sync_pair_with(a: Side<'_>, b: Side<'_>, fault: Option<(usize, Fault)>) -
 /// with nothing left pending.
 pub fn check_merge(script: &MergeScript) {
     let n = script.replicas.clamp(2, 5);
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.limits.max_parents = script.max_parents.clamp(1, Limits::DEFAULT.max_parents);
     let genesis = Event::genesis(Ipld::String("merge".into())).encode().expect("genesis");
     let mut replicas: Vec<MemReplica> = (0..n)
@@ -712,7 +712,7 @@ pub fn check_merge(script: &MergeScript) {
     for r in &mut replicas {
         let report = block_on(r.ingest_many(created.iter().rev().cloned().collect())).expect("store");
         assert!(report.outcomes.iter().all(|o| !matches!(o, Ingest::Rejected(_))), "a valid block was rejected");
-        assert_eq!(r.pending(), (0, 0), "nothing may stay pending once every block arrived");
+        assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default(), "nothing may stay pending once every block arrived");
         let order: Vec<Cid> = r.order().collect();
         assert_eq!(order, want_order, "order differs from the model");
         assert_eq!(r.heads(), want_heads, "heads differ from the model");
@@ -817,7 +817,7 @@ pub fn sync_fixture() -> &'static SyncFixture {
 /// A replica holding the genesis and `blocks`.
 pub fn replica_holding(genesis: &Block, blocks: &[Block]) -> (MemReplica, Arc<MemoryBlockstore>) {
     let store = Arc::new(MemoryBlockstore::new());
-    let mut r = block_on(MemReplica::create(store.clone(), genesis, Config::default())).expect("create");
+    let mut r = block_on(MemReplica::create(store.clone(), genesis, ReplicaConfig::default())).expect("create");
     let report = block_on(r.ingest_many(blocks.to_vec())).expect("store");
     assert_eq!(report.accepted.len(), blocks.len());
     (r, store)

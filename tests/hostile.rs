@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, OpenError, Rejection, Replica};
+use merkle_clock::replica::{OpenError, RejectReason, Rejection, Replica, ReplicaConfig};
 use merkle_clock::{
     Block, BlockError, BlockSet, Cid, DecodeError, Event, Ingest, InsertError, Ipld, Limits, MemoryBlockstore, cid_of,
 };
@@ -22,14 +22,14 @@ fn genesis() -> Block {
     Event::genesis("hostile").encode().expect("genesis")
 }
 
-fn replica_with(config: Config) -> (MemReplica, Block) {
+fn replica_with(config: ReplicaConfig) -> (MemReplica, Block) {
     let g = genesis();
     let r = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &g, config)).expect("create");
     (r, g)
 }
 
 fn replica() -> (MemReplica, Block) {
-    replica_with(Config::default())
+    replica_with(ReplicaConfig::default())
 }
 
 fn ingest(r: &mut MemReplica, b: Block) -> Ingest {
@@ -189,8 +189,8 @@ fn replica_refuses_unsupported_cids() {
         assert!(matches!(e, DecodeError::UnsupportedParent { parent: p, .. } if p == parent), "{e}");
     }
     assert_eq!(r.len(), 1);
-    assert_eq!(r.pending(), (0, 0));
-    assert_eq!(r.metrics().rejected.get("block"), Some(&4));
+    assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default());
+    assert_eq!(r.metrics().rejected.get(&RejectReason::Block), Some(&4));
 }
 
 // ---------------------------------------------------------------------------
@@ -220,9 +220,9 @@ fn foreign_genesis_is_rejected_and_its_descendants_never_join() {
     assert_eq!(r.len(), 1);
     assert_eq!(r.heads(), vec![*g.cid()]);
     assert_eq!(r.missing(), vec![*foreign.cid()]);
-    assert_eq!(r.metrics().rejected.get("foreign_genesis"), Some(&2));
+    assert_eq!(r.metrics().rejected.get(&RejectReason::ForeignGenesis), Some(&2));
     // A non-genesis cannot start a stream.
-    let err = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &child, Config::default()))
+    let err = block_on(MemReplica::create(Arc::new(MemoryBlockstore::new()), &child, ReplicaConfig::default()))
         .expect_err("not a genesis");
     assert!(matches!(err, OpenError::NotGenesis { .. }), "{err}");
 }
@@ -250,10 +250,10 @@ fn wrong_height_is_rejected() {
     let report = block_on(r.ingest_many(vec![a.clone()])).expect("store");
     assert_eq!(report.accepted, vec![*a.cid(), *b.cid()]);
     assert!(!r.contains(low.cid()) && !r.contains(on_low.cid()));
-    assert_eq!(r.pending(), (0, 0));
+    assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default());
     let m = r.metrics();
-    assert_eq!(m.rejected.get("height"), Some(&4));
-    assert_eq!(m.rejected.get("ancestor_rejected"), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::Height), Some(&4));
+    assert_eq!(m.rejected.get(&RejectReason::AncestorRejected), Some(&1));
     // Late: refused on arrival.
     assert!(matches!(rejection(ingest(&mut r, low)), Rejection::Insert(InsertError::WrongHeight { .. })));
     // Height 0 with parents, and a height above 0 without, do not even decode.
@@ -311,7 +311,7 @@ fn oversize_block_is_rejected() {
     let junk = Block::from_bytes(vec![0xff; (1 << 20) + 1]);
     assert!(matches!(decode_rejection(ingest(&mut r, junk)), DecodeError::Block(BlockError::TooLarge { .. })));
     // A smaller configured limit holds the same way.
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.limits.max_block_bytes = 1024;
     let (mut small, g2) = replica_with(config);
     let two_k = Event::new(1, vec![*g2.cid()], Ipld::Bytes(vec![1; 2048])).encode().expect("event");
@@ -399,7 +399,7 @@ fn huge_length_claims_inside_a_block_cost_nothing() {
 // ---------------------------------------------------------------------------
 
 fn assert_within_caps(r: &MemReplica) {
-    let (events, bytes) = r.pending();
+    let merkle_clock::replica::PendingStats { events, bytes } = r.pending();
     assert!(events <= r.config().max_pending_events, "{events} pending events over the cap");
     assert!(bytes <= r.config().max_pending_bytes, "{bytes} pending bytes over the cap");
 }
@@ -410,9 +410,11 @@ fn assert_within_caps(r: &MemReplica) {
 /// with it, and real events still get in.
 #[test]
 fn orphan_flood_keeps_the_pending_buffer_within_its_caps() {
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = 100;
-    config.max_pending_bytes = 64 * 1024;
+    // Room for 100 small orphans with their bookkeeping (about 1 KiB each),
+    // not for 100 of 4 KiB.
+    config.max_pending_bytes = 256 * 1024;
     let (mut r, g) = replica_with(config);
     let orphans: Vec<Block> =
         (0..20_000u64).map(|i| Event::new(7, vec![phantom(i)], i).encode().expect("event")).collect();
@@ -423,7 +425,7 @@ fn orphan_flood_keeps_the_pending_buffer_within_its_caps() {
         assert_within_caps(&r);
         assert!(r.missing().len() <= 100);
     }
-    assert_eq!(r.pending().0, 100);
+    assert_eq!(r.pending().events, 100);
     assert_eq!(r.metrics().evicted, 19_900);
     // The newest stay: the last orphan's parent is wanted, the first's is not.
     let missing = r.missing();
@@ -434,7 +436,7 @@ fn orphan_flood_keeps_the_pending_buffer_within_its_caps() {
         .collect();
     block_on(r.ingest_many(big)).expect("store");
     assert_within_caps(&r);
-    assert!(r.pending().1 > 32 * 1024, "the byte cap, not the count, is what bound this");
+    assert!(r.pending().bytes > 32 * 1024, "the byte cap, not the count, is what bound this");
     // The stream still works.
     let a = Event::new(1, vec![*g.cid()], "real").encode().expect("event");
     assert_eq!(ingest(&mut r, a.clone()), Ingest::Accepted);
@@ -466,7 +468,7 @@ fn chain(g: &Block, n: u64) -> Vec<Block> {
 fn million_event_chain_newest_first_stays_bounded() {
     const N: u64 = if cfg!(debug_assertions) { 100_000 } else { 1_000_000 };
     const CAP: usize = 1_000;
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = CAP;
     config.max_pending_bytes = 256 * 1024;
     let (mut r, g) = replica_with(config);
@@ -479,7 +481,7 @@ fn million_event_chain_newest_first_stays_bounded() {
     // The last batch ended with event 1, which released what was still pending.
     let released = r.len() - 1;
     assert!((1..=CAP + 1).contains(&released), "{released} released");
-    assert_eq!(r.pending(), (0, 0));
+    assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default());
     assert_eq!(r.metrics().evicted as usize + released, N as usize);
     for batch in blocks.chunks(10_000) {
         block_on(r.ingest_many(batch.to_vec())).expect("store");
@@ -487,7 +489,7 @@ fn million_event_chain_newest_first_stays_bounded() {
     }
     assert_eq!(r.len() as u64, N + 1);
     assert_eq!(r.heads(), vec![*blocks.last().expect("non-empty").cid()]);
-    assert_eq!(r.pending(), (0, 0));
+    assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default());
 }
 
 /// 100,000 events waiting in one chain are released by their root in one
@@ -495,13 +497,17 @@ fn million_event_chain_newest_first_stays_bounded() {
 #[test]
 fn deep_pending_chain_releases_without_recursion() {
     const N: u64 = 100_000;
-    let (mut r, g) = replica();
+    // The byte cap counts each entry's bookkeeping (about 1 KiB): make room
+    // for the whole chain, so that the count cap is the one in play.
+    let mut config = ReplicaConfig::default();
+    config.max_pending_bytes = 256 << 20;
+    let (mut r, g) = replica_with(config);
     let blocks = chain(&g, N);
     let newest_first: Vec<Block> = blocks[1..].iter().rev().cloned().collect();
     block_on(r.ingest_many(newest_first)).expect("store");
-    assert_eq!(r.pending().0, N as usize - 1);
+    assert_eq!(r.pending().events, N as usize - 1);
     let report = block_on(r.ingest_many(vec![blocks[0].clone()])).expect("store");
     assert_eq!(report.accepted.len() as u64, N);
-    assert_eq!(r.pending(), (0, 0));
+    assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default());
     assert_eq!(r.heads(), vec![*blocks.last().expect("non-empty").cid()]);
 }

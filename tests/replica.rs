@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use common::Stores;
 use futures::executor::block_on;
-use merkle_clock::replica::{AppendError, FnValidator, OpenError, Rejection};
+use merkle_clock::replica::{AppendError, FnValidator, OpenError, PendingStats, RejectReason, Rejection};
 use merkle_clock::store::{FaultOp, FaultPlan, FaultyStore, StreamStore};
 use merkle_clock::{
-    Block, Config, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, StoreError, heads, order,
+    Block, Cursor, Event, Ingest, InsertError, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError, heads, order,
 };
 use quickcheck::{QuickCheck, TestResult};
 
@@ -42,12 +42,12 @@ fn genesis() -> Block {
 
 /// A replica of the test stream on the memory store: the maker of the blocks a scenario receives.
 async fn fresh() -> Replica<MemoryBlockstore> {
-    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 /// A replica of the test stream on a fresh store of the kind under test.
 async fn fresh_on<S: Stores>(stores: &S) -> Replica<S::Store> {
-    Replica::create(Arc::new(stores.fresh()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(stores.fresh()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 async fn blocks_in_order<S: StreamStore + ?Sized>(r: &Replica<S>) -> Vec<Block> {
@@ -91,9 +91,9 @@ async fn newest_first_delivery_is_buffered_then_released_in_one_pass<S: Stores>(
         assert!(matches!(b.ingest(block.clone()).await.unwrap(), Ingest::Pending { .. }));
     }
     assert_eq!(b.missing(), vec![*blocks[1].cid()]);
-    assert_eq!(b.pending().0, 49);
+    assert_eq!(b.pending().events, 49);
     assert_eq!(b.ingest(blocks[1].clone()).await.unwrap(), Ingest::Accepted);
-    assert_eq!(b.pending(), (0, 0));
+    assert_eq!(b.pending(), PendingStats::default());
     assert_eq!(b.len(), 51);
     assert_eq!(b.heads(), vec![*blocks[50].cid()]);
     let m = b.metrics();
@@ -125,9 +125,9 @@ async fn ingest_reports_every_outcome<S: Stores>(stores: &S) {
         Ingest::Rejected(Rejection::Insert(InsertError::WrongHeight { expected: 3, found: 7, .. }))
     ));
     let m = b.metrics();
-    assert_eq!(m.rejected.get("foreign_genesis"), Some(&1));
-    assert_eq!(m.rejected.get("decode"), Some(&1));
-    assert_eq!(m.rejected.get("height"), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::ForeignGenesis), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::Decode), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::Height), Some(&1));
     assert_eq!(b.len(), 3);
 }
 
@@ -142,16 +142,16 @@ async fn wrong_height_found_on_release_rejects_the_waiting_descendants<S: Stores
     assert!(matches!(b.ingest(bad.clone()).await.unwrap(), Ingest::Pending { .. }));
     let report = b.ingest_many(vec![blocks[1].clone()]).await.unwrap();
     assert_eq!(report.accepted, vec![a1]);
-    assert_eq!(b.pending(), (0, 0));
+    assert_eq!(b.pending(), PendingStats::default());
     assert_eq!(b.heads(), vec![a1]);
     let m = b.metrics();
-    assert_eq!(m.rejected.get("height"), Some(&1));
-    assert_eq!(m.rejected.get("ancestor_rejected"), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::Height), Some(&1));
+    assert_eq!(m.rejected.get(&RejectReason::AncestorRejected), Some(&1));
     assert!(b.contains(&g));
 }
 
 async fn pending_buffer_is_capped_by_count_and_bytes<S: Stores>(stores: &S) {
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = 10;
     config.max_pending_bytes = 1 << 20;
     let store = Arc::new(stores.fresh());
@@ -160,26 +160,26 @@ async fn pending_buffer_is_capped_by_count_and_bytes<S: Stores>(stores: &S) {
     for i in 0..100u32 {
         let orphan = Event::new(1, vec![*phantom.cid()], i).encode().unwrap();
         b.ingest(orphan).await.unwrap();
-        assert!(b.pending().0 <= 10);
+        assert!(b.pending().events <= 10);
     }
-    assert_eq!(b.pending().0, 10);
+    assert_eq!(b.pending().events, 10);
     assert_eq!(b.metrics().evicted, 90);
     assert_eq!(b.missing(), vec![*phantom.cid()]);
 
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_bytes = 2_000;
     let mut c = Replica::create(Arc::new(stores.fresh()), &genesis(), config).await.unwrap();
     for i in 0..100u32 {
         let orphan = Event::new(1, vec![*phantom.cid()], vec![i; 50]).encode().unwrap();
         c.ingest(orphan).await.unwrap();
-        assert!(c.pending().1 <= 2_000, "pending bytes {}", c.pending().1);
+        assert!(c.pending().bytes <= 2_000, "pending bytes {}", c.pending().bytes);
     }
     assert!(c.metrics().evicted > 0);
 }
 
 async fn evicted_events_become_missing_again_and_can_return<S: Stores>(stores: &S) {
     let blocks = chain(6).await;
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.max_pending_events = 3;
     let mut b = Replica::create(Arc::new(stores.fresh()), &genesis(), config).await.unwrap();
     // Deliver 2..=6 oldest first without 1: arrivals 2 and 3 are evicted
@@ -187,14 +187,14 @@ async fn evicted_events_become_missing_again_and_can_return<S: Stores>(stores: &
     for block in &blocks[2..] {
         b.ingest(block.clone()).await.unwrap();
     }
-    assert_eq!(b.pending().0, 3);
+    assert_eq!(b.pending().events, 3);
     assert_eq!(b.metrics().evicted, 2);
     assert_eq!(b.missing(), vec![*blocks[3].cid()]);
     b.ingest(blocks[1].clone()).await.unwrap();
     assert_eq!(b.heads(), vec![*blocks[1].cid()]);
     b.ingest_many(vec![blocks[2].clone(), blocks[3].clone()]).await.unwrap();
     assert_eq!(b.heads(), vec![*blocks[6].cid()]);
-    assert_eq!(b.pending(), (0, 0));
+    assert_eq!(b.pending(), PendingStats::default());
 }
 
 async fn validators_refuse_with_their_name<S: Stores>(stores: &S) {
@@ -217,12 +217,12 @@ async fn validators_refuse_with_their_name<S: Stores>(stores: &S) {
     assert!(matches!(b.append(&"text").await, Err(AppendError::Rejected(Rejection::Validator { .. }))));
     b.append(&7).await.unwrap();
     assert_eq!(b.len(), 2);
-    assert_eq!(b.metrics().rejected.get("validator"), Some(&1));
+    assert_eq!(b.metrics().rejected.get(&RejectReason::Validator), Some(&1));
 }
 
 async fn append_folds_at_most_max_parents_heads<S: Stores>(stores: &S) {
     let g = genesis();
-    let mut config = Config::default();
+    let mut config = ReplicaConfig::default();
     config.limits.max_parents = 2;
     let mut r = Replica::create(Arc::new(stores.fresh()), &g, config).await.unwrap();
     for i in 0..5u32 {
@@ -272,19 +272,19 @@ async fn cursor_reports_the_first_position_that_moved<S: Stores>(stores: &S) {
 async fn reopen_continues_exactly_where_it_stopped<S: Stores>(stores: &S) {
     let store = Arc::new(stores.fresh());
     let g = genesis();
-    let mut a = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+    let mut a = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
     a.append_many(0..100u32).await.unwrap();
     a.ingest(Event::new(1, vec![*g.cid()], "side").encode().unwrap()).await.unwrap();
     let (heads, order_a) = (a.heads(), a.order().collect::<Vec<_>>());
     drop(a);
-    let mut b = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+    let mut b = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
     assert_eq!(b.heads(), heads);
     assert_eq!(b.order().collect::<Vec<_>>(), order_a);
     let next = b.append(&"after reopen").await.unwrap();
     let ev: Event<String> = b.get(&next).await.unwrap().unwrap().decode().unwrap();
     assert_eq!(ev.parents(), &heads[..]);
-    // create() on an existing stream opens it.
-    let c = Replica::create(store, &g, Config::default()).await.unwrap();
+    // open_or_create() on an existing stream opens it.
+    let c = Replica::open_or_create(store, &g, ReplicaConfig::default()).await.unwrap();
     assert_eq!(c.heads(), vec![next]);
 }
 
@@ -292,26 +292,26 @@ async fn opening_bad_streams_is_a_typed_error<S: Stores>(stores: &S) {
     let store = Arc::new(stores.fresh());
     let unknown = Event::genesis("unknown").encode().unwrap();
     assert!(matches!(
-        Replica::open(store.clone(), unknown.cid(), Config::default()).await,
+        Replica::open(store.clone(), unknown.cid(), ReplicaConfig::default()).await,
         Err(OpenError::UnknownStream { .. })
     ));
     let child = Event::new(1, vec![*unknown.cid()], 1).encode().unwrap();
     assert!(matches!(
-        Replica::create(store.clone(), &child, Config::default()).await,
+        Replica::create(store.clone(), &child, ReplicaConfig::default()).await,
         Err(OpenError::NotGenesis { .. })
     ));
     let not_event = Block::from_bytes(vec![0x01]);
-    assert!(matches!(Replica::create(store, &not_event, Config::default()).await, Err(OpenError::Genesis(_))));
+    assert!(matches!(Replica::create(store, &not_event, ReplicaConfig::default()).await, Err(OpenError::Genesis(_))));
 }
 
 async fn a_failed_commit_changes_nothing_and_a_retry_succeeds<S: Stores>(stores: &S) {
     let blocks = chain(20).await;
     let store = Arc::new(FaultyStore::new(stores.fresh()));
-    let mut b = Replica::create(store.clone(), &genesis(), Config::default()).await.unwrap();
+    let mut b = Replica::create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
     b.ingest_many(blocks[1..5].to_vec()).await.unwrap();
     // Leave 6.. waiting; then fail the commit that 5 would release them with.
     b.ingest_many(blocks[6..].to_vec()).await.unwrap();
-    assert_eq!(b.pending().0, 15);
+    assert_eq!(b.pending().events, 15);
     store.set_plan(FaultPlan::Once(FaultOp::Commit));
     let err = b.ingest(blocks[5].clone()).await;
     assert!(matches!(err, Err(StoreError::Backend(_))));
@@ -330,7 +330,7 @@ async fn appends_fail_cleanly_after_n_store_operations<S: Stores>(stores: &S) {
     for n in 0..6 {
         let store = Arc::new(FaultyStore::new(stores.fresh()));
         let g = genesis();
-        let mut r = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+        let mut r = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
         store.set_plan(FaultPlan::AfterOps(n));
         let mut ok = 0;
         for i in 0..10u32 {
@@ -346,7 +346,7 @@ async fn appends_fail_cleanly_after_n_store_operations<S: Stores>(stores: &S) {
         assert_eq!(store.inner().log_len(g.cid()).await.unwrap() as usize, r.len());
         store.set_plan(FaultPlan::Never);
         r.append(&"retry").await.unwrap();
-        let reopened = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+        let reopened = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
         assert_eq!(reopened.heads(), r.heads());
     }
 }
@@ -408,13 +408,13 @@ fn prop_any_delivery_order_gives_identical_replicas_even_across_reopen<S: Stores
             }
             let store = Arc::new(stores.fresh());
             let g = genesis();
-            let mut b = Replica::create(store.clone(), &g, Config::default()).await.unwrap();
+            let mut b = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.unwrap();
             let delivery = shuffled(&blocks, order_b);
             let cut = usize::from(reopen_at) % (delivery.len() + 1);
             b.ingest_many(delivery[..cut].to_vec()).await.unwrap();
             // Reopen midway: the pending buffer is lost, so re-deliver everything after.
             drop(b);
-            let mut b = Replica::open(store.clone(), g.cid(), Config::default()).await.unwrap();
+            let mut b = Replica::open(store.clone(), g.cid(), ReplicaConfig::default()).await.unwrap();
             for block in delivery.iter().rev() {
                 b.ingest(block.clone()).await.unwrap();
             }

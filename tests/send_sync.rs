@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::executor::block_on;
 use merkle_clock::sync::{SyncState, generate_message, receive_message};
 use merkle_clock::{
-    Block, BlockSet, Config, Dag, DecodeError, Event, MemoryBlockstore, Replica, StoreError, StreamStore,
+    Block, BlockSet, Dag, DecodeError, Event, MemoryBlockstore, Replica, ReplicaConfig, StoreError, StreamStore,
 };
 
 fn send<T: Send>(_: &T) {}
@@ -31,10 +31,10 @@ fn public_types_are_send_and_sync() {
 fn replica_and_sync_futures_are_send() {
     let genesis = Event::genesis("send").encode().unwrap();
     let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
-    let create = Replica::create(store.clone(), &genesis, Config::default());
+    let create = Replica::create(store.clone(), &genesis, ReplicaConfig::default());
     send(&create);
     let mut a = block_on(create).unwrap();
-    let mut b = block_on(Replica::create(store, &genesis, Config::default())).unwrap();
+    let mut b = block_on(Replica::open_or_create(store, &genesis, ReplicaConfig::default())).unwrap();
     send(&a.append(&1u8));
     send(&a.append_many([1u8, 2]));
     send(&a.ingest_many(Vec::new()));
@@ -44,6 +44,6 @@ fn replica_and_sync_futures_are_send() {
     let msg = block_on(generate_message(&b, &mut state)).unwrap().unwrap();
     let mut other = SyncState::with_seed(2);
     send(&receive_message(&mut a, &mut other, msg));
-    send(&Replica::open(Arc::new(MemoryBlockstore::new()), genesis.cid(), Config::default()));
+    send(&Replica::open(Arc::new(MemoryBlockstore::new()), genesis.cid(), ReplicaConfig::default()));
     block_on(b.append(&3u8)).unwrap();
 }

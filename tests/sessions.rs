@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::executor::block_on;
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::{Replica, ReplicaConfig};
 use merkle_clock::sync::{Bloom, Naive, Protocol, Restart, SessionConfig, Sessions, SyncError};
 use merkle_clock::{Block, Event, MemoryBlockstore};
 use quickcheck::{QuickCheck, TestResult};
@@ -24,7 +24,7 @@ fn genesis() -> Block {
 }
 
 async fn replica(g: &Block) -> R {
-    Replica::create(Arc::new(MemoryBlockstore::new()), g, Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), g, ReplicaConfig::default()).await.unwrap()
 }
 
 fn secs(s: u64) -> Duration {

@@ -31,7 +31,7 @@ fn check<P: Protocol + Clone>(sim: &Simulation<P>, report: &SimReport) {
         let r = sim.replica(n).unwrap_or_else(|| panic!("node {n} is down: {report}"));
         assert_eq!(r.heads(), heads, "node {n} heads: {report}");
         assert_eq!(r.order().collect::<Vec<_>>(), order, "node {n} order: {report}");
-        assert_eq!(r.pending().0, 0, "node {n} pending: {report}");
+        assert_eq!(r.pending().events, 0, "node {n} pending: {report}");
         let store = sim.store(n).expect("node is up");
         let log = block_on(store.read_log(sim.genesis().cid(), 0, usize::MAX)).expect("read the log");
         let stored: BTreeSet<Cid> = log.into_iter().collect();

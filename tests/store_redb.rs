@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Block, Blockstore, Cid, Config, Event, Replica, StoreError, StreamStore};
+use merkle_clock::{Block, Blockstore, Cid, Event, Replica, ReplicaConfig, StoreError, StreamStore};
 
 /// A chain of `n` events: a genesis named by `name`, then each event the child of the last.
 fn chain(name: &str, n: usize) -> Vec<Block> {
@@ -114,7 +114,7 @@ fn logged_blocks_are_found_before_and_after_reopen() {
     }
     {
         let store = std::sync::Arc::new(RedbBlockstore::open(&path).unwrap());
-        let replica = block_on(Replica::open(store.clone(), &stream, Config::default())).unwrap();
+        let replica = block_on(Replica::open(store.clone(), &stream, ReplicaConfig::default())).unwrap();
         assert_eq!(replica.len(), 20);
         assert_eq!(block_on(store.read_log_entries(&stream, 0, 100)).unwrap().len(), 20);
         assert!(format!("{store:?}").contains("not built"), "opening a replica builds no keydir");
@@ -185,7 +185,7 @@ fn block_put_then_committed_is_logged_by_cid() {
     let entries = block_on(store.read_log_entries(&stream, 0, 10)).unwrap();
     assert_eq!(entries[2].cid, *blocks[2].cid());
     assert_eq!((entries[2].height, entries[2].parents.clone()), (2, vec![*blocks[1].cid()]));
-    let replica = block_on(Replica::open(store.clone(), &stream, Config::default())).unwrap();
+    let replica = block_on(Replica::open(store.clone(), &stream, ReplicaConfig::default())).unwrap();
     assert_eq!(replica.heads(), vec![*blocks[3].cid()]);
     for b in &blocks {
         assert_eq!(block_on(store.get(b.cid())).unwrap().as_ref(), Some(b));
@@ -470,7 +470,7 @@ fn corrupt_log_values_are_corrupt_errors_naming_the_entry() {
         assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
         let msg = corrupt(block_on(store.read_log_entries(&stream, 0, 10)));
         assert!(msg.contains(&entry), "{bad:?}: {msg}");
-        let opened = block_on(Replica::open(std::sync::Arc::new(store), &stream, Config::default()));
+        let opened = block_on(Replica::open(std::sync::Arc::new(store), &stream, ReplicaConfig::default()));
         assert!(opened.is_err(), "a replica opens over a corrupt log");
     }
 }

@@ -13,7 +13,7 @@ use merkle_clock::sync::{
     BITS_PER_ELEMENT, BloomFilter, Message, NaiveState, Received, SyncError, SyncLimits, SyncState, generate_message,
     naive_generate, naive_receive, receive_message,
 };
-use merkle_clock::{Block, Blockstore, Cid, Config, Event, Ipld, MemoryBlockstore, Replica};
+use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig};
 
 type R = Replica<MemoryBlockstore>;
 
@@ -25,7 +25,7 @@ fn genesis() -> Block {
 }
 
 async fn fresh() -> R {
-    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()).await.unwrap()
 }
 
 /// Appends `n` events with 200-byte payloads; one in eight is a sibling of a
@@ -729,7 +729,7 @@ async fn naive_stalled() -> (R, R, NaiveState, NaiveState) {
         answers == 3
     })
     .await;
-    assert!(b.pending().0 > 0 && b.len() == 1, "B stalled with pending events");
+    assert!(b.pending().events > 0 && b.len() == 1, "B stalled with pending events");
     (a, b, sa, sb)
 }
 
@@ -742,7 +742,7 @@ fn naive_walk_asks_again_for_what_is_missing_after_a_reset() {
         naive_until_silent(&mut a, &mut b, &mut sa, &mut sb, |_| false).await;
         assert_eq!(a.heads(), b.heads());
         assert_eq!(b.len(), 13);
-        assert_eq!(b.pending().0, 0);
+        assert_eq!(b.pending().events, 0);
     });
 }
 

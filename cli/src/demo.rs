@@ -547,7 +547,7 @@ fn verdict(sim: &Simulation, converged: bool) -> Result<Verdict> {
     let agree = converged
         && (0..sim.config().nodes).all(|n| {
             sim.replica(n)
-                .is_some_and(|r| r.heads() == heads && r.order().eq(order.iter().copied()) && r.pending().0 == 0)
+                .is_some_and(|r| r.heads() == heads && r.order().eq(order.iter().copied()) && r.pending().events == 0)
         })
         && order.iter().copied().collect::<BTreeSet<Cid>>() == want;
     Ok(Verdict { heads, order, agree })

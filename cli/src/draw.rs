@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use merkle_clock::replica::Replica;
-use merkle_clock::{Cid, Event, EventId, Ipld, StreamStore, short};
+use merkle_clock::{Cid, Event, EventId, Ipld, StreamStore, short_cid};
 
 use crate::{Result, json};
 
@@ -166,7 +166,7 @@ pub async fn build<S: ?Sized + StreamStore>(replica: &Replica<S>, opts: &Options
     let title = opts.title.clone().unwrap_or_else(|| {
         format!(
             "stream {} · {} events · {} head{}",
-            short(replica.stream_id()),
+            short_cid(replica.stream_id()),
             total_events,
             heads.len(),
             if heads.len() == 1 { "" } else { "s" }
@@ -428,7 +428,7 @@ pub fn svg(p: &Picture) -> String {
             r##"<text x="{:.1}" y="{:.1}" font-size="12.5" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" fill="#222" text-anchor="middle">{}</text>"##,
             x + NODE_W / 2.0,
             y0 + NODE_H / 2.0 + 4.5,
-            xml(&short(&n.cid))
+            xml(&short_cid(&n.cid))
         );
         if n.head {
             let _ = writeln!(
@@ -511,7 +511,7 @@ pub fn dot(p: &Picture) -> String {
         let (stroke, pen) = if n.head { ("#111111".to_string(), 3) } else { (stroke, 1) };
         let mut attrs = format!(
             "label=\"{}\\nh{}\", fillcolor=\"{fill}\", color=\"{stroke}\", penwidth={pen}",
-            q(&short(&n.cid)),
+            q(&short_cid(&n.cid)),
             n.height
         );
         if n.head {
@@ -547,7 +547,7 @@ pub fn mermaid(p: &Picture) -> String {
         let _ = writeln!(s, "  %% {n}");
     }
     for (i, n) in p.nodes.iter().enumerate() {
-        let mut label = format!("{}<br/>h{}", short(&n.cid), n.height);
+        let mut label = format!("{}<br/>h{}", short_cid(&n.cid), n.height);
         if n.genesis {
             label.push_str(" genesis");
         }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use merkle_clock::replica::{Config, Replica};
+use merkle_clock::replica::{Replica, ReplicaConfig};
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{Block, Cid, StreamStore};
 
@@ -82,11 +82,11 @@ pub async fn open(dir: &Path) -> Result<Local> {
     let stream = current_stream(dir, &db)
         .await?
         .ok_or_else(|| format!("the store at {} holds no stream (run `mclock init`)", dir.display()))?;
-    Ok(Replica::open(Arc::new(db), &stream, Config::default()).await?)
+    Ok(Replica::open(Arc::new(db), &stream, ReplicaConfig::default()).await?)
 }
 
 /// Creates the stream of `genesis` in a store directory (which may not hold
-/// a current stream yet) and makes it current.
+/// a current stream yet, or already hold this one) and makes it current.
 pub async fn create(dir: &Path, genesis: &Block, durability: Durability) -> Result<Local> {
     let db = create_db(dir, durability)?;
     if let Some(existing) = current_stream(dir, &db).await?
@@ -94,7 +94,7 @@ pub async fn create(dir: &Path, genesis: &Block, durability: Durability) -> Resu
     {
         return Err(format!("the store at {} already holds stream {existing}", dir.display()).into());
     }
-    let replica = Replica::create(Arc::new(db), genesis, Config::default()).await?;
+    let replica = Replica::open_or_create(Arc::new(db), genesis, ReplicaConfig::default()).await?;
     set_stream(dir, replica.stream_id())?;
     Ok(replica)
 }

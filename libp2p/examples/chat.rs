@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use merkle_clock::replica::Config as ReplicaConfig;
+use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::store::RedbBlockstore;
 use merkle_clock::{Cursor, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::libp2p::Multiaddr;
@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => Arc::new(RedbBlockstore::open(path)?),
         None => Arc::new(MemoryBlockstore::new()),
     };
-    let replica = Replica::create(store, &genesis, ReplicaConfig::default()).await?;
+    let replica = Replica::open_or_create(store, &genesis, ReplicaConfig::default()).await?;
     let held = replica.len() - 1;
 
     let mut config = Config::default();

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use merkle_clock::replica::Config as ReplicaConfig;
+use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::{Config, Node, NodeHandle, Stats};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use merkle_clock::replica::Config as ReplicaConfig;
+use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::store::RedbBlockstore;
 use merkle_clock::sync::Message;
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};

@@ -32,21 +32,23 @@ pub enum CounterOp {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{CausalFeed, Counter, CounterOp};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("stock").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let x = a.append(&CounterOp::Increment(10)).await.unwrap();
-/// let y = b.append(&CounterOp::Decrement(3)).await.unwrap(); // concurrent
-/// a.ingest(b.get(&y).await.unwrap().unwrap()).await.unwrap();
-/// b.ingest(a.get(&x).await.unwrap().unwrap()).await.unwrap();
+/// let genesis = Event::genesis("stock").encode()?;
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let x = a.append(&CounterOp::Increment(10)).await?;
+/// let y = b.append(&CounterOp::Decrement(3)).await?; // concurrent
+/// a.ingest(b.get(&y).await?.expect("present")).await?;
+/// b.ingest(a.get(&x).await?.expect("present")).await?;
 /// let (mut fa, mut fb) = (CausalFeed::new(Counter), CausalFeed::new(Counter));
-/// fa.update(&a).await.unwrap();
-/// fb.update(&b).await.unwrap();
+/// fa.update(&a).await?;
+/// fb.update(&b).await?;
 /// assert_eq!((*fa.state(), *fb.state()), (7, 7)); // delivered in different orders
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter;

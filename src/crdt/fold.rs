@@ -219,7 +219,7 @@ struct Checkpoint<T> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, FoldEvent, Reducer};
 ///
 /// /// Concatenates string payloads in the total order.
@@ -232,31 +232,33 @@ struct Checkpoint<T> {
 /// }
 ///
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("letters").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// a.append(&"x".to_string()).await.unwrap();
-/// a.append(&"y".to_string()).await.unwrap();
+/// let genesis = Event::genesis("letters").encode()?;
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// a.append(&"x".to_string()).await?;
+/// a.append(&"y".to_string()).await?;
 /// let mut fold = Fold::new(Concat);
-/// fold.update(&a).await.unwrap();
+/// fold.update(&a).await?;
 /// assert_eq!(fold.state(), "xy");
 ///
 /// // b appended concurrently: its event has height 1, like "x", so it
 /// // lands before "y", and the fold replays from where it landed.
-/// let z = b.append(&"z".to_string()).await.unwrap();
-/// a.ingest(b.get(&z).await.unwrap().unwrap()).await.unwrap();
-/// let report = fold.update(&a).await.unwrap();
+/// let z = b.append(&"z".to_string()).await?;
+/// a.ingest(b.get(&z).await?.expect("present")).await?;
+/// let report = fold.update(&a).await?;
 /// assert!(matches!(report.replayed_from, Some(1 | 2)));
 /// assert!(fold.state() == "xzy" || fold.state() == "zxy"); // by CID
 ///
 /// // b gets a's events in another order and reads the same thing.
 /// for cid in a.order().collect::<Vec<_>>().into_iter().rev() {
-///     b.ingest(a.get(&cid).await.unwrap().unwrap()).await.unwrap();
+///     b.ingest(a.get(&cid).await?.expect("present")).await?;
 /// }
 /// let mut fold_b = Fold::new(Concat);
-/// fold_b.update(&b).await.unwrap();
+/// fold_b.update(&b).await?;
 /// assert_eq!(fold_b.state(), fold.state());
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct Fold<R: Reducer> {
     reducer: R,
@@ -444,18 +446,20 @@ async fn fetch<S: ?Sized + StreamStore>(replica: &Replica<S>, cids: &[Cid]) -> R
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{CausalFeed, Counter, CounterOp};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("likes").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
+/// let genesis = Event::genesis("likes").encode()?;
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
 /// let mut feed = CausalFeed::new(Counter);
-/// r.append(&CounterOp::Increment(3)).await.unwrap();
-/// feed.update(&r).await.unwrap();
-/// r.append(&CounterOp::Decrement(1)).await.unwrap();
-/// assert_eq!(feed.update(&r).await.unwrap(), 1); // only the new event
+/// r.append(&CounterOp::Increment(3)).await?;
+/// feed.update(&r).await?;
+/// r.append(&CounterOp::Decrement(1)).await?;
+/// assert_eq!(feed.update(&r).await?, 1); // only the new event
 /// assert_eq!(*feed.state(), 2);
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct CausalFeed<R: OrderInsensitive> {
     reducer: R,

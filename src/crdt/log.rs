@@ -115,18 +115,20 @@ impl<P: Clone> LogState<P> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, Log};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("chat").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// r.append(&"hello").await.unwrap();
-/// r.append(&"world").await.unwrap();
+/// let genesis = Event::genesis("chat").encode()?;
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// r.append(&"hello").await?;
+/// r.append(&"world").await?;
 /// let mut fold = Fold::new(Log::<String>::new());
-/// fold.update(&r).await.unwrap();
+/// fold.update(&r).await?;
 /// let lines: Vec<&str> = fold.state().iter().map(|e| e.payload.as_str()).collect();
 /// assert_eq!(lines, ["hello", "world"]);
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct Log<P>(PhantomData<fn() -> P>);
 

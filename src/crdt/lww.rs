@@ -58,23 +58,25 @@ pub enum RegisterOp<V> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, LwwRegister, RegisterOp};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("title").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// a.append(&RegisterOp::Set("draft")).await.unwrap();
-/// let a2 = a.append(&RegisterOp::Set("final")).await.unwrap();
-/// let b1 = b.append(&RegisterOp::Set("other")).await.unwrap(); // concurrent, height 1
-/// a.ingest(b.get(&b1).await.unwrap().unwrap()).await.unwrap();
+/// let genesis = Event::genesis("title").encode()?;
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// a.append(&RegisterOp::Set("draft")).await?;
+/// let a2 = a.append(&RegisterOp::Set("final")).await?;
+/// let b1 = b.append(&RegisterOp::Set("other")).await?; // concurrent, height 1
+/// a.ingest(b.get(&b1).await?.expect("present")).await?;
 ///
 /// let mut fold = Fold::new(LwwRegister::<String>::new());
-/// fold.update(&a).await.unwrap();
+/// fold.update(&a).await?;
 /// // "final" (height 2) was written after seeing more history than "other" (height 1).
-/// let winner = fold.state().as_ref().unwrap();
+/// let winner = fold.state().as_ref().expect("a value was written");
 /// assert_eq!((winner.value.as_str(), winner.cid), ("final", a2));
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct LwwRegister<V>(PhantomData<fn() -> V>);
 
@@ -162,21 +164,23 @@ pub enum MapOp<K, V> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{Fold, LwwMap, MapOp};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("settings").encode().unwrap();
-/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// r.append(&MapOp::Set { key: "theme", value: "dark" }).await.unwrap();
-/// r.append(&MapOp::Set { key: "lang", value: "en" }).await.unwrap();
-/// r.append(&MapOp::<_, &str>::Delete { key: "theme" }).await.unwrap();
-/// r.append(&MapOp::Set { key: "lang", value: "fr" }).await.unwrap();
+/// let genesis = Event::genesis("settings").encode()?;
+/// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// r.append(&MapOp::Set { key: "theme", value: "dark" }).await?;
+/// r.append(&MapOp::Set { key: "lang", value: "en" }).await?;
+/// r.append(&MapOp::<_, &str>::Delete { key: "theme" }).await?;
+/// r.append(&MapOp::Set { key: "lang", value: "fr" }).await?;
 ///
 /// let mut fold = Fold::new(LwwMap::<String, String>::new());
-/// fold.update(&r).await.unwrap();
+/// fold.update(&r).await?;
 /// let map: Vec<_> = fold.state().iter().map(|(k, v)| (k.as_str(), v.value.as_str())).collect();
 /// assert_eq!(map, [("lang", "fr")]);
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct LwwMap<K, V>(PhantomData<fn() -> (K, V)>);
 

@@ -127,31 +127,33 @@ impl<T: Ord + Clone> AddWinsState<T> {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+/// use merkle_clock::{Event, MemoryBlockstore, replica::{ReplicaConfig, Replica}};
 /// use merkle_clock::crdt::{AddWinsSet, Fold, SetOp};
 /// # futures::executor::block_on(async {
-/// let genesis = Event::genesis("tags").encode().unwrap();
-/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await.unwrap();
-/// let add = a.append(&SetOp::Add("urgent")).await.unwrap();
-/// b.ingest(a.get(&add).await.unwrap().unwrap()).await.unwrap();
+/// let genesis = Event::genesis("tags").encode()?;
+/// let mut a = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let mut b = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+/// let add = a.append(&SetOp::Add("urgent")).await?;
+/// b.ingest(a.get(&add).await?.expect("present")).await?;
 ///
 /// // a removes "urgent" while b, concurrently, adds it again.
 /// let mut fold_a = Fold::new(AddWinsSet::<String>::new());
-/// fold_a.update(&a).await.unwrap();
-/// let remove = fold_a.state().remove_op(&"urgent".to_string()).unwrap();
-/// let r = a.append(&remove).await.unwrap();
-/// let re_add = b.append(&SetOp::Add("urgent")).await.unwrap();
+/// fold_a.update(&a).await?;
+/// let remove = fold_a.state().remove_op(&"urgent".to_string()).expect("\"urgent\" is in the set");
+/// let r = a.append(&remove).await?;
+/// let re_add = b.append(&SetOp::Add("urgent")).await?;
 ///
-/// a.ingest(b.get(&re_add).await.unwrap().unwrap()).await.unwrap();
-/// b.ingest(a.get(&r).await.unwrap().unwrap()).await.unwrap();
+/// a.ingest(b.get(&re_add).await?.expect("present")).await?;
+/// b.ingest(a.get(&r).await?.expect("present")).await?;
 /// let mut fold_b = Fold::new(AddWinsSet::<String>::new());
-/// fold_a.update(&a).await.unwrap();
-/// fold_b.update(&b).await.unwrap();
+/// fold_a.update(&a).await?;
+/// fold_b.update(&b).await?;
 /// // The remove had not seen b's add: the element survives, on both sides.
 /// assert!(fold_a.state().contains(&"urgent".to_string()));
 /// assert!(fold_a.state() == fold_b.state());
-/// # });
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct AddWinsSet<T>(PhantomData<fn() -> T>);
 

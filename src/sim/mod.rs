@@ -132,9 +132,9 @@ use std::time::Duration;
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use crate::block::{Block, short};
+use crate::block::{Block, short_cid};
 use crate::event::Event;
-use crate::replica::{Config, Replica};
+use crate::replica::{Replica, ReplicaConfig};
 use crate::store::{MemoryBlockstore, StoreError, StreamStore};
 use crate::sync::{SessionConfig, Sessions};
 
@@ -467,7 +467,7 @@ impl<P: Protocol + Clone> Simulation<P> {
             match action {
                 Action::Join(n) => {
                     let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
-                    let replica = Replica::create(store.clone(), &self.genesis, Config::default())
+                    let replica = Replica::create(store.clone(), &self.genesis, ReplicaConfig::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
                     self.start(t, n, store, replica);
@@ -485,7 +485,7 @@ impl<P: Protocol + Clone> Simulation<P> {
                 Action::Up(n) => {
                     let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
                     let stream = *self.genesis.cid();
-                    let replica = Replica::open(store.clone(), &stream, Config::default())
+                    let replica = Replica::open(store.clone(), &stream, ReplicaConfig::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
                     for (peer, bytes) in std::mem::take(&mut self.nodes[n].saved) {
@@ -554,7 +554,7 @@ impl<P: Protocol + Clone> Simulation<P> {
         let cid = replica.append(&payload).await.map_err(|source| SimError::Append { node: n, source })?;
         let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
         self.appended.insert(cid);
-        self.trace.push(format!("{t} append n{n} {} h{height}", short(&cid)));
+        self.trace.push(format!("{t} append n{n} {} h{height}", short_cid(&cid)));
         Ok(())
     }
 

@@ -11,8 +11,10 @@
 //! ```
 //! use merkle_clock::store::{MemoryBlockstore, contract};
 //! futures::executor::block_on(async {
-//!     contract::check_stream_store(|| MemoryBlockstore::new()).await.unwrap();
-//! });
+//!     contract::check_stream_store(|| MemoryBlockstore::new()).await?;
+//!     Ok::<(), contract::Violation>(())
+//! })?;
+//! # Ok::<(), contract::Violation>(())
 //! ```
 
 use ipld_core::cid::Cid;

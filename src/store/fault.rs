@@ -46,17 +46,19 @@ pub enum FaultPlan {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use merkle_clock::{Event, MemoryBlockstore, Replica, Config};
+/// use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
 /// use merkle_clock::store::{FaultyStore, FaultPlan, FaultOp};
 /// # futures::executor::block_on(async {
 /// let store = Arc::new(FaultyStore::new(MemoryBlockstore::new()));
-/// let genesis = Event::genesis("s").encode().unwrap();
-/// let mut replica = Replica::create(store.clone(), &genesis, Config::default()).await.unwrap();
+/// let genesis = Event::genesis("s").encode()?;
+/// let mut replica = Replica::create(store.clone(), &genesis, ReplicaConfig::default()).await?;
 /// store.set_plan(FaultPlan::Once(FaultOp::Commit));
 /// assert!(replica.append(&1).await.is_err());
 /// assert_eq!(replica.len(), 1); // unchanged
-/// replica.append(&1).await.unwrap(); // the retry succeeds
-/// # });
+/// replica.append(&1).await?; // the retry succeeds
+/// # Ok::<(), merkle_clock::Error>(())
+/// # })?;
+/// # Ok::<(), merkle_clock::Error>(())
 /// ```
 pub struct FaultyStore<S> {
     inner: S,

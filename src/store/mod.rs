@@ -2,9 +2,10 @@
 //! a stream's heads and log, and their in-memory implementation.
 //!
 //! Both traits are async and object safe (`dyn Blockstore`, `dyn StreamStore`),
-//! and `Send + Sync`. Every implementation must pass the shared
-//! [`contract`] suite; this crate runs it against [`MemoryBlockstore`] and
-//! (with the `redb` feature) the redb store.
+//! and `Send + Sync`. Every implementation must pass the shared `contract`
+//! suite (`store::contract`, with the `testing` feature); this crate runs it
+//! against [`MemoryBlockstore`], a fault-injecting wrapper and (with
+//! the `redb` feature) the redb store.
 
 use std::error::Error as StdError;
 
@@ -14,7 +15,10 @@ use thiserror::Error;
 
 use crate::block::Block;
 
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod contract;
+#[cfg(feature = "testing")]
 mod fault;
 mod memory;
 #[cfg(feature = "redb")]
@@ -22,6 +26,8 @@ mod redb;
 
 #[cfg(feature = "redb")]
 pub use self::redb::{Durability, RedbBlockstore};
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use fault::{FaultOp, FaultPlan, FaultyStore};
 pub use memory::MemoryBlockstore;
 
@@ -62,7 +68,7 @@ pub(crate) fn table_hash(hash: u32) -> u64 {
 
 /// A content-addressed block store.
 ///
-/// The contract, which the [`contract`] suite checks:
+/// The contract, which the `store::contract` suite (feature `testing`) checks:
 /// - `put` is idempotent: putting a block that is already there succeeds and
 ///   changes nothing.
 /// - `get` of a CID that was never put returns `Ok(None)`, not an error.
@@ -113,7 +119,7 @@ pub trait Blockstore: Send + Sync {
 
 /// One entry of a stream's log: an event and its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
+pub struct LoggedEvent {
     /// The event.
     pub cid: Cid,
     /// Its height.
@@ -122,20 +128,20 @@ pub struct LogEntry {
     pub parents: Vec<Cid>,
 }
 
-impl LogEntry {
+impl LoggedEvent {
     /// Reads the header of a stored (already verified) event block.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] when the block is not an event.
-    pub fn from_block(block: &Block) -> Result<LogEntry, StoreError> {
+    pub fn from_block(block: &Block) -> Result<LoggedEvent, StoreError> {
         Self::from_parts(block.cid(), block.bytes())
     }
 
-    /// As [`LogEntry::from_block`], for the stored bytes of the block `cid`.
-    pub(crate) fn from_parts(cid: &Cid, bytes: &[u8]) -> Result<LogEntry, StoreError> {
+    /// As [`LoggedEvent::from_block`], for the stored bytes of the block `cid`.
+    pub(crate) fn from_parts(cid: &Cid, bytes: &[u8]) -> Result<LoggedEvent, StoreError> {
         let header = crate::event::Header::parse_bytes(cid, bytes, &crate::event::Limits::TRUSTED)
             .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block is not an event: {e}")))?;
-        Ok(LogEntry {
+        Ok(LoggedEvent {
             cid: *cid,
             height: header.height,
             parents: header.parents.iter().map(crate::block::cid_from_digest).collect(),
@@ -177,7 +183,7 @@ pub trait StreamStore: Blockstore {
     /// parses their headers; a store that keeps headers beside its log (the
     /// redb store does) answers without touching the blocks, which is what
     /// makes reopening a large stream a sequential scan.
-    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let cids = self.read_log(stream, start, max).await?;
         let blocks = self.get_many(&cids).await?;
         cids.iter()
@@ -185,7 +191,7 @@ pub trait StreamStore: Blockstore {
             .map(|(cid, block)| {
                 let block = block
                     .ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log of {stream} but not stored")))?;
-                LogEntry::from_block(&block)
+                LoggedEvent::from_block(&block)
             })
             .collect()
     }

@@ -61,7 +61,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use merkle_clock::{Event, MemoryBlockstore, Replica, replica::Config as ReplicaConfig};
+//! use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
 //! use merkle_clock::sync::{SessionConfig, Sessions};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { futures::executor::block_on(async {
 //! let genesis = Event::genesis("notes").encode()?;

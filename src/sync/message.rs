@@ -116,7 +116,7 @@ impl SyncError {
 
 impl From<CborError> for SyncError {
     fn from(e: CborError) -> Self {
-        SyncError::Decode { offset: e.offset, rule: e.reason }
+        SyncError::Decode { offset: e.offset(), rule: e.reason() }
     }
 }
 
@@ -184,7 +184,7 @@ pub struct Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shorts = |cids: &[Cid]| cids.iter().map(crate::block::short).collect::<Vec<_>>();
+        let shorts = |cids: &[Cid]| cids.iter().map(crate::block::short_cid).collect::<Vec<_>>();
         let mut d = f.debug_struct("Message");
         d.field("seq", &self.seq).field("ack", &self.ack);
         if self.hello {

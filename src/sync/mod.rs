@@ -81,12 +81,12 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+//! use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
 //! use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { futures::executor::block_on(async {
 //! let genesis = Event::genesis("chat").encode()?;
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
 //! for i in 0..100u32 {
 //!     alice.append(&format!("alice {i}")).await?;
 //!     bob.append(&format!("bob {i}")).await?;

@@ -276,7 +276,7 @@ impl fmt::Debug for SyncState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.session;
         f.debug_struct("SyncState")
-            .field("shared", &self.shared.iter().map(crate::block::short).collect::<Vec<_>>())
+            .field("shared", &self.shared.iter().map(crate::block::short_cid).collect::<Vec<_>>())
             .field("seq", &s.seq)
             .field("their_seq", &s.their_seq)
             .field("their_heads", &s.their_heads.as_ref().map(Vec::len))

@@ -5,14 +5,14 @@ use futures::executor::block_on;
 
 use super::*;
 use crate::dag::ClockOrder;
-use crate::replica::Config;
+use crate::replica::ReplicaConfig;
 use crate::sim::SimRng;
 use crate::{Event, MemoryBlockstore};
 
 type R = Replica<MemoryBlockstore>;
 
 async fn fresh(genesis: &Block) -> R {
-    Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap()
+    Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap()
 }
 
 /// Drives both sides in lock step; `check(delays, a, b)` runs after each

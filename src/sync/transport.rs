@@ -20,13 +20,13 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use merkle_clock::{Event, MemoryBlockstore, replica::{Config, Replica}};
+//! use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
 //! use merkle_clock::sync::{SessionConfig, Sessions, transport::{MemoryHub, PeerId}};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { futures::executor::block_on(async {
 //! let genesis = Event::genesis("notes").encode()?;
 //! let stream = *genesis.cid();
-//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
-//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, Config::default()).await?;
+//! let mut alice = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+//! let mut bob = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
 //! alice.append(&"from alice").await?;
 //! bob.append(&"from bob").await?;
 //!
@@ -172,7 +172,7 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("from", &self.from)
-            .field("stream", &crate::block::short(&self.stream))
+            .field("stream", &crate::block::short_cid(&self.stream))
             .field("bytes", &self.message.len())
             .finish()
     }
@@ -404,14 +404,14 @@ impl Drop for MemoryFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::{Config, Replica};
+    use crate::replica::{Replica, ReplicaConfig};
     use crate::sync::{Bloom, SessionConfig, Sessions};
     use crate::{Event, MemoryBlockstore};
     use futures::executor::block_on;
     use std::time::Duration;
 
     async fn replica(genesis: &Block) -> Replica<MemoryBlockstore> {
-        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, Config::default()).await.unwrap()
+        Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap()
     }
 
     #[test]

@@ -1,23 +1,25 @@
 //! The redb-backed [`StreamStore`]: see [`RedbBlockstore`] for the table
 //! layout, the in-memory keydir and the durability guarantees.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hashbrown::HashTable;
 use ipld_core::cid::Cid;
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
     backends::InMemoryBackend,
 };
 
-use super::{Blockstore, LogEntry, Slot, StoreError, StreamStore, table_hash};
-use crate::block::{Block, DIGEST_LEN, Digest, KeyedState, cid_from_digest, digest_of};
+mod keydir;
+mod layout;
+
+use self::keydir::Keydir;
+use self::layout::*;
+use super::{Blockstore, LoggedEvent, StoreError, StreamStore};
+use crate::block::{Block, DIGEST_LEN, Digest, digest_of};
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -528,17 +530,17 @@ impl RedbBlockstore {
         Ok(())
     }
 
-    fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1 << 16));
         // Each header is parsed where redb holds the block: nothing is copied.
         self.scan_log(stream, start, max, |logged, blocks, _, what| {
             let entry = match logged {
-                Logged::Inline { cid, bytes } => LogEntry::from_parts(&cid, bytes),
+                Logged::Inline { cid, bytes } => LoggedEvent::from_parts(&cid, bytes),
                 Logged::InBlocks(cid) => {
                     let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
                         return Err(StoreError::Corrupt(format!("{}: {cid} is not in the blocks table", what())));
                     };
-                    LogEntry::from_parts(&cid, v.value())
+                    LoggedEvent::from_parts(&cid, v.value())
                 }
             };
             out.push(entry.map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))?);
@@ -576,153 +578,6 @@ where
     Ok(got.map(|v| Block::new_unchecked(*cid, Bytes::copy_from_slice(v.value()))))
 }
 
-/// A decoded log value.
-enum Logged<'a> {
-    /// The block is here.
-    Inline { cid: Cid, bytes: &'a [u8] },
-    /// The block is in the `blocks` table.
-    InBlocks(Cid),
-}
-
-impl<'a> Logged<'a> {
-    fn decode(value: &'a [u8], what: &dyn Fn() -> String) -> Result<Self, StoreError> {
-        match value.split_first() {
-            Some((&TAG_INLINE, rest)) => match rest.split_first_chunk::<DIGEST_LEN>() {
-                Some((digest, bytes)) => Ok(Logged::Inline { cid: cid_from_digest(digest), bytes }),
-                None => Err(StoreError::Corrupt(format!("{}: an inline block value of {} bytes", what(), value.len()))),
-            },
-            Some((&TAG_IN_BLOCKS, rest)) => decode_cid(rest, what).map(Logged::InBlocks),
-            _ => Err(StoreError::Corrupt(format!("{}: {}", what(), describe_bad_tag(value)))),
-        }
-    }
-
-    fn cid(&self) -> Cid {
-        match self {
-            Logged::Inline { cid, .. } | Logged::InBlocks(cid) => *cid,
-        }
-    }
-}
-
-fn describe_bad_tag(value: &[u8]) -> String {
-    match value.first() {
-        None => "an empty value".to_owned(),
-        Some(t) => format!("a value of {} bytes with the unknown tag {t}", value.len()),
-    }
-}
-
-/// Names a log entry by its raw stream key and position.
-fn entry_name(skey: &[u8], pos: u64) -> String {
-    match decode_cid(skey, String::new) {
-        Ok(stream) => format!("log entry {pos} of stream {stream}"),
-        Err(_) => format!("log entry {pos} of a stream with the key {skey:02x?}"),
-    }
-}
-
-fn corrupt_entry(skey: &[u8], pos: u64, what: String) -> StoreError {
-    StoreError::Corrupt(format!("{}: {what}", entry_name(skey, pos)))
-}
-
-/// The keydir: where each inline-logged event block is, by digest. An arena
-/// of entries in the order first logged, and a hash table of arena indices
-/// with a keyed 32-bit hash of the digest beside each, as in the memory store.
-struct Keydir {
-    hasher: KeyedState,
-    index: HashTable<Slot>,
-    entries: Vec<Located>,
-    /// Stream keys (CID bytes) by stream index.
-    streams: Vec<Box<[u8]>>,
-    stream_ids: HashMap<Box<[u8]>, u32, KeyedState>,
-}
-
-/// A logged event block: 44 bytes.
-struct Located {
-    digest: Digest,
-    stream: u32,
-    /// The position, big-endian (as in the log key).
-    pos: [u8; 8],
-}
-
-fn keydir_full() -> StoreError {
-    StoreError::backend("the keydir holds at most 2^32 - 1 logged blocks")
-}
-
-impl Keydir {
-    fn with_capacity(n: usize) -> Self {
-        let hasher = KeyedState::default();
-        let mut index = HashTable::new();
-        index.reserve(n, |s: &Slot| table_hash(s.hash));
-        Keydir {
-            stream_ids: HashMap::with_hasher(hasher.clone()),
-            hasher,
-            index,
-            entries: Vec::with_capacity(n),
-            streams: Vec::new(),
-        }
-    }
-
-    fn hash(&self, digest: &Digest) -> u32 {
-        let h = self.hasher.hash_one(digest);
-        (h ^ (h >> 32)) as u32
-    }
-
-    fn find(&self, digest: &Digest) -> Option<&Located> {
-        let hash = self.hash(digest);
-        self.index
-            .find(table_hash(hash), |s| s.hash == hash && self.entries[s.id as usize].digest == *digest)
-            .map(|s| &self.entries[s.id as usize])
-    }
-
-    fn stream_id(&mut self, skey: &[u8]) -> Result<u32, StoreError> {
-        if let Some(&id) = self.stream_ids.get(skey) {
-            return Ok(id);
-        }
-        let id = u32::try_from(self.streams.len()).map_err(|_| keydir_full())?;
-        self.streams.push(skey.into());
-        self.stream_ids.insert(skey.into(), id);
-        Ok(id)
-    }
-
-    /// Records where a block is logged, unless it is logged already (the
-    /// first location stays; every copy holds the same bytes).
-    fn insert(&mut self, digest: &Digest, stream: u32, pos: u64) -> Result<(), StoreError> {
-        let hash = self.hash(digest);
-        let id = u32::try_from(self.entries.len()).ok().filter(|&id| id < u32::MAX).ok_or_else(keydir_full)?;
-        let entries = &self.entries;
-        match self.index.entry(
-            table_hash(hash),
-            |s| s.hash == hash && entries[s.id as usize].digest == *digest,
-            |s| table_hash(s.hash),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(_) => return Ok(()),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(Slot { id, hash });
-            }
-        }
-        self.entries.push(Located { digest: *digest, stream, pos: pos.to_be_bytes() });
-        Ok(())
-    }
-
-    fn add_all(&mut self, skey: &[u8], logged: &[(Digest, u64)]) -> Result<(), StoreError> {
-        if logged.is_empty() {
-            return Ok(());
-        }
-        let stream = self.stream_id(skey)?;
-        self.entries.reserve(logged.len());
-        for (digest, pos) in logged {
-            self.insert(digest, stream, *pos)?;
-        }
-        Ok(())
-    }
-
-    fn log_key(&self, at: &Located) -> Vec<u8> {
-        let skey = &self.streams[at.stream as usize];
-        let mut k = Vec::with_capacity(skey.len() + 8);
-        k.extend_from_slice(skey);
-        k.extend_from_slice(&at.pos);
-        k
-    }
-}
-
 /// Creates a new database file under a temporary name, with its tables and
 /// format version committed durably, and only then renames it into place: a
 /// crash during creation leaves no file, or a whole one, never a torn header
@@ -757,93 +612,6 @@ fn put_block(
         table.insert(cid, bytes).map_err(be)?;
     }
     Ok(())
-}
-
-/// The binary form of the event CID with this digest.
-fn event_cid_bytes(digest: &Digest) -> [u8; 4 + DIGEST_LEN] {
-    let mut out = [0u8; 4 + DIGEST_LEN];
-    out[..4].copy_from_slice(&EVENT_CID_PREFIX);
-    out[4..].copy_from_slice(digest);
-    out
-}
-
-/// The digest of binary CID bytes that have an event CID's shape.
-fn event_digest_of_cid_bytes(bytes: &[u8]) -> Option<Digest> {
-    bytes.strip_prefix(&EVENT_CID_PREFIX).and_then(|d| Digest::try_from(d).ok())
-}
-
-fn log_key_into(buf: &mut Vec<u8>, stream: &[u8], pos: u64) {
-    buf.clear();
-    buf.extend_from_slice(stream);
-    buf.extend_from_slice(&pos.to_be_bytes());
-}
-
-fn log_key(stream: &[u8], pos: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(stream.len() + 8);
-    log_key_into(&mut k, stream, pos);
-    k
-}
-
-/// Splits a log key into the stream key and the position.
-fn split_log_key(key: &[u8]) -> Option<(&[u8], u64)> {
-    let (skey, pos) = key.split_last_chunk::<8>()?;
-    (!skey.is_empty()).then(|| (skey, u64::from_be_bytes(*pos)))
-}
-
-/// The position after the stream's last log entry (its log length).
-fn log_end<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    skey: &[u8],
-    stream: &Cid,
-) -> Result<u64, StoreError> {
-    let lo = log_key(skey, 0);
-    let hi = log_key(skey, u64::MAX);
-    let mut range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?;
-    let Some(last) = range.next_back() else { return Ok(0) };
-    let (key, _) = last.map_err(be)?;
-    let key = key.value();
-    let pos = key
-        .strip_prefix(skey)
-        .and_then(|p| <[u8; 8]>::try_from(p).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Corrupt(format!("log key of stream {stream} has {} bytes", key.len())))?;
-    pos.checked_add(1).ok_or_else(|| StoreError::Corrupt(format!("log of stream {stream} is at the largest position")))
-}
-
-fn encode_cids(cids: &[Cid]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(cids.iter().map(Cid::encoded_len).sum());
-    for c in cids {
-        out.extend_from_slice(&c.to_bytes());
-    }
-    out
-}
-
-/// Decodes a value that must be exactly one CID.
-fn decode_cid(bytes: &[u8], what: impl FnOnce() -> String) -> Result<Cid, StoreError> {
-    let mut rest = bytes;
-    match Cid::read_bytes(&mut rest) {
-        Ok(cid) if rest.is_empty() => Ok(cid),
-        Ok(_) => Err(StoreError::Corrupt(format!("{}: {} bytes after the CID", what(), rest.len()))),
-        Err(e) => Err(StoreError::Corrupt(format!("{}: not a CID ({} bytes): {e}", what(), bytes.len()))),
-    }
-}
-
-/// Decodes concatenated CIDs; the value must split exactly into CIDs.
-fn decode_cids(bytes: &[u8], what: impl Fn() -> String) -> Result<Vec<Cid>, StoreError> {
-    let mut rest = bytes;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let offset = bytes.len() - rest.len();
-        let cid = Cid::read_bytes(&mut rest).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "{}: {} bytes do not split into CIDs (at byte {offset}: {e})",
-                what(),
-                bytes.len()
-            ))
-        })?;
-        out.push(cid);
-    }
-    Ok(out)
 }
 
 impl fmt::Debug for RedbBlockstore {
@@ -959,7 +727,7 @@ impl StreamStore for RedbBlockstore {
         Ok(out)
     }
 
-    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LogEntry>, StoreError> {
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         self.read_entries(stream, start, max)
     }
 
@@ -973,51 +741,5 @@ impl StreamStore for RedbBlockstore {
         }
         out.sort_unstable();
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_cid_prefix_is_the_binary_form() {
-        let d = [7u8; DIGEST_LEN];
-        let cid = cid_from_digest(&d);
-        assert_eq!(event_cid_bytes(&d).as_slice(), cid.to_bytes().as_slice());
-        assert_eq!(event_digest_of_cid_bytes(&cid.to_bytes()), Some(d));
-        assert_eq!(event_digest_of_cid_bytes(&cid.to_bytes()[..30]), None);
-    }
-
-    /// The figures the type's docs give.
-    #[test]
-    fn keydir_bytes_per_entry() {
-        assert_eq!(std::mem::size_of::<Located>(), 44);
-        for n in [1_000usize, 100_000, 1_000_000] {
-            let k = Keydir::with_capacity(n);
-            let bytes = k.entries.capacity() * std::mem::size_of::<Located>() + k.index.allocation_size();
-            let per = bytes as f64 / n as f64;
-            assert!((54.0..66.0).contains(&per), "{n} entries: {per:.1} bytes each");
-        }
-    }
-
-    #[test]
-    fn keydir_keeps_the_first_location() {
-        let mut k = Keydir::with_capacity(0);
-        let s = k.stream_id(b"stream a").unwrap();
-        let t = k.stream_id(b"stream b").unwrap();
-        assert_eq!(k.stream_id(b"stream a").unwrap(), s);
-        for i in 0..1000u32 {
-            let mut d = [0u8; DIGEST_LEN];
-            d[..4].copy_from_slice(&i.to_le_bytes());
-            k.insert(&d, s, u64::from(i)).unwrap();
-            k.insert(&d, t, 5).unwrap();
-        }
-        assert_eq!(k.entries.len(), 1000);
-        let mut d = [0u8; DIGEST_LEN];
-        d[..4].copy_from_slice(&17u32.to_le_bytes());
-        let at = k.find(&d).unwrap();
-        assert_eq!(k.log_key(at), [b"stream a".as_slice(), &17u64.to_be_bytes()].concat());
-        assert!(k.find(&[9u8; DIGEST_LEN]).is_none());
     }
 }
