@@ -12,7 +12,7 @@ use merkle_clock::car::{CarLimits, CarWriter, read_car};
 use merkle_clock::replica::Replica;
 use merkle_clock::store::Durability;
 use merkle_clock::sync::{SessionConfig, SessionStats, Sessions};
-use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short};
+use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short_cid};
 use serde_json::json;
 
 use crate::store::{self, Local};
@@ -131,7 +131,7 @@ async fn log(dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<()> {
             });
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "{pos:>5}  h{:<4} {}  {}", event.height(), short(cid), pj::compact(event.payload()))?;
+            writeln!(out, "{pos:>5}  h{:<4} {}  {}", event.height(), short_cid(cid), pj::compact(event.payload()))?;
         }
         Ok(())
     })
@@ -186,7 +186,7 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
         if cids.is_empty() {
             vec!["none".into()]
         } else {
-            cids.iter().map(|c| format!("{c}  ({})", short(c))).collect()
+            cids.iter().map(|c| format!("{c}  ({})", short_cid(c))).collect()
         }
     };
     writeln!(out, "cid       {cid}")?;
@@ -365,7 +365,7 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(out, "here:  +{} events, now {} events", here.len() - before_here, here.len())?;
     writeln!(out, "there: +{} events, now {} events", there.len() - before_there, there.len())?;
-    let heads: Vec<String> = here.heads().iter().map(short).collect();
+    let heads: Vec<String> = here.heads().iter().map(short_cid).collect();
     writeln!(out, "heads: {} ({})", heads.join(" "), if equal { "the same on both" } else { "DIFFERENT" })?;
     if !equal {
         return Err("the stores did not converge".into());

@@ -6,7 +6,7 @@ use futures::executor::block_on;
 use super::*;
 use crate::dag::ClockOrder;
 use crate::replica::ReplicaConfig;
-use crate::sim::SimRng;
+use crate::rng::SimRng;
 use crate::{Event, MemoryBlockstore};
 
 type R = Replica<MemoryBlockstore>;

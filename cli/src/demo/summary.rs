@@ -1,7 +1,7 @@
 //! What the demo prints when a phase ends, and its summary.
 
 use merkle_clock::sim::{SimReport, Simulation, Tick};
-use merkle_clock::{cid_of, short};
+use merkle_clock::{cid_of, short_cid};
 
 use super::display::{Display, human_bytes};
 use super::{Args, MAX_QUIET_TICKS, Plan, Track, Verdict};
@@ -186,7 +186,7 @@ pub(super) fn summary(
     } else {
         display.line("  converged    NO: the replicas differ")?;
     }
-    display.line(&format!("  order        fingerprint {} on every replica", short(&cid_of(&fingerprint))))?;
+    display.line(&format!("  order        fingerprint {} on every replica", short_cid(&cid_of(&fingerprint))))?;
     for (i, h) in heads.iter().enumerate() {
         display.line(&format!("  {}{h}", if i == 0 { "heads        " } else { "             " }))?;
     }
