@@ -79,6 +79,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         }
         if self.offline {
             debug!(%peer, "offline: closing a new connection");
+            self.stats.offline_refusals += 1;
             let _ = self.swarm.close_connection(id);
             return;
         }

@@ -81,6 +81,16 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         match event {
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                if !self.connected.contains(&propagation_source) {
+                    // It raced in on a connection being closed (offline).
+                    self.stats.offline_refusals += 1;
+                    gossip.report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Ignore,
+                    );
+                    return;
+                }
                 let Some(&stream) = self.topics.get(&message.topic) else {
                     gossip.report_message_validation_result(
                         &message_id,

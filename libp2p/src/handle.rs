@@ -120,6 +120,10 @@ pub struct Stats {
     pub blocks_fetched: u64,
     /// Fetched blocks that did not match the CID asked (dropped).
     pub blocks_fetched_bad: u64,
+    /// Connections closed at once because the node was offline
+    /// ([`NodeHandle::set_offline`]), and requests or gossip refused from
+    /// peers it is not connected to.
+    pub offline_refusals: u64,
     /// Outbound request failures reported by request-response (timeouts,
     /// closed connections, unsupported protocols).
     pub outbound_failures: u64,

@@ -254,6 +254,11 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
 
     async fn on_request(&mut self, peer: PeerId, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
         let response = match request {
+            // A request that raced in on a connection being closed (offline).
+            _ if !self.connected.contains(&peer) => {
+                self.stats.offline_refusals += 1;
+                SyncResponse::Refused
+            }
             SyncRequest::Sync { stream, message } => {
                 self.stats.requests_served += 1;
                 self.stats.sync_bytes_received += message.len() as u64;
