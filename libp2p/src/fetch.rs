@@ -105,10 +105,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 let _ = job.reply.send(Ok(job.found));
                 return;
             };
-            let ask: Vec<usize> = (0..job.cids.len())
-                .filter(|&i| job.found[i].is_none() && !job.asked[i])
-                .take(MAX_GET_CIDS)
-                .collect();
+            let ask: Vec<usize> =
+                (0..job.cids.len()).filter(|&i| job.found[i].is_none() && !job.asked[i]).take(MAX_GET_CIDS).collect();
             if ask.is_empty() || !self.connected.contains(&peer) {
                 job.peers.pop_front();
                 job.asked.iter_mut().for_each(|a| *a = false);

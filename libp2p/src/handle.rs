@@ -11,8 +11,8 @@ use merkle_clock::{Block, Cid, Ipld, Replica, StoreError, StreamStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::gossip::NodeBroadcaster;
 use crate::fetch::StreamFetcher;
+use crate::gossip::NodeBroadcaster;
 
 /// A node operation failed.
 #[derive(Debug, thiserror::Error)]

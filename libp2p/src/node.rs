@@ -267,9 +267,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();
-                stats.sessions = self.streams.values().fold(SessionStats::default(), |sum, s| {
-                    add_session_stats(sum, s.sessions.stats())
-                });
+                stats.sessions = self
+                    .streams
+                    .values()
+                    .fold(SessionStats::default(), |sum, s| add_session_stats(sum, s.sessions.stats()));
                 let _ = reply.send(stats);
             }
             Command::Shutdown(_) => unreachable!("handled by run"),

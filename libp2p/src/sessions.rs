@@ -314,8 +314,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 self.stats.sync_bytes_received += bytes.len() as u64;
                 match self.take_in(p, stream, &bytes).await {
                     Some(SyncResponse::Message(reply)) => {
-                        // Behind what already waits; the pair is still busy.
-                        let _ = self.outbox.offer(p, stream, reply, usize::MAX);
+                        // Behind what already waits (the pair is still busy).
+                        if let Offer::Send(reply) = self.outbox.offer(p, stream, reply, usize::MAX) {
+                            return self.request(p, stream, reply);
+                        }
                     }
                     Some(_) => {
                         // Refused: the driver restarted the session.

@@ -14,15 +14,14 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use merkle_clock::replica::Config as ReplicaConfig;
 use merkle_clock::store::RedbBlockstore;
 use merkle_clock::sync::Message;
+use merkle_clock::sync::transport::{Broadcaster, Fetcher};
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::announce::{Announcement, topic};
 use merkle_clock_libp2p::codec::{SYNC_PROTOCOL, SyncRequest, SyncResponse};
 use merkle_clock_libp2p::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use merkle_clock_libp2p::libp2p::{self, Multiaddr, PeerId, StreamProtocol, gossipsub, request_response};
-use merkle_clock::sync::transport::{Broadcaster, Fetcher};
 use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Stats};
 use tokio::time::{Instant, sleep, timeout};
-
 
 type Handle = NodeHandle<dyn StreamStore>;
 
