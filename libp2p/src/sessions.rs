@@ -163,6 +163,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// Asks the driver for a message now and sends it: to every peer of the
     /// stream (`None`: after a local append) or to one. Pairs with a request
     /// outstanding are skipped: what they are owed goes when it is answered.
+    /// A peer not in the driver (it left, or does not have the stream) is
+    /// not brought back in: only [`Node::join`] does that.
     pub(crate) async fn push(&mut self, stream: Cid, to: Option<PeerId>) {
         let now = self.now();
         let Some(slot) = self.streams.get_mut(&stream) else { return };
@@ -172,7 +174,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         };
         let mut out = Vec::new();
         for peer in peers {
-            if self.outbox.is_busy(peer, stream) {
+            if self.outbox.is_busy(peer, stream) || !slot.sessions.contains(&peer) {
                 continue;
             }
             match slot.sessions.speak(&slot.replica, &peer, now).await {
