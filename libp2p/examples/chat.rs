@@ -21,7 +21,7 @@ use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::store::RedbBlockstore;
 use merkle_clock::{Cursor, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::libp2p::Multiaddr;
-use merkle_clock_libp2p::{Config, Node, NodeHandle};
+use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -117,7 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let replica = Replica::open_or_create(store, &genesis, ReplicaConfig::default()).await?;
     let held = replica.len() - 1;
 
-    let mut config = Config::default();
+    let mut config = NodeConfig::default();
     config.listen = vec![args.listen.clone()];
     config.announce_interval = std::time::Duration::from_secs(3);
     let node = Node::<dyn StreamStore>::spawn(config)?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use merkle_clock::replica::ReplicaConfig;
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};
-use merkle_clock_libp2p::{Config, Node, NodeHandle, Stats};
+use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Stats};
 
 type Handle = NodeHandle<dyn StreamStore>;
 
@@ -32,8 +32,8 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn config() -> Config {
-    let mut c = Config::default();
+fn config() -> NodeConfig {
+    let mut c = NodeConfig::default();
     c.announce_interval = Duration::from_secs(1);
     c
 }
@@ -51,8 +51,11 @@ struct Totals {
     requests: u64,
     responses: u64,
     bytes: u64,
-    sessions: u64,
+    /// Sync messages made by the session drivers.
+    sync_messages: u64,
+    /// Sessions restarted after a timeout, a failure or a garbage message.
     failed: u64,
+    /// Sessions restarted by the cap on their length.
     capped: u64,
     duplicate: u64,
 }
@@ -63,9 +66,9 @@ impl Totals {
         self.requests += s.requests_sent;
         self.responses += s.requests_served;
         self.bytes += s.sync_bytes_sent;
-        self.sessions += s.sessions_started;
-        self.failed += s.sessions_failed;
-        self.capped += s.sessions_capped;
+        self.sync_messages += s.sessions.messages_sent;
+        self.failed += s.sessions.timeouts + s.sessions.failures;
+        self.capped += s.sessions.capped;
         self.duplicate += s.blocks_duplicate;
     }
     fn minus(self, o: Totals) -> Totals {
@@ -74,7 +77,7 @@ impl Totals {
             requests: self.requests - o.requests,
             responses: self.responses - o.responses,
             bytes: self.bytes - o.bytes,
-            sessions: self.sessions - o.sessions,
+            sync_messages: self.sync_messages - o.sync_messages,
             failed: self.failed - o.failed,
             capped: self.capped - o.capped,
             duplicate: self.duplicate - o.duplicate,
@@ -121,13 +124,13 @@ async fn wait(nodes: &[&Handle], stream: Cid, events: usize, start: Instant, lim
 
 fn report(name: &str, took: Duration, events: usize, t: Totals) {
     println!(
-        "{name:<10} {took:>10.2?}  {:>9.0} events/s  messages {:>6} (announcements {}, sync requests {}, responses {})  sessions {} (capped {}, failed {})  sync bytes {:.2} MiB, duplicate blocks {}",
+        "{name:<10} {took:>10.2?}  {:>9.0} events/s  messages {:>6} (announcements {}, sync requests {}, responses {})  sync messages {} (restarts: capped {}, failed {})  sync bytes {:.2} MiB, duplicate blocks {}",
         events as f64 / took.as_secs_f64(),
         t.messages(),
         t.announcements,
         t.requests,
         t.responses,
-        t.sessions,
+        t.sync_messages,
         t.capped,
         t.failed,
         t.bytes as f64 / (1 << 20) as f64,

@@ -1,26 +1,31 @@
 //! Head announcements: what a node publishes on a stream's gossipsub topic.
 //!
 //! ```text
-//! announcement = version:u8 (1)
+//! announcement = version:u8 (2)
 //!              | stream: u16 len ++ CID bytes
 //!              | events:u64          (the sender's event count, genesis included)
 //!              | head_count:u32      (all the sender's heads)
 //!              | heads_digest:[32]   (BLAKE3 of the sorted heads' CID bytes, concatenated)
 //!              | listed:u16 | listed × (u16 len ++ CID bytes)
+//!              | blocks:u16 | blocks × (u32 len ++ block bytes)
 //! ```
 //!
 //! At most a configured number of heads are listed; the digest of all of them
 //! lets a receiver tell, even from a truncated list, whether its heads differ.
+//! The blocks are what a [`Broadcaster`](merkle_clock::sync::transport::Broadcaster)
+//! chose to push along (the node's own announcements carry none); the whole
+//! announcement must fit in one gossip message.
 
 use libp2p::gossipsub::IdentTopic;
 use merkle_clock::Cid;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const MAX_CID_BYTES: usize = 256;
 
-/// The gossipsub topic of a stream: `merkle-clock/1/<genesis CID>`.
+/// The gossipsub topic of a stream: `merkle-clock/2/<genesis CID>` (the
+/// number is the announcement format's version).
 pub fn topic(stream: &Cid) -> IdentTopic {
-    IdentTopic::new(format!("merkle-clock/1/{stream}"))
+    IdentTopic::new(format!("merkle-clock/2/{stream}"))
 }
 
 /// BLAKE3 of the heads' CID bytes, in the order given (callers sort them).
@@ -45,6 +50,8 @@ pub struct Announcement {
     pub heads_digest: [u8; 32],
     /// The heads listed (all of them unless more than the sender's cap).
     pub heads: Vec<Cid>,
+    /// Event blocks pushed along (bytes only: hash them before use).
+    pub blocks: Vec<Vec<u8>>,
 }
 
 /// Why an announcement was refused.
@@ -61,6 +68,7 @@ impl Announcement {
             head_count: u32::try_from(heads.len()).unwrap_or(u32::MAX),
             heads_digest: heads_digest(heads),
             heads: heads.iter().take(max_listed.min(u16::MAX as usize)).copied().collect(),
+            blocks: Vec::new(),
         }
     }
 
@@ -80,6 +88,12 @@ impl Announcement {
         out.extend_from_slice(&(self.heads.len() as u16).to_be_bytes());
         for h in &self.heads {
             put_cid(&mut out, h);
+        }
+        let blocks = &self.blocks[..self.blocks.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(blocks.len() as u16).to_be_bytes());
+        for b in blocks {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
         }
         out
     }
@@ -105,10 +119,16 @@ impl Announcement {
         for _ in 0..listed {
             heads.push(r.cid()?);
         }
+        let count = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
+        let mut blocks = Vec::with_capacity(count.min(r.0.len() / 4));
+        for _ in 0..count {
+            let len = u32::from_be_bytes(r.take(4)?.try_into().expect("4 bytes")) as usize;
+            blocks.push(r.take(len)?.to_vec());
+        }
         if !r.0.is_empty() {
             return Err(BadAnnouncement("trailing bytes"));
         }
-        Ok(Announcement { stream, events, head_count, heads_digest, heads })
+        Ok(Announcement { stream, events, head_count, heads_digest, heads, blocks })
     }
 }
 
@@ -163,12 +183,17 @@ mod tests {
             assert_eq!(a.is_complete(), max >= 5);
             assert_eq!(Announcement::decode(&a.encode()).unwrap(), a);
         }
+        let mut a = Announcement::new(heads[0], 42, &heads, 10);
+        a.blocks = vec![vec![1, 2, 3], Vec::new(), vec![7; 300]];
+        assert_eq!(Announcement::decode(&a.encode()).unwrap(), a);
     }
 
     #[test]
     fn garbage_is_refused() {
         let heads = cids(3);
-        let good = Announcement::new(heads[0], 1, &heads, 10).encode();
+        let mut good = Announcement::new(heads[0], 1, &heads, 10);
+        good.blocks = vec![vec![5; 20]];
+        let good = good.encode();
         for cut in 0..good.len() {
             assert!(Announcement::decode(&good[..cut]).is_err());
         }

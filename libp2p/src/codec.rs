@@ -1,4 +1,4 @@
-//! The request-response codec that carries encoded sync messages.
+//! The request-response codec that carries sync messages and block fetches.
 //!
 //! One request and one response per substream, each a frame: a 4-byte
 //! big-endian length, then that many bytes. A frame longer than the codec's
@@ -6,16 +6,30 @@
 //! than the bound.
 //!
 //! ```text
-//! request  = version:u8 (1) | flags:u8 | stream: u16 len ++ CID bytes | message bytes (rest)
-//! response = version:u8 (1) | status:u8 | message bytes (rest)
+//! request  = version:u8 (2) | kind:u8 | stream: u16 len ++ CID bytes | body
+//!   kind 0 (sync): body = one encoded sync message (the rest, never empty)
+//!   kind 1 (get):  body = count:u16 | count × (u16 len ++ CID bytes)
+//! response = version:u8 (2) | status:u8 | body
+//!   status 0: the receiver's reply, one encoded sync message (the rest)
+//!   status 1: no reply (the receiver has nothing to say now)
+//!   status 2: unknown stream        status 3: your message was refused
+//!   status 4: blocks = count:u32 | count × (present:u8 | if 1: u32 len ++ bytes)
 //! ```
 //!
-//! Request flags: bit 0 "a message follows" (without it the request asks the
-//! responder for its next message).
-//! Response status: 0 "a message follows", 1 "nothing to say", 2 "unknown
-//! stream", 3 "your message was refused". The message bytes are the core's
-//! `Message::encode` output, decoded (with its limits) by the node, not here:
-//! the codec only checks the framing.
+//! Sync messages are one-way: a request carries one message, and the
+//! response carries the receiver's reply to it (what [`Sessions::receive`]
+//! returned), which the requester takes in like any other message. The
+//! message bytes are the core's `Message::encode` output, decoded (with its
+//! limits) by the session driver, not here: the codec only checks the
+//! framing.
+//!
+//! A get asks for at most [`MAX_GET_CIDS`] blocks. The answer lists one entry
+//! per CID asked, in order, possibly fewer than asked when the blocks would
+//! not fit in the responder's `SyncLimits::max_message_bytes`: entries past
+//! the end were not answered (ask again), an absent entry means the
+//! responder does not have the block.
+//!
+//! [`Sessions::receive`]: merkle_clock::sync::Sessions::receive
 
 use std::io;
 
@@ -24,36 +38,55 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 use merkle_clock::Cid;
 
-/// The protocol name of the sync exchange.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/merkle-clock/sync/1");
+/// The protocol name of the sync exchange. Version 2: one-way messages and
+/// block fetches (version 1 was a request/response session loop).
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/merkle-clock/sync/2");
 
-const VERSION: u8 = 1;
-const FLAG_MESSAGE: u8 = 1;
-/// CIDs are far shorter than this; a longer stream id is garbage.
+/// Most CIDs in one [`SyncRequest::Get`].
+pub const MAX_GET_CIDS: usize = 1024;
+
+const VERSION: u8 = 2;
+const KIND_SYNC: u8 = 0;
+const KIND_GET: u8 = 1;
+/// CIDs are far shorter than this; a longer one is garbage.
 const MAX_CID_BYTES: usize = 256;
 
-/// One step of a sync session, from the session's initiator.
+/// What one peer sends another on the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncRequest {
-    /// The stream (its genesis CID).
-    pub stream: Cid,
-    /// The encoded sync message, or `None` to ask the responder whether it
-    /// has something to say.
-    pub message: Option<Vec<u8>>,
+pub enum SyncRequest {
+    /// One sync message of the session between the two peers on `stream`.
+    Sync {
+        /// The stream (its genesis CID).
+        stream: Cid,
+        /// The encoded sync message.
+        message: Vec<u8>,
+    },
+    /// Blocks of `stream` by CID (at most [`MAX_GET_CIDS`]).
+    Get {
+        /// The stream whose replica is asked.
+        stream: Cid,
+        /// The blocks wanted.
+        cids: Vec<Cid>,
+    },
 }
 
-/// The responder's answer to one [`SyncRequest`].
+/// The receiver's answer to one [`SyncRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncResponse {
-    /// The responder's next encoded sync message.
+    /// The receiver's reply to a [`SyncRequest::Sync`]: its next encoded sync
+    /// message.
     Message(Vec<u8>),
-    /// The responder has nothing to say.
+    /// The receiver took the message in and has nothing to say now.
     Done,
-    /// The responder does not replicate this stream.
+    /// The receiver does not replicate this stream.
     UnknownStream,
-    /// The responder could not use the request (it did not decode, or the
+    /// The receiver could not use the message (it did not decode, or the
     /// sync protocol refused it).
     Refused,
+    /// The answer to a [`SyncRequest::Get`]: one entry per CID asked, in
+    /// order (`None`: not held); fewer entries than asked when the rest did
+    /// not fit in one response.
+    Blocks(Vec<Option<Vec<u8>>>),
 }
 
 /// A [`request_response::Codec`] for [`SyncRequest`] and [`SyncResponse`]
@@ -102,18 +135,78 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8], max:
     io.close().await
 }
 
+fn put_cid(out: &mut Vec<u8>, cid: &Cid) {
+    let b = cid.to_bytes();
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(&b);
+}
+
+/// A cursor over a body being parsed.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> io::Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(invalid(format!("truncated {what}")));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    fn u16(&mut self, what: &str) -> io::Result<usize> {
+        Ok(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")) as usize)
+    }
+
+    fn u32(&mut self, what: &str) -> io::Result<usize> {
+        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")) as usize)
+    }
+
+    fn cid(&mut self) -> io::Result<Cid> {
+        let n = self.u16("CID length")?;
+        if n > MAX_CID_BYTES {
+            return Err(invalid("CID too long"));
+        }
+        let bytes = self.take(n, "CID")?;
+        let cid = Cid::try_from(bytes).map_err(|e| invalid(format!("bad CID: {e}")))?;
+        if cid.to_bytes() != bytes {
+            return Err(invalid("non-canonical CID"));
+        }
+        Ok(cid)
+    }
+
+    fn end(&self) -> io::Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(invalid("trailing bytes")) }
+    }
+}
+
 impl SyncRequest {
+    /// The stream the request is about.
+    pub fn stream(&self) -> &Cid {
+        match self {
+            SyncRequest::Sync { stream, .. } | SyncRequest::Get { stream, .. } => stream,
+        }
+    }
+
     /// The request's body (without the frame length).
     pub fn encode(&self) -> Vec<u8> {
-        let cid = self.stream.to_bytes();
-        let mut out = Vec::with_capacity(4 + cid.len() + self.message.as_ref().map_or(0, Vec::len));
-        let flags = if self.message.is_some() { FLAG_MESSAGE } else { 0 };
-        out.push(VERSION);
-        out.push(flags);
-        out.extend_from_slice(&(cid.len() as u16).to_be_bytes());
-        out.extend_from_slice(&cid);
-        if let Some(m) = &self.message {
-            out.extend_from_slice(m);
+        let mut out = Vec::with_capacity(64);
+        match self {
+            SyncRequest::Sync { stream, message } => {
+                out.reserve(message.len());
+                out.extend_from_slice(&[VERSION, KIND_SYNC]);
+                put_cid(&mut out, stream);
+                out.extend_from_slice(message);
+            }
+            SyncRequest::Get { stream, cids } => {
+                out.reserve(40 * cids.len());
+                out.extend_from_slice(&[VERSION, KIND_GET]);
+                put_cid(&mut out, stream);
+                out.extend_from_slice(&(cids.len().min(u16::MAX as usize) as u16).to_be_bytes());
+                for c in cids.iter().take(u16::MAX as usize) {
+                    put_cid(&mut out, c);
+                }
+            }
         }
         out
     }
@@ -121,34 +214,36 @@ impl SyncRequest {
     /// Parses a request body.
     ///
     /// # Errors
-    /// `InvalidData` for an unknown version or flag, a bad CID, or message
-    /// bytes where the flags say there are none.
+    /// `InvalidData` for an unknown version or kind, a bad CID, an empty
+    /// sync message, more than [`MAX_GET_CIDS`] CIDs, or trailing bytes.
     pub fn decode(body: &[u8]) -> io::Result<Self> {
-        let [version, flags, l0, l1, rest @ ..] = body else { return Err(invalid("request too short")) };
+        let mut r = Reader(body);
+        let [version, kind] = r.take(2, "request header")? else { unreachable!("2 bytes") };
         if *version != VERSION {
             return Err(invalid(format!("unknown request version {version}")));
         }
-        if flags & !FLAG_MESSAGE != 0 {
-            return Err(invalid(format!("unknown request flags {flags:#x}")));
+        let stream = r.cid()?;
+        match *kind {
+            KIND_SYNC if r.0.is_empty() => Err(invalid("empty sync message")),
+            KIND_SYNC => Ok(SyncRequest::Sync { stream, message: r.0.to_vec() }),
+            KIND_GET => {
+                let n = r.u16("CID count")?;
+                if n > MAX_GET_CIDS {
+                    return Err(invalid(format!("{n} CIDs asked, more than {MAX_GET_CIDS}")));
+                }
+                let cids = (0..n).map(|_| r.cid()).collect::<io::Result<Vec<_>>>()?;
+                r.end()?;
+                Ok(SyncRequest::Get { stream, cids })
+            }
+            k => Err(invalid(format!("unknown request kind {k}"))),
         }
-        let cid_len = u16::from_be_bytes([*l0, *l1]) as usize;
-        if cid_len > MAX_CID_BYTES || cid_len > rest.len() {
-            return Err(invalid("bad stream id length"));
-        }
-        let (cid, message) = rest.split_at(cid_len);
-        let stream = Cid::try_from(cid).map_err(|e| invalid(format!("bad stream id: {e}")))?;
-        let message = if flags & FLAG_MESSAGE != 0 {
-            Some(message.to_vec())
-        } else if message.is_empty() {
-            None
-        } else {
-            return Err(invalid("message bytes without the message flag"));
-        };
-        Ok(SyncRequest { stream, message })
     }
 }
 
 impl SyncResponse {
+    /// Bytes a [`SyncResponse::Blocks`] spends on a block besides the block.
+    pub const BLOCK_OVERHEAD: usize = 5;
+
     /// The response's body (without the frame length).
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -161,29 +256,64 @@ impl SyncResponse {
             SyncResponse::Done => vec![VERSION, 1],
             SyncResponse::UnknownStream => vec![VERSION, 2],
             SyncResponse::Refused => vec![VERSION, 3],
+            SyncResponse::Blocks(blocks) => {
+                let size: usize = blocks.iter().map(|b| Self::BLOCK_OVERHEAD + b.as_ref().map_or(0, Vec::len)).sum();
+                let mut out = Vec::with_capacity(6 + size);
+                out.extend_from_slice(&[VERSION, 4]);
+                out.extend_from_slice(&(blocks.len() as u32).to_be_bytes());
+                for b in blocks {
+                    match b {
+                        None => out.push(0),
+                        Some(bytes) => {
+                            out.push(1);
+                            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                            out.extend_from_slice(bytes);
+                        }
+                    }
+                }
+                out
+            }
         }
     }
 
     /// Parses a response body.
     ///
     /// # Errors
-    /// `InvalidData` for an unknown version or status, or trailing bytes.
+    /// `InvalidData` for an unknown version or status, a malformed block
+    /// list, or trailing bytes.
     pub fn decode(body: &[u8]) -> io::Result<Self> {
-        let [version, status, rest @ ..] = body else { return Err(invalid("response too short")) };
+        let mut r = Reader(body);
+        let [version, status] = r.take(2, "response header")? else { unreachable!("2 bytes") };
         if *version != VERSION {
             return Err(invalid(format!("unknown response version {version}")));
         }
-        let r = match status {
-            0 => return Ok(SyncResponse::Message(rest.to_vec())),
+        let response = match status {
+            0 => return Ok(SyncResponse::Message(r.0.to_vec())),
             1 => SyncResponse::Done,
             2 => SyncResponse::UnknownStream,
             3 => SyncResponse::Refused,
+            4 => {
+                let n = r.u32("block count")?;
+                if n > MAX_GET_CIDS {
+                    return Err(invalid(format!("{n} blocks, more than {MAX_GET_CIDS}")));
+                }
+                let mut blocks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    blocks.push(match r.take(1, "block flag")? {
+                        [0] => None,
+                        [1] => {
+                            let len = r.u32("block length")?;
+                            Some(r.take(len, "block")?.to_vec())
+                        }
+                        _ => return Err(invalid("bad block flag")),
+                    });
+                }
+                SyncResponse::Blocks(blocks)
+            }
             s => return Err(invalid(format!("unknown response status {s}"))),
         };
-        if !rest.is_empty() {
-            return Err(invalid("trailing bytes after the response status"));
-        }
-        Ok(r)
+        r.end()?;
+        Ok(response)
     }
 }
 
@@ -226,32 +356,66 @@ mod tests {
     use super::*;
     use merkle_clock::Event;
 
-    fn stream() -> Cid {
-        *Event::genesis("codec test").encode().unwrap().cid()
+    fn cid(name: &str) -> Cid {
+        *Event::genesis(format!("codec test {name}")).encode().unwrap().cid()
     }
 
     #[test]
-    fn request_round_trips() {
-        for message in [None, Some(vec![1, 2, 3]), Some(Vec::new())] {
-            let r = SyncRequest { stream: stream(), message };
+    fn sync_requests_round_trip() {
+        for message in [vec![1, 2, 3], vec![0; 1000]] {
+            let r = SyncRequest::Sync { stream: cid("s"), message };
             assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
         }
     }
 
     #[test]
-    fn response_round_trips() {
-        for r in
-            [SyncResponse::Message(vec![9; 10]), SyncResponse::Done, SyncResponse::UnknownStream, SyncResponse::Refused]
-        {
+    fn get_requests_round_trip() {
+        for n in [0, 1, 3, MAX_GET_CIDS] {
+            let r = SyncRequest::Get { stream: cid("s"), cids: (0..n).map(|i| cid(&i.to_string())).collect() };
+            assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for r in [
+            SyncResponse::Message(vec![9; 10]),
+            SyncResponse::Done,
+            SyncResponse::UnknownStream,
+            SyncResponse::Refused,
+            SyncResponse::Blocks(Vec::new()),
+            SyncResponse::Blocks(vec![Some(vec![1, 2, 3]), None, Some(Vec::new()), None]),
+        ] {
             assert_eq!(SyncResponse::decode(&r.encode()).unwrap(), r);
         }
     }
 
     #[test]
+    fn bad_requests_are_refused() {
+        let stream = cid("s");
+        // An empty sync message, a get of too many CIDs, trailing bytes after a get.
+        assert!(SyncRequest::decode(&SyncRequest::Sync { stream, message: Vec::new() }.encode()).is_err());
+        let too_many = SyncRequest::Get { stream, cids: vec![stream; MAX_GET_CIDS + 1] };
+        assert!(SyncRequest::decode(&too_many.encode()).is_err());
+        let mut trailing = SyncRequest::Get { stream, cids: vec![stream] }.encode();
+        trailing.push(0);
+        assert!(SyncRequest::decode(&trailing).is_err());
+        // Version 1 frames are refused.
+        let mut v1 = SyncRequest::Sync { stream, message: vec![1] }.encode();
+        v1[0] = 1;
+        assert!(SyncRequest::decode(&v1).is_err());
+        // A block list that promises more than it holds, a bad flag.
+        let mut short = SyncResponse::Blocks(vec![Some(vec![1; 10])]).encode();
+        short.truncate(short.len() - 1);
+        assert!(SyncResponse::decode(&short).is_err());
+        assert!(SyncResponse::decode(&[VERSION, 4, 0, 0, 0, 1, 7]).is_err());
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut seed = 0x1234_5678_u64;
-        for len in 0..200 {
-            let body: Vec<u8> = (0..len)
+        for len in 0..300 {
+            let mut body: Vec<u8> = (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
@@ -261,10 +425,17 @@ mod tests {
                 .collect();
             let _ = SyncRequest::decode(&body);
             let _ = SyncResponse::decode(&body);
+            // With a valid header, the body is parsed further.
+            if body.len() > 2 {
+                body[0] = VERSION;
+                body[1] %= 5;
+                let _ = SyncRequest::decode(&body);
+                let _ = SyncResponse::decode(&body);
+            }
         }
-        assert!(SyncRequest::decode(&[1, 0, 0xff, 0xff]).is_err());
-        assert!(SyncResponse::decode(&[1, 1, 0]).is_err());
-        assert!(SyncResponse::decode(&[2, 0]).is_err());
+        assert!(SyncRequest::decode(&[VERSION, 0, 0xff, 0xff]).is_err());
+        assert!(SyncResponse::decode(&[VERSION, 1, 0]).is_err());
+        assert!(SyncResponse::decode(&[1, 0]).is_err());
     }
 
     #[test]

@@ -4,13 +4,18 @@
 
 pub mod announce;
 pub mod codec;
+mod config;
+mod dial;
+mod fetch;
+mod gossip;
+mod handle;
 mod node;
+mod sessions;
 
-/// The sync protocol this crate drives.
-pub(crate) mod sync_api {
-    pub use merkle_clock::sync::*;
-}
-
+pub use config::{Behaviour, BehaviourEvent, NodeConfig};
+pub use fetch::StreamFetcher;
+pub use gossip::NodeBroadcaster;
+pub use handle::{NodeError, NodeHandle, Source, Stats, Update};
 pub use libp2p;
-pub use node::{Behaviour, BehaviourEvent, Config, Node, NodeError, NodeHandle, Source, Stats, Update};
-pub use sync_api::SyncLimits;
+pub use merkle_clock::sync::{SessionConfig, SessionStats, SyncLimits};
+pub use node::Node;

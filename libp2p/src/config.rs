@@ -1,0 +1,152 @@
+//! The node's configuration and the swarm behaviour it builds from it.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, gossipsub, request_response};
+use merkle_clock::sync::{SessionConfig, SyncLimits};
+
+use crate::codec::{SYNC_PROTOCOL, SyncCodec};
+use crate::handle::NodeError;
+
+/// How a node behaves. `#[non_exhaustive]`: start from
+/// [`NodeConfig::default()`] and change fields.
+///
+/// The sync sessions themselves (timeouts, back-off, session caps,
+/// anti-entropy) are the core's [`Sessions`](merkle_clock::sync::Sessions)
+/// driver's business: its policy is [`NodeConfig::sessions`], its message
+/// limits [`NodeConfig::sync_limits`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The node's identity; a fresh Ed25519 key when `None`.
+    pub keypair: Option<Keypair>,
+    /// Where to listen. Default: `/ip4/127.0.0.1/tcp/0` (loopback, any port).
+    pub listen: Vec<Multiaddr>,
+    /// How often every stream's heads are announced even when nothing changed,
+    /// so dormant streams and late joiners catch up. Default: 5 s.
+    pub announce_interval: Duration,
+    /// The announce interval varies by up to this fraction either way, so
+    /// nodes started together do not announce in lockstep. Default: 0.25.
+    pub announce_jitter: f64,
+    /// Least time between two announcements of one stream when its heads
+    /// change (appends and received events are batched). Default: 50 ms.
+    pub announce_debounce: Duration,
+    /// Most heads listed in an announcement (a digest covers all). Default: 256.
+    pub max_announced_heads: usize,
+    /// The session driver's policy, for every stream: how long an unsettled
+    /// session waits for its peer before it restarts (and the back-off of
+    /// repeated timeouts), the most messages in one session, how often a
+    /// settled peer gets an anti-entropy session. Default:
+    /// [`SessionConfig::default()`] (10 s, ×8 at most, 10,000 messages, 60 s).
+    pub sessions: SessionConfig,
+    /// Limits of the sync messages made and taken (the driver's
+    /// [`Bloom`](merkle_clock::sync::Bloom) protocol runs with them).
+    /// Request and response frames are bounded by `max_message_bytes` plus a
+    /// few bytes of framing, checked before a frame is read; a block fetch
+    /// answers with at most `max_message_bytes` of blocks.
+    pub sync_limits: SyncLimits,
+    /// How long one request (a sync message or a block fetch) may wait for
+    /// its response; past it the request fails and the peer's session
+    /// restarts ([`Sessions::lost`](merkle_clock::sync::Sessions::lost)).
+    /// Default: 10 s.
+    pub request_timeout: Duration,
+    /// Most sync messages waiting for one (peer, stream) behind its
+    /// outstanding request. One more restarts the peer's session instead
+    /// (the queue is dropped; the restart's first message resends what is
+    /// needed). Default: 32.
+    pub max_queued_messages: usize,
+    /// How often addresses given to [`NodeHandle::dial`](crate::NodeHandle::dial)
+    /// are dialed again while not connected. Default: 1 s.
+    pub redial_interval: Duration,
+    /// How long a connection with nothing to do stays open. Default: 1 hour.
+    pub idle_connection_timeout: Duration,
+    /// The gossipsub heartbeat. Default: 500 ms.
+    pub gossip_heartbeat: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            keypair: None,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
+            announce_interval: Duration::from_secs(5),
+            announce_jitter: 0.25,
+            announce_debounce: Duration::from_millis(50),
+            max_announced_heads: 256,
+            sessions: SessionConfig::default(),
+            sync_limits: SyncLimits::default(),
+            request_timeout: Duration::from_secs(10),
+            max_queued_messages: 32,
+            redial_interval: Duration::from_secs(1),
+            idle_connection_timeout: Duration::from_secs(3600),
+            gossip_heartbeat: Duration::from_millis(500),
+        }
+    }
+}
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod behaviour {
+    // The derive generates `BehaviourEvent` with one variant per field.
+    #![allow(missing_docs)]
+    use super::*;
+
+    /// The swarm's behaviour: gossipsub for head announcements,
+    /// request-response for sync messages and block fetches.
+    /// [`BehaviourEvent`] has one variant per field, carrying that
+    /// behaviour's events.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Head announcements, one topic per stream.
+        pub gossipsub: gossipsub::Behaviour,
+        /// Sync messages and block fetches.
+        pub sync: request_response::Behaviour<SyncCodec>,
+    }
+}
+
+impl Behaviour {
+    /// The behaviour a node with this key and configuration runs.
+    ///
+    /// # Errors
+    /// When the gossipsub configuration is inconsistent.
+    pub fn new(key: &Keypair, config: &NodeConfig) -> Result<Self, NodeError> {
+        // Announcements are unsigned: they carry no authority (a CID names
+        // its block, and a sync session only ever runs with a connected,
+        // noise-authenticated peer), and verifying an Ed25519 signature on
+        // every announcement was most of a node's CPU time. A message keeps
+        // its author and sequence number (its gossipsub id); signatures that
+        // other implementations add are still checked (`Permissive`).
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(config.gossip_heartbeat)
+            .validation_mode(gossipsub::ValidationMode::Permissive)
+            .validate_messages()
+            .max_transmit_size(gossip_max_bytes(config.max_announced_heads))
+            .build()
+            .map_err(|e| NodeError::Setup(format!("gossipsub config: {e}")))?;
+        let author = gossipsub::MessageAuthenticity::Author(key.public().to_peer_id());
+        let gossipsub = gossipsub::Behaviour::new(author, gossip_config)
+            .map_err(|e| NodeError::Setup(format!("gossipsub: {e}")))?;
+        let frame = config.sync_limits.max_message_bytes.saturating_add(FRAME_OVERHEAD);
+        let codec = SyncCodec { max_request_bytes: frame, max_response_bytes: frame };
+        let rr_config = request_response::Config::default().with_request_timeout(config.request_timeout);
+        let sync = request_response::Behaviour::with_codec(
+            codec,
+            [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr_config,
+        );
+        Ok(Behaviour { gossipsub, sync })
+    }
+}
+
+/// Bytes a request or response adds around a sync message or a block list
+/// (version, kind, the stream id, a block's flag and length) beyond
+/// `max_message_bytes`; a get's list of CIDs fits in it too.
+pub(crate) const FRAME_OVERHEAD: usize = 64 << 10;
+
+/// Gossip frames hold an announcement with this many heads and the
+/// envelope around it (at least 64 KiB: room for a few pushed blocks).
+pub(crate) fn gossip_max_bytes(max_heads: usize) -> usize {
+    (4096 + 80 * max_heads).max(65536)
+}
