@@ -712,7 +712,11 @@ pub fn check_merge(script: &MergeScript) {
     for r in &mut replicas {
         let report = block_on(r.ingest_many(created.iter().rev().cloned().collect())).expect("store");
         assert!(report.outcomes.iter().all(|o| !matches!(o, Ingest::Rejected(_))), "a valid block was rejected");
-        assert_eq!(r.pending(), merkle_clock::replica::PendingStats::default(), "nothing may stay pending once every block arrived");
+        assert_eq!(
+            r.pending(),
+            merkle_clock::replica::PendingStats::default(),
+            "nothing may stay pending once every block arrived"
+        );
         let order: Vec<Cid> = r.order().collect();
         assert_eq!(order, want_order, "order differs from the model");
         assert_eq!(r.heads(), want_heads, "heads differ from the model");

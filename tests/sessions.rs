@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::executor::block_on;
-use merkle_clock::{Replica, ReplicaConfig};
 use merkle_clock::sync::{Bloom, Naive, Protocol, Restart, SessionConfig, Sessions, SyncError};
 use merkle_clock::{Block, Event, MemoryBlockstore};
+use merkle_clock::{Replica, ReplicaConfig};
 use quickcheck::{QuickCheck, TestResult};
 
 type R = Replica<MemoryBlockstore>;
@@ -101,9 +101,9 @@ fn a_synced_pair_goes_quiet_and_is_never_restarted() {
             let s = second(&mut n, t, |_, _| false).await;
             assert_eq!((s.sent, s.restarts.len()), (0, 0), "second {t}: {s:?}");
         }
-        for i in 0..2 {
-            assert!(n[i].sessions.settled(&n[i].replica, &(1 - i)));
-            assert_eq!(n[i].sessions.stats().timeouts, 0);
+        for (i, node) in n.iter().enumerate() {
+            assert!(node.sessions.settled(&node.replica, &(1 - i)));
+            assert_eq!(node.sessions.stats().timeouts, 0);
         }
         // A later append is pushed, acknowledged, and the pair is quiet again.
         n[0].replica.append(&"late").await.unwrap();
@@ -142,7 +142,7 @@ fn timeouts_back_off_while_the_peer_is_silent_and_reset_when_it_speaks() {
         let mut at = Vec::new();
         for t in 0..40 {
             let s = second(&mut n, t, |from, _| from == 1).await;
-            if s.restarts.iter().any(|r| *r == (0, 1, Restart::Timeout)) {
+            if s.restarts.contains(&(0, 1, Restart::Timeout)) {
                 at.push(t);
             }
         }
@@ -265,7 +265,7 @@ fn the_naive_walk_runs_through_the_same_driver() {
         let mut t = 0;
         while !same(&n) {
             let drop_some = t < 5;
-            second(&mut n, t, |from, to| drop_some && (from + to + t as usize) % 3 == 0).await;
+            second(&mut n, t, |from, to| drop_some && (from + to + t as usize).is_multiple_of(3)).await;
             t += 1;
             assert!(t < 60, "no convergence");
         }

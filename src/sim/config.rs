@@ -70,7 +70,7 @@ pub struct SimConfig {
     pub persistent_faults: bool,
     /// Keep every trace line in [`SimReport::trace`] (the hash is always computed).
     pub keep_trace: bool,
-    /// The protocol [`Simulation::new`] runs.
+    /// The protocol [`Simulation::new`](super::Simulation::new) runs.
     pub protocol: SyncProtocol,
 }
 
@@ -111,7 +111,7 @@ pub enum SimError {
     /// A field of [`SimConfig`] is out of range.
     #[error("invalid simulation config: {0}")]
     Config(String),
-    /// [`Simulation::run`] was called twice.
+    /// [`Simulation::run`](super::Simulation::run) was called twice.
     #[error("the simulation has run already")]
     AlreadyRan,
     /// A replica could not be created or reopened.
@@ -274,7 +274,7 @@ pub enum Action {
 }
 
 /// What happens when: the joins, restarts, appends and heals of a run, by
-/// tick. [`Simulation::new`](super::Simulation::new) draws one from the
+/// tick. [`Simulation::new`](super::Simulation::new)(super::Simulation::new) draws one from the
 /// configuration; [`Simulation::with_schedule`](super::Simulation::with_schedule)
 /// runs one of your own.
 pub type Schedule = BTreeMap<Tick, Vec<Action>>;

@@ -22,7 +22,7 @@
 //!    restarted after a timeout, anti-entropy.
 //!
 //! Every node is a real [`Replica`] driven by the real session driver
-//! ([`Sessions`](crate::sync::Sessions)), the same one a libp2p node runs:
+//! ([`Sessions`]), the same one a libp2p node runs:
 //! the simulator adds no session logic of its own. A node is connected to its
 //! two ring neighbours ([`SimConfig::ring`]) and to
 //! [`SimConfig::random_peers`] peers drawn when the run is made (the graph is
@@ -46,7 +46,7 @@
 //! that a protocol never needs it on a network that loses nothing.
 //!
 //! Stores come from a factory ([`Simulation::with_stores`]; by default each
-//! node keeps one [`MemoryBlockstore`](crate::MemoryBlockstore) for the whole
+//! node keeps one [`MemoryBlockstore`] for the whole
 //! run), asked again when a node comes back up, so a store on disk really
 //! reopens. A hook ([`Simulation::run_with`]) sees the simulation after every
 //! tick: progress bars, phase reports, pictures.

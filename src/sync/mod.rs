@@ -123,7 +123,7 @@
 //! as the baseline the report compares against.
 
 mod bloom;
-mod driver;
+pub mod driver;
 mod message;
 mod naive;
 mod state;
