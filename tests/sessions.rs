@@ -168,6 +168,34 @@ fn timeouts_back_off_while_the_peer_is_silent_and_reset_when_it_speaks() {
     });
 }
 
+/// A transport that loses every message to a peer (it refuses them all)
+/// does not make the driver ask again every tick: the pause after each
+/// failure doubles, and a good message from the peer ends it.
+#[test]
+fn failures_pause_the_peer_and_the_pause_doubles() {
+    block_on(async {
+        let config = SessionConfig { retry: secs(1), max_backoff: 2, ..quiet_config() };
+        let mut n = nodes(2, Bloom::default(), config).await;
+        n[0].replica.append(&"refused").await.unwrap();
+        let mut spoke = Vec::new();
+        for t in 0..30 {
+            let a = &mut n[0];
+            let due = a.sessions.tick(&a.replica, secs(t)).await.unwrap();
+            if !due.messages.is_empty() {
+                spoke.push(t);
+                a.sessions.lost(&1, secs(t));
+            }
+        }
+        // Pauses of 1, 2, 4, then 4 s (retry × 2^max_backoff).
+        let gaps: Vec<u64> = spoke.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..4], &[1, 2, 4, 4], "spoke at {spoke:?}");
+        assert!(spoke.len() < 12, "spoke at {spoke:?}");
+        // The peer speaks: the pause ends and they sync.
+        second(&mut n, 30, |_, _| false).await;
+        assert!(same(&n));
+    });
+}
+
 #[test]
 fn anti_entropy_restarts_one_settled_peer_per_interval() {
     block_on(async {

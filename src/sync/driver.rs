@@ -40,6 +40,11 @@
 //!   then), restarts: a message was lost, or the peer went away. Each timeout in a row doubles the wait, up to
 //!   2^[`SessionConfig::max_backoff`] times; a message from the peer resets
 //!   the back-off.
+//! - **Failures pause.** A message the transport could not deliver
+//!   ([`Sessions::lost`]) or a bad message from the peer restarts its
+//!   session and pauses it for [`SessionConfig::retry`], doubling per
+//!   failure in a row: a peer that refuses everything is not asked again
+//!   every tick.
 //! - **Session cap.** A session that sent [`SessionConfig::max_session_messages`]
 //!   messages restarts: what a session remembers (the blocks sent, the CIDs
 //!   asked for) grows with it.
@@ -312,6 +317,13 @@ pub struct SessionConfig {
     /// A session restarts once it has sent this many messages (what a
     /// session remembers grows with it). Default: 10,000.
     pub max_session_messages: u32,
+    /// After a failure (the transport lost a message, [`Sessions::lost`]; a
+    /// message from the peer did not decode), the peer's session restarts
+    /// but the driver says nothing to it for this long, doubled for each
+    /// failure in a row (up to 2^`max_backoff` times); a good message from
+    /// the peer ends the pause. So a peer that refuses everything costs one
+    /// message per pause, not one per tick. Default: 1 s.
+    pub retry: Duration,
 }
 
 impl Default for SessionConfig {
@@ -321,6 +333,7 @@ impl Default for SessionConfig {
             max_backoff: 3,
             anti_entropy: Some(Duration::from_secs(60)),
             max_session_messages: 10_000,
+            retry: Duration::from_secs(1),
         }
     }
 }
@@ -437,6 +450,10 @@ struct Peer<St> {
     was_settled: bool,
     /// Messages sent in this session.
     sent: u32,
+    /// Failures in a row (lost messages, bad messages from the peer).
+    failures: u32,
+    /// Nothing is said to the peer before this time (after a failure).
+    paused_until: Duration,
 }
 
 /// Every sync session of one replica with its peers: the per-peer states,
@@ -546,7 +563,18 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         }
         let seed = self.seed();
         let state = self.protocol.new_state(seed);
-        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, was_settled: false, sent: 0 });
+        self.peers.insert(
+            peer,
+            Peer {
+                state,
+                calm: now,
+                backoff: 0,
+                was_settled: false,
+                sent: 0,
+                failures: 0,
+                paused_until: Duration::ZERO,
+            },
+        );
         false
     }
 
@@ -556,7 +584,18 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     pub fn connect_with(&mut self, peer: P, durable: &[u8], now: Duration) {
         let seed = self.seed();
         let state = self.protocol.restore(durable, seed);
-        self.peers.insert(peer, Peer { state, calm: now, backoff: 0, was_settled: false, sent: 0 });
+        self.peers.insert(
+            peer,
+            Peer {
+                state,
+                calm: now,
+                backoff: 0,
+                was_settled: false,
+                sent: 0,
+                failures: 0,
+                paused_until: Duration::ZERO,
+            },
+        );
     }
 
     /// A peer went away: forgets its session and returns the durable part of
@@ -596,7 +635,12 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 p.backoff = 0;
                 self.stats.reconnects += 1;
             }
-            Restart::Lost | Restart::Error => self.stats.failures += 1,
+            Restart::Lost | Restart::Error => {
+                p.failures = p.failures.saturating_add(1);
+                let doublings = (p.failures - 1).min(self.config.max_backoff.min(30));
+                p.paused_until = now.saturating_add(self.config.retry.saturating_mul(1 << doublings));
+                self.stats.failures += 1;
+            }
             Restart::Capped => self.stats.capped += 1,
             Restart::AntiEntropy => self.stats.anti_entropy += 1,
         }
@@ -628,7 +672,10 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         p.calm = now;
         p.backoff = 0;
         let received = match self.protocol.receive(replica, &mut p.state, message).await {
-            Ok(r) => r,
+            Ok(r) => {
+                (p.failures, p.paused_until) = (0, Duration::ZERO);
+                r
+            }
             Err(e) => {
                 self.stats.errors += 1;
                 self.restart(peer, now, Restart::Error);
@@ -663,6 +710,9 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             self.restart(peer, now, Restart::Capped);
         }
         let p = self.peers.get_mut(peer).expect("connected above");
+        if now < p.paused_until {
+            return Ok(None);
+        }
         let message = self.protocol.generate(replica, &mut p.state).await?;
         if let Some(m) = &message {
             p.sent = p.sent.saturating_add(1);
