@@ -3,11 +3,10 @@
 //!
 //! This crate stays thin (STYLE.md, "A JS face for a Rust core"): it converts
 //! between JS values and the core's types and forwards every call to
-//! [`merkle_clock`]; it holds no logic of its own beyond
+//! `merkle_clock`; it holds no logic of its own beyond
 //!
-//! - the JS value ↔ DAG-CBOR (IPLD) mapping ([`values`](crate)),
-//! - a [`StreamStore`](merkle_clock::StreamStore) over an async JS blockstore
-//!   (`store.rs`), and
+//! - the JS value ↔ DAG-CBOR (IPLD) mapping (`values.rs`),
+//! - a `StreamStore` over an async JS blockstore (`store.rs`), and
 //! - a queue (an async mutex) per replica and per driver, so that JS may call
 //!   methods without awaiting the previous one.
 //!
