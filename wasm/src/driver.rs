@@ -4,10 +4,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::spawn::promise as future_to_promise;
 use futures::lock::Mutex;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::core::{Bloom, DynReplica, DynSessions, Received, SessionConfig, Sessions};
 use crate::errors::{busy, error, invalid};

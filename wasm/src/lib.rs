@@ -27,6 +27,8 @@ mod errors;
 #[cfg(target_arch = "wasm32")]
 mod replica;
 #[cfg(target_arch = "wasm32")]
+mod spawn;
+#[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(target_arch = "wasm32")]
 mod values;

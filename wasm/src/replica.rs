@@ -3,10 +3,10 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::spawn::promise as future_to_promise;
 use futures::lock::Mutex;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::core::{
     AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, Rejection,

@@ -96,14 +96,12 @@ fn to_ipld_at(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
     if depth > MAX_DEPTH {
         return Err(invalid("the payload is nested deeper than 128 levels (or holds a cycle)"));
     }
-    if v.is_null() {
-        return Ok(Ipld::Null);
+    // The most common types first: each test is a call out of wasm.
+    if v.is_string() {
+        return Ok(Ipld::String(v.as_string().unwrap_or_default()));
     }
-    if v.is_undefined() {
-        return Err(invalid("undefined cannot be encoded as DAG-CBOR (use null, or leave the key out)"));
-    }
-    if let Some(b) = v.as_bool() {
-        return Ok(Ipld::Bool(b));
+    if v.is_object() {
+        return object_to_ipld(v, depth);
     }
     if let Some(n) = v.as_f64() {
         if !n.is_finite() {
@@ -116,8 +114,14 @@ fn to_ipld_at(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
         }
         return Ok(Ipld::Float(n));
     }
-    if let Some(s) = v.as_string() {
-        return Ok(Ipld::String(s));
+    if v.is_null() {
+        return Ok(Ipld::Null);
+    }
+    if let Some(b) = v.as_bool() {
+        return Ok(Ipld::Bool(b));
+    }
+    if v.is_undefined() {
+        return Err(invalid("undefined cannot be encoded as DAG-CBOR (use null, or leave the key out)"));
     }
     if v.is_bigint() {
         let text = String::from(
@@ -129,6 +133,16 @@ fn to_ipld_at(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
         }
         return Ok(Ipld::Integer(i));
     }
+    Err(invalid(format!("a {} cannot be encoded as DAG-CBOR", v.js_typeof().as_string().unwrap_or_default())))
+}
+
+thread_local! {
+    static AS_CID: JsValue = JsValue::from_str("asCID");
+    static BYTES: JsValue = JsValue::from_str("bytes");
+}
+
+/// A non-null object: bytes, a list, a link or a map.
+fn object_to_ipld(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
     if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
         return Ok(Ipld::Bytes(bytes.to_vec()));
     }
@@ -140,48 +154,35 @@ fn to_ipld_at(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
         }
         return Ok(Ipld::List(out));
     }
-    if v.is_object() && !v.is_function() {
-        if let Some(cid) = as_link(v)? {
-            return Ok(Ipld::Link(cid));
-        }
-        let obj: &Object = v.unchecked_ref();
-        if !is_plain(obj) {
-            return Err(invalid(format!(
-                "{} cannot be encoded as DAG-CBOR: only plain objects, arrays, Uint8Array and CIDs",
-                describe_type(obj)
-            )));
-        }
-        let mut map = std::collections::BTreeMap::new();
-        for key in Object::keys(obj).iter() {
-            let value = Reflect::get(obj, &key)?;
-            let key = key.as_string().unwrap_or_default();
-            map.insert(key, to_ipld_at(&value, depth + 1)?);
-        }
-        return Ok(Ipld::Map(map));
-    }
-    Err(invalid(format!("a {} cannot be encoded as DAG-CBOR", v.js_typeof().as_string().unwrap_or_default())))
-}
-
-/// A `multiformats` CID (any version of the package: it is recognised by its
-/// `asCID` property, which is the object itself, and its `bytes`), or the
-/// DAG-JSON link form `{"/": "bafy…"}`.
-fn as_link(v: &JsValue) -> Result<Option<Cid>, JsValue> {
-    let as_cid = Reflect::get(v, &JsValue::from_str("asCID"))?;
+    // A `multiformats` CID (any version of the package: it is recognised by
+    // its `asCID` property, which is the object itself, and its `bytes`).
+    let as_cid = AS_CID.with(|k| Reflect::get(v, k))?;
     if !as_cid.is_undefined() && as_cid == *v {
-        let bytes = Reflect::get(v, &JsValue::from_str("bytes"))?;
+        let bytes = BYTES.with(|k| Reflect::get(v, k))?;
         let bytes = bytes.dyn_ref::<Uint8Array>().ok_or_else(|| invalid("a CID object without bytes"))?;
         return Cid::try_from(bytes.to_vec())
-            .map(Some)
+            .map(Ipld::Link)
             .map_err(|e| invalid(format!("a CID object that is not a CID: {e}")));
     }
-    let keys = Object::keys(v.unchecked_ref());
-    if keys.length() == 1
-        && keys.get(0).as_string().as_deref() == Some("/")
-        && let Some(s) = Reflect::get(v, &JsValue::from_str("/"))?.as_string()
-    {
-        return parse_cid(&s).map(Some);
+    let obj: &Object = v.unchecked_ref();
+    if !is_plain(obj) {
+        return Err(invalid(format!(
+            "{} cannot be encoded as DAG-CBOR: only plain objects, arrays, Uint8Array and CIDs",
+            describe_type(obj)
+        )));
     }
-    Ok(None)
+    let keys = Object::keys(obj);
+    let mut map = std::collections::BTreeMap::new();
+    for key in keys.iter() {
+        let value = Reflect::get(obj, &key)?;
+        let key = key.as_string().unwrap_or_default();
+        // The DAG-JSON link form, {"/": "bafy…"}.
+        if key == "/" && keys.length() == 1 && value.is_string() {
+            return parse_cid(&value.as_string().unwrap_or_default()).map(Ipld::Link);
+        }
+        map.insert(key, to_ipld_at(&value, depth + 1)?);
+    }
+    Ok(Ipld::Map(map))
 }
 
 /// Whether `obj` is a plain object of some realm: `{}`, `Object.create(null)`
