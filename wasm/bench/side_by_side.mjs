@@ -1,0 +1,225 @@
+// merkle-clock's WebAssembly build side by side with @web3-storage/pail 0.6.2
+// (the JavaScript Merkle clock), in one Node process, and against the native
+// library. A script for figures, not a timed test.
+//
+//   bash wasm/build.sh && cd wasm && npm ci
+//   node bench/side_by_side.mjs [--json] [--events N] [--histories 1000,5000,20000]
+//                               [--native-events-per-s R | --no-native]
+//
+// Rows (one JSON object per line with --json):
+// - wasm_append: single `replica.append`s of `{payload: <128 bytes>}` onto a
+//   fresh in-memory replica (median of 5 runs after a 1,000-event warm-up),
+//   and pail's rate on the same payloads, measured the way
+//   benches/peers/pail_clock.mjs does (EventBlock.create + put + advance onto
+//   the head, one run after a warm-up). ratio = wasm / pail.
+// - wasm_merge_reads (per history size): a replica over a JS blockstore
+//   (blockstore-core's MemoryBlockstore behind a counter) holds a linear
+//   history and an event A on its head; it ingests an event B whose parent
+//   is one below the head (a fork at depth 1). `reads` counts the blockstore
+//   get() calls that ingest makes; pail_reads counts pail's for the same
+//   merge (`advance(blocks, [A], B)`, as pail_clock.mjs does).
+// - wasm_native_ratio: wasm's append rate over the native library's on the
+//   same workload (`cargo run --release --example wasm_native_append`, run
+//   by this script; or pass the native rate with --native-events-per-s).
+// - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
+//
+// Wall time on both sides; the machine may be shared, so rates move by tens
+// of percent from run to run (ratios less: both sides run back to back).
+
+import { parseArgs } from 'node:util'
+import { performance } from 'node:perf_hooks'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { gzipSync } from 'node:zlib'
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+import { advance, EventBlock } from '@web3-storage/pail/clock'
+import { MemoryBlockstore as PailBlockstore } from '@web3-storage/pail/block'
+import { MemoryBlockstore } from 'blockstore-core/memory'
+import { Replica, blockstoreAdapter } from '../js/node.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const PAYLOAD_BYTES = 128
+
+/** The same event data as pail_clock.mjs: `{payload}`, 128 bytes from an LCG seeded by i. */
+const eventData = (i) => {
+  const payload = new Uint8Array(PAYLOAD_BYTES)
+  let x = (i * 2654435761 + 1) >>> 0
+  for (let j = 0; j < PAYLOAD_BYTES; j++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    payload[j] = x >>> 24
+  }
+  return { payload }
+}
+
+// ------------------------------------------------------------------ pail (as pail_clock.mjs)
+
+class CountingPailBlockstore {
+  constructor (inner) { this.inner = inner; this.reads = 0 }
+  async get (cid) { this.reads++; return this.inner.get(cid) }
+  async put (cid, bytes) { return this.inner.put(cid, bytes) }
+}
+
+const pailAppend = async (blocks, head, data) => {
+  const event = await EventBlock.create(data, head)
+  await blocks.put(event.cid, event.bytes)
+  return advance(blocks, head, event.cid)
+}
+
+const pailLinear = async (n, datas) => {
+  const blocks = new PailBlockstore()
+  const chain = []
+  let head = []
+  for (let i = 0; i < n; i++) {
+    head = await pailAppend(blocks, head, datas ? datas[i] : eventData(i))
+    chain.push(head[0])
+  }
+  return { blocks, chain }
+}
+
+const pailAppendRate = async (events) => {
+  await pailLinear(1000)
+  const datas = Array.from({ length: events }, (_, i) => eventData(i))
+  const t0 = performance.now()
+  await pailLinear(events, datas)
+  return events / ((performance.now() - t0) / 1000)
+}
+
+const pailMergeReads = async (history, forkDepth) => {
+  const { blocks: mem, chain } = await pailLinear(history)
+  const a = await EventBlock.create(eventData(history), [chain[history - 1]])
+  const b = await EventBlock.create(eventData(history + 1), [chain[history - 1 - forkDepth]])
+  await mem.put(a.cid, a.bytes)
+  await mem.put(b.cid, b.bytes)
+  const blocks = new CountingPailBlockstore(mem)
+  const merged = await advance(blocks, [a.cid], b.cid)
+  if (merged.length !== 2) throw new Error(`pail merge gave ${merged.length} heads`)
+  return blocks.reads
+}
+
+// ------------------------------------------------------------------ wasm
+
+const genesis = Replica.genesis('side by side')
+
+const wasmAppendRun = async (datas) => {
+  const r = await Replica.create(genesis)
+  const t0 = performance.now()
+  for (const d of datas) await r.append(d)
+  const s = (performance.now() - t0) / 1000
+  if (r.length !== datas.length + 1) throw new Error('wasm append lost events')
+  r.free()
+  return datas.length / s
+}
+
+const wasmAppendRate = async (events) => {
+  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)))
+  const datas = Array.from({ length: events }, (_, i) => eventData(i))
+  const rates = []
+  for (let k = 0; k < 5; k++) rates.push(await wasmAppendRun(datas))
+  rates.sort((x, y) => x - y)
+  return rates[2]
+}
+
+/** A JS blockstore whose get() calls are counted. */
+const countingAdapter = () => {
+  const inner = blockstoreAdapter(new MemoryBlockstore())
+  const counter = { reads: 0 }
+  return {
+    counter,
+    adapter: {
+      get: (c) => { counter.reads++; return inner.get(c) },
+      put: (c, b) => inner.put(c, b),
+      has: (c) => inner.has(c)
+    }
+  }
+}
+
+const wasmMergeReads = async (history, forkDepth) => {
+  // The history (genesis + history - 1 events) and A on its head, built in memory.
+  const src = await Replica.create(genesis)
+  const chain = [src.streamId]
+  for (let i = 1; i < history; i += 1000) {
+    const n = Math.min(1000, history - i)
+    chain.push(...await src.appendMany(Array.from({ length: n }, (_, k) => eventData(i + k))))
+  }
+  // B: on another replica that holds the history up to `forkDepth` below the head.
+  const forker = await Replica.create(genesis)
+  const upTo = chain.slice(1, history - forkDepth)
+  await forker.ingestMany(await Promise.all(upTo.map((c) => src.getBlock(c))))
+  const b = await forker.getBlock(await forker.append(eventData(history + 1)))
+  await src.append(eventData(history))
+
+  // The replica measured: over a counting JS blockstore, holding history + A.
+  const { counter, adapter } = countingAdapter()
+  const r = await Replica.create(genesis, adapter)
+  const all = src.order().slice(1)
+  for (let i = 0; i < all.length; i += 1000) {
+    await r.ingestMany(await Promise.all(all.slice(i, i + 1000).map((c) => src.getBlock(c))))
+  }
+  counter.reads = 0
+  const outcome = await r.ingest(b)
+  if (outcome.status !== 'accepted' || r.heads().length !== 2) throw new Error(`merge: ${JSON.stringify(outcome)}`)
+  return counter.reads
+}
+
+// ------------------------------------------------------------------ native
+
+const nativeRate = (events) => {
+  const out = execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'wasm_native_append', '--', String(events)], {
+    cwd: path.resolve(here, '../..'),
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  return JSON.parse(out.trim().split('\n').at(-1)).events_per_s
+}
+
+// ------------------------------------------------------------------ main
+
+const round = (x, d) => Number(x.toFixed(d))
+
+const main = async () => {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      events: { type: 'string', default: '10000' },
+      histories: { type: 'string', default: '1000,5000,20000' },
+      'native-events-per-s': { type: 'string' },
+      'no-native': { type: 'boolean', default: false }
+    }
+  })
+  const events = Number(values.events)
+  const histories = values.histories.split(',').map(Number)
+  if (!Number.isInteger(events) || events < 1 || histories.some((h) => !Number.isInteger(h) || h < 3)) {
+    throw new Error('--events wants an integer >= 1, --histories integers >= 3')
+  }
+  const rows = []
+  const emit = (row) => {
+    rows.push(row)
+    if (values.json) console.log(JSON.stringify(row))
+  }
+
+  const wasm = await wasmAppendRate(events)
+  const pail = await pailAppendRate(events)
+  emit({ metric: 'wasm_append', events, payload_bytes: PAYLOAD_BYTES, events_per_s: round(wasm, 1), pail_events_per_s: round(pail, 1), ratio: round(wasm / pail, 1) })
+
+  for (const history of histories) {
+    const reads = await wasmMergeReads(history, 1)
+    const pailReads = await pailMergeReads(history, 1)
+    emit({ metric: 'wasm_merge_reads', history, fork_depth: 1, reads, pail_reads: pailReads })
+  }
+
+  if (!values['no-native']) {
+    const native = values['native-events-per-s'] ? Number(values['native-events-per-s']) : nativeRate(events)
+    emit({ metric: 'wasm_native_ratio', events, wasm_events_per_s: round(wasm, 1), native_events_per_s: round(native, 1), ratio: round(wasm / native, 3) })
+  }
+
+  const bytes = readFileSync(path.resolve(here, '../pkg/web/merkle_clock_wasm_bg.wasm'))
+  emit({ metric: 'wasm_size', bytes: bytes.length, gzip_bytes: gzipSync(bytes, { level: 9 }).length })
+
+  if (!values.json) for (const row of rows) console.log(row)
+}
+
+main().catch((err) => {
+  console.error(`side_by_side: error: ${err && err.stack ? err.stack : err}`)
+  process.exit(1)
+})

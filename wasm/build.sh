@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the npm package's WebAssembly: wasm/pkg/node (for Node, CommonJS) and
+# wasm/pkg/web (an ES module for browsers and bundlers). Run from anywhere:
+#   bash wasm/build.sh
+# Needs the wasm32-unknown-unknown target (installed here if absent) and the
+# wasm-bindgen CLI at exactly the version of the wasm-bindgen crate (installed
+# here with cargo if absent or different).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$root"
+
+# Keep in step with wasm/Cargo.toml's `wasm-bindgen = "=…"`.
+WASM_BINDGEN_VERSION=0.2.108
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
+fi
+
+cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+wasm="$target_dir/wasm32-unknown-unknown/release/merkle_clock_wasm.wasm"
+
+rm -rf "$here/pkg/node" "$here/pkg/web"
+# --weak-refs: objects JS drops are freed by a FinalizationRegistry
+# (calling .free() stays possible, and frees at once).
+wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/node" "$wasm"
+wasm-bindgen --target web --weak-refs --out-dir "$here/pkg/web" "$wasm"
+# pkg/node is CommonJS inside a "type": "module" package: say so.
+echo '{"type": "commonjs"}' > "$here/pkg/node/package.json"
+ls -l "$here/pkg/node/"*.wasm "$here/pkg/web/"*.wasm

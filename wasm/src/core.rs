@@ -1,0 +1,29 @@
+//! Every item of the merkle-clock core API that this crate uses, in one
+//! place, so that a rename in the core is a change to this file alone.
+
+pub(crate) use merkle_clock::car::{CarLimits, read_car, write_car};
+pub(crate) use merkle_clock::replica::Config as ReplicaConfig;
+pub(crate) use merkle_clock::replica::{AppendError, Rejection};
+pub(crate) use merkle_clock::store::{Blockstore, StoreError, StreamStore};
+pub(crate) use merkle_clock::sync::{Bloom, Received, SessionConfig, Sessions};
+pub(crate) use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, MemoryBlockstore, Replica};
+
+/// The one replica type of the JS API: over any store, the in-memory one or a
+/// JS blockstore.
+pub(crate) type DynReplica = Replica<dyn StreamStore>;
+
+/// The core's session driver with peers named by JS strings.
+pub(crate) type DynSessions = Sessions<String, Bloom>;
+
+/// Opens a new replica of the stream that `genesis` starts, in `store`.
+pub(crate) async fn create(
+    store: std::sync::Arc<dyn StreamStore>,
+    genesis: &Block,
+) -> Result<DynReplica, merkle_clock::replica::OpenError> {
+    Replica::create(store, genesis, ReplicaConfig::default()).await
+}
+
+/// The events waiting for parents and their bytes (`Replica::pending`).
+pub(crate) fn pending(replica: &DynReplica) -> (usize, usize) {
+    replica.pending()
+}

@@ -1,0 +1,359 @@
+//! The `Replica` class: one stream on one node.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::spawn::promise as future_to_promise;
+use futures::lock::Mutex;
+use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use crate::core::{
+    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, Rejection,
+    StreamStore, read_car, write_car,
+};
+use crate::errors::{busy, error, invalid};
+use crate::store::JsStore;
+use crate::values::{bytes_arg, cid_arg, cid_strings, cids_arg, from_ipld, to_ipld};
+
+/// A replica of one stream (a Merkle clock): its DAG of events, their total
+/// order, and a store for their blocks.
+///
+/// Methods that touch the store return a `Promise`; they run one at a time
+/// in call order (a queue), so they need not be awaited before the next call.
+/// The synchronous methods read the in-memory index and throw a `busy`
+/// error while an async method is in flight.
+#[wasm_bindgen(js_name = Replica)]
+pub struct JsReplica {
+    pub(crate) inner: Rc<Mutex<DynReplica>>,
+}
+
+pub(crate) fn set(obj: &Object, key: &str, value: &JsValue) {
+    // Setting a data property on a fresh plain object cannot fail.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+fn str_value(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+/// `{status, missing}` or `{status: 'rejected', reason, message}`.
+pub(crate) fn outcome(o: &Ingest) -> JsValue {
+    let obj = Object::new();
+    match o {
+        Ingest::Accepted => {
+            set(&obj, "status", &str_value("accepted"));
+            set(&obj, "missing", &Array::new());
+        }
+        Ingest::Duplicate => {
+            set(&obj, "status", &str_value("duplicate"));
+            set(&obj, "missing", &Array::new());
+        }
+        Ingest::Pending { missing } => {
+            set(&obj, "status", &str_value("pending"));
+            set(&obj, "missing", &cid_strings(missing));
+        }
+        Ingest::Rejected(why) => return rejection(why, "rejected"),
+    }
+    obj.into()
+}
+
+/// `{status, reason, message}` for a rejection.
+pub(crate) fn rejection(why: &Rejection, status: &str) -> JsValue {
+    rejected(status, why.reason(), &why.to_string())
+}
+
+fn rejected(status: &str, reason: &str, message: &str) -> JsValue {
+    let obj = Object::new();
+    set(&obj, "status", &str_value(status));
+    set(&obj, "reason", &str_value(reason));
+    set(&obj, "message", &str_value(message));
+    obj.into()
+}
+
+fn append_error(e: AppendError) -> JsValue {
+    match e {
+        AppendError::Store(e) => error("store", e),
+        AppendError::Encode(e) => error("encode", e),
+        AppendError::Rejected(e) => error("rejected", e),
+        e => error("append", e),
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> JsValue {
+    error("store", e)
+}
+
+/// The event of a block as `{cid, height, parents, payload}`.
+fn event_js(block: &Block) -> Result<JsValue, JsValue> {
+    let event =
+        Event::<Ipld>::decode(block).map_err(|e| error("store", format!("a stored block is not an event: {e}")))?;
+    let obj = Object::new();
+    set(&obj, "cid", &str_value(&block.cid().to_string()));
+    set(&obj, "height", &JsValue::from_f64(event.height() as f64));
+    set(&obj, "parents", &cid_strings(event.parents()));
+    set(&obj, "payload", &from_ipld(event.payload()));
+    Ok(obj.into())
+}
+
+/// Blocks from a JS array of `Uint8Array`s.
+fn blocks_arg(blocks: &JsValue) -> Result<Vec<Block>, JsValue> {
+    if !Array::is_array(blocks) {
+        return Err(invalid("expected an array of Uint8Array blocks"));
+    }
+    Array::from(blocks)
+        .iter()
+        .map(|b| {
+            b.dyn_ref::<Uint8Array>()
+                .map(|b| Block::from_bytes(b.to_vec()))
+                .ok_or_else(|| invalid("expected an array of Uint8Array blocks"))
+        })
+        .collect()
+}
+
+fn report_js(outcomes: &[Ingest], accepted: &[crate::core::Cid]) -> Object {
+    let obj = Object::new();
+    set(&obj, "outcomes", &outcomes.iter().map(outcome).collect::<Array>());
+    set(&obj, "accepted", &cid_strings(accepted));
+    obj
+}
+
+impl JsReplica {
+    fn with<R>(&self, f: impl FnOnce(&DynReplica) -> R) -> Result<R, JsValue> {
+        let guard = self.inner.try_lock().ok_or_else(busy)?;
+        Ok(f(&guard))
+    }
+}
+
+#[wasm_bindgen(js_class = Replica)]
+impl JsReplica {
+    /// The genesis block (DAG-CBOR bytes) of a new stream whose genesis
+    /// payload is `payload`: every replica of the stream is created on it.
+    pub fn genesis(payload: JsValue) -> Result<Uint8Array, JsValue> {
+        let payload = to_ipld(&payload)?;
+        let block = Event::genesis(payload).encode().map_err(|e| error("encode", e))?;
+        Ok(Uint8Array::from(&block.bytes()[..]))
+    }
+
+    /// A new replica of the stream that `genesis` (block bytes) starts.
+    /// `store`: omitted or `null` for an in-memory store, else a blockstore
+    /// adapter (see `wasm/js/blockstore.js`). Resolves to the `Replica`.
+    pub fn create(genesis: JsValue, store: JsValue) -> Promise {
+        let setup = (|| -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
+            let genesis = bytes_arg(&genesis, "the genesis block")?;
+            let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
+                Arc::new(MemoryBlockstore::new())
+            } else {
+                Arc::new(JsStore::new(store)?)
+            };
+            Ok((Block::from_bytes(genesis), store))
+        })();
+        future_to_promise(async move {
+            let (genesis, store) = setup?;
+            let replica = crate::core::create(store, &genesis).await.map_err(|e| error("open", e))?;
+            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+        })
+    }
+
+    /// The stream's id: the CID of its genesis event.
+    #[wasm_bindgen(getter, js_name = streamId)]
+    pub fn stream_id(&self) -> Result<String, JsValue> {
+        self.with(|r| r.stream_id().to_string())
+    }
+
+    /// The number of events in the DAG (the genesis included).
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> Result<u32, JsValue> {
+        self.with(|r| u32::try_from(r.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The current heads, as CID strings in ascending CID order.
+    pub fn heads(&self) -> Result<Array, JsValue> {
+        self.with(|r| cid_strings(&r.heads()))
+    }
+
+    /// Every event in the deterministic total order (the same on every
+    /// replica that holds the same events), as CID strings.
+    pub fn order(&self) -> Result<Array, JsValue> {
+        self.with(|r| r.order().map(|c| JsValue::from_str(&c.to_string())).collect())
+    }
+
+    /// Whether the event is in the DAG.
+    pub fn has(&self, cid: JsValue) -> Result<bool, JsValue> {
+        let cid = cid_arg(&cid)?;
+        self.with(|r| r.contains(&cid))
+    }
+
+    /// The parents that pending events wait for, as CID strings.
+    pub fn missing(&self) -> Result<Array, JsValue> {
+        self.with(|r| cid_strings(&r.missing()))
+    }
+
+    /// `{events, bytes}` held in the pending buffer.
+    pub fn pending(&self) -> Result<Object, JsValue> {
+        self.with(|r| {
+            let (events, bytes) = crate::core::pending(r);
+            let obj = Object::new();
+            set(&obj, "events", &JsValue::from_f64(events as f64));
+            set(&obj, "bytes", &JsValue::from_f64(bytes as f64));
+            obj
+        })
+    }
+
+    /// How two clocks relate: `a` and `b` are each a CID string or an array
+    /// of them (e.g. two sets of heads), all in this replica's DAG. Returns
+    /// `'equal'`, `'before'` (a's history is inside b's), `'after'` or
+    /// `'concurrent'`.
+    pub fn compare(&self, a: JsValue, b: JsValue) -> Result<String, JsValue> {
+        let (a, b) = (cids_arg(&a)?, cids_arg(&b)?);
+        let order = self.with(|r| r.dag().compare(&a, &b))?.map_err(|e| error("unknown_event", e))?;
+        Ok(match order {
+            ClockOrder::Equal => "equal",
+            ClockOrder::Before => "before",
+            ClockOrder::After => "after",
+            ClockOrder::Concurrent => "concurrent",
+        }
+        .to_owned())
+    }
+
+    /// Appends an event with this payload (any DAG-CBOR-encodable JS value)
+    /// on top of the current heads. Resolves to its CID string.
+    pub fn append(&self, payload: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let payload = to_ipld(&payload);
+        future_to_promise(async move {
+            let payload = payload?;
+            let mut replica = inner.lock().await;
+            let cid = replica.append(&payload).await.map_err(append_error)?;
+            Ok(JsValue::from_str(&cid.to_string()))
+        })
+    }
+
+    /// Appends one event per payload, each on the previous, in one store
+    /// commit. Resolves to their CID strings.
+    #[wasm_bindgen(js_name = appendMany)]
+    pub fn append_many(&self, payloads: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let payloads = if Array::is_array(&payloads) {
+            Array::from(&payloads).iter().map(|p| to_ipld(&p)).collect::<Result<Vec<_>, _>>()
+        } else {
+            Err(invalid("appendMany takes an array of payloads"))
+        };
+        future_to_promise(async move {
+            let payloads = payloads?;
+            let mut replica = inner.lock().await;
+            let cids = replica.append_many(payloads.iter()).await.map_err(append_error)?;
+            Ok(cid_strings(&cids).into())
+        })
+    }
+
+    /// Takes one block (bytes) from anywhere, in any order. With `cid` (a
+    /// string), the bytes must hash to it. Resolves to
+    /// `{status: 'accepted' | 'duplicate' | 'pending', missing: [cid…]}` or
+    /// `{status: 'rejected', reason, message}`; rejects only when the store
+    /// fails or the arguments are not bytes and a CID.
+    pub fn ingest(&self, block: JsValue, cid: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let block = bytes_arg(&block, "the block").and_then(|bytes| {
+            if cid.is_undefined() || cid.is_null() {
+                Ok(Ok(Block::from_bytes(bytes)))
+            } else {
+                cid_arg(&cid).map(|cid| Block::new(cid, bytes))
+            }
+        });
+        future_to_promise(async move {
+            let block = match block? {
+                Ok(block) => block,
+                Err(e) => return Ok(rejected("rejected", "block", &e.to_string())),
+            };
+            let mut replica = inner.lock().await;
+            let o = replica.ingest(block).await.map_err(store_error)?;
+            Ok(outcome(&o))
+        })
+    }
+
+    /// Takes several blocks (an array of `Uint8Array`) in one store commit.
+    /// Resolves to `{outcomes: [outcome…], accepted: [cid…]}`: one outcome
+    /// per block, and every event added (with the pending ones they
+    /// released), each after its parents.
+    #[wasm_bindgen(js_name = ingestMany)]
+    pub fn ingest_many(&self, blocks: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let blocks = blocks_arg(&blocks);
+        future_to_promise(async move {
+            let blocks = blocks?;
+            let mut replica = inner.lock().await;
+            let report = replica.ingest_many(blocks).await.map_err(store_error)?;
+            Ok(report_js(&report.outcomes, &report.accepted).into())
+        })
+    }
+
+    /// The event `cid` as `{cid, height, parents, payload}`, or `undefined`
+    /// when the store does not hold it.
+    pub fn get(&self, cid: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let cid = cid_arg(&cid);
+        future_to_promise(async move {
+            let cid = cid?;
+            let replica = inner.lock().await;
+            match replica.get(&cid).await.map_err(store_error)? {
+                Some(block) => event_js(&block),
+                None => Ok(JsValue::UNDEFINED),
+            }
+        })
+    }
+
+    /// The block `cid` as bytes, or `undefined`.
+    #[wasm_bindgen(js_name = getBlock)]
+    pub fn get_block(&self, cid: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let cid = cid_arg(&cid);
+        future_to_promise(async move {
+            let cid = cid?;
+            let replica = inner.lock().await;
+            Ok(match replica.get(&cid).await.map_err(store_error)? {
+                Some(block) => Uint8Array::from(&block.bytes()[..]).into(),
+                None => JsValue::UNDEFINED,
+            })
+        })
+    }
+
+    /// The whole stream as a CARv1 file (bytes): the heads as roots, every
+    /// event in the total order.
+    #[wasm_bindgen(js_name = exportCar)]
+    pub fn export_car(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let replica = inner.lock().await;
+            let cids: Vec<_> = replica.order().collect();
+            let mut blocks = Vec::with_capacity(cids.len());
+            for cid in &cids {
+                let block = replica
+                    .get(cid)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| error("store", format!("{cid}: in the DAG but not in the store")))?;
+                blocks.push(block);
+            }
+            let car = write_car(Vec::new(), &replica.heads(), &blocks).map_err(|e| error("car", e))?;
+            Ok(Uint8Array::from(&car[..]).into())
+        })
+    }
+
+    /// Ingests every block of a CARv1 file. Resolves to
+    /// `{roots, outcomes, accepted}` (as `ingestMany`, with the file's roots).
+    #[wasm_bindgen(js_name = importCar)]
+    pub fn import_car(&self, car: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let bytes = bytes_arg(&car, "the CAR file");
+        future_to_promise(async move {
+            let bytes = bytes?;
+            let (roots, blocks) = read_car(&bytes[..], CarLimits::default()).map_err(|e| error("car", e))?;
+            let mut replica = inner.lock().await;
+            let report = replica.ingest_many(blocks).await.map_err(store_error)?;
+            let obj = report_js(&report.outcomes, &report.accepted);
+            set(&obj, "roots", &cid_strings(&roots));
+            Ok(obj.into())
+        })
+    }
+}

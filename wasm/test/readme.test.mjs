@@ -1,0 +1,27 @@
+// The example of wasm/README.md, as written there (imports by package name).
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Replica, SyncDriver } from 'merkle-clock-wasm'
+
+test('the README example syncs two replicas', async () => {
+  const genesis = Replica.genesis({ app: 'todo' })
+  const alice = await Replica.create(genesis)
+  const bob = await Replica.create(genesis)
+  await alice.append({ item: 'milk' })
+  await bob.append({ item: 'bread' })
+
+  const a = new SyncDriver(alice)
+  const b = new SyncDriver(bob)
+  a.connect('bob', 0)
+  b.connect('alice', 0)
+  const send = async (to, from, message, now) => {
+    const { reply } = await to.receive(from, message, now)
+    if (reply) await send(to === a ? b : a, from === 'alice' ? 'bob' : 'alice', reply, now)
+  }
+  for (const { message } of (await a.tick(0)).messages) await send(b, 'alice', message, 0)
+
+  assert.equal(alice.heads().length, 2)
+  assert.deepEqual(alice.heads(), bob.heads())
+  assert.deepEqual(alice.order(), bob.order())
+  assert.deepEqual((await bob.get(bob.order().at(-1))).payload.item.length > 0, true)
+})
