@@ -2,7 +2,7 @@
 //! place, so that a rename in the core is a change to this file alone.
 
 pub(crate) use merkle_clock::car::{CarLimits, read_car, write_car};
-pub(crate) use merkle_clock::replica::Config as ReplicaConfig;
+pub(crate) use merkle_clock::replica::ReplicaConfig;
 pub(crate) use merkle_clock::replica::{AppendError, Rejection};
 pub(crate) use merkle_clock::store::{Blockstore, StoreError, StreamStore};
 pub(crate) use merkle_clock::sync::{Bloom, Received, SessionConfig, Sessions};
@@ -25,5 +25,6 @@ pub(crate) async fn create(
 
 /// The events waiting for parents and their bytes (`Replica::pending`).
 pub(crate) fn pending(replica: &DynReplica) -> (usize, usize) {
-    replica.pending()
+    let stats = replica.pending();
+    (stats.events, stats.bytes)
 }

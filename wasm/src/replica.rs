@@ -60,7 +60,7 @@ pub(crate) fn outcome(o: &Ingest) -> JsValue {
 
 /// `{status, reason, message}` for a rejection.
 pub(crate) fn rejection(why: &Rejection, status: &str) -> JsValue {
-    rejected(status, why.reason(), &why.to_string())
+    rejected(status, why.reason().as_str(), &why.to_string())
 }
 
 fn rejected(status: &str, reason: &str, message: &str) -> JsValue {
