@@ -19,8 +19,9 @@
 use libp2p::gossipsub::IdentTopic;
 use merkle_clock::Cid;
 
+use crate::wire::{Reader, WireError, put_cid};
+
 const VERSION: u8 = 2;
-const MAX_CID_BYTES: usize = 256;
 
 /// The gossipsub topic of a stream: `merkle-clock/2/<genesis CID>` (the
 /// number is the announcement format's version).
@@ -104,14 +105,14 @@ impl Announcement {
     /// [`BadAnnouncement`] naming what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Self, BadAnnouncement> {
         let mut r = Reader(bytes);
-        if r.take(1)? != [VERSION] {
+        if r.take(1, "version")? != [VERSION] {
             return Err(BadAnnouncement("unknown version"));
         }
         let stream = r.cid()?;
-        let events = u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
-        let head_count = u32::from_be_bytes(r.take(4)?.try_into().expect("4 bytes"));
-        let heads_digest: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
-        let listed = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
+        let events = u64::from_be_bytes(r.array("event count")?);
+        let head_count = u32::from_be_bytes(r.array("head count")?);
+        let heads_digest: [u8; 32] = r.array("heads digest")?;
+        let listed = r.u16("listed heads")?;
         if listed > head_count as usize {
             return Err(BadAnnouncement("more heads listed than counted"));
         }
@@ -119,48 +120,20 @@ impl Announcement {
         for _ in 0..listed {
             heads.push(r.cid()?);
         }
-        let count = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
+        let count = r.u16("block count")?;
         let mut blocks = Vec::with_capacity(count.min(r.0.len() / 4));
         for _ in 0..count {
-            let len = u32::from_be_bytes(r.take(4)?.try_into().expect("4 bytes")) as usize;
-            blocks.push(r.take(len)?.to_vec());
+            let len = r.u32("block length")?;
+            blocks.push(r.take(len, "block")?.to_vec());
         }
-        if !r.0.is_empty() {
-            return Err(BadAnnouncement("trailing bytes"));
-        }
+        r.end()?;
         Ok(Announcement { stream, events, head_count, heads_digest, heads, blocks })
     }
 }
 
-fn put_cid(out: &mut Vec<u8>, cid: &Cid) {
-    let b = cid.to_bytes();
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(&b);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BadAnnouncement> {
-        if self.0.len() < n {
-            return Err(BadAnnouncement("truncated"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-
-    fn cid(&mut self) -> Result<Cid, BadAnnouncement> {
-        let n = u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
-        if n > MAX_CID_BYTES {
-            return Err(BadAnnouncement("CID too long"));
-        }
-        let bytes = self.take(n)?;
-        let cid = Cid::try_from(bytes).map_err(|_| BadAnnouncement("bad CID"))?;
-        if cid.to_bytes() != bytes {
-            return Err(BadAnnouncement("non-canonical CID"));
-        }
-        Ok(cid)
+impl From<WireError> for BadAnnouncement {
+    fn from(e: WireError) -> Self {
+        BadAnnouncement(e.reason)
     }
 }
 

@@ -38,6 +38,8 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 use merkle_clock::Cid;
 
+use crate::wire::{Reader, WireError, put_cid};
+
 /// The protocol name of the sync exchange. Version 2: one-way messages and
 /// block fetches (version 1 was a request/response session loop).
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/merkle-clock/sync/2");
@@ -48,8 +50,6 @@ pub const MAX_GET_CIDS: usize = 1024;
 const VERSION: u8 = 2;
 const KIND_SYNC: u8 = 0;
 const KIND_GET: u8 = 1;
-/// CIDs are far shorter than this; a longer one is garbage.
-const MAX_CID_BYTES: usize = 256;
 
 /// What one peer sends another on the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,48 +135,9 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8], max:
     io.close().await
 }
 
-fn put_cid(out: &mut Vec<u8>, cid: &Cid) {
-    let b = cid.to_bytes();
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(&b);
-}
-
-/// A cursor over a body being parsed.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> io::Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(invalid(format!("truncated {what}")));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-
-    fn u16(&mut self, what: &str) -> io::Result<usize> {
-        Ok(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")) as usize)
-    }
-
-    fn u32(&mut self, what: &str) -> io::Result<usize> {
-        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")) as usize)
-    }
-
-    fn cid(&mut self) -> io::Result<Cid> {
-        let n = self.u16("CID length")?;
-        if n > MAX_CID_BYTES {
-            return Err(invalid("CID too long"));
-        }
-        let bytes = self.take(n, "CID")?;
-        let cid = Cid::try_from(bytes).map_err(|e| invalid(format!("bad CID: {e}")))?;
-        if cid.to_bytes() != bytes {
-            return Err(invalid("non-canonical CID"));
-        }
-        Ok(cid)
-    }
-
-    fn end(&self) -> io::Result<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(invalid("trailing bytes")) }
+impl From<WireError> for io::Error {
+    fn from(e: WireError) -> Self {
+        invalid(e.to_string())
     }
 }
 
@@ -231,7 +192,7 @@ impl SyncRequest {
                 if n > MAX_GET_CIDS {
                     return Err(invalid(format!("{n} CIDs asked, more than {MAX_GET_CIDS}")));
                 }
-                let cids = (0..n).map(|_| r.cid()).collect::<io::Result<Vec<_>>>()?;
+                let cids = (0..n).map(|_| r.cid()).collect::<Result<Vec<_>, WireError>>()?;
                 r.end()?;
                 Ok(SyncRequest::Get { stream, cids })
             }

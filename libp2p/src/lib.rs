@@ -11,6 +11,7 @@ mod gossip;
 mod handle;
 mod node;
 mod sessions;
+mod wire;
 
 pub use config::{Behaviour, BehaviourEvent, NodeConfig};
 pub use fetch::StreamFetcher;
