@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::executor::block_on;
-use merkle_clock::{Event, MemoryBlockstore, Replica, StreamStore, replica::Config};
+use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig, StreamStore};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -43,7 +43,7 @@ fn run(events: u32) -> f64 {
     let genesis = Event::genesis("side by side").encode().expect("genesis");
     block_on(async {
         let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
-        let mut r = Replica::create(store, &genesis, Config::default()).await.expect("create");
+        let mut r = Replica::create(store, &genesis, ReplicaConfig::default()).await.expect("create");
         let t0 = Instant::now();
         for d in &datas {
             r.append(d).await.expect("append");
