@@ -91,7 +91,8 @@
 //!     alice.append(&format!("alice {i}")).await?;
 //!     bob.append(&format!("bob {i}")).await?;
 //! }
-//! let (mut to_bob, mut to_alice) = (SyncState::new(), SyncState::new());
+//! // Seeded salts make this run reproducible; a real peer uses `SyncState::new()`.
+//! let (mut to_bob, mut to_alice) = (SyncState::with_seed(7), SyncState::with_seed(8));
 //! let limits = SyncLimits::default();
 //! let mut rounds = 0;
 //! loop {
@@ -112,7 +113,10 @@
 //! }
 //! assert_eq!(alice.heads(), bob.heads());
 //! assert_eq!(alice.len(), 201);
-//! assert!(rounds <= 3);
+//! // Filters, then every missing event, then the acknowledgements: after
+//! // those, both know they agree and say nothing more. (With other salts, a
+//! // false positive in a filter costs one more exchange, a few times in a hundred.)
+//! assert_eq!(rounds, 3);
 //! // The durable part keeps the shared heads for next time.
 //! assert_eq!(to_bob.shared_heads(), alice.heads().as_slice());
 //! # Ok(()) }) }
