@@ -31,9 +31,9 @@
 //!
 //! - **Settled pairs stay quiet.** A peer is *settled* when it is known to
 //!   hold our heads ([`Protocol::settled`]; for the Bloom protocol,
-//!   [`SyncState::known_heads`]). The side that takes in the last blocks of
-//!   an exchange acknowledges them, so both sides of a synced pair know it
-//!   and neither ever times out.
+//!   [`SyncState::their_heads`]: the heads it told us). The side that takes in
+//!   the last blocks of an exchange acknowledges them with its new heads, so
+//!   both sides of a synced pair know it and neither ever times out.
 //! - **Timeouts.** A session that is not settled, and from whose peer nothing
 //!   arrived for [`SessionConfig::timeout`] since it was last seen settled
 //!   (a local append makes a settled session active again: its clock starts
@@ -232,7 +232,7 @@ impl Protocol for Bloom {
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
-        state.known_heads().is_some_and(|h| h == replica.heads().as_slice())
+        state.their_heads().is_some_and(|h| h == replica.heads().as_slice())
     }
 
     async fn generate<S: ?Sized + StreamStore>(

@@ -229,12 +229,11 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     let predicts = exact && !truncated;
     if predicts {
         state.session.predicted = Some(my_heads.clone());
-        state.shared.clone_from(&my_heads);
     }
     if changed {
         msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants);
     }
-    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated, predicts))
+    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated))
 }
 
 /// The bytes of an encoded link (tag 42, a 37-byte CID with its 0 prefix, headers).
@@ -387,9 +386,9 @@ fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &
 /// We speak when we have a filter, blocks or wants to send, owe the peer an
 /// answer, our heads changed and the peer may not hold them, or the peer
 /// sent blocks since our last message: then even a message with nothing
-/// else in it (a dozen bytes) acknowledges them, so that the sender knows
-/// the pair is in sync ([`SyncState::known_heads`]) instead of waiting for
-/// a timeout. When the peer said more follows and we have nothing to say,
+/// else in it acknowledges them, with our heads if they changed, so that the
+/// sender knows the pair is in sync ([`SyncState::their_heads`]) instead of
+/// waiting for a timeout. When the peer said more follows and we have nothing to say,
 /// an empty, unnumbered message asks it to go on (once per message of the
 /// peer's).
 fn finish(
@@ -398,7 +397,6 @@ fn finish(
     blocks: Vec<Block>,
     my_heads: Vec<Cid>,
     truncated: bool,
-    predicts: bool,
 ) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
     let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
@@ -411,13 +409,6 @@ fn finish(
     let speak = say || s.owe_ack;
     s.last_heads = Some(my_heads.clone());
     s.dirty = truncated;
-    if !blocks.is_empty() {
-        s.blocks_seq = s.seq + 1;
-    }
-    if predicts {
-        // What it lacked went out in our messages up to this one.
-        s.predicted_seq = s.blocks_seq;
-    }
     if !speak {
         if s.their_more && !s.prompted {
             s.prompted = true;
@@ -430,7 +421,7 @@ fn finish(
     msg.seq = s.seq;
     msg.ack = s.their_seq;
     msg.more = truncated;
-    if heads_changed && say {
+    if heads_changed {
         msg.heads.clone_from(&my_heads);
         s.last_sent_heads = Some(my_heads);
     }

@@ -80,13 +80,9 @@ pub(crate) struct Session {
     /// said they had not changed since the one before).
     pub their_heads_seq: u64,
     /// Our heads when we last sent the peer everything it lacked: it will
-    /// hold exactly these (unless it adds more).
+    /// hold exactly these once our messages arrive, so we need not speak
+    /// again until something changes.
     pub predicted: Option<Vec<Cid>>,
-    /// The number of the message after which the prediction holds: once the
-    /// peer acknowledges it, it holds `predicted`.
-    pub predicted_seq: u64,
-    /// The number of our last message that carried blocks.
-    pub blocks_seq: u64,
     /// The peer sent blocks since our last message: acknowledge them, even
     /// with nothing else to say, so that it knows they arrived.
     pub owe_ack: bool,
@@ -158,21 +154,16 @@ impl SyncState {
         &self.shared
     }
 
-    /// The peer's heads as it last told them, if it did in this session.
+    /// The peer's heads as it last told them (kept across [`SyncState::reset`]).
+    ///
+    /// This is what the peer is *known* to hold: a replica never loses an
+    /// event, so heads it told stay true. A pair whose told heads equal our
+    /// heads is in sync, and both sides know it: every message carries the
+    /// sender's heads when they changed since its last, acknowledgements
+    /// too. A prediction (what the peer will hold once our blocks arrive)
+    /// never counts, because a message may be lost.
     pub fn their_heads(&self) -> Option<&[Cid]> {
         self.session.their_heads.as_deref()
-    }
-
-    /// The heads the peer is known to hold: the heads it told us or, once it
-    /// acknowledged a message after which it lacked nothing of ours, our
-    /// heads as they were then. A pair whose known heads equal our heads is
-    /// in sync, and both sides know it.
-    pub fn known_heads(&self) -> Option<&[Cid]> {
-        let s = &self.session;
-        match &s.predicted {
-            Some(p) if s.their_ack >= s.predicted_seq => Some(p),
-            _ => s.their_heads.as_deref(),
-        }
     }
 
     /// Drops the session (the ephemeral part), keeping the shared heads: the
