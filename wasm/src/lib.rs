@@ -19,6 +19,8 @@
 //! empty, so the workspace's native build does not pull in wasm-bindgen.
 
 #[cfg(target_arch = "wasm32")]
+mod cidtext;
+#[cfg(target_arch = "wasm32")]
 mod core;
 #[cfg(target_arch = "wasm32")]
 mod driver;
