@@ -14,27 +14,48 @@ const MAX_CID: usize = 96;
 
 /// The CID's canonical string (what `Cid::to_string` prints).
 pub(crate) fn to_text(cid: &Cid) -> String {
+    let mut text = [0u8; 1 + MAX_CID * 8 / 5 + 1];
+    match write_text(cid, &mut text) {
+        Some(n) => String::from_utf8_lossy(&text[..n]).into_owned(),
+        None => cid.to_string(),
+    }
+}
+
+/// The CID's canonical string as a JS string, without a `String` between.
+pub(crate) fn to_js(cid: &Cid) -> wasm_bindgen::JsValue {
+    let mut text = [0u8; 1 + MAX_CID * 8 / 5 + 1];
+    match write_text(cid, &mut text).map(|n| std::str::from_utf8(&text[..n])) {
+        Some(Ok(s)) => wasm_bindgen::JsValue::from_str(s),
+        _ => wasm_bindgen::JsValue::from_str(&cid.to_string()),
+    }
+}
+
+/// Writes a CIDv1's base32 string into `out`; its length, or `None` for a
+/// CID this module leaves to the `cid` crate.
+fn write_text(cid: &Cid, out: &mut [u8; 1 + MAX_CID * 8 / 5 + 1]) -> Option<usize> {
     let mut raw = [0u8; MAX_CID];
     let mut cursor = &mut raw[..];
     if cid.version() == ipld_core::cid::Version::V0 || cid.write_bytes(&mut cursor).is_err() {
-        return cid.to_string();
+        return None;
     }
     let n = MAX_CID - cursor.len();
-    let mut out = String::with_capacity(1 + (n * 8).div_ceil(5));
-    out.push('b');
+    out[0] = b'b';
+    let mut at = 1;
     let (mut acc, mut bits) = (0u32, 0u32);
     for &byte in &raw[..n] {
         acc = (acc << 8) | u32::from(byte);
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+            out[at] = ALPHABET[((acc >> bits) & 31) as usize];
+            at += 1;
         }
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+        out[at] = ALPHABET[((acc << (5 - bits)) & 31) as usize];
+        at += 1;
     }
-    out
+    Some(at)
 }
 
 /// A CID from its string; `None` when the text is not a CID.

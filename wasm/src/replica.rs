@@ -9,7 +9,7 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::core::{
-    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, Rejection,
+    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, OpenError, Rejection,
     StreamStore, read_car, write_car,
 };
 use crate::errors::{busy, error, invalid};
@@ -82,6 +82,15 @@ fn append_error(e: AppendError) -> JsValue {
     }
 }
 
+/// `store` when the store failed, else `open` (a bad genesis, an unknown or
+/// existing stream).
+fn open_error(e: OpenError) -> JsValue {
+    match e {
+        OpenError::Store(e) => store_error(e),
+        e => error("open", e),
+    }
+}
+
 fn store_error(e: impl std::fmt::Display) -> JsValue {
     error("store", e)
 }
@@ -120,6 +129,17 @@ fn report_js(outcomes: &[Ingest], accepted: &[crate::core::Cid]) -> Object {
     obj
 }
 
+/// The genesis block and the store of `create` and `openOrCreate`.
+fn genesis_and_store(genesis: &JsValue, store: JsValue) -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
+    let genesis = bytes_arg(genesis, "the genesis block")?;
+    let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
+        Arc::new(MemoryBlockstore::new())
+    } else {
+        Arc::new(JsStore::new(store)?)
+    };
+    Ok((Block::from_bytes(genesis), store))
+}
+
 impl JsReplica {
     fn with<R>(&self, f: impl FnOnce(&DynReplica) -> R) -> Result<R, JsValue> {
         let guard = self.inner.try_lock().ok_or_else(busy)?;
@@ -141,20 +161,45 @@ impl JsReplica {
 
     /// A new replica of the stream that `genesis` (block bytes) starts.
     /// `store`: omitted or `null` for an in-memory store, else a blockstore
-    /// adapter (see `wasm/js/blockstore.js`). Resolves to the `Replica`.
+    /// adapter (see `wasm/js/blockstore.js`). Resolves to the `Replica`;
+    /// rejects with code `open` when the store already holds the stream
+    /// (`open` or `openOrCreate` it instead).
     pub fn create(genesis: JsValue, store: JsValue) -> Promise {
-        let setup = (|| -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
-            let genesis = bytes_arg(&genesis, "the genesis block")?;
-            let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
-                Arc::new(MemoryBlockstore::new())
-            } else {
-                Arc::new(JsStore::new(store)?)
-            };
-            Ok((Block::from_bytes(genesis), store))
-        })();
+        let setup = genesis_and_store(&genesis, store);
         future_to_promise(async move {
             let (genesis, store) = setup?;
-            let replica = crate::core::create(store, &genesis).await.map_err(|e| error("open", e))?;
+            let replica = crate::core::create(store, &genesis).await.map_err(open_error)?;
+            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+        })
+    }
+
+    /// The replica of the stream that `genesis` starts in `store`: reopened
+    /// if the store holds it (its heads and events as they were), else
+    /// created. Resolves to the `Replica`.
+    #[wasm_bindgen(js_name = openOrCreate)]
+    pub fn open_or_create(genesis: JsValue, store: JsValue) -> Promise {
+        let setup = genesis_and_store(&genesis, store);
+        future_to_promise(async move {
+            let (genesis, store) = setup?;
+            let replica = crate::core::open_or_create(store, &genesis).await.map_err(open_error)?;
+            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+        })
+    }
+
+    /// Reopens the stream `stream` (its id, a CID string) from `store`, a
+    /// blockstore adapter that keeps heads (see `wasm/js/blockstore.js`):
+    /// the replica continues exactly where the last one stopped. Rejects
+    /// with code `open` when the store does not hold the stream.
+    pub fn open(stream: JsValue, store: JsValue) -> Promise {
+        let setup = cid_arg(&stream).and_then(|stream| {
+            if store.is_undefined() || store.is_null() {
+                return Err(invalid("open needs the store that holds the stream"));
+            }
+            Ok((stream, Arc::new(JsStore::new(store)?) as Arc<dyn StreamStore>))
+        });
+        future_to_promise(async move {
+            let (stream, store) = setup?;
+            let replica = crate::core::open(store, &stream).await.map_err(open_error)?;
             Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
         })
     }

@@ -73,7 +73,7 @@ pub(crate) fn cid_strings<'a>(cids: impl IntoIterator<Item = &'a Cid>) -> Array 
 
 /// A CID as a JS string.
 pub(crate) fn cid_js(cid: &Cid) -> JsValue {
-    JsValue::from_str(&crate::cidtext::to_text(cid))
+    crate::cidtext::to_js(cid)
 }
 
 /// A payload from its DAG-CBOR bytes (`wasm/js/payload.js` writes them).
