@@ -32,6 +32,8 @@ mod replica;
 mod spawn;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(all(target_arch = "wasm32", feature = "testing"))]
+mod testing;
 #[cfg(target_arch = "wasm32")]
 mod values;
 
