@@ -35,10 +35,14 @@ wasm-bindgen --target web --weak-refs --out-dir "$here/pkg/web" "$wasm"
 echo '{"type": "commonjs"}' > "$here/pkg/node/package.json"
 
 # The Node tests' build: the same crate with the `testing` feature (the store
-# contract suite against the JS blockstore adapter), in pkg/testing.
-cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm --features testing
+# contract suite against the JS blockstore adapter), in pkg/testing. A debug
+# build (overflow checks on), which also keeps it apart from the release
+# build: the two feature sets of one cdylib would otherwise replace each
+# other in target/ and rebuild on every run.
+cargo build --target wasm32-unknown-unknown -p merkle-clock-wasm --features testing
 rm -rf "$here/pkg/testing"
-wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/testing" "$wasm"
+wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/testing" \
+  "$target_dir/wasm32-unknown-unknown/debug/merkle_clock_wasm.wasm"
 echo '{"type": "commonjs"}' > "$here/pkg/testing/package.json"
 
 ls -l "$here/pkg/node/"*.wasm "$here/pkg/web/"*.wasm
