@@ -277,3 +277,18 @@ test('a failing JS blockstore gives a store error and leaves the replica unchang
   await assert.rejects(l.get(l.streamId), (e) => e.code === 'store' && /corrupt/i.test(e.message))
   await rejectsWith(Replica.create(genesis, { get: 1 }), 'invalid_argument')
 })
+
+test('CID strings: the same text as multiformats, other bases accepted, junk refused', async () => {
+  const { base58btc } = await import('multiformats/bases/base58')
+  const r = await Replica.create(genesis)
+  const cid = await r.append({ some: 'event' })
+  const parsed = CID.parse(cid)
+  assert.equal(parsed.toString(), cid, 'the canonical base32 text')
+  assert.equal(cidOf(await r.getBlock(cid)), cid)
+  assert.ok(r.has(parsed.toString(base58btc)), 'base58btc')
+  assert.ok(r.has('B' + cid.slice(1).toUpperCase()), 'base32 upper case')
+  assert.equal(r.compare(parsed.toString(base58btc), cid), 'equal')
+  for (const junk of ['', 'b', cid.slice(0, -1), cid + 'a', cid.replace(/.$/, '1'), cid.slice(0, -1) + 'b']) {
+    assert.throws(() => r.has(junk), (e) => e.code === 'invalid_argument', JSON.stringify(junk))
+  }
+})
