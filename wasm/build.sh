@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the npm package's WebAssembly: wasm/pkg/node (for Node, CommonJS) and
-# wasm/pkg/web (an ES module for browsers and bundlers). Run from anywhere:
+# wasm/pkg/web (an ES module for browsers and bundlers), and wasm/pkg/testing
+# (for the Node tests only). Run from anywhere:
 #   bash wasm/build.sh
 # Needs the wasm32-unknown-unknown target (installed here if absent) and the
 # wasm-bindgen CLI at exactly the version of the wasm-bindgen crate (installed
@@ -32,4 +33,16 @@ wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/node" "$wasm"
 wasm-bindgen --target web --weak-refs --out-dir "$here/pkg/web" "$wasm"
 # pkg/node is CommonJS inside a "type": "module" package: say so.
 echo '{"type": "commonjs"}' > "$here/pkg/node/package.json"
+
+# The Node tests' build: the same crate with the `testing` feature (the store
+# contract suite against the JS blockstore adapter), in pkg/testing. A debug
+# build (overflow checks on), which also keeps it apart from the release
+# build: the two feature sets of one cdylib would otherwise replace each
+# other in target/ and rebuild on every run.
+cargo build --target wasm32-unknown-unknown -p merkle-clock-wasm --features testing
+rm -rf "$here/pkg/testing"
+wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/testing" \
+  "$target_dir/wasm32-unknown-unknown/debug/merkle_clock_wasm.wasm"
+echo '{"type": "commonjs"}' > "$here/pkg/testing/package.json"
+
 ls -l "$here/pkg/node/"*.wasm "$here/pkg/web/"*.wasm

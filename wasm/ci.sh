@@ -23,7 +23,7 @@ step "npm ci"
 
 step "clippy for wasm32 (the core without redb, and the wasm crate)"
 cargo clippy --target wasm32-unknown-unknown --no-default-features -p merkle-clock -- -D warnings
-cargo clippy --target wasm32-unknown-unknown -p merkle-clock-wasm -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p merkle-clock-wasm --all-features -- -D warnings
 
 step "build (wasm-bindgen CLI installed by build.sh if absent or another version)"
 bash wasm/build.sh

@@ -7,11 +7,17 @@
 //                               [--native-events-per-s R | --no-native]
 //
 // Rows (one JSON object per line with --json):
-// - wasm_append: single `replica.append`s of `{payload: <128 bytes>}` onto a
-//   fresh in-memory replica (median of 5 runs after a 1,000-event warm-up),
-//   and pail's rate on the same payloads, measured the way
-//   benches/peers/pail_clock.mjs does (EventBlock.create + put + advance onto
-//   the head, one run after a warm-up). ratio = wasm / pail.
+// - wasm_append: single `await replica.append(data)`s of `{payload: <128
+//   bytes>}` onto a fresh in-memory replica (the best of 5 runs after a
+//   1,000-event warm-up), and pail's rate on the same payloads, measured the
+//   way benches/peers/pail_clock.mjs does (EventBlock.create + put + advance
+//   onto the head, the best of 3 runs after a warm-up). ratio = wasm / pail. Both sides
+//   do the same work per event: encode it as DAG-CBOR, hash it, store the
+//   block, move the head (pail's clock is its only index; the replica also
+//   indexes the event for the total order).
+// - wasm_append_many: the same 10,000 events in one `appendMany` (one call,
+//   one promise, one store commit), against the same pail rate (pail's clock
+//   has no batch append).
 // - wasm_merge_reads (per history size): a replica over a JS blockstore
 //   (blockstore-core's MemoryBlockstore behind a counter) holds a linear
 //   history and an event A on its head; it ingests an event B whose parent
@@ -20,11 +26,17 @@
 //   merge (`advance(blocks, [A], B)`, as pail_clock.mjs does).
 // - wasm_native_ratio: wasm's append rate over the native library's on the
 //   same workload (`cargo run --release --example wasm_native_append`, run
-//   by this script; or pass the native rate with --native-events-per-s).
+//   by this script; or pass the native rate with --native-events-per-s);
+//   wasm_native_ratio_many: the same for appendMany over `append_many`.
 // - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
 //
-// Wall time on both sides; the machine may be shared, so rates move by tens
-// of percent from run to run (ratios less: both sides run back to back).
+// Every rate twice: by the wall clock (events_per_s, ratio) and by CPU time
+// (cpu_events_per_s, cpu_ratio: the process's user + system time in Node,
+// all its threads; the thread's in the native example), each the best of
+// several runs. On a shared machine the wall clock also counts the time
+// spent waiting for a core, which a long run (pail's) suffers more than a
+// short one; CPU time does not, so the cpu_ figures are the steadier
+// comparison when the machine is loaded.
 
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
@@ -39,6 +51,25 @@ import { MemoryBlockstore } from 'blockstore-core/memory'
 import { Replica, blockstoreAdapter } from '../js/node.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
+
+/**
+ * Times `f` by the wall clock and by the process's CPU time (user + system,
+ * every thread of the process: V8's collector and compiler threads count).
+ * @returns {Promise<{wall: number, cpu: number}>} seconds
+ */
+const timed = async (f) => {
+  const t0 = performance.now()
+  const c0 = process.cpuUsage()
+  await f()
+  const c = process.cpuUsage(c0)
+  return { wall: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 }
+}
+
+/** The best rates of several runs: {wall, cpu} events per second. */
+const best = (events, runs) => ({
+  wall: Math.max(...runs.map((r) => events / r.wall)),
+  cpu: Math.max(...runs.map((r) => events / r.cpu))
+})
 const PAYLOAD_BYTES = 128
 
 /** The same event data as pail_clock.mjs: `{payload}`, 128 bytes from an LCG seeded by i. */
@@ -80,9 +111,9 @@ const pailLinear = async (n, datas) => {
 const pailAppendRate = async (events) => {
   await pailLinear(1000)
   const datas = Array.from({ length: events }, (_, i) => eventData(i))
-  const t0 = performance.now()
-  await pailLinear(events, datas)
-  return events / ((performance.now() - t0) / 1000)
+  const runs = []
+  for (let k = 0; k < 3; k++) runs.push(await timed(() => pailLinear(events, datas)))
+  return best(events, runs)
 }
 
 const pailMergeReads = async (history, forkDepth) => {
@@ -101,23 +132,23 @@ const pailMergeReads = async (history, forkDepth) => {
 
 const genesis = Replica.genesis('side by side')
 
-const wasmAppendRun = async (datas) => {
+const wasmAppendRun = async (datas, many) => {
   const r = await Replica.create(genesis)
-  const t0 = performance.now()
-  for (const d of datas) await r.append(d)
-  const s = (performance.now() - t0) / 1000
+  const t = await timed(async () => {
+    if (many) await r.appendMany(datas)
+    else for (const d of datas) await r.append(d)
+  })
   if (r.length !== datas.length + 1) throw new Error('wasm append lost events')
   r.free()
-  return datas.length / s
+  return t
 }
 
-const wasmAppendRate = async (events) => {
-  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)))
+const wasmAppendRate = async (events, many) => {
+  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)), many)
   const datas = Array.from({ length: events }, (_, i) => eventData(i))
-  const rates = []
-  for (let k = 0; k < 5; k++) rates.push(await wasmAppendRun(datas))
-  rates.sort((x, y) => x - y)
-  return rates[2]
+  const runs = []
+  for (let k = 0; k < 5; k++) runs.push(await wasmAppendRun(datas, many))
+  return best(events, runs)
 }
 
 /** A JS blockstore whose get() calls are counted. */
@@ -164,13 +195,19 @@ const wasmMergeReads = async (history, forkDepth) => {
 
 // ------------------------------------------------------------------ native
 
-const nativeRate = (events) => {
+/** The native rates: {native_append: {wall, cpu}, native_append_many: …} in events/s. */
+const nativeRates = (events) => {
   const out = execFileSync('cargo', ['run', '--quiet', '--release', '--example', 'wasm_native_append', '--', String(events)], {
     cwd: path.resolve(here, '../..'),
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit']
   })
-  return JSON.parse(out.trim().split('\n').at(-1)).events_per_s
+  const rates = {}
+  for (const line of out.trim().split('\n')) {
+    const row = JSON.parse(line)
+    rates[row.metric] = { wall: row.events_per_s, cpu: row.cpu_events_per_s }
+  }
+  return rates
 }
 
 // ------------------------------------------------------------------ main
@@ -198,9 +235,22 @@ const main = async () => {
     if (values.json) console.log(JSON.stringify(row))
   }
 
-  const wasm = await wasmAppendRate(events)
+  const wasm = await wasmAppendRate(events, false)
   const pail = await pailAppendRate(events)
-  emit({ metric: 'wasm_append', events, payload_bytes: PAYLOAD_BYTES, events_per_s: round(wasm, 1), pail_events_per_s: round(pail, 1), ratio: round(wasm / pail, 1) })
+  const wasmMany = await wasmAppendRate(events, true)
+  const appendRow = (metric, w) => ({
+    metric,
+    events,
+    payload_bytes: PAYLOAD_BYTES,
+    events_per_s: round(w.wall, 1),
+    pail_events_per_s: round(pail.wall, 1),
+    ratio: round(w.wall / pail.wall, 1),
+    cpu_events_per_s: round(w.cpu, 1),
+    pail_cpu_events_per_s: round(pail.cpu, 1),
+    cpu_ratio: round(w.cpu / pail.cpu, 1)
+  })
+  emit(appendRow('wasm_append', wasm))
+  emit(appendRow('wasm_append_many', wasmMany))
 
   for (const history of histories) {
     const reads = await wasmMergeReads(history, 1)
@@ -209,8 +259,18 @@ const main = async () => {
   }
 
   if (!values['no-native']) {
-    const native = values['native-events-per-s'] ? Number(values['native-events-per-s']) : nativeRate(events)
-    emit({ metric: 'wasm_native_ratio', events, wasm_events_per_s: round(wasm, 1), native_events_per_s: round(native, 1), ratio: round(wasm / native, 3) })
+    const given = values['native-events-per-s']
+    const native = given ? { native_append: { wall: Number(given) } } : nativeRates(events)
+    const ratioRow = (metric, w, n) => ({
+      metric,
+      events,
+      wasm_events_per_s: round(w.wall, 1),
+      native_events_per_s: round(n.wall, 1),
+      ratio: round(w.wall / n.wall, 3),
+      ...(n.cpu ? { wasm_cpu_events_per_s: round(w.cpu, 1), native_cpu_events_per_s: round(n.cpu, 1), cpu_ratio: round(w.cpu / n.cpu, 3) } : {})
+    })
+    emit(ratioRow('wasm_native_ratio', wasm, native.native_append))
+    if (native.native_append_many) emit(ratioRow('wasm_native_ratio_many', wasmMany, native.native_append_many))
   }
 
   const bytes = readFileSync(path.resolve(here, '../pkg/web/merkle_clock_wasm_bg.wasm'))

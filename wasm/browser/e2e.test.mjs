@@ -1,7 +1,8 @@
 // End to end in headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core): a page served from 127.0.0.1 by a tiny static server runs
 // two replicas that append concurrently and sync through a MessageChannel;
-// both must end with the same heads and order. Needs `bash wasm/build.sh`.
+// both must end with the same heads and order. And a replica on IndexedDB
+// that finds its stream again after a reload. Needs `bash wasm/build.sh`.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
@@ -37,20 +38,56 @@ function serve () {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)))
 }
 
-test('two replicas in Chromium append concurrently, sync over a MessageChannel, agree', async () => {
+/** Runs `body(browser, origin)` with Chromium and the server, then closes both. */
+async function withBrowser (body) {
   const server = await serve()
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update']
   })
   try {
+    await body(browser, `http://127.0.0.1:${server.address().port}`)
+  } finally {
+    await browser.close()
+    server.close()
+  }
+}
+
+/** window.result of the page once it is set. */
+const resultOf = async (page) => {
+  await page.waitForFunction(() => window.result !== undefined, null, { timeout: 60_000 })
+  return page.evaluate(() => window.result)
+}
+
+test('a stream in IndexedDB survives a page reload: the same heads and events, appends continue', async () => {
+  await withBrowser(async (browser, origin) => {
+    const page = await browser.newPage()
+    const errors = []
+    page.on('pageerror', (e) => errors.push(String(e)))
+    await page.goto(`${origin}/browser/reload.html`)
+    const first = await resultOf(page)
+    assert.equal(first.ok, true, first.error)
+    assert.equal(first.found.length, 1, 'a new stream: the genesis only')
+    assert.equal(first.after.length, 151)
+
+    await page.reload()
+    const second = await resultOf(page)
+    assert.equal(second.ok, true, second.error)
+    assert.deepEqual(second.found, first.after, 'reopened as it was before the reload')
+    assert.equal(second.after.length, 301)
+    assert.deepEqual(second.after.order.slice(0, 151), first.after.order)
+    assert.deepEqual(errors, [])
+  })
+})
+
+test('two replicas in Chromium append concurrently, sync over a MessageChannel, agree', async () => {
+  await withBrowser(async (browser, origin) => {
     const page = await browser.newPage()
     const errors = []
     page.on('pageerror', (e) => errors.push(String(e)))
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()) })
-    await page.goto(`http://127.0.0.1:${server.address().port}/`)
-    await page.waitForFunction(() => window.result !== undefined, null, { timeout: 60_000 })
-    const result = await page.evaluate(() => window.result)
+    await page.goto(`${origin}/`)
+    const result = await resultOf(page)
     assert.equal(result.ok, true, result.error)
     assert.deepEqual(errors, [])
     assert.equal(result.alice.length, 41)
@@ -59,8 +96,5 @@ test('two replicas in Chromium append concurrently, sync over a MessageChannel, 
     assert.deepEqual(result.bob.order, result.alice.order)
     assert.match(result.alice.heads[0], /^bafyr4i/)
     assert.equal(typeof result.lastPayload.i, 'number')
-  } finally {
-    await browser.close()
-    server.close()
-  }
+  })
 })

@@ -41,12 +41,51 @@ async function readAll (value) {
 }
 
 /**
- * The store argument of `Replica.create` for an `interface-blockstore`:
- * `await Replica.create(genesis, blockstoreAdapter(helia.blockstore))`.
- * @param {{ get(cid: CID): any, put(cid: CID, bytes: Uint8Array): any, has?(cid: CID): any }} blockstore
+ * The meta store (string keys, `Uint8Array` values) that keeps the streams'
+ * heads and logs: a `Map`, or an object with `get(key)` (bytes, undefined, or
+ * a `NotFoundError` when absent) and `put(key, bytes)`, sync or async.
  */
-export function blockstoreAdapter (blockstore) {
+function metaStore (meta) {
+  if (meta instanceof Map) {
+    return { get: async (key) => meta.get(key), put: async (key, bytes) => { meta.set(key, bytes) } }
+  }
+  if (meta == null || typeof meta.get !== 'function' || typeof meta.put !== 'function') {
+    throw new TypeError('meta must be a Map or an object with get(key) and put(key, bytes)')
+  }
   return {
+    async get (key) {
+      try {
+        return (await meta.get(key)) ?? undefined
+      } catch (e) {
+        if (isNotFound(e)) return undefined
+        throw e
+      }
+    },
+    async put (key, bytes) {
+      await meta.put(key, bytes)
+    }
+  }
+}
+
+/**
+ * The store argument of `Replica.create` / `open` / `openOrCreate` for an
+ * `interface-blockstore`:
+ * `await Replica.openOrCreate(genesis, blockstoreAdapter(helia.blockstore, { meta }))`.
+ *
+ * The blocks go to `blockstore`; each stream's heads and log go to `meta`
+ * (a few small records per commit), so that a replica reopened on the same
+ * two stores finds its stream again. `meta` defaults to a new `Map`: the
+ * heads then last as long as this adapter object (reopen on it in the same
+ * process), not across a reload. For that, pass a persistent one (a wrapper
+ * around IndexedDB, a file, Helia's datastore: see wasm/README.md).
+ * @param {{ get(cid: CID): any, put(cid: CID, bytes: Uint8Array): any, has?(cid: CID): any }} blockstore
+ * @param {{ meta?: Map<string, Uint8Array> | { get(key: string): any, put(key: string, bytes: Uint8Array): any } }} [options]
+ */
+export function blockstoreAdapter (blockstore, { meta } = {}) {
+  const metas = metaStore(meta ?? new Map())
+  return {
+    getMeta: (key) => metas.get(key),
+    putMeta: (key, bytes) => metas.put(key, bytes),
     async get (cidBytes) {
       try {
         return await readAll(blockstore.get(CID.decode(cidBytes)))

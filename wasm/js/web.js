@@ -2,8 +2,11 @@
 // anything else; it fetches `merkle_clock_wasm_bg.wasm` next to the generated
 // module (or from the URL / bytes / `WebAssembly.Module` you pass).
 // See wasm/README.md.
-import initWasm, { setCidFactory } from '../pkg/web/merkle_clock_wasm.js'
+import initWasm, * as generated from '../pkg/web/merkle_clock_wasm.js'
 import { CID } from 'multiformats/cid'
+import { install } from './api.js'
+
+install(generated)
 
 export { Replica, SyncDriver, cidOf, setCidFactory } from '../pkg/web/merkle_clock_wasm.js'
 export { blockstoreAdapter } from './blockstore.js'
@@ -12,5 +15,5 @@ export { blockstoreAdapter } from './blockstore.js'
 export async function init (wasm) {
   await initWasm(wasm === undefined ? undefined : { module_or_path: wasm })
   // Links in payloads come back as multiformats CIDs.
-  setCidFactory((bytes) => CID.decode(bytes))
+  generated.setCidFactory((bytes) => CID.decode(bytes))
 }

@@ -3,7 +3,7 @@
 
 pub(crate) use merkle_clock::car::{CarLimits, read_car, write_car};
 pub(crate) use merkle_clock::replica::ReplicaConfig;
-pub(crate) use merkle_clock::replica::{AppendError, Rejection};
+pub(crate) use merkle_clock::replica::{AppendError, OpenError, Rejection};
 pub(crate) use merkle_clock::store::{Blockstore, StoreError, StreamStore};
 pub(crate) use merkle_clock::sync::{Bloom, Received, SessionConfig, Sessions};
 pub(crate) use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, MemoryBlockstore, Replica};
@@ -16,11 +16,21 @@ pub(crate) type DynReplica = Replica<dyn StreamStore>;
 pub(crate) type DynSessions = Sessions<String, Bloom>;
 
 /// Opens a new replica of the stream that `genesis` starts, in `store`.
-pub(crate) async fn create(
+pub(crate) async fn create(store: std::sync::Arc<dyn StreamStore>, genesis: &Block) -> Result<DynReplica, OpenError> {
+    Replica::create(store, genesis, ReplicaConfig::default()).await
+}
+
+/// Opens the stream that `genesis` starts, creating it if the store has not that `genesis` starts.
+pub(crate) async fn open_or_create(
     store: std::sync::Arc<dyn StreamStore>,
     genesis: &Block,
-) -> Result<DynReplica, merkle_clock::replica::OpenError> {
-    Replica::create(store, genesis, ReplicaConfig::default()).await
+) -> Result<DynReplica, OpenError> {
+    Replica::open_or_create(store, genesis, ReplicaConfig::default()).await
+}
+
+/// Reopens the stream `stream` from `store`.
+pub(crate) async fn open(store: std::sync::Arc<dyn StreamStore>, stream: &Cid) -> Result<DynReplica, OpenError> {
+    Replica::open(store, stream, ReplicaConfig::default()).await
 }
 
 /// The events waiting for parents and their bytes (`Replica::pending`).

@@ -8,8 +8,10 @@
 //!   replica (or driver) is in flight: await it first;
 //! - `encode`: the payload cannot be encoded within the limits;
 //! - `rejected`: a validator refused an appended event;
-//! - `open`: the genesis block is not a genesis event;
-//! - `store`: the blockstore failed (its error's message is included);
+//! - `open`: the genesis block is not a genesis event, `create` of a stream
+//!   the store holds, `open` of one it does not;
+//! - `store`: the blockstore or the meta store failed (its error's message is
+//!   included), or holds records this library did not write;
 //! - `unknown_event`: a CID that is not in the replica's DAG;
 //! - `sync`: a sync message did not decode or was beyond the limits;
 //! - `car`: a CAR file that does not parse.

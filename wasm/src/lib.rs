@@ -5,8 +5,11 @@
 //! between JS values and the core's types and forwards every call to
 //! `merkle_clock`; it holds no logic of its own beyond
 //!
-//! - the JS value ↔ DAG-CBOR (IPLD) mapping (`values.rs`),
-//! - a `StreamStore` over an async JS blockstore (`store.rs`), and
+//! - payloads: their DAG-CBOR bytes (written on the JS side by
+//!   `wasm/js/payload.js`) decoded, and IPLD back to JS values (`values.rs`),
+//! - CID strings written and read without detours (`cidtext.rs`),
+//! - a `StreamStore` over an async JS blockstore, with heads and log in a JS
+//!   meta store so a stream can be reopened (`store.rs`), and
 //! - a queue (an async mutex) per replica and per driver, so that JS may call
 //!   methods without awaiting the previous one.
 //!
@@ -19,6 +22,8 @@
 //! empty, so the workspace's native build does not pull in wasm-bindgen.
 
 #[cfg(target_arch = "wasm32")]
+mod cidtext;
+#[cfg(target_arch = "wasm32")]
 mod core;
 #[cfg(target_arch = "wasm32")]
 mod driver;
@@ -30,6 +35,8 @@ mod replica;
 mod spawn;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(all(target_arch = "wasm32", feature = "testing"))]
+mod testing;
 #[cfg(target_arch = "wasm32")]
 mod values;
 

@@ -9,12 +9,14 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::core::{
-    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, Rejection,
+    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, OpenError, Rejection,
     StreamStore, read_car, write_car,
 };
 use crate::errors::{busy, error, invalid};
 use crate::store::JsStore;
-use crate::values::{bytes_arg, cid_arg, cid_strings, cids_arg, from_ipld, to_ipld};
+use crate::values::{
+    bytes_arg, cid_arg, cid_js, cid_strings, cids_arg, from_ipld, payload_from_cbor, payloads_from_cbor,
+};
 
 /// A replica of one stream (a Merkle clock): its DAG of events, their total
 /// order, and a store for their blocks.
@@ -80,6 +82,15 @@ fn append_error(e: AppendError) -> JsValue {
     }
 }
 
+/// `store` when the store failed, else `open` (a bad genesis, an unknown or
+/// existing stream).
+fn open_error(e: OpenError) -> JsValue {
+    match e {
+        OpenError::Store(e) => store_error(e),
+        e => error("open", e),
+    }
+}
+
 fn store_error(e: impl std::fmt::Display) -> JsValue {
     error("store", e)
 }
@@ -89,7 +100,7 @@ fn event_js(block: &Block) -> Result<JsValue, JsValue> {
     let event =
         Event::<Ipld>::decode(block).map_err(|e| error("store", format!("a stored block is not an event: {e}")))?;
     let obj = Object::new();
-    set(&obj, "cid", &str_value(&block.cid().to_string()));
+    set(&obj, "cid", &cid_js(block.cid()));
     set(&obj, "height", &JsValue::from_f64(event.height() as f64));
     set(&obj, "parents", &cid_strings(event.parents()));
     set(&obj, "payload", &from_ipld(event.payload()));
@@ -118,6 +129,17 @@ fn report_js(outcomes: &[Ingest], accepted: &[crate::core::Cid]) -> Object {
     obj
 }
 
+/// The genesis block and the store of `create` and `openOrCreate`.
+fn genesis_and_store(genesis: &JsValue, store: JsValue) -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
+    let genesis = bytes_arg(genesis, "the genesis block")?;
+    let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
+        Arc::new(MemoryBlockstore::new())
+    } else {
+        Arc::new(JsStore::new(store)?)
+    };
+    Ok((Block::from_bytes(genesis), store))
+}
+
 impl JsReplica {
     fn with<R>(&self, f: impl FnOnce(&DynReplica) -> R) -> Result<R, JsValue> {
         let guard = self.inner.try_lock().ok_or_else(busy)?;
@@ -128,29 +150,56 @@ impl JsReplica {
 #[wasm_bindgen(js_class = Replica)]
 impl JsReplica {
     /// The genesis block (DAG-CBOR bytes) of a new stream whose genesis
-    /// payload is `payload`: every replica of the stream is created on it.
-    pub fn genesis(payload: JsValue) -> Result<Uint8Array, JsValue> {
-        let payload = to_ipld(&payload)?;
+    /// payload has these DAG-CBOR bytes. `Replica.genesis(payload)` (in
+    /// `wasm/js/api.js`) encodes a JS value and calls this.
+    #[wasm_bindgen(js_name = genesisEncoded)]
+    pub fn genesis_encoded(payload: &[u8]) -> Result<Uint8Array, JsValue> {
+        let payload = payload_from_cbor(payload)?;
         let block = Event::genesis(payload).encode().map_err(|e| error("encode", e))?;
         Ok(Uint8Array::from(&block.bytes()[..]))
     }
 
     /// A new replica of the stream that `genesis` (block bytes) starts.
     /// `store`: omitted or `null` for an in-memory store, else a blockstore
-    /// adapter (see `wasm/js/blockstore.js`). Resolves to the `Replica`.
+    /// adapter (see `wasm/js/blockstore.js`). Resolves to the `Replica`;
+    /// rejects with code `open` when the store already holds the stream
+    /// (`open` or `openOrCreate` it instead).
     pub fn create(genesis: JsValue, store: JsValue) -> Promise {
-        let setup = (|| -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
-            let genesis = bytes_arg(&genesis, "the genesis block")?;
-            let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
-                Arc::new(MemoryBlockstore::new())
-            } else {
-                Arc::new(JsStore::new(store)?)
-            };
-            Ok((Block::from_bytes(genesis), store))
-        })();
+        let setup = genesis_and_store(&genesis, store);
         future_to_promise(async move {
             let (genesis, store) = setup?;
-            let replica = crate::core::create(store, &genesis).await.map_err(|e| error("open", e))?;
+            let replica = crate::core::create(store, &genesis).await.map_err(open_error)?;
+            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+        })
+    }
+
+    /// The replica of the stream that `genesis` starts in `store`: reopened
+    /// if the store holds it (its heads and events as they were), else
+    /// created. Resolves to the `Replica`.
+    #[wasm_bindgen(js_name = openOrCreate)]
+    pub fn open_or_create(genesis: JsValue, store: JsValue) -> Promise {
+        let setup = genesis_and_store(&genesis, store);
+        future_to_promise(async move {
+            let (genesis, store) = setup?;
+            let replica = crate::core::open_or_create(store, &genesis).await.map_err(open_error)?;
+            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+        })
+    }
+
+    /// Reopens the stream `stream` (its id, a CID string) from `store`, a
+    /// blockstore adapter that keeps heads (see `wasm/js/blockstore.js`):
+    /// the replica continues exactly where the last one stopped. Rejects
+    /// with code `open` when the store does not hold the stream.
+    pub fn open(stream: JsValue, store: JsValue) -> Promise {
+        let setup = cid_arg(&stream).and_then(|stream| {
+            if store.is_undefined() || store.is_null() {
+                return Err(invalid("open needs the store that holds the stream"));
+            }
+            Ok((stream, Arc::new(JsStore::new(store)?) as Arc<dyn StreamStore>))
+        });
+        future_to_promise(async move {
+            let (stream, store) = setup?;
+            let replica = crate::core::open(store, &stream).await.map_err(open_error)?;
             Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
         })
     }
@@ -158,7 +207,7 @@ impl JsReplica {
     /// The stream's id: the CID of its genesis event.
     #[wasm_bindgen(getter, js_name = streamId)]
     pub fn stream_id(&self) -> Result<String, JsValue> {
-        self.with(|r| r.stream_id().to_string())
+        self.with(|r| crate::cidtext::to_text(r.stream_id()))
     }
 
     /// The number of events in the DAG (the genesis included).
@@ -175,7 +224,7 @@ impl JsReplica {
     /// Every event in the deterministic total order (the same on every
     /// replica that holds the same events), as CID strings.
     pub fn order(&self) -> Result<Array, JsValue> {
-        self.with(|r| r.order().map(|c| JsValue::from_str(&c.to_string())).collect())
+        self.with(|r| r.order().map(|c| cid_js(&c)).collect())
     }
 
     /// Whether the event is in the DAG.
@@ -216,29 +265,29 @@ impl JsReplica {
         .to_owned())
     }
 
-    /// Appends an event with this payload (any DAG-CBOR-encodable JS value)
-    /// on top of the current heads. Resolves to its CID string.
-    pub fn append(&self, payload: JsValue) -> Promise {
+    /// Appends an event whose payload has these DAG-CBOR bytes on top of
+    /// the current heads. Resolves to its CID string. `append(payload)` (in
+    /// `wasm/js/api.js`) encodes a JS value and calls this.
+    #[wasm_bindgen(js_name = appendEncoded)]
+    pub fn append_encoded(&self, payload: &[u8]) -> Promise {
         let inner = self.inner.clone();
-        let payload = to_ipld(&payload);
+        let payload = payload_from_cbor(payload);
         future_to_promise(async move {
             let payload = payload?;
             let mut replica = inner.lock().await;
             let cid = replica.append(&payload).await.map_err(append_error)?;
-            Ok(JsValue::from_str(&cid.to_string()))
+            Ok(cid_js(&cid))
         })
     }
 
-    /// Appends one event per payload, each on the previous, in one store
-    /// commit. Resolves to their CID strings.
-    #[wasm_bindgen(js_name = appendMany)]
-    pub fn append_many(&self, payloads: JsValue) -> Promise {
+    /// Appends one event per payload of a CBOR sequence (the payloads'
+    /// DAG-CBOR bytes one after the other), each on the previous, in one
+    /// store commit. Resolves to their CID strings. `appendMany(payloads)`
+    /// (in `wasm/js/api.js`) encodes JS values and calls this.
+    #[wasm_bindgen(js_name = appendManyEncoded)]
+    pub fn append_many_encoded(&self, payloads: &[u8]) -> Promise {
         let inner = self.inner.clone();
-        let payloads = if Array::is_array(&payloads) {
-            Array::from(&payloads).iter().map(|p| to_ipld(&p)).collect::<Result<Vec<_>, _>>()
-        } else {
-            Err(invalid("appendMany takes an array of payloads"))
-        };
+        let payloads = payloads_from_cbor(payloads);
         future_to_promise(async move {
             let payloads = payloads?;
             let mut replica = inner.lock().await;

@@ -1,28 +1,13 @@
-//! JS values ↔ IPLD, the data model that DAG-CBOR encodes.
+//! Payloads between JS and IPLD, the data model that DAG-CBOR encodes.
 //!
-//! | JS                                        | IPLD / DAG-CBOR                       |
-//! |-------------------------------------------|---------------------------------------|
-//! | `null`                                    | null                                  |
-//! | `true` / `false`                          | bool                                  |
-//! | a number with no fraction, \|n\| ≤ 2^53−1 | integer                               |
-//! | any other finite number                   | float (64-bit)                        |
-//! | a `bigint` within −2^64 … 2^64−1          | integer                               |
-//! | a string                                  | string                                |
-//! | a `Uint8Array`                            | bytes                                 |
-//! | an array                                  | list                                  |
-//! | a plain object (string keys)              | map (keys sorted canonically)         |
-//! | a `multiformats` `CID`, or `{"/": "bafy…"}` | link                                |
+//! JS values become DAG-CBOR bytes on the JS side (`wasm/js/payload.js`,
+//! which holds the mapping table and its refusals); this module decodes
+//! those bytes, and turns IPLD back into JS values:
 //!
-//! Refused (`invalid_argument`): `undefined`, `NaN`, `±Infinity`, symbols,
-//! functions, class instances other than `Uint8Array` and `CID` (a `Map`, a
-//! `Date`, ...), and nesting deeper than 128 levels (which also catches
-//! cycles). A float with no fraction (`1.0`) is the JS number `1` and so
-//! encodes as an integer.
-//!
-//! Back to JS: integers within ±(2^53−1) are numbers, larger ones `bigint`s;
-//! links are `multiformats` `CID`s when a CID factory was set
-//! (`setCidFactory`, which the package's JS entry points do), else
-//! `{"/": "bafy…"}`.
+//! Integers within ±(2^53−1) are numbers, larger ones `bigint`s; bytes are
+//! `Uint8Array`s; maps are plain objects; links are `multiformats` `CID`s
+//! when a CID factory was set (`setCidFactory`, which the package's JS entry
+//! points do), else `{"/": "bafy…"}`.
 
 use std::cell::RefCell;
 
@@ -32,10 +17,6 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::{Cid, Ipld};
 use crate::errors::invalid;
-
-/// Deepest nesting taken from JS (the core then applies its own limit, 64 by
-/// default, when encoding an event).
-const MAX_DEPTH: usize = 128;
 
 /// 2^53 − 1: the largest integer a JS number holds exactly.
 const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
@@ -56,12 +37,15 @@ pub fn set_cid_factory(factory: Option<Function>) {
 /// the block).
 #[wasm_bindgen(js_name = cidOf)]
 pub fn cid_of(bytes: &[u8]) -> String {
-    merkle_clock::cid_of(bytes).to_string()
+    crate::cidtext::to_text(&merkle_clock::cid_of(bytes))
 }
 
 /// A CID from a JS string.
 pub(crate) fn parse_cid(s: &str) -> Result<Cid, JsValue> {
-    Cid::try_from(s).map_err(|e| invalid(format!("{s:?} is not a CID: {e}")))
+    crate::cidtext::from_text(s).ok_or_else(|| {
+        let why = Cid::try_from(s).err().map_or_else(|| "not canonical".to_owned(), |e| e.to_string());
+        invalid(format!("{s:?} is not a CID: {why}"))
+    })
 }
 
 /// A CID from a JS value that must be a string.
@@ -84,118 +68,27 @@ pub(crate) fn cids_arg(v: &JsValue) -> Result<Vec<Cid>, JsValue> {
 
 /// CIDs as a JS array of strings.
 pub(crate) fn cid_strings<'a>(cids: impl IntoIterator<Item = &'a Cid>) -> Array {
-    cids.into_iter().map(|c| JsValue::from_str(&c.to_string())).collect()
+    cids.into_iter().map(cid_js).collect()
 }
 
-/// A JS value as IPLD, per the table above.
-pub(crate) fn to_ipld(v: &JsValue) -> Result<Ipld, JsValue> {
-    to_ipld_at(v, 0)
+/// A CID as a JS string.
+pub(crate) fn cid_js(cid: &Cid) -> JsValue {
+    crate::cidtext::to_js(cid)
 }
 
-fn to_ipld_at(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
-    if depth > MAX_DEPTH {
-        return Err(invalid("the payload is nested deeper than 128 levels (or holds a cycle)"));
-    }
-    // The most common types first: each test is a call out of wasm.
-    if v.is_string() {
-        return Ok(Ipld::String(v.as_string().unwrap_or_default()));
-    }
-    if v.is_object() {
-        return object_to_ipld(v, depth);
-    }
-    if let Some(n) = v.as_f64() {
-        if !n.is_finite() {
-            return Err(invalid("NaN and ±Infinity cannot be encoded as DAG-CBOR"));
-        }
-        if n.fract() == 0.0 && n.abs() <= MAX_SAFE {
-            // Exact: |n| ≤ 2^53 − 1 with no fraction.
-            #[allow(clippy::cast_possible_truncation)]
-            return Ok(Ipld::Integer(n as i128));
-        }
-        return Ok(Ipld::Float(n));
-    }
-    if v.is_null() {
-        return Ok(Ipld::Null);
-    }
-    if let Some(b) = v.as_bool() {
-        return Ok(Ipld::Bool(b));
-    }
-    if v.is_undefined() {
-        return Err(invalid("undefined cannot be encoded as DAG-CBOR (use null, or leave the key out)"));
-    }
-    if v.is_bigint() {
-        let text = String::from(
-            js_sys::BigInt::from(v.clone()).to_string(10).map_err(|_| invalid("a bigint that cannot be printed"))?,
-        );
-        let i: i128 = text.parse().map_err(|_| invalid(format!("bigint {text} is beyond 128 bits")))?;
-        if i < -(1i128 << 64) || i > i128::from(u64::MAX) {
-            return Err(invalid(format!("bigint {text} is beyond DAG-CBOR's integers (−2^64 … 2^64−1)")));
-        }
-        return Ok(Ipld::Integer(i));
-    }
-    Err(invalid(format!("a {} cannot be encoded as DAG-CBOR", v.js_typeof().as_string().unwrap_or_default())))
+/// A payload from its DAG-CBOR bytes (`wasm/js/payload.js` writes them).
+/// The bytes are decoded in full, so anything that is not one DAG-CBOR item
+/// is refused; the event is then encoded canonically by the core.
+pub(crate) fn payload_from_cbor(bytes: &[u8]) -> Result<Ipld, JsValue> {
+    serde_ipld_dagcbor::from_slice(bytes).map_err(|e| invalid(format!("the payload is not DAG-CBOR: {e}")))
 }
 
-thread_local! {
-    static AS_CID: JsValue = JsValue::from_str("asCID");
-    static BYTES: JsValue = JsValue::from_str("bytes");
-}
-
-/// A non-null object: bytes, a list, a link or a map.
-fn object_to_ipld(v: &JsValue, depth: usize) -> Result<Ipld, JsValue> {
-    if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
-        return Ok(Ipld::Bytes(bytes.to_vec()));
-    }
-    if Array::is_array(v) {
-        let a: &Array = v.unchecked_ref();
-        let mut out = Vec::with_capacity(a.length() as usize);
-        for x in a.iter() {
-            out.push(to_ipld_at(&x, depth + 1)?);
-        }
-        return Ok(Ipld::List(out));
-    }
-    // A `multiformats` CID (any version of the package: it is recognised by
-    // its `asCID` property, which is the object itself, and its `bytes`).
-    let as_cid = AS_CID.with(|k| Reflect::get(v, k))?;
-    if !as_cid.is_undefined() && as_cid == *v {
-        let bytes = BYTES.with(|k| Reflect::get(v, k))?;
-        let bytes = bytes.dyn_ref::<Uint8Array>().ok_or_else(|| invalid("a CID object without bytes"))?;
-        return Cid::try_from(bytes.to_vec())
-            .map(Ipld::Link)
-            .map_err(|e| invalid(format!("a CID object that is not a CID: {e}")));
-    }
-    let obj: &Object = v.unchecked_ref();
-    if !is_plain(obj) {
-        return Err(invalid(format!(
-            "{} cannot be encoded as DAG-CBOR: only plain objects, arrays, Uint8Array and CIDs",
-            describe_type(obj)
-        )));
-    }
-    let keys = Object::keys(obj);
-    let mut map = std::collections::BTreeMap::new();
-    for key in keys.iter() {
-        let value = Reflect::get(obj, &key)?;
-        let key = key.as_string().unwrap_or_default();
-        // The DAG-JSON link form, {"/": "bafy…"}.
-        if key == "/" && keys.length() == 1 && value.is_string() {
-            return parse_cid(&value.as_string().unwrap_or_default()).map(Ipld::Link);
-        }
-        map.insert(key, to_ipld_at(&value, depth + 1)?);
-    }
-    Ok(Ipld::Map(map))
-}
-
-/// Whether `obj` is a plain object of some realm: `{}`, `Object.create(null)`
-/// (its prototype is `Object.prototype` or null).
-fn is_plain(obj: &Object) -> bool {
-    let proto = Object::get_prototype_of(obj);
-    proto.is_null() || Object::get_prototype_of(&proto).is_null()
-}
-
-fn describe_type(obj: &Object) -> String {
-    let ctor = obj.constructor();
-    let name = String::from(ctor.name());
-    if name.is_empty() { "an object".to_owned() } else { format!("a {name}") }
+/// Payloads from a CBOR sequence: DAG-CBOR items one after the other.
+pub(crate) fn payloads_from_cbor(bytes: &[u8]) -> Result<Vec<Ipld>, JsValue> {
+    serde_ipld_dagcbor::de::Deserializer::from_slice(bytes)
+        .into_iter::<Ipld>()
+        .map(|p| p.map_err(|e| invalid(format!("a payload is not DAG-CBOR: {e}"))))
+        .collect()
 }
 
 /// IPLD as a JS value, per the table above. Recursion is bounded by the
@@ -236,7 +129,7 @@ fn link(cid: &Cid) -> JsValue {
     });
     made.unwrap_or_else(|| {
         let o = Object::new();
-        let _ = Reflect::set(&o, &JsValue::from_str("/"), &JsValue::from_str(&cid.to_string()));
+        let _ = Reflect::set(&o, &JsValue::from_str("/"), &cid_js(cid));
         o.into()
     })
 }

@@ -25,3 +25,21 @@ test('the README example syncs two replicas', async () => {
   assert.deepEqual(alice.order(), bob.order())
   assert.deepEqual((await bob.get(bob.order().at(-1))).payload.item.length > 0, true)
 })
+
+// The JavaScript section of the repository's README.md, as written there.
+test('the repository README example: ingest, appendMany, reopen', async () => {
+  const { blockstoreAdapter } = await import('merkle-clock-wasm')
+  const { MemoryBlockstore } = await import('blockstore-core/memory')
+  const genesis = Replica.genesis({ app: 'todo' })
+  const alice = await Replica.create(genesis)
+  const bob = await Replica.create(genesis)
+  await alice.append({ item: 'milk' })
+  assert.equal((await bob.ingest(await alice.getBlock(alice.heads()[0]))).status, 'accepted')
+
+  const store = blockstoreAdapter(new MemoryBlockstore(), { meta: new Map() })
+  const carol = await Replica.openOrCreate(genesis, store)
+  await carol.appendMany([{ item: 'eggs' }, { item: 'tea' }])
+  const again = await Replica.open(carol.streamId, store)
+  assert.deepEqual(again.heads(), carol.heads())
+  assert.deepEqual(again.order(), carol.order())
+})

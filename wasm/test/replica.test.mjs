@@ -91,6 +91,24 @@ test('values DAG-CBOR cannot hold are refused with a typed error', async () => {
   assert.equal(r.length, 1, 'nothing was appended')
 })
 
+test('payload bytes handed to wasm directly are checked: not DAG-CBOR, not canonical, nested 100,000 deep, a bad link', async () => {
+  const r = await Replica.create(genesis)
+  await rejectsWith(r.appendEncoded(new Uint8Array([0xff])), 'invalid_argument')
+  await rejectsWith(r.appendEncoded(new Uint8Array([0x01, 0x02])), 'invalid_argument') // trailing bytes
+  await rejectsWith(r.appendEncoded(new Uint8Array(100000).fill(0x81)), 'invalid_argument') // [[[[…
+  await rejectsWith(r.appendManyEncoded(new Uint8Array([0x01, 0x5f])), 'invalid_argument') // unclosed
+  await rejectsWith(r.appendEncoded(new Uint8Array([0xd8, 0x2a, 0x42, 0x00, 0x01])), 'invalid_argument')
+  assert.throws(() => Replica.genesisEncoded(new Uint8Array([0x9f])), (e) => e.code === 'invalid_argument')
+  await rejectsWith(r.appendMany('not an array'), 'invalid_argument')
+  await rejectsWith(r.appendEncoded(new Uint8Array([0xa2, 0x61, 0x62, 0x01, 0x61, 0x61, 0x02])), 'invalid_argument') // {b, a}: keys out of order
+  assert.equal(r.length, 1, 'nothing was appended')
+  // Canonical bytes make the same block as the JS value.
+  const a = await r.appendEncoded(new Uint8Array([0xa2, 0x61, 0x61, 0x02, 0x61, 0x62, 0x01])) // {a: 2, b: 1}
+  assert.deepEqual((await r.get(a)).payload, { a: 2, b: 1 })
+  const other = await Replica.create(genesis)
+  assert.equal(await other.append({ a: 2, b: 1 }), a, 'the same block as the JS value makes')
+})
+
 test('ingest in any order: pending until the parents arrive', async () => {
   const alice = await Replica.create(genesis)
   const cids = await alice.appendMany(Array.from({ length: 20 }, (_, i) => ({ i })))
@@ -258,4 +276,19 @@ test('a failing JS blockstore gives a store error and leaves the replica unchang
   lying = true
   await assert.rejects(l.get(l.streamId), (e) => e.code === 'store' && /corrupt/i.test(e.message))
   await rejectsWith(Replica.create(genesis, { get: 1 }), 'invalid_argument')
+})
+
+test('CID strings: the same text as multiformats, other bases accepted, junk refused', async () => {
+  const { base58btc } = await import('multiformats/bases/base58')
+  const r = await Replica.create(genesis)
+  const cid = await r.append({ some: 'event' })
+  const parsed = CID.parse(cid)
+  assert.equal(parsed.toString(), cid, 'the canonical base32 text')
+  assert.equal(cidOf(await r.getBlock(cid)), cid)
+  assert.ok(r.has(parsed.toString(base58btc)), 'base58btc')
+  assert.ok(r.has('B' + cid.slice(1).toUpperCase()), 'base32 upper case')
+  assert.equal(r.compare(parsed.toString(base58btc), cid), 'equal')
+  for (const junk of ['', 'b', cid.slice(0, -1), cid + 'a', cid.replace(/.$/, '1'), cid.slice(0, -1) + 'b']) {
+    assert.throws(() => r.has(junk), (e) => e.code === 'invalid_argument', JSON.stringify(junk))
+  }
 })
