@@ -35,8 +35,7 @@ pub async fn run(dir: &Path, args: &Args, out: &mut dyn Write) -> Result<()> {
     let fetcher = GatewayFetcher::with_config(&args.gateways, config)?;
     // The HTTP client needs tokio; the store does not.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let blocks =
-        runtime.block_on(fetcher.car(&cid, DagScope::All)).map_err(|e| format!("{e}; nothing fetched"))?;
+    let blocks = runtime.block_on(fetcher.car(&cid, DagScope::All)).map_err(|e| format!("{e}; nothing fetched"))?;
     let bytes: usize = blocks.iter().map(|b| b.len()).sum();
     writeln!(out, "fetched {} blocks ({bytes} bytes), every one verified", blocks.len())?;
     let source = format!("the snapshot of {cid}");

@@ -56,9 +56,9 @@ fn node_config(listen: Vec<Multiaddr>) -> NodeConfig {
 /// (the gateway reads the same store while the node writes it).
 async fn open(dir: &Path) -> Result<(Arc<RedbBlockstore>, Replica<dyn StreamStore>)> {
     let db = Arc::new(store::open_db(dir, Durability::Immediate)?);
-    let stream = store::current_stream(dir, &db)
-        .await?
-        .ok_or_else(|| format!("the store at {} holds no stream (run `mclock init` or `mclock fetch`)", dir.display()))?;
+    let stream = store::current_stream(dir, &db).await?.ok_or_else(|| {
+        format!("the store at {} holds no stream (run `mclock init` or `mclock fetch`)", dir.display())
+    })?;
     let shared: Arc<dyn StreamStore> = Arc::clone(&db) as Arc<dyn StreamStore>;
     let replica = Replica::open(shared, &stream, ReplicaConfig::default()).await?;
     Ok((db, replica))
@@ -144,7 +144,8 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
         let mut topic = node.broadcaster(stream);
         node.add_stream(replica).await?;
         node.dial(peer.clone()).await?;
-        let synced = tokio::time::timeout(Duration::from_secs(args.timeout), settle(&node, stream, &mut topic, peer_id)).await;
+        let synced =
+            tokio::time::timeout(Duration::from_secs(args.timeout), settle(&node, stream, &mut topic, peer_id)).await;
         let (now, heads) = (node.len(stream).await?, node.heads(stream).await?);
         node.shutdown().await?;
         match synced {
@@ -168,12 +169,7 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
 /// announces exactly our heads. A node announces when it meets a new peer
 /// and whenever its heads change, so this ends once both sides hold the
 /// same events.
-async fn settle(
-    node: &Node_,
-    stream: Cid,
-    topic: &mut impl Broadcaster,
-    peer: Option<PeerId>,
-) -> Result<()> {
+async fn settle(node: &Node_, stream: Cid, topic: &mut impl Broadcaster, peer: Option<PeerId>) -> Result<()> {
     let mut theirs: Option<Vec<Cid>> = None;
     let mut updates = node.updates();
     loop {

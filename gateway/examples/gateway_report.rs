@@ -142,8 +142,14 @@ async fn main() -> Result<(), Error> {
 
     assert_eq!(gateway_bytes, export_bytes, "the same blocks, the same header: the same size");
     assert_eq!(fetched, replica.len());
-    println!("gateway report: a {}-event stream (chain) in redb, {export_bytes} bytes of CAR; median of 3", replica.len());
-    println!("  export (core CarWriter, `mclock export-car`'s walk)  {export:>9.1?}  {:>7.1} MB/s", mbps(export_bytes, export));
+    println!(
+        "gateway report: a {}-event stream (chain) in redb, {export_bytes} bytes of CAR; median of 3",
+        replica.len()
+    );
+    println!(
+        "  export (core CarWriter, `mclock export-car`'s walk)  {export:>9.1?}  {:>7.1} MB/s",
+        mbps(export_bytes, export)
+    );
     println!(
         "  store.get once per block (the walk's floor, no HTTP) {one_by_one:>9.1?}  {:>7.1} MB/s  {:.2}x the export's time",
         mbps(export_bytes, one_by_one),

@@ -53,10 +53,11 @@ pub(crate) fn links(block: &Block) -> Vec<Cid> {
     LoggedEvent::from_block(block).map(|e| e.parents).unwrap_or_default()
 }
 
-/// A key for the set of blocks written: the digest (every parent link is a
-/// 32-byte BLAKE3 digest), or the whole CID for anything else.
-fn key(cid: &Cid) -> Box<[u8]> {
-    cid.hash().digest().into()
+/// A key for the set of blocks written: the 32-byte digest (every parent
+/// link is a BLAKE3 digest), or a hash of the whole CID for a root of
+/// another shape (it is never anyone's parent).
+fn key(cid: &Cid) -> [u8; 32] {
+    cid.hash().digest().try_into().unwrap_or_else(|_| *blake3::hash(&cid.to_bytes()).as_bytes())
 }
 
 /// Writes the CAR of `root` (already read from the store; `None` for an
@@ -88,7 +89,7 @@ async fn walk(
 ) -> io::Result<()> {
     let spool = Spool::default();
     let mut car = CarWriter::new(spool.clone(), &[root_cid]).map_err(io::Error::other)?;
-    let mut written: HashSet<Box<[u8]>> = HashSet::new();
+    let mut written: HashSet<[u8; 32]> = HashSet::new();
     let mut stack: Vec<Cid> = Vec::new();
     if let Some(root) = root {
         car.write(&root).map_err(io::Error::other)?;
@@ -98,16 +99,16 @@ async fn walk(
         }
     }
     while let Some(cid) = stack.pop() {
-        if written.contains(&key(&cid)) {
+        let k = key(&cid);
+        if written.contains(&k) {
             continue;
         }
-        let block = store
-            .get(&cid)
-            .await
-            .map_err(io::Error::other)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("ancestor {cid} is not in the store")))?;
+        let block =
+            store.get(&cid).await.map_err(io::Error::other)?.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("ancestor {cid} is not in the store"))
+            })?;
         car.write(&block).map_err(io::Error::other)?;
-        written.insert(key(&cid));
+        written.insert(k);
         stack.extend(links(&block).into_iter().rev().filter(|p| !written.contains(&key(p))));
         if spool.len() >= chunk && tx.send(Ok(Bytes::from(spool.take()))).await.is_err() {
             return Ok(()); // the client went away

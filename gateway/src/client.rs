@@ -111,8 +111,7 @@ impl Endpoint {
             .map_err(|e| GatewayError::BadUrl { url: self.url.clone(), reason: e.to_string() })?;
         let resp = conn.send_request(req).await.map_err(http)?;
         let status = resp.status();
-        let content_type =
-            resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         // Not-OK bodies are a line of text at most: read little of them.
         let limit = if status == StatusCode::OK { limit } else { limit.min(4096) };
         let body = match Limited::new(resp.into_body(), usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {

@@ -13,7 +13,6 @@ use merkle_clock::car::{CarLimits, CarReader};
 use merkle_clock::sync::transport::{Fetcher, TransportError};
 use merkle_clock::{Block, Cid, Limits, LoggedEvent};
 
-use crate::car_stream::links;
 use crate::client::{Answer, Endpoint};
 use crate::error::GatewayError;
 use crate::request::{CAR, DagScope, RAW};
@@ -123,7 +122,10 @@ impl GatewayFetcher {
     ///
     /// # Errors
     /// [`GatewayError::BadUrl`], [`GatewayError::NoGateway`].
-    pub fn with_config<S: AsRef<str>>(urls: impl IntoIterator<Item = S>, config: FetcherConfig) -> Result<Self, GatewayError> {
+    pub fn with_config<S: AsRef<str>>(
+        urls: impl IntoIterator<Item = S>,
+        config: FetcherConfig,
+    ) -> Result<Self, GatewayError> {
         let endpoints = urls.into_iter().map(|u| Endpoint::parse(u.as_ref())).collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(GatewayError::NoGateway);
@@ -226,7 +228,14 @@ impl GatewayFetcher {
     }
 
     /// One request; a 200 with the expected media type, or an error.
-    async fn ask(&self, ep: &Endpoint, target: &str, accept: &'static str, limit: u64, cid: &Cid) -> Result<Answer, GatewayError> {
+    async fn ask(
+        &self,
+        ep: &Endpoint,
+        target: &str,
+        accept: &'static str,
+        limit: u64,
+        cid: &Cid,
+    ) -> Result<Answer, GatewayError> {
         self.counters.requests.fetch_add(1, Relaxed);
         let answer = ep.get(target, accept, limit, self.config.timeout).await?;
         match answer.status.as_u16() {
@@ -267,14 +276,20 @@ impl GatewayFetcher {
                 missing.push(cid);
                 continue;
             };
+            // A block that is not an event is a leaf (the replica will say what it is).
+            let (height, parents) = LoggedEvent::from_block(&block).map_or((0, Vec::new()), |e| (e.height, e.parents));
             if scope == DagScope::All {
-                stack.extend(links(&block).into_iter().filter(|p| seen.insert(*p)));
+                stack.extend(parents.into_iter().filter(|p| seen.insert(*p)));
             }
-            let height = LoggedEvent::from_block(&block).map_or(0, |e| e.height);
             kept.push((height, block));
         }
         if let Some(first) = missing.first() {
-            return Err(GatewayError::Incomplete { gateway: ep.url.clone(), root: *root, missing: missing.len(), first: *first });
+            return Err(GatewayError::Incomplete {
+                gateway: ep.url.clone(),
+                root: *root,
+                missing: missing.len(),
+                first: *first,
+            });
         }
         self.counters.unexpected_blocks.fetch_add(read - kept.len() as u64, Relaxed);
         kept.sort_by_key(|(h, b)| (*h, *b.cid()));
@@ -293,11 +308,12 @@ impl Fetcher for GatewayFetcher {
     /// gateway could be reached for any CID: every request failed to
     /// connect, timed out or broke.
     async fn fetch(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, TransportError> {
-        let mut results: Vec<(usize, Result<Block, GatewayError>)> = futures::stream::iter(cids.iter().copied().enumerate())
-            .map(|(i, cid)| async move { (i, self.block(&cid).await) })
-            .buffer_unordered(self.config.max_concurrent_requests.max(1))
-            .collect()
-            .await;
+        let mut results: Vec<(usize, Result<Block, GatewayError>)> =
+            futures::stream::iter(cids.iter().copied().enumerate())
+                .map(|(i, cid)| async move { (i, self.block(&cid).await) })
+                .buffer_unordered(self.config.max_concurrent_requests.max(1))
+                .collect()
+                .await;
         results.sort_by_key(|(i, _)| *i);
         let unreachable = |e: &GatewayError| {
             matches!(e, GatewayError::Connect { .. } | GatewayError::Timeout { .. } | GatewayError::Http { .. })

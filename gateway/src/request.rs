@@ -112,13 +112,17 @@ pub(crate) fn parse(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<W
             None if offered.iter().all(MediaRange::is_wildcard) => {
                 return Err(refuse(
                     StatusCode::BAD_REQUEST,
-                    format!("a trustless gateway answers only verifiable responses: ask for ?format=raw or ?format=car, or Accept: {RAW} or {CAR}"),
+                    format!(
+                        "a trustless gateway answers only verifiable responses: ask for ?format=raw or ?format=car, or Accept: {RAW} or {CAR}"
+                    ),
                 ));
             }
             None => {
                 return Err(refuse(
                     StatusCode::NOT_ACCEPTABLE,
-                    format!("none of the accepted types is served; this gateway serves {RAW} and {CAR}; version=1; order=dfs; dups=n"),
+                    format!(
+                        "none of the accepted types is served; this gateway serves {RAW} and {CAR}; version=1; order=dfs; dups=n"
+                    ),
                 ));
             }
         },
@@ -132,13 +136,20 @@ pub(crate) fn parse(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<W
         }
         Format::Car => {
             if !sub_path.is_empty() {
-                return Err(refuse(StatusCode::NOT_IMPLEMENTED, "content paths are not resolved here; ask for /ipfs/{cid}"));
+                return Err(refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "content paths are not resolved here; ask for /ipfs/{cid}",
+                ));
             }
             let from_accept = offered.iter().find(|m| m.format() == Some(Format::Car));
             let car_param = |query_name: &str, accept_name: &str| {
                 param(query_name).or_else(|| from_accept.and_then(|m| m.param(accept_name)))
             };
-            check_car_params(car_param("car-version", "version"), car_param("car-order", "order"), car_param("car-dups", "dups"))?;
+            check_car_params(
+                car_param("car-version", "version"),
+                car_param("car-order", "order"),
+                car_param("car-dups", "dups"),
+            )?;
             match param("dag-scope") {
                 Some("all") => DagScope::All,
                 Some("block" | "entity") => DagScope::Block,
@@ -270,7 +281,8 @@ mod tests {
 
     #[test]
     fn accept_is_negotiated_by_quality() {
-        let w = ask(Method::GET, &format!("/ipfs/{CID}"), Some(&format!("{RAW};q=0.5, {CAR};version=1;order=dfs"))).unwrap();
+        let w = ask(Method::GET, &format!("/ipfs/{CID}"), Some(&format!("{RAW};q=0.5, {CAR};version=1;order=dfs")))
+            .unwrap();
         assert_eq!((w.format, w.negotiated), (Format::Car, true));
         // A CAR variant not served is skipped for the next entry.
         let w = ask(Method::GET, &format!("/ipfs/{CID}"), Some(&format!("{CAR};dups=y, {RAW};q=0.1"))).unwrap();
@@ -287,9 +299,18 @@ mod tests {
         assert_eq!(scope("dag-scope=entity").unwrap(), DagScope::Block);
         assert_eq!(scope("entity-bytes=0:*").unwrap(), DagScope::Block);
         assert_eq!(scope("dag-scope=all").unwrap(), DagScope::All);
-        assert_eq!(status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&dag-scope=everything"), None)), StatusCode::BAD_REQUEST);
-        assert_eq!(status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&car-version=2"), None)), StatusCode::BAD_REQUEST);
-        assert_eq!(status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&car-dups=y"), None)), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&dag-scope=everything"), None)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&car-version=2"), None)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(ask(Method::GET, &format!("/ipfs/{CID}?format=car&car-dups=y"), None)),
+            StatusCode::BAD_REQUEST
+        );
         assert!(ask(Method::GET, &format!("/ipfs/{CID}?format=car&car-order=dfs&car-dups=n"), None).is_ok());
     }
 

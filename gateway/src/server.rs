@@ -111,7 +111,11 @@ impl Gateway {
         }
     }
 
-    async fn answer(&self, want: &Want, if_none_match: Option<&str>) -> Result<Response<GatewayBody>, merkle_clock::StoreError> {
+    async fn answer(
+        &self,
+        want: &Want,
+        if_none_match: Option<&str>,
+    ) -> Result<Response<GatewayBody>, merkle_clock::StoreError> {
         let cid = want.cid;
         // An identity CID holds its bytes; `bafkqaaa` (empty) is the spec's probe.
         let identity = cid.hash().code() == IDENTITY;

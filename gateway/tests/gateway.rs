@@ -32,7 +32,8 @@ async fn a_raw_block_comes_with_the_headers_the_spec_requires() {
     assert_eq!(r.header("x-ipfs-path"), format!("/ipfs/{head}"));
     assert_eq!(r.header("content-location"), "", "the format was explicit");
     // The same by Accept alone, which also names the explicit URL.
-    let r = http(gw.addr, Method::GET, &format!("/ipfs/{head}"), &[("accept", "application/vnd.ipld.raw")]).await.unwrap();
+    let r =
+        http(gw.addr, Method::GET, &format!("/ipfs/{head}"), &[("accept", "application/vnd.ipld.raw")]).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-location"), format!("/ipfs/{head}?format=raw"));
     // A matching Etag is 304; HEAD has the headers and no body.
@@ -75,7 +76,8 @@ async fn a_car_of_dag_scope_all_is_the_event_and_every_ancestor_depth_first_once
     // dag-scope=block (and entity) is the block alone.
     for scope in ["block", "entity"] {
         let r = get(gw.addr, &format!("/ipfs/{middle}?format=car&dag-scope={scope}")).await;
-        let blocks: Vec<_> = CarReader::new(r.body.as_ref(), CarLimits::default()).unwrap().map(Result::unwrap).collect();
+        let blocks: Vec<_> =
+            CarReader::new(r.body.as_ref(), CarLimits::default()).unwrap().map(Result::unwrap).collect();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].cid(), &middle);
         assert_eq!(r.header("etag"), format!("\"{middle}.car.block.dfs.n\""));
@@ -157,7 +159,8 @@ async fn the_fetcher_fills_a_redb_replica_from_our_gateway_block_by_block() {
     let source = stream(Arc::clone(&store), 120).await;
     let gw = serve(store).await;
     let genesis = source.store().get(source.stream_id()).await.unwrap().unwrap();
-    let mut copy = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+    let mut copy =
+        Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
     let fetcher: Box<dyn Fetcher> = Box::new(GatewayFetcher::new([gw.url.as_str()]).unwrap());
     // Start from the heads; then whatever the replica says it lacks.
     let mut want = source.heads();
@@ -187,7 +190,8 @@ async fn a_snapshot_car_fills_a_replica_in_one_request() {
     let blocks = fetcher.car(&head, DagScope::All).await.unwrap();
     assert_eq!(blocks.len(), source.len());
     assert_eq!(blocks[0].cid(), source.stream_id(), "parents first: the genesis leads");
-    let mut copy = Replica::create(Arc::new(MemoryBlockstore::new()), &blocks[0], ReplicaConfig::default()).await.unwrap();
+    let mut copy =
+        Replica::create(Arc::new(MemoryBlockstore::new()), &blocks[0], ReplicaConfig::default()).await.unwrap();
     let report = copy.ingest_many(blocks[1..].to_vec()).await.unwrap();
     assert!(report.outcomes.iter().all(|o| matches!(o, merkle_clock::Ingest::Accepted)));
     assert_eq!(copy.heads(), source.heads());

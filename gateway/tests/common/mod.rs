@@ -98,7 +98,12 @@ impl Http {
 }
 
 /// One request on a fresh connection.
-pub async fn http(addr: SocketAddr, method: Method, target: &str, headers: &[(&str, &str)]) -> Result<Http, hyper::Error> {
+pub async fn http(
+    addr: SocketAddr,
+    method: Method,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Http, hyper::Error> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
