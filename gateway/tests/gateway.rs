@@ -198,3 +198,21 @@ async fn a_snapshot_car_fills_a_replica_in_one_request() {
     assert_eq!(fetcher.stats().requests, 1);
     gw.stop().await;
 }
+
+fn send_sync<T: Send + Sync>() {}
+fn send<T: Send>(_: &T) {}
+
+#[test]
+fn public_types_are_send_and_sync_and_their_futures_send() {
+    send_sync::<merkle_clock_gateway::Gateway>();
+    send_sync::<GatewayFetcher>();
+    send_sync::<GatewayError>();
+    send_sync::<merkle_clock_gateway::GatewayBody>();
+    let fetcher = GatewayFetcher::new(["http://127.0.0.1:1"]).unwrap();
+    let cid = merkle_clock::cid_of(b"x");
+    send(&fetcher.block(&cid));
+    send(&fetcher.car(&cid, DagScope::All));
+    let gateway = merkle_clock_gateway::Gateway::new(Arc::new(MemoryBlockstore::new()));
+    let req = hyper::Request::get("/ipfs/bafkqaaa?format=raw").body(()).unwrap();
+    send(&gateway.handle(&req));
+}
