@@ -55,8 +55,9 @@ pub(crate) fn links(block: &Block) -> Vec<Cid> {
 
 /// A key for the set of blocks written: the 32-byte digest (every parent
 /// link is a BLAKE3 digest), or a hash of the whole CID for a root of
-/// another shape (it is never anyone's parent).
-fn key(cid: &Cid) -> [u8; 32] {
+/// another shape (only a root can be: it is never anyone's parent, and
+/// the fetcher compares whole CIDs where it matters).
+pub(crate) fn key(cid: &Cid) -> [u8; 32] {
     cid.hash().digest().try_into().unwrap_or_else(|_| *blake3::hash(&cid.to_bytes()).as_bytes())
 }
 

@@ -13,6 +13,7 @@ use merkle_clock::car::{CarLimits, CarReader};
 use merkle_clock::sync::transport::{Fetcher, TransportError};
 use merkle_clock::{Block, Cid, Limits, LoggedEvent};
 
+use crate::car_stream::key;
 use crate::client::{Answer, Endpoint};
 use crate::error::GatewayError;
 use crate::request::{CAR, DagScope, RAW};
@@ -259,27 +260,28 @@ impl GatewayFetcher {
         let car_err = |source| GatewayError::Car { gateway: ep.url.clone(), source };
         // The header's roots are not specified for gateways: ignored.
         let reader = CarReader::new(body, self.config.car_limits).map_err(car_err)?;
-        let mut by_cid: HashMap<Cid, Block> = HashMap::new();
+        // Keyed by digest: every block the reader returns is a BLAKE3 CID.
+        let mut by_digest: HashMap<[u8; 32], Block> = HashMap::new();
         let mut read = 0u64;
         for block in reader {
             let block = block.map_err(car_err)?;
             read += 1;
-            by_cid.entry(*block.cid()).or_insert(block);
+            by_digest.entry(key(block.cid())).or_insert(block);
         }
         // Keep what the root reaches, in any order the gateway chose.
         let mut kept: Vec<(u64, Block)> = Vec::new();
-        let mut seen: HashSet<Cid> = HashSet::from([*root]);
+        let mut seen: HashSet<[u8; 32]> = HashSet::from([key(root)]);
         let mut stack = vec![*root];
         let mut missing: Vec<Cid> = Vec::new();
         while let Some(cid) = stack.pop() {
-            let Some(block) = by_cid.remove(&cid) else {
+            let Some(block) = by_digest.remove(&key(&cid)).filter(|b| b.cid() == &cid) else {
                 missing.push(cid);
                 continue;
             };
             // A block that is not an event is a leaf (the replica will say what it is).
             let (height, parents) = LoggedEvent::from_block(&block).map_or((0, Vec::new()), |e| (e.height, e.parents));
             if scope == DagScope::All {
-                stack.extend(parents.into_iter().filter(|p| seen.insert(*p)));
+                stack.extend(parents.into_iter().filter(|p| seen.insert(key(p))));
             }
             kept.push((height, block));
         }
@@ -292,7 +294,8 @@ impl GatewayFetcher {
             });
         }
         self.counters.unexpected_blocks.fetch_add(read - kept.len() as u64, Relaxed);
-        kept.sort_by_key(|(h, b)| (*h, *b.cid()));
+        // Parents first: a parent's height is below its children's.
+        kept.sort_by_key(|(h, _)| *h);
         Ok(kept.into_iter().map(|(_, b)| b).collect())
     }
 }
