@@ -37,7 +37,10 @@ pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<Ex
         Command::Compare { left, right } => compare(dir, &left, &right, out).await?,
         Command::ExportCar { file } => export_car(dir, &file, out).await?,
         Command::ImportCar { file } => import_car(dir, &file, out).await?,
-        Command::Sync { with } => sync(dir, &with, out).await?,
+        Command::Sync { with: Some(with), .. } => sync(dir, &with, out).await?,
+        Command::Sync { with: None, peer } => crate::serve::sync_peer(dir, &peer, out)?,
+        Command::Serve(args) => crate::serve::run(dir, &args, out)?,
+        Command::Fetch(args) => crate::fetch::run(dir, &args, out).await?,
         Command::Draw { format, output, layers, rows, color_by } => {
             let replica = store::open(dir).await?;
             let opts = draw::Options { max_layers: layers, max_rows: rows, color_by, title: None };
@@ -245,10 +248,23 @@ async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
     // Every block is hashed and checked before anything is kept...
     let (roots, blocks) = read_car(BufReader::new(file), CarLimits::default())
         .map_err(|e| format!("{}: {e}; nothing imported", path.display()))?;
+    import_blocks(dir, &path.display().to_string(), &roots, blocks, out).await
+}
+
+/// Adds verified blocks (from a CAR, `source`) to the store: each is decoded
+/// as a canonical event first; the stream is created from their genesis if
+/// the store has none. Fails, naming `source`, if some `roots` did not join.
+pub async fn import_blocks(
+    dir: &Path,
+    source: &str,
+    roots: &[Cid],
+    blocks: Vec<Block>,
+    out: &mut dyn Write,
+) -> Result<()> {
     // ...and decoded as a canonical event.
     let mut geneses = Vec::new();
     for block in &blocks {
-        let event = Event::<Ipld>::decode(block).map_err(|e| format!("{}: {e}; nothing imported", path.display()))?;
+        let event = Event::<Ipld>::decode(block).map_err(|e| format!("{source}: {e}; nothing imported"))?;
         if event.is_genesis() && !geneses.contains(block) {
             geneses.push(block.clone());
         }
@@ -268,7 +284,7 @@ async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
             if let Some(g) = geneses.iter().find(|g| g.cid() != &stream) {
                 return Err(format!(
                     "{} holds stream {}, the store holds stream {stream}; nothing imported",
-                    path.display(),
+                    source,
                     g.cid()
                 )
                 .into());
@@ -280,11 +296,11 @@ async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
             [] => {
                 return Err(format!(
                     "{} holds no genesis and the store holds no stream to add its events to; nothing imported",
-                    path.display()
+                    source
                 )
                 .into());
             }
-            _ => return Err(format!("{} holds {} streams; nothing imported", path.display(), geneses.len()).into()),
+            _ => return Err(format!("{} holds {} streams; nothing imported", source, geneses.len()).into()),
         },
     };
     // A store created from the CAR's genesis held nothing before.
@@ -308,7 +324,7 @@ async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
     writeln!(
         out,
         "imported {}: {total} blocks, {added} new events, {duplicate} already held; stream {} now has {} events and {} head{}",
-        path.display(),
+        source,
         replica.stream_id(),
         replica.len(),
         replica.heads().len(),
@@ -326,7 +342,7 @@ async fn import_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
         if missing_roots > 0 {
             why.push(format!("{missing_roots} of its {} roots are not in the stream", roots.len()));
         }
-        return Err(format!("{} is incomplete: {}", path.display(), why.join("; ")).into());
+        return Err(format!("{} is incomplete: {}", source, why.join("; ")).into());
     }
     Ok(())
 }

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod commands;
 mod demo;
 mod draw;
+mod fetch;
 mod json;
+mod serve;
 mod store;
 
 /// Every command's result: errors are shown as one line.
@@ -90,12 +92,21 @@ enum Command {
         file: PathBuf,
     },
     /// Reconciles with another local store through the sync protocol, in-process
-    /// (one session driver per side).
+    /// (one session driver per side), or with a running node over libp2p (`--peer`).
     Sync {
         /// The other store directory (it must hold the same stream).
-        #[arg(long = "with", value_name = "PATH")]
-        with: PathBuf,
+        #[arg(long = "with", value_name = "PATH", required_unless_present = "peer", conflicts_with = "peer")]
+        with: Option<PathBuf>,
+        #[command(flatten)]
+        peer: serve::PeerArgs,
     },
+    /// Runs a node over the store: libp2p (sync protocol) and an IPFS
+    /// trustless HTTP gateway; prints `libp2p <addr>` and `gateway <url>`,
+    /// then serves until interrupted.
+    Serve(serve::Args),
+    /// Fills the store from IPFS trustless gateways: the event CID and all
+    /// its ancestors, every block verified.
+    Fetch(fetch::Args),
     /// Draws the DAG in layers by height, heads marked: SVG (drawn by mclock), DOT or Mermaid.
     Draw {
         /// The output format.
