@@ -132,6 +132,36 @@ pub(crate) fn encode_signed_into<P: Serialize>(
     Ok(payload_start)
 }
 
+/// Encodes a signed event of the stream `stream` by `signer` (height and
+/// parents as [`crate::Event::new`] takes them), optionally a membership
+/// event doing `member`. A replica's [`append`](crate::Replica::append),
+/// [`grant`](crate::Replica::grant) and [`revoke`](crate::Replica::revoke)
+/// build theirs this way on the current heads; this is for tools and tests
+/// that build events elsewhere.
+///
+/// # Errors
+/// As [`crate::Event::encode`]; [`EncodeError::InvalidHeight`] for a
+/// genesis (never signed).
+pub fn signed_event<P: Serialize>(
+    stream: &Cid,
+    height: u64,
+    parents: &[Cid],
+    member: Option<&MemberOp>,
+    payload: &P,
+    signer: &Signer,
+) -> Result<Block, EncodeError> {
+    let mut digests: Vec<Digest> = parents
+        .iter()
+        .map(|p| crate::block::digest_of(p).ok_or(EncodeError::UnsupportedParent { parent: *p }))
+        .collect::<Result<_, _>>()?;
+    digests.sort_unstable();
+    digests.dedup();
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    let limits = Limits::DEFAULT;
+    encode_signed_into(&mut out, &mut scratch, stream, height, &digests, member, payload, &limits, signer)?;
+    Ok(Block::from_bytes(out))
+}
+
 /// The signing input of the signed event in `block` on the stream `stream`:
 /// the exact bytes its author signed, or `None` for an unsigned event.
 ///

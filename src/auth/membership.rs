@@ -45,14 +45,29 @@ pub(crate) struct MemberIndex {
     states: Vec<StateRef>,
     /// Every distinct state, by its operation set.
     interned: HashMap<Box<[u32]>, StateRef>,
+    /// The author of each event, by [`EventId`] index, as an index into
+    /// `keys` ([`NO_AUTHOR`] for the genesis).
+    authors: Vec<u32>,
+    keys: Vec<AuthorKey>,
+    key_ids: HashMap<AuthorKey, u32>,
 }
+
+/// The author index of the unsigned genesis.
+const NO_AUTHOR: u32 = u32::MAX;
 
 impl MemberIndex {
     /// The index of a stream whose genesis names `admins`; the genesis's
     /// state (no operations) is event 0's.
     pub(crate) fn new(admins: Vec<AuthorKey>) -> Self {
-        let mut index =
-            MemberIndex { genesis_admins: admins, ops: Vec::new(), states: Vec::new(), interned: HashMap::new() };
+        let mut index = MemberIndex {
+            genesis_admins: admins,
+            ops: Vec::new(),
+            states: Vec::new(),
+            interned: HashMap::new(),
+            authors: vec![NO_AUTHOR],
+            keys: Vec::new(),
+            key_ids: HashMap::new(),
+        };
         let base = index.intern(Box::new([]));
         index.states.push(base);
         index
@@ -68,10 +83,33 @@ impl MemberIndex {
         &self.states[id as usize]
     }
 
-    /// Records the state of the event just added to the DAG as `id`.
-    pub(crate) fn push(&mut self, id: EventId, state: StateRef) {
+    /// Records the state and author of the event just added to the DAG as `id`.
+    pub(crate) fn push(&mut self, id: EventId, state: StateRef, author: AuthorKey) {
         debug_assert_eq!(id.index(), self.states.len(), "states follow the DAG's ids");
         self.states.push(state);
+        let next = u32::try_from(self.keys.len()).expect("fewer than 2^32 authors");
+        let key = *self.key_ids.entry(author).or_insert(next);
+        if key == next {
+            self.keys.push(author);
+        }
+        self.authors.push(key);
+    }
+
+    /// The author of an event in the index (`None` for the genesis).
+    pub(crate) fn author(&self, id: EventId) -> Option<AuthorKey> {
+        self.keys.get(self.authors[id.index()] as usize).copied()
+    }
+
+    /// The revocations in a state: each revoked key with every event that
+    /// revokes it.
+    pub(crate) fn revocations(&self, state: &MemberState) -> HashMap<AuthorKey, Vec<Cid>> {
+        let mut out: HashMap<AuthorKey, Vec<Cid>> = HashMap::new();
+        for &i in state.ops.iter() {
+            if let (cid, MemberOp::Revoke { key }) = &self.ops[i as usize] {
+                out.entry(*key).or_default().push(*cid);
+            }
+        }
+        out
     }
 
     /// The genesis's admins.

@@ -17,7 +17,7 @@
 //! | [`MemberOp`], [`Role`] | grant and revoke, the roles granted |
 //! | [`author_of`], [`member_op_of`] | who signed a block, and what it changes |
 //! | [`AuthError`] | why an event is refused |
-//! | [`signing_input`] | the exact bytes an author signs |
+//! | [`signed_event`], [`signing_input`] | a signed event built by hand; the exact bytes an author signs |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -57,7 +57,7 @@ mod membership;
 mod rules;
 
 pub(crate) use encode::{encode_signed_into, verify};
-pub use encode::{genesis, signing_input};
+pub use encode::{genesis, signed_event, signing_input};
 pub use membership::Members;
 pub(crate) use membership::{MemberIndex, StateRef};
 pub(crate) use rules::authorize;

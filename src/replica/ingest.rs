@@ -41,8 +41,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     block.cid()
                 )));
             };
-            if let (Some(index), Some(state)) = (self.members.as_mut(), states.remove(&digest)) {
-                index.push(id, state);
+            let author = header.auth.as_deref().and_then(|a| a.author);
+            if let (Some(index), Some(state), Some(author)) = (self.members.as_mut(), states.remove(&digest), author) {
+                index.push(id, state, author);
             }
         }
         self.metrics.accepted += blocks.len() as u64;
@@ -148,12 +149,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         // Signatures depend on the event alone: a forged event never waits.
         if let Err(r) = self.check_signature(&block, &header) {
-            return self.reject_now(r);
+            return self.reject_final(digest, r, batch);
         }
         if !self.validators.is_empty()
             && let Err(r) = self.validate(&block, &header)
         {
-            return self.reject_now(r);
+            return self.reject_final(digest, r, batch);
         }
         let parents = self.parent_heights(&header, batch);
         if !parents.missing.is_empty() {
@@ -162,11 +163,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             return Classified::Undecided(digest);
         }
         if let Err(r) = height_rule(&block, &header, parents.max_height) {
-            return self.reject_now(r);
+            return self.reject_final(digest, r, batch);
         }
         let state = match self.authorize(&block, &header, batch) {
             Ok(state) => state,
-            Err(r) => return self.reject_now(r),
+            Err(r) => return self.reject_final(digest, r, batch),
         };
         batch.accept(digest, block, header, state);
         self.release(digest, batch);
@@ -213,6 +214,13 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             Some(op) => index.with_op(&past, *block.cid(), op),
             None => past,
         }))
+    }
+
+    /// Refuses a well-formed event (its CID is its bytes' own) for good: the
+    /// events waiting on it in the pending buffer can never join either.
+    fn reject_final(&mut self, digest: Digest, r: Rejection, batch: &mut Batch) -> Classified {
+        self.reject_descendants(digest, batch);
+        self.reject_now(r)
     }
 
     /// Counts a refusal decided on the spot.
