@@ -2,6 +2,8 @@
 //! events on any parents, replicas over the memory store.
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
