@@ -38,7 +38,9 @@ impl Op {
             Op::Grant { author, target, admin, parents } => {
                 Step { kind: u8::from(admin), author: author % KEYS, target: target % KEYS, parents }
             }
-            Op::Revoke { author, target, parents } => Step { kind: 2, author: author % KEYS, target: target % KEYS, parents },
+            Op::Revoke { author, target, parents } => {
+                Step { kind: 2, author: author % KEYS, target: target % KEYS, parents }
+            }
             Op::Append { author, parents } => Step { kind: 3, author: author % KEYS, target: 0, parents },
         }
     }

@@ -190,16 +190,50 @@ fn input_of(stream: &Cid, block: &Block, a: &super::AuthFields) -> Vec<u8> {
     msg
 }
 
-/// Verifies a signed event's signature (strict Ed25519: no small-order keys,
-/// no malleable signatures). `Ok` for an unsigned event: whether the stream
-/// takes those is the membership rules' call.
-pub(crate) fn verify(stream: &Cid, block: &Block, header: &Header) -> Result<(), AuthError> {
-    let Some(a) = header.auth.as_deref() else { return Ok(()) };
-    let (Some(author), Some(sig)) = (a.author, a.sig) else { return Ok(()) };
-    let cid = *block.cid();
-    let key = ed25519_dalek::VerifyingKey::from_bytes(author.as_bytes())
-        .map_err(|_| AuthError::InvalidKey { cid, author })?;
-    let msg = input_of(stream, block, a);
-    key.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig))
-        .map_err(|_| AuthError::BadSignature { cid, author })
+/// Verifies signatures, keeping the decoded keys of recent authors (point
+/// decompression costs about a third of a verification) and one buffer for
+/// the signing input. At most [`Verifier::MAX_KEYS`] keys are kept; the cache
+/// starts over when full, so keys a peer makes up cannot grow it.
+#[derive(Default)]
+pub(crate) struct Verifier {
+    keys: std::collections::HashMap<AuthorKey, ed25519_dalek::VerifyingKey>,
+    input: Vec<u8>,
+}
+
+impl Verifier {
+    /// Most decoded keys kept.
+    pub(crate) const MAX_KEYS: usize = 4096;
+
+    /// Verifies a signed event's signature (strict Ed25519: no small-order
+    /// keys, no malleable signatures). `Ok` for an unsigned event: whether the
+    /// stream takes those is the membership rules' call.
+    pub(crate) fn verify(&mut self, stream: &Cid, block: &Block, header: &Header) -> Result<(), AuthError> {
+        let Some(a) = header.auth.as_deref() else { return Ok(()) };
+        let (Some(author), Some(sig)) = (a.author, a.sig) else { return Ok(()) };
+        let cid = *block.cid();
+        let key = match self.keys.get(&author) {
+            Some(key) => *key,
+            None => {
+                let key = ed25519_dalek::VerifyingKey::from_bytes(author.as_bytes())
+                    .map_err(|_| AuthError::InvalidKey { cid, author })?;
+                if self.keys.len() >= Self::MAX_KEYS {
+                    self.keys.clear();
+                }
+                self.keys.insert(author, key);
+                key
+            }
+        };
+        let rest = &block.bytes()[a.unsigned_start..];
+        self.input.clear();
+        self.input.reserve(PREFIX + 1 + rest.len());
+        self.input.extend_from_slice(DOMAIN);
+        write_stream(&mut self.input, stream);
+        self.input.push(0xa0 + a.entries - 1);
+        self.input.extend_from_slice(rest);
+        let result = key.verify_strict(&self.input, &ed25519_dalek::Signature::from_bytes(&sig));
+        if self.input.capacity() > 1 << 16 {
+            self.input = Vec::new();
+        }
+        result.map_err(|_| AuthError::BadSignature { cid, author })
+    }
 }

@@ -56,7 +56,7 @@ mod encode;
 mod membership;
 mod rules;
 
-pub(crate) use encode::{encode_signed_into, verify};
+pub(crate) use encode::{Verifier, encode_signed_into};
 pub use encode::{genesis, signed_event, signing_input};
 pub use membership::Members;
 pub(crate) use membership::{MemberIndex, StateRef};

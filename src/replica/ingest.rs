@@ -175,8 +175,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     }
 
     /// The signature, if any, verifies; an unsigned event only on an open stream.
-    fn check_signature(&self, block: &Block, header: &Header) -> Result<(), Rejection> {
-        auth::verify(&self.stream, block, header)?;
+    fn check_signature(&mut self, block: &Block, header: &Header) -> Result<(), Rejection> {
+        self.verifier.verify(&self.stream, block, header)?;
         let signed = header.auth.as_deref().is_some_and(|a| a.author.is_some());
         if self.members.is_some() && !signed {
             return Err(AuthError::Unsigned { cid: *block.cid() }.into());

@@ -85,6 +85,8 @@ pub struct Replica<S: ?Sized + StreamStore> {
     members: Option<MemberIndex>,
     /// The key local appends are signed with.
     signer: Option<Signer>,
+    /// Checks received events' signatures.
+    verifier: auth::Verifier,
 }
 
 /// Buffers a local append reuses from call to call, so that a single append
@@ -263,6 +265,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             scratch: AppendScratch::default(),
             members,
             signer: None,
+            verifier: auth::Verifier::default(),
         })
     }
 
@@ -545,7 +548,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         member: Option<MemberOp>,
         mut out: Option<&mut Vec<Cid>>,
     ) -> Result<Option<Cid>, AppendError> {
-        if self.members.is_some() && self.signer.is_none() {
+        if (self.members.is_some() || member.is_some()) && self.signer.is_none() {
             return Err(AppendError::NeedsSigner { stream: self.stream });
         }
         // On an error the buffers are dropped with `s`; the next call starts afresh.
