@@ -432,6 +432,15 @@ fn open_streams_take_signed_events_but_no_membership_events() {
     assert!(matches!(auth_err(refused(&mut r, &grant)), AuthError::OpenStream { .. }));
     assert_eq!(r.policy(), Policy::Open);
     assert!(r.members().is_none());
+    // Locally: a membership event needs a signer, and an open stream refuses it.
+    assert!(matches!(block_on(r.grant(key(2).public(), Role::Writer)), Err(AppendError::NeedsSigner { .. })));
+    r.set_signer(Some(admin.clone()));
+    assert!(matches!(
+        block_on(r.grant(key(2).public(), Role::Writer)),
+        Err(AppendError::Rejected(Rejection::Auth(AuthError::OpenStream { .. })))
+    ));
+    let mine = block_on(r.append(&"signed on an open stream")).unwrap();
+    assert_eq!(auth::author_of(&block_on(r.get(&mine)).unwrap().unwrap()).unwrap(), Some(admin.public()));
     // A forged signature is refused on open streams too.
     let mut sig = sig_of(&signed);
     sig[0] ^= 1;
