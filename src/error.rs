@@ -145,6 +145,9 @@ pub enum EncodeError {
     /// The height rule (0 exactly when there are no parents) is broken.
     #[error("height {height} with {parents} parents breaks the height rule")]
     InvalidHeight { height: u64, parents: usize },
+    /// A genesis with a policy must name at least one admin.
+    #[error("a genesis with a policy must name at least one admin")]
+    NoAdmins,
 }
 
 /// An event could not be added to a [`Dag`](crate::Dag).

@@ -17,8 +17,11 @@ use ipld_core::ipld::Ipld;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::{AuthFields, AuthorKey, MemberOp, Role};
 use crate::block::{Block, Digest, cid_from_digest, digest_of};
-use crate::cbor::{self, CborError, LINK_BYTES, MAJOR_ARRAY, MAJOR_MAP, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
+use crate::cbor::{
+    self, CborError, LINK_BYTES, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID,
+};
 use crate::error::{BlockError, DecodeError, EncodeError};
 
 /// Limits applied to every block a replica encodes or accepts.
@@ -202,8 +205,12 @@ pub(crate) fn encode_envelope<P: Serialize>(
 /// The envelope's constant parts: the map head with the first key, and the
 /// other two keys (canonical order: by length, then bytes).
 const MAP_AND_HEIGHT_KEY: [u8; 8] = [0xa3, 0x66, b'h', b'e', b'i', b'g', b'h', b't'];
+pub(crate) const HEIGHT_KEY: [u8; 7] = [0x66, b'h', b'e', b'i', b'g', b'h', b't'];
 const PARENTS_KEY: [u8; 8] = [0x67, b'p', b'a', b'r', b'e', b'n', b't', b's'];
 const PAYLOAD_KEY: [u8; 8] = [0x67, b'p', b'a', b'y', b'l', b'o', b'a', b'd'];
+/// Every key an envelope may hold, in canonical order. The first four are
+/// for signed streams (see [`crate::auth`]).
+const KEYS: [&[u8]; 7] = [b"sig", b"admins", b"author", b"height", b"member", b"parents", b"payload"];
 
 /// Encodes an envelope whose parents are given by digest (sorted, unique).
 /// Returns the bytes and where the payload starts in them.
@@ -228,6 +235,18 @@ pub(crate) fn encode_into<P: Serialize>(
     limits: &Limits,
 ) -> Result<usize, EncodeError> {
     out.clear();
+    check_shape(height, parents, limits)?;
+    out.reserve(32 + parents.len() * LINK_BYTES + 160);
+    // {"height": h, "parents": [...], "payload": ...} in canonical key order
+    out.extend_from_slice(&MAP_AND_HEIGHT_KEY);
+    cbor::write_head(out, MAJOR_UINT, height);
+    let payload_start = write_parents_and_payload(out, parents, payload)?;
+    check_block(out, payload_start, limits)?;
+    Ok(payload_start)
+}
+
+/// The parent count within the limit, the height rule, parents sorted.
+pub(crate) fn check_shape(height: u64, parents: &[Digest], limits: &Limits) -> Result<(), EncodeError> {
     if parents.len() > limits.max_parents {
         return Err(EncodeError::TooManyParents { count: parents.len(), max: limits.max_parents });
     }
@@ -235,10 +254,16 @@ pub(crate) fn encode_into<P: Serialize>(
         return Err(EncodeError::InvalidHeight { height, parents: parents.len() });
     }
     debug_assert!(parents.windows(2).all(|w| w[0] < w[1]), "parents must be sorted and unique");
-    out.reserve(32 + parents.len() * LINK_BYTES + 160);
-    // {"height": h, "parents": [...], "payload": ...} in canonical key order
-    out.extend_from_slice(&MAP_AND_HEIGHT_KEY);
-    cbor::write_head(out, MAJOR_UINT, height);
+    Ok(())
+}
+
+/// Writes the envelope's last two entries, `parents` and `payload`; returns
+/// where the payload starts.
+pub(crate) fn write_parents_and_payload<P: Serialize>(
+    out: &mut Vec<u8>,
+    parents: &[Digest],
+    payload: &P,
+) -> Result<usize, EncodeError> {
     out.extend_from_slice(&PARENTS_KEY);
     cbor::write_head(out, MAJOR_ARRAY, parents.len() as u64);
     for parent in parents {
@@ -247,16 +272,22 @@ pub(crate) fn encode_into<P: Serialize>(
     out.extend_from_slice(&PAYLOAD_KEY);
     let payload_start = out.len();
     serde_ipld_dagcbor::to_writer(&mut *out, payload).map_err(|e| EncodeError::Payload { message: e.to_string() })?;
-    if out.len() > limits.max_block_bytes {
-        return Err(EncodeError::TooLarge { size: out.len(), max: limits.max_block_bytes });
+    Ok(payload_start)
+}
+
+/// A whole encoded block within the size limit, its payload (the last value,
+/// from `payload_start`) within the depth limit.
+pub(crate) fn check_block(block: &[u8], payload_start: usize, limits: &Limits) -> Result<(), EncodeError> {
+    if block.len() > limits.max_block_bytes {
+        return Err(EncodeError::TooLarge { size: block.len(), max: limits.max_block_bytes });
     }
-    let mut reader = Reader::new(&out[payload_start..]);
+    let mut reader = Reader::new(&block[payload_start..]);
     let max_depth = limits.payload_depth();
     reader.skip_value(max_depth).map_err(|e| match e {
         CborError::TooDeep { .. } => EncodeError::TooDeep { max: max_depth },
         other => EncodeError::Payload { message: other.reason().to_string() },
     })?;
-    Ok(payload_start)
+    Ok(())
 }
 
 impl<P: DeserializeOwned> Event<P> {
@@ -290,6 +321,9 @@ pub(crate) struct Header {
     pub height: u64,
     pub parents: Parents,
     pub payload: Range<usize>,
+    /// The keys of signed streams, when the envelope has any (boxed: an
+    /// unsigned event's header stays small).
+    pub auth: Option<Box<AuthFields>>,
 }
 
 /// An event's parent digests, ascending. Up to two (a chain's one parent, a
@@ -389,7 +423,7 @@ impl Header {
         }
         let mut p = HeaderParser { cid: *cid, r: Reader::new(bytes), limits, max_depth: limits.payload_depth() };
         let entries = p.map_entries()?;
-        let mut fields = Fields::default();
+        let mut fields = Fields { entries: u8::try_from(entries).unwrap_or(u8::MAX), ..Fields::default() };
         let mut prev_key: Option<&[u8]> = None;
         for _ in 0..entries {
             let key = p.key(prev_key)?;
@@ -406,6 +440,13 @@ struct Fields {
     height: Option<u64>,
     parents: Option<Parents>,
     payload: Option<Range<usize>>,
+    sig: Option<[u8; 64]>,
+    /// Where the entry after `sig` starts.
+    after_sig: usize,
+    admins: Option<Vec<AuthorKey>>,
+    author: Option<AuthorKey>,
+    member: Option<MemberOp>,
+    entries: u8,
 }
 
 /// Reads an event's envelope: one method per part, each returning the
@@ -445,11 +486,11 @@ impl<'a> HeaderParser<'a> {
     fn key(&mut self, prev: Option<&[u8]>) -> Result<&'a [u8], DecodeError> {
         let cid = self.cid;
         let at = self.r.pos();
-        let key = self
-            .r
-            .key(&[b"height", b"parents", b"payload"])
-            .map_err(|e| self.cbor(e))?
-            .ok_or(DecodeError::Malformed { cid, offset: at, reason: "map keys must be strings" })?;
+        let key = self.r.key(&KEYS).map_err(|e| self.cbor(e))?.ok_or(DecodeError::Malformed {
+            cid,
+            offset: at,
+            reason: "map keys must be strings",
+        })?;
         match prev.map(|prev| (prev.len(), prev).cmp(&(key.len(), key))) {
             None | Some(Ordering::Less) => Ok(key),
             Some(Ordering::Equal) => Err(DecodeError::Malformed { cid, offset: at, reason: "duplicate map key" }),
@@ -465,6 +506,13 @@ impl<'a> HeaderParser<'a> {
             b"height" => fields.height = Some(self.height()?),
             b"parents" => fields.parents = Some(self.parents()?),
             b"payload" => fields.payload = Some(self.payload()?),
+            b"sig" => {
+                fields.sig = Some(self.fixed_bytes("sig", "64 bytes")?);
+                fields.after_sig = self.r.pos();
+            }
+            b"author" => fields.author = Some(AuthorKey::from_bytes(self.fixed_bytes("author", "32 bytes")?)),
+            b"admins" => fields.admins = Some(self.admins()?),
+            b"member" => fields.member = Some(self.member()?),
             other => {
                 // `key` checked its UTF-8: only the known keys skip the check.
                 let key = String::from_utf8_lossy(other).into_owned();
@@ -528,6 +576,63 @@ impl<'a> HeaderParser<'a> {
         digest_of(&parent).ok_or(DecodeError::UnsupportedParent { cid, parent })
     }
 
+    /// A byte string of exactly `N` bytes.
+    fn fixed_bytes<const N: usize>(
+        &mut self,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
+        let wrong = DecodeError::WrongType { cid: self.cid, key, expected };
+        let (major, _, len) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_BYTES || len != N as u64 {
+            return Err(wrong);
+        }
+        let raw = self.r.take(len).map_err(|e| self.cbor(e))?;
+        raw.try_into().map_err(|_| wrong)
+    }
+
+    /// The genesis' `admins`: a non-empty list of 32-byte keys, strictly ascending.
+    fn admins(&mut self) -> Result<Vec<AuthorKey>, DecodeError> {
+        const EXPECTED: &str = "a non-empty list of 32-byte keys, ascending";
+        let cid = self.cid;
+        let (major, _, n) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_ARRAY || n == 0 || n > (self.r.remaining() / 34) as u64 {
+            return Err(DecodeError::WrongType { cid, key: "admins", expected: EXPECTED });
+        }
+        let mut keys: Vec<AuthorKey> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let key = AuthorKey::from_bytes(self.fixed_bytes("admins", EXPECTED)?);
+            if keys.last().is_some_and(|last| *last >= key) {
+                return Err(DecodeError::WrongType { cid, key: "admins", expected: EXPECTED });
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// A membership operation: `{"key": 32 bytes, "role": "admin" | "writer" | "revoked"}`.
+    fn member(&mut self) -> Result<MemberOp, DecodeError> {
+        const EXPECTED: &str = "{key: 32 bytes, role: \"admin\" | \"writer\" | \"revoked\"}";
+        let wrong = DecodeError::WrongType { cid: self.cid, key: "member", expected: EXPECTED };
+        let (major, _, n) = self.r.head().map_err(|e| self.cbor(e))?;
+        if major != MAJOR_MAP || n != 2 {
+            return Err(wrong);
+        }
+        if self.r.key(&[b"key"]).map_err(|e| self.cbor(e))? != Some(b"key".as_slice()) {
+            return Err(wrong);
+        }
+        let key = AuthorKey::from_bytes(self.fixed_bytes("member", EXPECTED)?);
+        if self.r.key(&[b"role"]).map_err(|e| self.cbor(e))? != Some(b"role".as_slice()) {
+            return Err(wrong);
+        }
+        match self.r.text().map_err(|e| self.cbor(e))? {
+            Some("admin") => Ok(MemberOp::Grant { key, role: Role::Admin }),
+            Some("writer") => Ok(MemberOp::Grant { key, role: Role::Writer }),
+            Some("revoked") => Ok(MemberOp::Revoke { key }),
+            _ => Err(wrong),
+        }
+    }
+
     /// Checks the payload (canonical, within the depth limit) and returns
     /// where it lies in the block.
     fn payload(&mut self) -> Result<Range<usize>, DecodeError> {
@@ -552,7 +657,49 @@ impl<'a> HeaderParser<'a> {
         if height == 0 && !parents.is_empty() {
             return Err(DecodeError::ParentsAtHeightZero { cid });
         }
-        Ok(Header { height, parents, payload })
+        let auth = Self::auth_fields(
+            cid,
+            height,
+            fields.sig,
+            fields.after_sig,
+            fields.author,
+            fields.member,
+            fields.admins,
+            fields.entries,
+        )?;
+        Ok(Header { height, parents, payload, auth })
+    }
+
+    /// The rules of the signed-stream keys: `sig` and `author` together, a
+    /// `member` only when signed, `admins` only in a genesis, no signature on
+    /// a genesis.
+    #[allow(clippy::too_many_arguments)]
+    fn auth_fields(
+        cid: Cid,
+        height: u64,
+        sig: Option<[u8; 64]>,
+        after_sig: usize,
+        author: Option<AuthorKey>,
+        member: Option<MemberOp>,
+        admins: Option<Vec<AuthorKey>>,
+        entries: u8,
+    ) -> Result<Option<Box<AuthFields>>, DecodeError> {
+        if sig.is_none() && author.is_none() && member.is_none() && admins.is_none() {
+            return Ok(None);
+        }
+        if author.is_some() && sig.is_none() {
+            return Err(DecodeError::MissingKey { cid, key: "sig" });
+        }
+        if (sig.is_some() || member.is_some()) && author.is_none() {
+            return Err(DecodeError::MissingKey { cid, key: "author" });
+        }
+        if height == 0 && author.is_some() {
+            return Err(DecodeError::Malformed { cid, offset: 0, reason: "a genesis is not signed: it names admins" });
+        }
+        if height > 0 && admins.is_some() {
+            return Err(DecodeError::Malformed { cid, offset: 0, reason: "only a genesis names admins" });
+        }
+        Ok(Some(Box::new(AuthFields { author, sig, unsigned_start: after_sig, entries, member, admins })))
     }
 }
 

@@ -235,3 +235,79 @@ fn javascript_car_is_accepted_by_rust() {
     want.sort_by_key(|p| format!("{p:?}"));
     assert_eq!(children, want);
 }
+
+/// A signed stream made by replicas: two admins, writers granted and one
+/// revoked, concurrent appends merged; its blocks in the total order.
+fn signed_stream() -> (Vec<Block>, Vec<Cid>) {
+    use merkle_clock::auth::{self, Role, Signer};
+    use merkle_clock::{MemoryBlockstore, Replica, ReplicaConfig};
+    use std::sync::Arc;
+    futures::executor::block_on(async {
+        let (admin, second, w1, w2) = (
+            Signer::from_seed(&[1; 32]),
+            Signer::from_seed(&[2; 32]),
+            Signer::from_seed(&[3; 32]),
+            Signer::from_seed(&[4; 32]),
+        );
+        let genesis = auth::genesis(&map(vec![("name", Ipld::String("signed".into()))]), &[admin.public()]).unwrap();
+        let new = || async {
+            Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap()
+        };
+        let (mut a, mut b) = (new().await, new().await);
+        a.set_signer(Some(admin.clone()));
+        a.grant(second.public(), Role::Admin).await.unwrap();
+        a.grant(w1.public(), Role::Writer).await.unwrap();
+        a.grant(w2.public(), Role::Writer).await.unwrap();
+        async fn blocks(r: &Replica<MemoryBlockstore>) -> Vec<Block> {
+            let mut out = Vec::new();
+            for c in r.order().collect::<Vec<Cid>>() {
+                out.push(r.get(&c).await.unwrap().unwrap());
+            }
+            out
+        }
+        b.ingest_many(blocks(&a).await).await.unwrap();
+        a.set_signer(Some(w1.clone()));
+        a.append_many([map(vec![("n", Ipld::Integer(1))]), Ipld::Bytes(vec![0, 255])]).await.unwrap();
+        b.set_signer(Some(w2.clone()));
+        b.append(&"concurrent, by w2").await.unwrap();
+        b.set_signer(Some(second.clone()));
+        b.revoke(w1.public()).await.unwrap();
+        a.ingest_many(blocks(&b).await).await.unwrap();
+        a.set_signer(Some(admin));
+        a.append(&Ipld::List(vec![Ipld::Float(1.5), Ipld::Null])).await.unwrap();
+        (blocks(&a).await, a.heads())
+    })
+}
+
+#[test]
+fn signed_car_passes_the_javascript_check_with_every_signature_verified() {
+    if !node_ready("signed_car_passes_the_javascript_check_with_every_signature_verified") {
+        return;
+    }
+    let (blocks, roots) = signed_stream();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signed.car");
+    write_car(BufWriter::new(File::create(&path).unwrap()), &roots, blocks.iter()).unwrap();
+    let out = node("check.mjs", &path);
+    assert!(out.status.success(), "check.mjs refused our signed CAR:\n{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("{} signatures verified", blocks.len() - 1)), "{}", describe(&out));
+    eprintln!("check.mjs: {}", stdout.trim());
+
+    // One signature byte flipped (the block renamed by its new bytes): JavaScript refuses it.
+    let mut tampered = blocks.clone();
+    let victim = tampered.len() / 2;
+    let mut bytes = tampered[victim].bytes().to_vec();
+    bytes[20] ^= 1;
+    tampered[victim] = Block::from_bytes(bytes);
+    let path = dir.path().join("forged.car");
+    write_car(BufWriter::new(File::create(&path).unwrap()), &roots, tampered.iter()).unwrap();
+    let out = node("check.mjs", &path);
+    assert!(!out.status.success(), "check.mjs took a forged signature:\n{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("FAIL: signature does not verify {}", tampered[victim].cid())),
+        "{}",
+        describe(&out)
+    );
+}

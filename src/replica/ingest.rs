@@ -6,6 +6,7 @@ use ipld_core::cid::Cid;
 use tracing::{Instrument, debug_span};
 
 use super::{EventRef, Ingest, IngestReport, Rejection, Replica};
+use crate::auth::{self, AuthError, StateRef};
 use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 use crate::error::InsertError;
 use crate::event::Header;
@@ -31,13 +32,18 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             }
             return Err(e);
         }
+        let mut states = batch.states;
         for (block, header) in blocks.iter().zip(&headers) {
             let digest = digest_of(block.cid()).expect("event CIDs");
-            if self.dag.push_checked(&digest, header.height, &header.parents).is_none() {
+            let Some(id) = self.dag.push_checked(&digest, header.height, &header.parents) else {
                 return Err(StoreError::Corrupt(format!(
                     "checked event {} has a parent not in the index",
                     block.cid()
                 )));
+            };
+            let author = header.auth.as_deref().and_then(|a| a.author);
+            if let (Some(index), Some(state), Some(author)) = (self.members.as_mut(), states.remove(&digest), author) {
+                index.push(id, state, author);
             }
         }
         self.metrics.accepted += blocks.len() as u64;
@@ -141,10 +147,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             let foreign = InsertError::ForeignGenesis { cid: *block.cid(), genesis: self.stream };
             return self.reject_now(Rejection::Insert(foreign));
         }
+        // Signatures depend on the event alone: a forged event never waits.
+        if let Err(r) = self.check_signature(&block, &header) {
+            return self.reject_final(digest, r, batch);
+        }
         if !self.validators.is_empty()
             && let Err(r) = self.validate(&block, &header)
         {
-            return self.reject_now(r);
+            return self.reject_final(digest, r, batch);
         }
         let parents = self.parent_heights(&header, batch);
         if !parents.missing.is_empty() {
@@ -153,11 +163,64 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             return Classified::Undecided(digest);
         }
         if let Err(r) = height_rule(&block, &header, parents.max_height) {
-            return self.reject_now(r);
+            return self.reject_final(digest, r, batch);
         }
-        batch.accept(digest, block, header);
+        let state = match self.authorize(&block, &header, batch) {
+            Ok(state) => state,
+            Err(r) => return self.reject_final(digest, r, batch),
+        };
+        batch.accept(digest, block, header, state);
         self.release(digest, batch);
         Classified::Decided(Ingest::Accepted)
+    }
+
+    /// The signature, if any, verifies; an unsigned event only on an open stream.
+    fn check_signature(&mut self, block: &Block, header: &Header) -> Result<(), Rejection> {
+        self.verifier.verify(&self.stream, block, header)?;
+        let signed = header.auth.as_deref().is_some_and(|a| a.author.is_some());
+        if self.members.is_some() && !signed {
+            return Err(AuthError::Unsigned { cid: *block.cid() }.into());
+        }
+        Ok(())
+    }
+
+    /// The membership rules for an event whose parents are all known (in the
+    /// index or this batch): the state its past establishes, with its own
+    /// operation added; `None` on an open stream.
+    fn authorize(&mut self, block: &Block, header: &Header, batch: &Batch) -> Result<Option<StateRef>, Rejection> {
+        let fields = header.auth.as_deref();
+        let author = fields.and_then(|a| a.author);
+        let op = fields.and_then(|a| a.member);
+        let Some(index) = self.members.as_mut() else {
+            auth::authorize(None, *block.cid(), author, op.as_ref())?;
+            return Ok(None);
+        };
+        let mut parents: Vec<StateRef> = Vec::with_capacity(header.parents.len());
+        for p in &header.parents {
+            let state = match self.dag.find(p) {
+                Some(id) => index.state_raw(id),
+                None => batch.states.get(p).ok_or_else(|| {
+                    Rejection::Insert(InsertError::MissingParents {
+                        cid: *block.cid(),
+                        missing: vec![cid_from_digest(p)],
+                    })
+                })?,
+            };
+            parents.push(state.clone());
+        }
+        let past = index.union_of(&parents);
+        auth::authorize(Some(&past), *block.cid(), author, op.as_ref())?;
+        Ok(Some(match op {
+            Some(op) => index.with_op(&past, *block.cid(), op),
+            None => past,
+        }))
+    }
+
+    /// Refuses a well-formed event (its CID is its bytes' own) for good: the
+    /// events waiting on it in the pending buffer can never join either.
+    fn reject_final(&mut self, digest: Digest, r: Rejection, batch: &mut Batch) -> Classified {
+        self.reject_descendants(digest, batch);
+        self.reject_now(r)
     }
 
     /// Counts a refusal decided on the spot.
@@ -202,9 +265,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 let d = digest_of(block.cid()).expect("event CIDs");
                 // Its last missing parent just joined: every parent is known.
                 let max_height = self.parent_heights(&header, batch).max_height;
-                match height_rule(&block, &header, max_height) {
-                    Ok(()) => {
-                        batch.accept(d, block, header);
+                let admitted =
+                    height_rule(&block, &header, max_height).and_then(|()| self.authorize(&block, &header, batch));
+                match admitted {
+                    Ok(state) => {
+                        batch.accept(d, block, header, state);
                         work.push(d);
                     }
                     Err(r) => {
@@ -286,11 +351,16 @@ pub(super) struct Batch {
     accepted: Vec<(Block, Header)>,
     heights: HashMap<Digest, u64, KeyedState>,
     rejected: HashMap<Digest, Rejection, KeyedState>,
+    /// The membership of accepted events, on a stream with admins.
+    states: HashMap<Digest, StateRef, KeyedState>,
 }
 
 impl Batch {
-    pub(super) fn accept(&mut self, digest: Digest, block: Block, header: Header) {
+    pub(super) fn accept(&mut self, digest: Digest, block: Block, header: Header, state: Option<StateRef>) {
         self.heights.insert(digest, header.height);
+        if let Some(state) = state {
+            self.states.insert(digest, state);
+        }
         self.accepted.push((block, header));
     }
 }

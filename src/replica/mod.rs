@@ -25,12 +25,15 @@ use ipld_core::cid::Cid;
 use serde::Serialize;
 use tracing::{Instrument, debug_span, trace};
 
+use crate::auth::{self, AuthorKey, MemberIndex, MemberOp, Members, Policy, Role, Signer, StateRef};
 use crate::block::{Block, Digest, cid_from_digest, digest_of};
 use crate::dag::{Dag, EventId};
+use crate::error::EncodeError;
 #[cfg(doc)]
 use crate::event::Limits;
 use crate::event::{Header, encode_into};
 use crate::store::{StoreError, StreamStore};
+use ipld_core::ipld::Ipld;
 
 mod config;
 mod cursor;
@@ -78,6 +81,12 @@ pub struct Replica<S: ?Sized + StreamStore> {
     validators: Vec<Box<dyn Validator>>,
     metrics: Metrics,
     scratch: AppendScratch,
+    /// The membership of every event, on a stream whose genesis names admins.
+    members: Option<MemberIndex>,
+    /// The key local appends are signed with.
+    signer: Option<Signer>,
+    /// Checks received events' signatures.
+    verifier: auth::Verifier,
 }
 
 /// Buffers a local append reuses from call to call, so that a single append
@@ -90,6 +99,8 @@ struct AppendScratch {
     new_heads: Vec<Cid>,
     /// The event being encoded.
     encoded: Vec<u8>,
+    /// A signed event's signing input.
+    signing: Vec<u8>,
     /// Where new blocks' bytes go: see [`AppendScratch::block_bytes`].
     chunk: BytesMut,
 }
@@ -194,6 +205,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
+        let mut members = Self::load_policy(&store, stream).await?;
         let mut start = 0u64;
         let mut parents: Vec<Digest> = Vec::new();
         loop {
@@ -202,7 +214,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 break;
             }
             start += page.len() as u64;
-            for entry in page {
+            let headers = match members {
+                Some(_) => Self::load_headers(&store, &page).await?,
+                None => Vec::new(),
+            };
+            for (i, entry) in page.into_iter().enumerate() {
                 if entry.parents.is_empty() {
                     continue; // the genesis
                 }
@@ -213,8 +229,22 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 for p in &entry.parents {
                     parents.push(digest_of(p).ok_or_else(corrupt)?);
                 }
-                dag.insert_digests(&digest, entry.height, &parents)
+                let inserted = dag
+                    .insert_digests(&digest, entry.height, &parents)
                     .map_err(|e| StoreError::Corrupt(format!("log of {stream} out of order: {e}")))?;
+                if let (Some(index), Some(header)) = (members.as_mut(), headers.get(i)) {
+                    let id = inserted.id();
+                    let fields = header.auth.as_deref();
+                    let author = fields.and_then(|a| a.author).ok_or_else(|| {
+                        StoreError::Corrupt(format!("{}: an unsigned event in a signed stream", entry.cid))
+                    })?;
+                    let past = index.merge_ids(dag.parents(id));
+                    let state = match fields.and_then(|a| a.member) {
+                        Some(op) => index.with_op(&past, entry.cid, op),
+                        None => past,
+                    };
+                    index.push(id, state, author);
+                }
             }
         }
         let mut heads = stored_heads;
@@ -233,7 +263,126 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             validators: Vec::new(),
             metrics: Metrics::default(),
             scratch: AppendScratch::default(),
+            members,
+            signer: None,
+            verifier: auth::Verifier::default(),
         })
+    }
+
+    /// The membership index a stream's genesis calls for: `None` when its
+    /// policy is open.
+    async fn load_policy(store: &Arc<S>, stream: &Cid) -> Result<Option<MemberIndex>, OpenError> {
+        let genesis = store
+            .get(stream)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("the store holds no genesis block for {stream}")))?;
+        let policy = auth::policy_of(&genesis).map_err(|e| StoreError::Corrupt(format!("stored genesis: {e}")))?;
+        Ok(match policy {
+            Policy::Open => None,
+            Policy::Admins(admins) => Some(MemberIndex::new(admins)),
+        })
+    }
+
+    /// The headers of a page of log entries (read from the trusted store).
+    async fn load_headers(store: &Arc<S>, page: &[crate::store::LoggedEvent]) -> Result<Vec<Header>, StoreError> {
+        let cids: Vec<Cid> = page.iter().map(|e| e.cid).collect();
+        let blocks = store.get_many(&cids).await?;
+        cids.iter()
+            .zip(blocks)
+            .map(|(cid, block)| {
+                let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log, not in the store")))?;
+                Header::parse(&block, &crate::event::Limits::TRUSTED)
+                    .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block does not decode: {e}")))
+            })
+            .collect()
+    }
+
+    /// The genesis's policy.
+    pub fn policy(&self) -> Policy {
+        match &self.members {
+            None => Policy::Open,
+            Some(index) => Policy::Admins(index.genesis_admins().to_vec()),
+        }
+    }
+
+    /// Sets the key that signs local appends, grants and revocations (`None`:
+    /// unsigned appends, which only an open stream takes).
+    pub fn set_signer(&mut self, signer: Option<Signer>) {
+        self.signer = signer;
+    }
+
+    /// The key that signs local appends, if any.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    /// The membership at the current heads (the union of their pasts):
+    /// `None` on an open stream.
+    pub fn members(&self) -> Option<Members> {
+        let index = self.members.as_ref()?;
+        let heads = self.dag.head_ids();
+        let states: Vec<StateRef> = heads.iter().map(|id| index.state(*id).clone()).collect();
+        Some(Members::of(&index.peek_union(&states)))
+    }
+
+    /// The membership an event's causal past establishes, the event itself
+    /// included: `None` on an open stream or for an event not in the DAG.
+    pub fn members_at(&self, cid: &Cid) -> Option<Members> {
+        let index = self.members.as_ref()?;
+        let id = self.dag.id(cid)?;
+        Some(Members::of(index.state(id)))
+    }
+
+    /// The events a strict reading leaves out: on a stream with admins, those
+    /// by an author revoked at the current heads that are not in the causal
+    /// past of a revocation of that author (written concurrently with it:
+    /// valid, since their past did not know, but an application may prefer
+    /// not to show them). In the total order. Walks every event (an O(n)
+    /// reading, not a per-event cost); empty on an open stream.
+    pub fn written_after_revocation(&self) -> Vec<Cid> {
+        let Some(index) = self.members.as_ref() else { return Vec::new() };
+        let heads: Vec<StateRef> = self.dag.head_ids().iter().map(|id| index.state(*id).clone()).collect();
+        let at_heads = index.peek_union(&heads);
+        if at_heads.revoked.is_empty() {
+            return Vec::new();
+        }
+        let revocations = index.revocations(&at_heads);
+        self.dag
+            .order()
+            .filter(|id| {
+                index.author(*id).and_then(|a| revocations.get(&a)).is_some_and(|revs| {
+                    let cid = self.dag.cid(*id);
+                    !revs.iter().any(|r| self.dag.is_ancestor(&cid, r).unwrap_or(false))
+                })
+            })
+            .map(|id| self.dag.cid(id))
+            .collect()
+    }
+
+    /// On a stream with admins: makes `key` a member with `role`, in a
+    /// membership event signed by this replica's signer (an admin).
+    ///
+    /// # Errors
+    /// [`AppendError::NeedsSigner`] without a signer; [`AppendError::Rejected`]
+    /// with [`Rejection::Auth`] when replicas would refuse the event (the
+    /// signer is no admin here, the key was revoked, the stream is open).
+    pub async fn grant(&mut self, key: AuthorKey, role: Role) -> Result<Cid, AppendError> {
+        self.append_member(MemberOp::Grant { key, role }).await
+    }
+
+    /// On a stream with admins: revokes `key` for good, in a membership event
+    /// signed by this replica's signer (an admin). Events by `key` that do
+    /// not descend from the revocation stay valid (see DESIGN.md).
+    ///
+    /// # Errors
+    /// As [`Replica::grant`]; also when `key` is the last admin.
+    pub async fn revoke(&mut self, key: AuthorKey) -> Result<Cid, AppendError> {
+        self.append_member(MemberOp::Revoke { key }).await
+    }
+
+    async fn append_member(&mut self, op: MemberOp) -> Result<Cid, AppendError> {
+        let last = self.append_batch(std::iter::once(&Ipld::Null), Some(op), None).await?;
+        Ok(last.expect("one event"))
     }
 
     /// The stream's identity: its genesis CID.
@@ -368,9 +517,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         // With no subscriber listening the span is disabled: skip the wrapper,
         // which would move the whole append future once more on every call.
         let last = if span.is_disabled() {
-            self.append_batch(std::iter::once(payload), None).await?
+            self.append_batch(std::iter::once(payload), None, None).await?
         } else {
-            self.append_batch(std::iter::once(payload), None).instrument(span).await?
+            self.append_batch(std::iter::once(payload), None, None).instrument(span).await?
         };
         Ok(last.expect("one payload, one event"))
     }
@@ -387,7 +536,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let payloads: Vec<P> = payloads.into_iter().collect();
         let mut out = Vec::with_capacity(payloads.len());
         let span = debug_span!("append_many", events = payloads.len());
-        self.append_batch(payloads.iter(), Some(&mut out)).instrument(span).await?;
+        self.append_batch(payloads.iter(), None, Some(&mut out)).instrument(span).await?;
         Ok(out)
     }
 
@@ -396,8 +545,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     async fn append_batch<'p, P: Serialize + 'p>(
         &mut self,
         payloads: impl Iterator<Item = &'p P>,
+        member: Option<MemberOp>,
         mut out: Option<&mut Vec<Cid>>,
     ) -> Result<Option<Cid>, AppendError> {
+        if (self.members.is_some() || member.is_some()) && self.signer.is_none() {
+            return Err(AppendError::NeedsSigner { stream: self.stream });
+        }
         // On an error the buffers are dropped with `s`; the next call starts afresh.
         let mut s = std::mem::take(&mut self.scratch);
         s.clear();
@@ -405,12 +558,50 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let take = s.heads.len().min(self.config.limits.max_parents);
         s.parents.extend(s.heads[..take].iter().map(|id| *self.dag.digest(*id)));
         let first_height = s.heads[..take].iter().map(|id| self.dag.height(*id)).max().unwrap_or(0) + 1;
+        // The membership of the new events' past: the heads taken. A batch's
+        // events after the first have the same (they change nothing).
+        let mut state: Option<StateRef> = self.members.as_mut().map(|index| {
+            let states: Vec<StateRef> = s.heads[..take].iter().map(|id| index.state(*id).clone()).collect();
+            index.union_of(&states)
+        });
+        let mut states: Vec<StateRef> = Vec::new();
         for (payload, height) in payloads.zip(first_height..) {
-            let payload_start = encode_into(&mut s.encoded, height, &s.parents, payload, &self.config.limits)?;
+            let payload_start = match &self.signer {
+                None => encode_into(&mut s.encoded, height, &s.parents, payload, &self.config.limits)?,
+                Some(signer) => auth::encode_signed_into(
+                    &mut s.encoded,
+                    &mut s.signing,
+                    &self.stream,
+                    height,
+                    &s.parents,
+                    member.as_ref(),
+                    payload,
+                    &self.config.limits,
+                    signer,
+                )?,
+            };
             let block = Block::from_bytes(s.block_bytes());
+            let author = self.signer.as_ref().map(Signer::public);
+            auth::authorize(state.as_deref(), *block.cid(), author, member.as_ref())
+                .map_err(|e| AppendError::Rejected(Rejection::Auth(e)))?;
+            if let (Some(index), Some(op), Some(past)) = (self.members.as_mut(), member, state.as_ref()) {
+                state = Some(index.with_op(past, *block.cid(), op));
+            }
+            if let Some(state) = &state {
+                states.push(state.clone());
+            }
             if !self.validators.is_empty() {
-                let header =
-                    Header { height, parents: s.parents.as_slice().into(), payload: payload_start..block.len() };
+                let header = match self.signer {
+                    None => Header {
+                        height,
+                        parents: s.parents.as_slice().into(),
+                        payload: payload_start..block.len(),
+                        auth: None,
+                    },
+                    // A signed event's header has more parts: read them back.
+                    Some(_) => Header::parse(&block, &self.config.limits)
+                        .map_err(|e| EncodeError::Payload { message: e.to_string() })?,
+                };
                 self.validate(&block, &header).map_err(AppendError::Rejected)?;
             }
             // The next event's one parent is this one.
@@ -429,12 +620,15 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         // Each event is new and its parents are in the index (the heads taken,
         // then the event before it): no lookups needed.
         let mut prev: Option<EventId> = None;
-        for (block, height) in s.blocks.iter().zip(first_height..) {
+        for (i, (block, height)) in s.blocks.iter().zip(first_height..).enumerate() {
             let digest = digest_of(block.cid()).expect("event CIDs");
             let id = match prev {
                 None => self.dag.push_local(&digest, height, &s.heads[..take]),
                 Some(p) => self.dag.push_local(&digest, height, &[p]),
             };
+            if let (Some(index), Some(state), Some(signer)) = (self.members.as_mut(), states.get(i), &self.signer) {
+                index.push(id, state.clone(), signer.public());
+            }
             prev = Some(id);
             if let Some(out) = out.as_deref_mut() {
                 out.push(*block.cid());

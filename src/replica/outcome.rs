@@ -6,6 +6,7 @@ use std::fmt;
 use ipld_core::cid::Cid;
 use thiserror::Error;
 
+use crate::auth::AuthError;
 use crate::error::{DecodeError, EncodeError, InsertError};
 use crate::store::StoreError;
 #[cfg(doc)]
@@ -31,6 +32,10 @@ pub enum Rejection {
         /// What it said.
         reason: String,
     },
+    /// Its author may not write it: no valid signature, or not a member in
+    /// its causal past (see [`AuthError`]). Names the event and the author.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// One of its ancestors was rejected, so it can never be accepted.
     #[error("{cid}: its ancestor {ancestor} was rejected")]
     AncestorRejected {
@@ -52,6 +57,8 @@ impl Rejection {
             Rejection::Insert(InsertError::ForeignGenesis { .. }) => RejectReason::ForeignGenesis,
             Rejection::Insert(_) => RejectReason::Insert,
             Rejection::Validator { .. } => RejectReason::Validator,
+            Rejection::Auth(e) if e.is_signature() => RejectReason::Signature,
+            Rejection::Auth(_) => RejectReason::Unauthorized,
             Rejection::AncestorRejected { .. } => RejectReason::AncestorRejected,
         }
     }
@@ -79,11 +86,17 @@ pub enum RejectReason {
     Validator,
     /// One of its ancestors was rejected.
     AncestorRejected,
+    /// Unsigned on a stream with admins, an invalid key, or a signature that
+    /// does not verify: the event is forged or malformed.
+    Signature,
+    /// Validly signed, but its author may not write it in its causal past.
+    Unauthorized,
 }
 
 impl RejectReason {
     /// The short name: `block`, `limits`, `decode`, `height`,
-    /// `foreign_genesis`, `insert`, `validator` or `ancestor_rejected`.
+    /// `foreign_genesis`, `insert`, `validator`, `ancestor_rejected`,
+    /// `signature` or `unauthorized`.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::Block => "block",
@@ -94,6 +107,8 @@ impl RejectReason {
             RejectReason::Insert => "insert",
             RejectReason::Validator => "validator",
             RejectReason::AncestorRejected => "ancestor_rejected",
+            RejectReason::Signature => "signature",
+            RejectReason::Unauthorized => "unauthorized",
         }
     }
 }
@@ -171,9 +186,17 @@ pub enum AppendError {
     /// The payload cannot be encoded within the limits.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// A validator refused the new event.
+    /// A validator refused the new event, or replicas would refuse it on
+    /// the grounds of its author ([`Rejection::Auth`]).
     #[error(transparent)]
     Rejected(Rejection),
+    /// The stream's genesis names admins, so its events are signed: set a
+    /// signer first ([`Replica::set_signer`]).
+    #[error("{stream}: the stream only takes signed events; set a signer")]
+    NeedsSigner {
+        /// The stream.
+        stream: Cid,
+    },
 }
 
 /// Counters a caller reads as a plain value ([`Replica::metrics`]).

@@ -88,7 +88,9 @@ impl PendingBuffer {
         for m in &missing {
             self.waiting.entry(*m).or_default().push((digest, seq));
         }
-        let cost = block.len() + entry_cost(header.parents.len(), missing.len());
+        // A signed event's header holds its signed-stream fields on the heap.
+        let boxed = header.auth.as_ref().map_or(0, |_| size_of::<crate::auth::AuthFields>());
+        let cost = block.len() + entry_cost(header.parents.len(), missing.len()) + boxed;
         self.bytes += cost;
         self.queue.push_back((seq, digest));
         self.events.insert(digest, PendingEvent { block, header, missing: missing.len(), seq, cost });

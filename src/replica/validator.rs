@@ -69,6 +69,11 @@ impl EventRef<'_> {
     pub fn parents(&self) -> Vec<Cid> {
         self.header.parents.iter().map(cid_from_digest).collect()
     }
+    /// The author who signed the event (its signature is checked before any
+    /// validator runs); `None` for an unsigned event.
+    pub fn author(&self) -> Option<crate::auth::AuthorKey> {
+        self.header.auth.as_deref().and_then(|a| a.author)
+    }
     /// The whole block.
     pub fn block(&self) -> &Block {
         self.block

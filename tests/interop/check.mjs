@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Independent check of a merkle-clock CAR file with the reference JavaScript
-// IPLD stack (@ipld/car, @ipld/dag-cbor, multiformats) and @noble/hashes' BLAKE3.
+// IPLD stack (@ipld/car, @ipld/dag-cbor, multiformats), @noble/hashes' BLAKE3
+// and, for signed streams, @noble/curves' Ed25519.
 //
 //   node check.mjs FILE.car
 //
@@ -17,10 +18,25 @@ import { CID } from 'multiformats/cid'
 import { from as hasherFrom } from 'multiformats/hashes/hasher'
 import { equals } from 'multiformats/bytes'
 import { blake3 } from '@noble/hashes/blake3.js'
+import { ed25519 } from '@noble/curves/ed25519.js'
 
 const DAG_CBOR = 0x71
 const BLAKE3 = 0x1e
 const DIGEST_LEN = 32
+// The signing input starts with these ASCII bytes, then the stream's CID.
+const SIGNATURE_DOMAIN = new TextEncoder().encode('merkle-clock/event-signature/v1')
+// The key sets an event may have (sorted): unsigned, a genesis with a policy,
+// signed, a signed membership event.
+const SHAPES = new Set([
+  'height,parents,payload',
+  'admins,height,parents,payload',
+  'author,height,parents,payload,sig',
+  'author,height,member,parents,payload,sig'
+])
+
+function isBytes (v, n) {
+  return v instanceof Uint8Array && v.length === n
+}
 
 const blake3Hasher = hasherFrom({
   name: 'blake3',
@@ -79,6 +95,10 @@ async function main () {
   // Pass 1: every block on its own.
   /** @type {Map<string, {height: bigint, parents: CID[]}>} well-formed events by CID string */
   const events = new Map()
+  /** Signed events, checked once the genesis (the stream id) is known. */
+  const signed = []
+  /** Genesis blocks, with whether they name admins. */
+  const geneses = []
   const seen = new Set()
   let blockCount = 0
   for await (const { cid, bytes } of reader.blocks()) {
@@ -127,9 +147,22 @@ async function main () {
       continue
     }
     const keys = Object.keys(value).sort()
-    if (keys.join(',') !== 'height,parents,payload') {
-      fail('event keys are not exactly height, parents, payload', key, `keys: ${keys.join(', ')}`)
+    if (!SHAPES.has(keys.join(','))) {
+      fail('event keys are not height, parents, payload (plus admins in a genesis, or author and sig, and member)',
+        key, `keys: ${keys.join(', ')}`)
       continue
+    }
+    if ('admins' in value) {
+      const ok = Array.isArray(value.admins) && value.admins.length > 0 &&
+        value.admins.every((k, i) => isBytes(k, 32) && (i === 0 || compareBytes(value.admins[i - 1], k) < 0))
+      if (!ok) fail('admins is not a non-empty ascending list of 32-byte keys', key)
+    }
+    if ('sig' in value) {
+      if (!isBytes(value.sig, 64) || !isBytes(value.author, 32)) {
+        fail('sig is not 64 bytes or author not 32 bytes', key)
+        continue
+      }
+      signed.push({ key, value })
     }
     const { height, parents } = value
     let shapeOk = true
@@ -171,7 +204,40 @@ async function main () {
       fail('event with parents has height 0', key)
       shapeOk = false
     }
-    if (shapeOk) events.set(key, { height: h, parents: links })
+    if (links.length === 0) geneses.push({ cid, admins: 'admins' in value })
+    if (shapeOk) events.set(key, { height: h, parents: links, signed: 'sig' in value })
+  }
+
+  // Signatures: over the domain, the stream's CID and the event without `sig`,
+  // re-encoded here (strict RFC 8032 verification, not ZIP 215).
+  let signaturesVerified = 0
+  if (signed.length > 0 || geneses.some((g) => g.admins)) {
+    if (geneses.length !== 1) {
+      fail('a signed stream needs exactly one genesis in the CAR', file, `${geneses.length} found`)
+    } else {
+      const stream = geneses[0].cid
+      for (const { key, value } of signed) {
+        const { sig, ...unsigned } = value
+        const envelope = dagCbor.encode(unsigned)
+        const input = new Uint8Array(SIGNATURE_DOMAIN.length + stream.bytes.length + envelope.length)
+        input.set(SIGNATURE_DOMAIN, 0)
+        input.set(stream.bytes, SIGNATURE_DOMAIN.length)
+        input.set(envelope, SIGNATURE_DOMAIN.length + stream.bytes.length)
+        let ok = false
+        try {
+          ok = ed25519.verify(sig, input, value.author, { zip215: false })
+        } catch (err) {
+          ok = false
+        }
+        if (ok) signaturesVerified++
+        else fail('signature does not verify', key)
+      }
+      if (geneses[0].admins) {
+        for (const [key, event] of events) {
+          if (event.parents.length > 0 && !event.signed) fail('unsigned event on a stream with admins', key)
+        }
+      }
+    }
   }
 
   // Pass 2: relations between blocks.
@@ -218,6 +284,7 @@ async function main () {
   let summary = `ok: ${blockCount} blocks, ${roots.length} roots, all CIDs recomputed, ` +
     'all blocks re-encoded byte for byte'
   summary += `, ${heightsChecked} heights checked against parents`
+  if (signaturesVerified > 0) summary += `, ${signaturesVerified} signatures verified`
   if (linksOutside > 0) summary += `, ${linksOutside} parent links point outside the CAR`
   console.log(summary)
   return 0
