@@ -285,6 +285,11 @@ async fn a_peer_that_never_answers_times_out_and_others_are_still_served() {
         // The silent peer also opens a stream to the server and never writes.
         silent.dial(server.listen_addr().await.unwrap()).await;
         let _ = timeout(Duration::from_secs(1), silent.send_bytes(server.peer_id(), &[0x80])).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while server.bitswap_stats().unwrap().garbage == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the half-sent message was never dropped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // With the server too, everything arrives despite the silent peer.
         client.dial(server.listen_addr().await.unwrap()).await.unwrap();
         assert!(fetcher.wait_for_peers(2, WAIT).await);

@@ -185,9 +185,8 @@ pub(crate) fn on_message(shared: &Shared, peer: PeerId, message: &Message) {
     let counters = &shared.counters;
     bump(&counters.blocks_unwanted, message.blocks.len() as u64);
     for payload in &message.payload {
-        let block = (payload.data.len() <= shared.config.max_block_bytes)
-            .then(|| message::block_of(payload).ok())
-            .flatten();
+        let block =
+            (payload.data.len() <= shared.config.max_block_bytes).then(|| message::block_of(payload).ok()).flatten();
         let waiters = block.as_ref().and_then(|b| shared.wants().get(b.cid()).cloned());
         match (block, waiters) {
             (Some(block), Some(waiters)) => {

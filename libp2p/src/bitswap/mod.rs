@@ -307,6 +307,9 @@ pub(crate) type InboundWants = (PeerId, Wantlist);
 
 use message::Wantlist;
 
+/// The fetches waiting for each CID: a fetch's id and its channel.
+pub(crate) type Waiting = HashMap<Cid, Vec<(u64, mpsc::UnboundedSender<Arrival>)>>;
+
 /// What the node's task, the stream readers, the writers and the fetchers
 /// share.
 pub(crate) struct Shared {
@@ -316,7 +319,7 @@ pub(crate) struct Shared {
     /// Connected peers that said (through identify) they speak Bitswap.
     pub(crate) peers: Mutex<HashSet<PeerId>>,
     /// The fetches waiting for each CID: fetch id and its channel.
-    pub(crate) wants: Mutex<HashMap<Cid, Vec<(u64, mpsc::UnboundedSender<Arrival>)>>>,
+    pub(crate) wants: Mutex<Waiting>,
     pub(crate) next_fetch: AtomicU64,
 }
 
@@ -330,7 +333,7 @@ impl Shared {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn wants(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Vec<(u64, mpsc::UnboundedSender<Arrival>)>>> {
+    pub(crate) fn wants(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.wants.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

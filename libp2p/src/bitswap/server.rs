@@ -259,7 +259,10 @@ enum Item {
 }
 
 /// The block of `cid` from whichever stream holds it.
-async fn find_block<S: ?Sized + StreamStore + 'static>(streams: &HashMap<Cid, StreamSlot<S>>, cid: &Cid) -> Option<Block> {
+async fn find_block<S: ?Sized + StreamStore + 'static>(
+    streams: &HashMap<Cid, StreamSlot<S>>,
+    cid: &Cid,
+) -> Option<Block> {
     for slot in streams.values() {
         if slot.replica.contains(cid) {
             match slot.replica.get(cid).await {

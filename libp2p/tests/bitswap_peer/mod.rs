@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{AsyncWriteExt, StreamExt};
-use merkle_clock_libp2p::bitswap::message::{self, Entry, Message, WantType, Wantlist};
+use merkle_clock::Cid;
 use merkle_clock_libp2p::bitswap::BITSWAP_PROTOCOL;
+use merkle_clock_libp2p::bitswap::message::{self, Entry, Message, WantType, Wantlist};
 use merkle_clock_libp2p::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use merkle_clock_libp2p::libp2p::{self, Multiaddr, PeerId, identify};
-use merkle_clock::Cid;
 use tokio::sync::mpsc;
 
 #[derive(NetworkBehaviour)]
@@ -98,10 +98,8 @@ impl RawPeer {
     /// Opens a stream to `peer` and writes `bytes` on it (then closes it).
     pub async fn send_bytes(&self, peer: PeerId, bytes: &[u8]) -> std::io::Result<()> {
         let mut control = self.control.clone();
-        let mut stream = control
-            .open_stream(peer, BITSWAP_PROTOCOL)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut stream =
+            control.open_stream(peer, BITSWAP_PROTOCOL).await.map_err(|e| std::io::Error::other(e.to_string()))?;
         stream.write_all(bytes).await?;
         stream.close().await
     }
@@ -129,13 +127,7 @@ impl RawPeer {
 pub fn wants(cids: &[Cid], want_type: WantType, send_dont_have: bool) -> Message {
     let entries = cids
         .iter()
-        .map(|c| Entry {
-            block: c.to_bytes(),
-            priority: 1,
-            cancel: false,
-            want_type: want_type as i32,
-            send_dont_have,
-        })
+        .map(|c| Entry { block: c.to_bytes(), priority: 1, cancel: false, want_type: want_type as i32, send_dont_have })
         .collect();
     Message { wantlist: Some(Wantlist { entries, full: false }), ..Message::default() }
 }

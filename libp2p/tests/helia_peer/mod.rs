@@ -74,7 +74,11 @@ pub fn helia_fetch(node: &Path, addr: &Multiaddr, cids: &[Cid]) -> HeliaFetch {
     );
     let line = stdout.lines().rev().find(|l| l.starts_with('{')).expect("a JSON line");
     assert!(line.contains("\"ok\":true"), "{line}");
-    HeliaFetch { blocks: field(line, "blocks") as u64, bytes: field(line, "bytes") as u64, seconds: field(line, "seconds") }
+    HeliaFetch {
+        blocks: field(line, "blocks") as u64,
+        bytes: field(line, "bytes") as u64,
+        seconds: field(line, "seconds"),
+    }
 }
 
 /// Helia serving the blocks of a CAR over Bitswap until dropped.
