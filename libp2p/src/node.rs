@@ -384,6 +384,9 @@ mod tests {
         send_sync::<NodeBroadcaster<dyn StreamStore>>();
         send_sync::<StreamFetcher<dyn StreamStore>>();
         send_sync::<NodeConfig>();
+        send_sync::<crate::BitswapFetcher>();
+        send_sync::<crate::BitswapStats>();
+        send_sync::<crate::bitswap::BitswapError>();
         send_sync::<Stats>();
         send_sync::<Update>();
         send_sync::<NodeError>();

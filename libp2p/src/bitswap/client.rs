@@ -137,8 +137,9 @@ impl Fetcher for BitswapFetcher {
                 let n = (window - asked.len()).min(todo.len());
                 let want: Vec<Cid> = todo.drain(..n).collect();
                 asked.extend(want.iter().map(|c| (*c, HashSet::new())));
-                // Blocks already here are cancelled with the next wants, so
-                // the other peers asked do not send them too.
+                // Blocks already here are cancelled with the next wants: the
+                // other peers asked do not send them too, and no peer's
+                // ledger of our wants grows beyond the window.
                 self.send_wants(&mut peers, &want, &std::mem::take(&mut received)).await;
             }
             if asked.is_empty() || peers.is_empty() {
@@ -155,9 +156,9 @@ impl Fetcher for BitswapFetcher {
                         for &i in &slots[&cid] {
                             out[i] = Some(block.clone());
                         }
-                        if peers.len() > 1 {
-                            received.push(cid);
-                        }
+                        // Peers keep a want after answering it (Helia does, in a
+                        // ledger of 1,024): cancel it, at every peer asked.
+                        received.push(cid);
                     }
                 }
                 Arrival::DontHave(peer, cid) => {
