@@ -202,7 +202,7 @@ async fn garbage_and_a_million_entry_wantlist_are_refused_and_the_node_keeps_ser
         // entries within the size limit; a million real entries (36 MiB).
         attacker.send(to, &Message::default()).await;
         let noise = [0x05u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
-        attacker.send_bytes(to, &noise).await.unwrap();
+        attacker.send_bytes_retrying(to, &noise).await;
         let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         let _ = attacker.send_bytes(to, &huge).await;
         let mut tiny = vec![0x0a];
@@ -212,7 +212,7 @@ async fn garbage_and_a_million_entry_wantlist_are_refused_and_the_node_keeps_ser
         let mut frame = Vec::new();
         message::put_varint(&mut frame, tiny.len() as u64);
         frame.extend_from_slice(&tiny);
-        attacker.send_bytes(to, &frame).await.unwrap();
+        attacker.send_bytes_retrying(to, &frame).await;
         let million = big_wantlist(1_000_000).to_frame();
         assert!(million.len() > 4 << 20);
         let _ = timeout(Duration::from_secs(5), attacker.send_bytes(to, &million)).await;
@@ -282,12 +282,13 @@ async fn a_peer_that_never_answers_times_out_and_others_are_still_served() {
         assert!(fetcher.wait_for_peers(1, WAIT).await);
         // Only the silent peer: the fetch gives up after `fetch_timeout`.
         assert!(fetcher.fetch(&[cids[0]]).await.unwrap()[0].is_none());
-        // The silent peer also opens a stream to the server and never writes.
+        // The silent peer also opens a stream to the server, writes one byte
+        // of a length prefix and nothing more: dropped after `message_timeout`.
         silent.dial(server.listen_addr().await.unwrap()).await;
-        let _ = timeout(Duration::from_secs(1), silent.send_bytes(server.peer_id(), &[0x80])).await;
+        let _stalled = silent.stall(server.peer_id(), &[0x80]).await;
         let deadline = tokio::time::Instant::now() + WAIT;
         while server.bitswap_stats().unwrap().garbage == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the half-sent message was never dropped");
+            assert!(tokio::time::Instant::now() < deadline, "the stalled message was never dropped");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // With the server too, everything arrives despite the silent peer.

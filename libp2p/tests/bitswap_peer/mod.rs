@@ -91,6 +91,8 @@ impl RawPeer {
 
     /// Dials `addr` and waits (at most 20 s) for the connection.
     pub async fn dial(&mut self, addr: Multiaddr) {
+        // Connections that came in before are not the one dialed.
+        while self.connected.try_recv().is_ok() {}
         self.dial.send(addr).unwrap();
         tokio::time::timeout(Duration::from_secs(20), self.connected.recv()).await.unwrap().unwrap();
     }
@@ -104,11 +106,32 @@ impl RawPeer {
         stream.close().await
     }
 
+    /// Opens a stream to `peer`, writes `bytes` and keeps the stream open
+    /// without another byte (retrying while the connection comes up): a
+    /// peer that never finishes its message.
+    pub async fn stall(&self, peer: PeerId, bytes: &[u8]) -> libp2p::Stream {
+        for _ in 0..200 {
+            let mut control = self.control.clone();
+            let open = tokio::time::timeout(Duration::from_secs(1), control.open_stream(peer, BITSWAP_PROTOCOL));
+            if let Ok(Ok(mut stream)) = open.await {
+                stream.write_all(bytes).await.unwrap();
+                stream.flush().await.unwrap();
+                return stream;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("could not open a stream to {peer}");
+    }
+
     /// Sends a message (retrying while the connection comes up).
     pub async fn send(&self, peer: PeerId, m: &Message) {
-        let frame = m.to_frame();
+        self.send_bytes_retrying(peer, &m.to_frame()).await;
+    }
+
+    /// Writes `bytes` on a new stream, retrying while the connection comes up.
+    pub async fn send_bytes_retrying(&self, peer: PeerId, frame: &[u8]) {
         for _ in 0..200 {
-            let attempt = tokio::time::timeout(Duration::from_secs(1), self.send_bytes(peer, &frame));
+            let attempt = tokio::time::timeout(Duration::from_secs(1), self.send_bytes(peer, frame));
             if let Ok(Ok(())) = attempt.await {
                 return;
             }
