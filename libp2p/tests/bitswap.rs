@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bitswap_peer::{RawPeer, wants};
 use bytes::Bytes;
-use merkle_clock::sync::transport::Fetcher;
+use merkle_clock::sync::transport::{Fetcher, TransportError};
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, ReplicaConfig, StreamStore};
 use merkle_clock_libp2p::bitswap::message::{
     self, BlockPresence, Entry, Message, PayloadBlock, PresenceType, WantType, Wantlist, prefix_of,
@@ -80,6 +80,8 @@ async fn a_peer_fetches_every_event_by_cid_and_unknown_cids_are_none() {
         assert_eq!(served.blocks_sent, 301);
         assert!(served.dont_haves_sent >= 1);
         assert_eq!(client.bitswap_stats().unwrap().blocks_received, 301);
+        client.shutdown().await.unwrap();
+        assert!(matches!(fetcher.fetch(&cids[..1]).await, Err(TransportError::Closed)));
     })
     .await
     .unwrap();

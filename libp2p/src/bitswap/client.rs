@@ -22,7 +22,8 @@ use super::{Arrival, BitswapStats, Shared, bump};
 /// merkle-clock node, Kubo, Helia), verified against their CIDs. See the
 /// [module docs](crate::bitswap) for the strategy and its limits.
 ///
-/// It never fails: what no peer sent in time is `None`.
+/// What no peer sent in time is `None`. Errors: [`TransportError::Closed`]
+/// once the node has stopped.
 #[derive(Clone)]
 pub struct BitswapFetcher {
     pub(crate) shared: Arc<Shared>,
@@ -102,6 +103,9 @@ impl Drop for Registration<'_> {
 #[async_trait]
 impl Fetcher for BitswapFetcher {
     async fn fetch(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, TransportError> {
+        if self.shared.stopped.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
         let config = &self.shared.config;
         let mut out: Vec<Option<Block>> = vec![None; cids.len()];
         let mut peers: Vec<PeerId> = self.shared.peers().iter().copied().take(config.fetch_peers.max(1)).collect();

@@ -83,7 +83,7 @@ pub mod message;
 mod server;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -321,6 +321,8 @@ pub(crate) struct Shared {
     /// The fetches waiting for each CID: fetch id and its channel.
     pub(crate) wants: Mutex<Waiting>,
     pub(crate) next_fetch: AtomicU64,
+    /// The node's task has ended (its [`Server`] was dropped).
+    pub(crate) stopped: AtomicBool,
 }
 
 impl Shared {

@@ -99,6 +99,7 @@ impl Server {
             peers: Default::default(),
             wants: Default::default(),
             next_fetch: Default::default(),
+            stopped: Default::default(),
         });
         let (to_node, inbound) = mpsc::channel(INBOUND_QUEUE);
         tokio::spawn(accept_loop(incoming, Arc::clone(&shared), to_node));
@@ -162,6 +163,12 @@ impl Server {
             let wants = &ledger.wants;
             ledger.order.retain(|c| wants.contains_key(c) && seen.insert(*c));
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
     }
 }
 
