@@ -321,6 +321,60 @@ mod tests {
         assert!(matches!(decode(Bytes::copy_from_slice(f), 1), Err(BitswapError::TooManyItems { found: 2, max: 1 })));
     }
 
+    /// A message built from arbitrary parts: entries, legacy blocks,
+    /// payload blocks and presences with arbitrary bytes.
+    fn message_of(entries: Vec<(Vec<u8>, bool, bool)>, blocks: Vec<Vec<u8>>, presences: Vec<Vec<u8>>) -> Message {
+        Message {
+            wantlist: (!entries.is_empty()).then(|| Wantlist {
+                entries: entries
+                    .into_iter()
+                    .map(|(block, cancel, have)| Entry {
+                        block,
+                        priority: 1,
+                        cancel,
+                        want_type: if have { WantType::Have } else { WantType::Block } as i32,
+                        send_dont_have: have,
+                    })
+                    .collect(),
+                full: false,
+            }),
+            blocks: blocks.iter().map(|b| Bytes::copy_from_slice(b)).collect(),
+            payload: blocks.into_iter().map(|b| PayloadBlock { prefix: b.clone(), data: b.into() }).collect(),
+            block_presences: presences
+                .into_iter()
+                .map(|cid| BlockPresence { cid, r#type: PresenceType::DontHave as i32 })
+                .collect(),
+            pending_bytes: 0,
+        }
+    }
+
+    quickcheck::quickcheck! {
+        /// The scan that enforces the item limit counts exactly what prost
+        /// builds, so the limit cannot be slipped past.
+        fn prop_the_item_count_is_what_prost_builds(
+            entries: Vec<(Vec<u8>, bool, bool)>,
+            blocks: Vec<Vec<u8>>,
+            presences: Vec<Vec<u8>>
+        ) -> bool {
+            let m = message_of(entries, blocks, presences);
+            let items = m.wantlist.as_ref().map_or(0, |w| w.entries.len())
+                + m.blocks.len() + m.payload.len() + m.block_presences.len();
+            let body = m.encode_to_vec();
+            count_items(&body).ok() == Some(items)
+                && decode(body.clone().into(), items).ok().as_ref() == Some(&m)
+                && (items == 0 || matches!(decode(body.into(), items - 1), Err(BitswapError::TooManyItems { .. })))
+        }
+
+        /// Arbitrary bytes are a message within the limit or a typed error.
+        fn prop_arbitrary_bytes_decode_or_fail_without_panicking(bytes: Vec<u8>) -> bool {
+            match decode(bytes.into(), 8) {
+                Ok(m) => m.wantlist.map_or(0, |w| w.entries.len()) + m.blocks.len() + m.payload.len()
+                    + m.block_presences.len() <= 8,
+                Err(_) => true,
+            }
+        }
+    }
+
     #[test]
     fn varints_are_minimal_and_bounded() {
         for n in [0u64, 1, 127, 128, 300, u64::MAX] {
