@@ -1,9 +1,9 @@
 //! Helia against our gateway: Helia 7's trustless-gateway client fetches a
 //! 1,000-event stream block by block and as one `dag-scope=all` CAR, and
 //! verifies every block with a BLAKE3 hasher added to Helia's hashers
-//! (`interop/gateway.mjs`, run with the Node 22 the package pins).
+//! (`tests/helia/gateway.mjs`, run with the Node 22 the package pins).
 //!
-//! Needs `npm ci` in `gateway/interop`. Without it the test prints why and
+//! Needs `npm ci` in `tests/helia` (the workspace's one Helia package). Without it the test prints why and
 //! passes, except when the `CI` environment variable is set: there it fails.
 
 mod common;
@@ -15,19 +15,19 @@ use std::sync::Arc;
 use merkle_clock::MemoryBlockstore;
 
 fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("helia")
 }
 
 /// The pinned Node 22 (`npm ci` installs it from the `node` package).
 fn node_bin() -> Option<PathBuf> {
-    let bin = interop_dir().join("node_modules").join(".bin").join("node");
+    let bin = interop_dir().join("node_modules").join("node").join("bin").join("node");
     bin.exists().then_some(bin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helia_fetches_and_verifies_a_stream_from_our_gateway() {
     let Some(node) = node_bin() else {
-        let why = format!("{} has no Node (run `cd gateway/interop && npm ci`)", interop_dir().display());
+        let why = format!("{} has no Node (run `cd tests/helia && npm ci`)", interop_dir().display());
         assert!(std::env::var_os("CI").is_none(), "the Helia interop test must run in CI, but {why}");
         eprintln!("SKIPPED helia_fetches_and_verifies_a_stream_from_our_gateway: {why}");
         return;

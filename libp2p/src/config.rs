@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Multiaddr, gossipsub, request_response};
+use libp2p::{Multiaddr, gossipsub, identify, request_response};
 use merkle_clock::sync::{SessionConfig, SyncLimits};
 
+use crate::bitswap::BitswapConfig;
 use crate::codec::{SYNC_PROTOCOL, SyncCodec};
 use crate::handle::NodeError;
 
@@ -64,6 +65,12 @@ pub struct NodeConfig {
     pub idle_connection_timeout: Duration,
     /// The gossipsub heartbeat. Default: 500 ms.
     pub gossip_heartbeat: Duration,
+    /// Bitswap 1.2.0 ([`crate::bitswap`]): `Some` serves every block of the
+    /// node's streams by CID to any connected peer and enables
+    /// [`NodeHandle::bitswap_fetcher`](crate::NodeHandle::bitswap_fetcher);
+    /// `None` turns it off (the protocol is not listed by identify, inbound
+    /// streams are refused). Default: on, with [`BitswapConfig::default()`].
+    pub bitswap: Option<BitswapConfig>,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +89,7 @@ impl Default for NodeConfig {
             redial_interval: Duration::from_secs(1),
             idle_connection_timeout: Duration::from_secs(3600),
             gossip_heartbeat: Duration::from_millis(500),
+            bitswap: Some(BitswapConfig::default()),
         }
     }
 }
@@ -94,7 +102,8 @@ mod behaviour {
     use super::*;
 
     /// The swarm's behaviour: gossipsub for head announcements,
-    /// request-response for sync messages and block fetches.
+    /// request-response for sync messages and block fetches, raw streams
+    /// for Bitswap, and identify (so IPFS nodes learn what we speak).
     /// [`BehaviourEvent`] has one variant per field, carrying that
     /// behaviour's events.
     #[derive(NetworkBehaviour)]
@@ -103,6 +112,10 @@ mod behaviour {
         pub gossipsub: gossipsub::Behaviour,
         /// Sync messages and block fetches.
         pub sync: request_response::Behaviour<SyncCodec>,
+        /// Bitswap's streams ([`crate::bitswap`]).
+        pub stream: libp2p_stream::Behaviour,
+        /// The identify protocol: our listen addresses and protocols.
+        pub identify: identify::Behaviour,
     }
 }
 
@@ -136,9 +149,16 @@ impl Behaviour {
             [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr_config,
         );
-        Ok(Behaviour { gossipsub, sync })
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
+                .with_agent_version(format!("merkle-clock/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(Behaviour { gossipsub, sync, stream: libp2p_stream::Behaviour::new(), identify })
     }
 }
+
+/// The protocol version identify announces (what IPFS implementations send).
+const IDENTIFY_PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 
 /// Bytes a request or response adds around a sync message or a block list
 /// (version, kind, the stream id, a block's flag and length) beyond

@@ -2,6 +2,7 @@
 //! task, and what comes back ([`Update`], [`Stats`], [`NodeError`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use merkle_clock::replica::AppendError;
@@ -11,6 +12,7 @@ use merkle_clock::{Block, Cid, Ipld, Replica, StoreError, StreamStore};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::bitswap::{BitswapFetcher, BitswapStats};
 use crate::fetch::StreamFetcher;
 use crate::gossip::NodeBroadcaster;
 
@@ -161,6 +163,7 @@ pub struct NodeHandle<S: ?Sized + StreamStore + 'static> {
     pub(crate) updates: broadcast::Sender<Update>,
     pub(crate) announcements: broadcast::Sender<StreamAnnouncement>,
     pub(crate) peer_id: PeerId,
+    pub(crate) bitswap: Option<Arc<crate::bitswap::Shared>>,
 }
 
 impl<S: ?Sized + StreamStore + 'static> Clone for NodeHandle<S> {
@@ -170,6 +173,7 @@ impl<S: ?Sized + StreamStore + 'static> Clone for NodeHandle<S> {
             updates: self.updates.clone(),
             announcements: self.announcements.clone(),
             peer_id: self.peer_id,
+            bitswap: self.bitswap.clone(),
         }
     }
 }
@@ -276,6 +280,19 @@ impl<S: ?Sized + StreamStore + 'static> NodeHandle<S> {
     /// blocks from the connected peers that follow it (see [`StreamFetcher`]).
     pub fn fetcher(&self, stream: Cid) -> StreamFetcher<S> {
         StreamFetcher::new(self.clone(), stream)
+    }
+
+    /// A [`Fetcher`](merkle_clock::sync::transport::Fetcher) of blocks by CID
+    /// from every connected peer that speaks Bitswap (see
+    /// [`BitswapFetcher`]); `None` when
+    /// [`NodeConfig::bitswap`](crate::NodeConfig::bitswap) is off.
+    pub fn bitswap_fetcher(&self) -> Option<BitswapFetcher> {
+        self.bitswap.as_ref().map(|shared| BitswapFetcher { shared: Arc::clone(shared) })
+    }
+
+    /// The node's Bitswap counters; `None` when Bitswap is off.
+    pub fn bitswap_stats(&self) -> Option<BitswapStats> {
+        self.bitswap.as_ref().map(|s| s.stats())
     }
 
     /// A [`Broadcaster`](merkle_clock::sync::transport::Broadcaster) on the

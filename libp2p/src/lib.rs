@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod announce;
+pub mod bitswap;
 pub mod codec;
 mod config;
 mod dial;
@@ -13,6 +14,7 @@ mod node;
 mod sessions;
 mod wire;
 
+pub use bitswap::{BitswapConfig, BitswapFetcher, BitswapStats};
 pub use config::{Behaviour, BehaviourEvent, NodeConfig};
 pub use fetch::StreamFetcher;
 pub use gossip::NodeBroadcaster;

@@ -10,7 +10,7 @@ use libp2p::gossipsub::TopicHash;
 use libp2p::identity::Keypair;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, tcp, yamux};
 use merkle_clock::sync::{Bloom, SessionStats, Sessions};
 use merkle_clock::{Cid, Replica, StreamStore};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::announce::topic;
+use crate::bitswap::Server;
 use crate::config::{Behaviour, BehaviourEvent, NodeConfig};
 use crate::fetch::Fetches;
 use crate::handle::{Command, NodeError, NodeHandle, Source, Stats, StreamAnnouncement, Update};
@@ -61,6 +62,8 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) updates: broadcast::Sender<Update>,
     pub(crate) announcements: broadcast::Sender<StreamAnnouncement>,
     pub(crate) stats: Stats,
+    /// Bitswap's ledgers and writers, when it is on.
+    pub(crate) bitswap: Option<Server>,
     commands: mpsc::Receiver<Command<S>>,
 }
 
@@ -112,7 +115,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 runtime.block_on(async move {
                     match Node::build(config, commands, node_updates, node_announcements) {
                         Ok(node) => {
-                            let _ = setup_tx.send(Ok(*node.swarm.local_peer_id()));
+                            let bitswap = node.bitswap.as_ref().map(|b| std::sync::Arc::clone(&b.shared));
+                            let _ = setup_tx.send(Ok((*node.swarm.local_peer_id(), bitswap)));
                             node.run().await;
                         }
                         Err(e) => {
@@ -122,8 +126,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 });
             })
             .map_err(|e| NodeError::Setup(format!("node thread: {e}")))?;
-        let peer_id = setup_rx.recv().map_err(|_| NodeError::Stopped)??;
-        Ok(NodeHandle { commands: commands_tx, updates, announcements, peer_id })
+        let (peer_id, bitswap) = setup_rx.recv().map_err(|_| NodeError::Stopped)??;
+        Ok(NodeHandle { commands: commands_tx, updates, announcements, peer_id, bitswap })
     }
 
     fn build(
@@ -147,7 +151,12 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
         }
+        let bitswap = match &config.bitswap {
+            Some(c) => Some(Server::start(swarm.behaviour().stream.new_control(), c.clone())?),
+            None => None,
+        };
         Ok(Node {
+            bitswap,
             swarm,
             config,
             started: Instant::now(),
@@ -188,11 +197,13 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                wants = next_bitswap_wants(&mut self.bitswap) => self.on_bitswap_wants(wants).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.announce_due(now);
                     self.redial_due(now);
                     self.tick_sessions().await;
+                    self.bitswap_tick().await;
                 }
             }
         }
@@ -304,6 +315,11 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e).await,
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if let Some(b) = &self.bitswap {
+                    b.identified(peer_id, &info.protocols);
+                }
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 self.listen_addrs.push(address);
@@ -315,6 +331,9 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 self.on_connection_established(peer_id, connection_id, &endpoint);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                if let (0, Some(b)) = (num_established, self.bitswap.as_mut()) {
+                    b.peer_gone(&peer_id);
+                }
                 self.on_connection_closed(peer_id, connection_id, num_established);
             }
             SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
@@ -322,6 +341,14 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
             _ => {}
         }
+    }
+}
+
+/// The next wantlist for the node's Bitswap server; never, when it is off.
+async fn next_bitswap_wants(server: &mut Option<Server>) -> crate::bitswap::InboundWants {
+    match server {
+        Some(s) => s.next_wants().await,
+        None => futures::future::pending().await,
     }
 }
 
@@ -357,6 +384,9 @@ mod tests {
         send_sync::<NodeBroadcaster<dyn StreamStore>>();
         send_sync::<StreamFetcher<dyn StreamStore>>();
         send_sync::<NodeConfig>();
+        send_sync::<crate::BitswapFetcher>();
+        send_sync::<crate::BitswapStats>();
+        send_sync::<crate::bitswap::BitswapError>();
         send_sync::<Stats>();
         send_sync::<Update>();
         send_sync::<NodeError>();
