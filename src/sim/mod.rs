@@ -32,7 +32,7 @@
 //! random extra delay that reorders messages, and [`Partition`]s that cut
 //! groups of nodes apart for a window of time and then heal. Nodes join late
 //! with only the genesis, and restart: the [`Replica`] and the ephemeral part
-//! of its sync states are dropped, the store (an `Arc<MemoryBlockstore>`) is
+//! of its sync states are dropped, the store (an [`ArenaStore`]) is
 //! kept, and after [`SimConfig::downtime`] ticks the replica reopens with
 //! [`Replica::open`] and the sync states are rebuilt from their durable
 //! bytes. Messages to a node that is down or not yet joined are lost.
@@ -46,7 +46,7 @@
 //! that a protocol never needs it on a network that loses nothing.
 //!
 //! Stores come from a factory ([`Simulation::with_stores`]; by default each
-//! node keeps one [`MemoryBlockstore`] for the whole
+//! node keeps one [`ArenaStore`] over the run's shared [`BlockArena`] for the whole
 //! run), asked again when a node comes back up, so a store on disk really
 //! reopens. A hook ([`Simulation::run_with`]) sees the simulation after every
 //! tick: progress bars, phase reports, pictures.
@@ -121,6 +121,7 @@
 //! show where each node stopped.
 
 mod adapter;
+mod arena;
 mod config;
 mod network;
 
@@ -135,12 +136,13 @@ use ipld_core::ipld::Ipld;
 use crate::block::{Block, short_cid};
 use crate::event::Event;
 use crate::replica::{Replica, ReplicaConfig};
-use crate::store::{MemoryBlockstore, StoreError, StreamStore};
+use crate::store::{StoreError, StreamStore};
 use crate::sync::{SessionConfig, Sessions};
 
 pub use crate::rng::SimRng;
 pub use crate::sync::Protocol;
 pub use adapter::{SyncProtocol, SyncProtocolState};
+pub use arena::{ArenaStore, BlockArena};
 pub use config::{Action, Schedule, SimConfig, SimError, SimReport};
 pub use network::{Envelope, Faults, Network, NodeId, Partition, Sent, Tick};
 
@@ -162,8 +164,8 @@ struct Node<P: Protocol> {
     replica: Option<Replica<dyn StreamStore>>,
     status: Status,
     sessions: Sessions<NodeId, P>,
-    /// The peers picked for this node when the run was made.
-    neighbours: BTreeSet<NodeId>,
+    /// The peers picked for this node when the run was made, ascending.
+    neighbours: Box<[NodeId]>,
     /// Durable parts of the sessions while the node is down.
     saved: BTreeMap<NodeId, Vec<u8>>,
     /// Appends that fell due while the node was down.
@@ -202,8 +204,58 @@ pub struct Simulation<P: Protocol + Clone = SyncProtocol> {
     trace: Trace,
     report: SimReport,
     appended: BTreeSet<Cid>,
+    /// Nodes whose driver ticks at the next driver tick (see [`Wakes`]).
+    wakes: Wakes,
     now: Tick,
     ran: bool,
+}
+
+/// Which nodes run their driver's tick: only those with something to do.
+///
+/// A node wakes when it starts, appends, receives a message or reconnects
+/// a peer, and at the driver's next deadline
+/// ([`Sessions::next_deadline`]: a timeout, the end of a pause, the next
+/// anti-entropy). A node with none of these has nothing its driver's tick
+/// would say, so it costs nothing per tick, whatever its number of peers.
+#[derive(Default)]
+struct Wakes {
+    flagged: Vec<bool>,
+    due: Vec<NodeId>,
+    timers: BTreeMap<Tick, Vec<NodeId>>,
+}
+
+impl Wakes {
+    fn new(nodes: usize) -> Self {
+        Wakes { flagged: vec![false; nodes], ..Wakes::default() }
+    }
+
+    fn wake(&mut self, n: NodeId) {
+        if !std::mem::replace(&mut self.flagged[n], true) {
+            self.due.push(n);
+        }
+    }
+
+    fn at(&mut self, t: Tick, n: NodeId) {
+        self.timers.entry(t).or_default().push(n);
+    }
+
+    /// The nodes due at `t`, ascending, and clears them.
+    fn take(&mut self, t: Tick) -> Vec<NodeId> {
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > t {
+                break;
+            }
+            for n in entry.remove() {
+                self.wake(n);
+            }
+        }
+        let mut due = std::mem::take(&mut self.due);
+        due.sort_unstable();
+        for &n in &due {
+            self.flagged[n] = false;
+        }
+        due
+    }
 }
 
 impl<P: Protocol + Clone> fmt::Debug for Simulation<P> {
@@ -257,6 +309,7 @@ impl<P: Protocol + Clone> Simulation<P> {
             ..SessionConfig::default()
         };
         let neighbours = network_graph(&config, &mut graph);
+        let n_nodes = config.nodes;
         let nodes = neighbours
             .into_iter()
             .map(|neighbours| Node {
@@ -273,7 +326,9 @@ impl<P: Protocol + Clone> Simulation<P> {
         let faults =
             Faults { loss: config.loss, dup: config.dup, base_delay: config.base_delay, reorder: config.reorder };
         let network = Network::new(network_rng, faults, config.partitions.clone());
-        let memory: Vec<Arc<MemoryBlockstore>> = (0..config.nodes).map(|_| Arc::new(MemoryBlockstore::new())).collect();
+        // Each node's store is made when it first joins and kept for the run.
+        let arena = Arc::new(BlockArena::new());
+        let mut memory: Vec<Option<Arc<ArenaStore>>> = vec![None; config.nodes];
         let payload_bytes = config.payload_bytes;
         let report = SimReport::empty(protocol.name(), config.seed, restarts, late_joins);
         let trace = Trace { hasher: blake3::Hasher::new(), lines: 0, keep: config.keep_trace.then(Vec::new) };
@@ -283,7 +338,10 @@ impl<P: Protocol + Clone> Simulation<P> {
             nodes,
             network,
             schedule,
-            stores: Box::new(move |n| Ok(memory[n].clone() as Arc<dyn StreamStore>)),
+            stores: Box::new(move |n| {
+                let store = memory[n].get_or_insert_with(|| Arc::new(ArenaStore::new(arena.clone())));
+                Ok(store.clone() as Arc<dyn StreamStore>)
+            }),
             payloads: Box::new(move |_, _| {
                 let mut payload = vec![0u8; payload_bytes];
                 payload_rng.fill(&mut payload);
@@ -292,12 +350,13 @@ impl<P: Protocol + Clone> Simulation<P> {
             trace,
             report,
             appended: BTreeSet::new(),
+            wakes: Wakes::new(n_nodes),
             now: 0,
             ran: false,
         })
     }
 
-    /// Stores from `factory` instead of one [`MemoryBlockstore`] per node:
+    /// Stores from `factory` instead of one [`ArenaStore`] per node:
     /// it is called when a node joins and again each time it comes back up
     /// (after the simulation dropped its replica and its store), so a store
     /// on disk reopens for real.
@@ -524,15 +583,17 @@ impl<P: Protocol + Clone> Simulation<P> {
         node.store = Some(store);
         node.replica = Some(replica);
         node.status = Status::Up;
-        let neighbours: Vec<NodeId> = node.neighbours.iter().copied().collect();
-        for b in neighbours {
+        let neighbours = node.neighbours.clone();
+        for &b in &neighbours {
             if !self.nodes[n].sessions.contains(&b) {
                 self.nodes[n].sessions.connect(b, at(t));
             }
         }
-        for a in 0..self.nodes.len() {
-            let linked = self.nodes[a].neighbours.contains(&n) || self.nodes[a].sessions.contains(&n);
-            if a != n && self.nodes[a].status == Status::Up && linked {
+        self.wakes.wake(n);
+        // The graph is symmetric and a node only ever talks to its
+        // neighbours: those are the nodes that may hold a session with `n`.
+        for &a in &neighbours {
+            if a != n && self.nodes[a].status == Status::Up {
                 self.connect(t, a, n);
             }
         }
@@ -540,6 +601,7 @@ impl<P: Protocol + Clone> Simulation<P> {
 
     /// `a` connects `b`; a session it had restarts.
     fn connect(&mut self, t: Tick, a: NodeId, b: NodeId) {
+        self.wakes.wake(a);
         if self.nodes[a].sessions.connect(b, at(t)) {
             self.report.reconnects += 1;
             self.trace.push(format!("{t} restart n{a}:n{b} reconnect"));
@@ -550,6 +612,7 @@ impl<P: Protocol + Clone> Simulation<P> {
         let node = &mut self.nodes[n];
         let payload = (self.payloads)(n, node.appended);
         node.appended += 1;
+        self.wakes.wake(n);
         let replica = node.replica.as_mut().expect("an up node has a replica");
         let cid = replica.append(&payload).await.map_err(|source| SimError::Append { node: n, source })?;
         let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
@@ -573,10 +636,14 @@ impl<P: Protocol + Clone> Simulation<P> {
                 continue;
             }
             self.report.delivered += 1;
+            self.wakes.wake(to);
             let node = &mut self.nodes[to];
             let replica = node.replica.as_mut().expect("an up node has a replica");
             match node.sessions.receive(replica, &from, &env.bytes, at(t)).await {
                 Ok(reply) => {
+                    let r = &reply.received;
+                    self.report.blocks_received += (r.accepted + r.duplicate + r.pending + r.rejected) as u64;
+                    self.report.blocks_duplicate += r.duplicate as u64;
                     self.trace.push(format!("{t} deliver n{from}>n{to} {tag} events={}", replica.len()));
                     // Honest peers never send a block that is refused: one is a bug.
                     if let Some(first) = reply.received.rejections.first() {
@@ -595,12 +662,17 @@ impl<P: Protocol + Clone> Simulation<P> {
         }
     }
 
-    /// Every live node's driver tick: restarts and messages due.
+    /// The driver tick of every live node woken since the last one:
+    /// restarts and messages due.
     async fn tick_drivers(&mut self, t: Tick) {
-        for a in 0..self.nodes.len() {
+        for a in self.wakes.take(t) {
             let node = &mut self.nodes[a];
             let Some(replica) = node.replica.as_ref() else { continue };
-            match node.sessions.tick(replica, at(t)).await {
+            let result = node.sessions.tick(replica, at(t)).await;
+            if let Some(next) = node.sessions.next_deadline(at(t)) {
+                self.wakes.at(next.as_secs().max(t + 1), a);
+            }
+            match result {
                 Ok(due) => {
                     for (b, why) in due.restarts {
                         match why {
@@ -683,9 +755,9 @@ impl<P: Protocol + Clone> Simulation<P> {
     }
 }
 
-/// Each node's neighbours: its two ring neighbours and `random_peers`
-/// random others, made symmetric.
-fn network_graph(c: &SimConfig, rng: &mut SimRng) -> Vec<BTreeSet<NodeId>> {
+/// Each node's neighbours, ascending: its two ring neighbours and
+/// `random_peers` random others, made symmetric.
+fn network_graph(c: &SimConfig, rng: &mut SimRng) -> Vec<Box<[NodeId]>> {
     let n = c.nodes;
     let mut graph = vec![BTreeSet::new(); n];
     let link = |graph: &mut Vec<BTreeSet<NodeId>>, a: NodeId, b: NodeId| {
@@ -705,7 +777,7 @@ fn network_graph(c: &SimConfig, rng: &mut SimRng) -> Vec<BTreeSet<NodeId>> {
             }
         }
     }
-    graph
+    graph.into_iter().map(|peers| peers.into_iter().collect()).collect()
 }
 
 /// `len` and the first 4 bytes of the message's BLAKE3, for the trace.

@@ -766,6 +766,28 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         Ok(due)
     }
 
+    /// The earliest time after `now` at which [`Sessions::tick`] may find
+    /// something due that no call since made due: a session's timeout, the
+    /// end of a pause, the next anti-entropy. `None`: nothing is scheduled.
+    ///
+    /// For a transport with many idle peers (a simulation of a million
+    /// nodes): it need not tick this driver before that time unless it
+    /// called [`Sessions::connect`], [`Sessions::receive`] or
+    /// [`Sessions::lost`], or the replica changed (a local append), since
+    /// the last tick. Before the first tick, anti-entropy is not scheduled
+    /// yet: tick once to start its clock.
+    pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
+        let max_backoff = self.config.max_backoff.min(30);
+        let timeouts = self.config.timeout.into_iter().flat_map(|timeout| {
+            self.peers
+                .values()
+                .filter(|p| !p.was_settled)
+                .map(move |p| p.calm.saturating_add(timeout.saturating_mul(1 << p.backoff.min(max_backoff))))
+        });
+        let pauses = self.peers.values().map(|p| p.paused_until);
+        timeouts.chain(pauses).chain(self.next_anti_entropy).filter(|&t| t > now).min()
+    }
+
     /// The peer drawn for anti-entropy, when one is due.
     fn anti_entropy_peer<S: ?Sized + StreamStore>(&mut self, replica: &Replica<S>, now: Duration) -> Option<P> {
         let every = self.config.anti_entropy?;
