@@ -119,6 +119,7 @@ struct Row {
     heap: f64,
     allocs: f64,
     seconds: f64,
+    cpu_seconds: f64,
     converged: bool,
     trace_hash: String,
 }
@@ -128,7 +129,7 @@ impl Row {
         format!(
             "{{\"metric\":\"scale\",\"nodes\":{},\"rounds\":{},\"gossip_bound\":{:.1},\"msgs_per_node_per_event\":{:.3},\
              \"bytes_per_node_per_event\":{:.1},\"redundancy\":{:.3},\"rss_bytes_per_node\":{:.0},\
-             \"heap_bytes_per_node\":{:.0},\"allocs_per_node\":{:.0},\"seconds\":{:.1},\"converged\":{},\"trace_hash\":\"{}\"}}",
+             \"heap_bytes_per_node\":{:.0},\"allocs_per_node\":{:.0},\"seconds\":{:.1},\"cpu_seconds\":{:.1},\"converged\":{},\"trace_hash\":\"{}\"}}",
             self.nodes,
             self.rounds,
             self.gossip_bound,
@@ -139,6 +140,7 @@ impl Row {
             self.heap,
             self.allocs,
             self.seconds,
+            self.cpu_seconds,
             self.converged,
             self.trace_hash
         )
@@ -163,6 +165,7 @@ impl Row {
             heap: num("heap_bytes_per_node")?,
             allocs: num("allocs_per_node")?,
             seconds: num("seconds")?,
+            cpu_seconds: num("cpu_seconds")?,
             converged: field("converged")? == "true",
             trace_hash: field("trace_hash")?.to_string(),
         })
@@ -179,6 +182,18 @@ fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time of this process (user and system), in seconds (Linux; 0
+/// elsewhere): on a shared machine, wall time says more about the
+/// neighbours than about the run.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Runs one size in this process.
 fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
     let start = Instant::now();
@@ -191,7 +206,7 @@ fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
         if std::env::var_os("SCALE_DEBUG").is_some() {
             let live = LIVE.load(Ordering::Relaxed) / nodes;
             eprintln!("tick {t} live/node {live} appended {} msgs {}", sim.appended().len(), sim.progress().messages);
-            if t % 10 == 5 {
+            if t == 32 || t == 16 {
                 for b in sim.sessions(1).peers() {
                     eprintln!("  n1:{b} {:?}", sim.state(1, *b));
                 }
@@ -225,8 +240,64 @@ fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
         heap: PEAK.load(Ordering::Relaxed) as f64 / n,
         allocs: (ALLOCS.load(Ordering::Relaxed) - allocs_before) as f64 / n,
         seconds,
+        cpu_seconds: cpu_seconds(),
         converged: report.converged && all_hold.is_some(),
         trace_hash: report.trace_hash,
+    })
+}
+
+/// The floor: what one replica of the scenario costs at the least, in
+/// heap bytes, measured on `n` of them: over a shared arena, with only the
+/// genesis, then holding the scenario's 64 events (16 writers' concurrent
+/// branches of 4), and a fresh session driver with 6 peers.
+fn floor(n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use merkle_clock::sim::{ArenaStore, BlockArena, SyncProtocol};
+    use merkle_clock::sync::{SessionConfig, Sessions};
+    use merkle_clock::{Event, Ipld, Replica, ReplicaConfig};
+    use std::sync::Arc;
+    futures::executor::block_on(async {
+        let genesis = Event::genesis("floor").encode()?;
+        let arena = Arc::new(BlockArena::new());
+        let mut blocks = Vec::new();
+        for w in 0..WRITERS {
+            let store = Arc::new(ArenaStore::new(arena.clone()));
+            let mut writer = Replica::create(store.clone(), &genesis, ReplicaConfig::default()).await?;
+            for k in 0..EVENTS / WRITERS {
+                let cid = writer.append(&Ipld::Bytes(vec![(w * 16 + k) as u8; 64])).await?;
+                blocks.push(writer.get(&cid).await?.ok_or("appended")?);
+            }
+        }
+        let live = || LIVE.load(Ordering::Relaxed);
+        let before = live();
+        let mut replicas = Vec::with_capacity(n);
+        for _ in 0..n {
+            let store = Arc::new(ArenaStore::new(arena.clone()));
+            replicas.push(Replica::create(store, &genesis, ReplicaConfig::default()).await?);
+        }
+        let empty = live();
+        for r in &mut replicas {
+            r.ingest_many(blocks.clone()).await?;
+        }
+        let full = live();
+        let mut drivers = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut d = Sessions::with_seed(SyncProtocol::Bloom, SessionConfig::default(), i as u64);
+            for p in 0..6usize {
+                d.connect(p, std::time::Duration::ZERO);
+            }
+            drivers.push(d);
+        }
+        let sessions = live();
+        let heads = replicas[0].heads().len();
+        println!(
+            "per replica (heap bytes, mean of {n}): genesis only {}; holding {} events ({heads} heads) {}; \
+             a driver with 6 fresh sessions {}",
+            (empty - before) / n,
+            replicas[0].len(),
+            (full - before) / n,
+            (sessions - full) / n
+        );
+        Ok(())
     })
 }
 
@@ -264,6 +335,13 @@ fn main() {
                 check_hash = Some(value(i));
                 i += 1;
             }
+            "--floor" => {
+                if let Err(e) = floor(10_000) {
+                    eprintln!("scale_report: {e}");
+                    std::process::exit(1);
+                }
+                return;
+            }
             "--one" => {
                 only = value(i).parse().ok();
                 i += 1;
@@ -295,7 +373,7 @@ fn main() {
     let exe = std::env::current_exe().expect("the path of this program");
     if !json {
         println!(
-            "{:>9} {:>6} {:>6} {:>9} {:>10} {:>6} {:>10} {:>10} {:>8} {:>8}  {:<9} trace",
+            "{:>9} {:>6} {:>6} {:>9} {:>10} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8}  {:<9} trace",
             "nodes",
             "rounds",
             "bound",
@@ -306,6 +384,7 @@ fn main() {
             "heap/node",
             "allocs/n",
             "wall s",
+            "cpu s",
             "converged"
         );
     }
@@ -349,7 +428,7 @@ fn main() {
             println!("{}", row.json());
         } else {
             println!(
-                "{:>9} {:>6} {:>6.1} {:>9.3} {:>10.1} {:>6.2} {:>10.0} {:>10.0} {:>8.0} {:>8.1}  {:<9} {}",
+                "{:>9} {:>6} {:>6.1} {:>9.3} {:>10.1} {:>6.2} {:>10.0} {:>10.0} {:>8.0} {:>8.1} {:>8.1}  {:<9} {}",
                 row.nodes,
                 row.rounds,
                 row.gossip_bound,
@@ -360,6 +439,7 @@ fn main() {
                 row.heap,
                 row.allocs,
                 row.seconds,
+                row.cpu_seconds,
                 row.converged,
                 &row.trace_hash[..16.min(row.trace_hash.len())]
             );

@@ -467,7 +467,9 @@ struct Peer<St> {
 pub struct Sessions<P, Pr: Protocol = Bloom> {
     protocol: Pr,
     config: SessionConfig,
-    peers: BTreeMap<P, Peer<Pr::State>>,
+    /// Boxed: a map node holds room for 11 entries, and a node with a few
+    /// peers (a simulation of a million) should not pay for 11 states.
+    peers: BTreeMap<P, Box<Peer<Pr::State>>>,
     /// Seeds the states and draws the anti-entropy peers; `None`: OS randomness.
     rng: Option<SimRng>,
     next_anti_entropy: Option<Duration>,
@@ -565,7 +567,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let state = self.protocol.new_state(seed);
         self.peers.insert(
             peer,
-            Peer {
+            Box::new(Peer {
                 state,
                 calm: now,
                 backoff: 0,
@@ -573,7 +575,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
-            },
+            }),
         );
         false
     }
@@ -586,7 +588,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let state = self.protocol.restore(durable, seed);
         self.peers.insert(
             peer,
-            Peer {
+            Box::new(Peer {
                 state,
                 calm: now,
                 backoff: 0,
@@ -594,7 +596,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
-            },
+            }),
         );
     }
 

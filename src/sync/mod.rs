@@ -293,6 +293,11 @@ fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView) -> Res
         if !s.sent.is_empty() {
             let live: HashSet<&Cid> = cids.iter().collect();
             s.sent.retain(|c, _| live.contains(c));
+            // A long session's table would otherwise keep its largest size
+            // (104 bytes a slot) for as long as the session lives.
+            if s.sent.capacity() > 4 * s.sent.len().max(8) {
+                s.sent.shrink_to_fit();
+            }
         }
         let out = diff.into_iter().zip(cids).filter(|(_, c)| !s.sent.contains_key(c)).map(|(id, _)| id).collect();
         return Ok((out, true));
