@@ -3,23 +3,30 @@
 //!
 //! ```text
 //! cargo run --release --example scale_report [-- --json] [--max-nodes N] [--seed S]
-//!     [--sizes 1000,10000] [--check-hash HEX]
+//!     [--sizes 1000,10000] [--mem-budget GIB] [--repeat K] [--check-hash HEX]
+//! cargo run --release --example scale_report -- --floor
 //! ```
 //!
-//! Every node is a real `Replica` over the simulator's shared block arena,
-//! driven by the real session driver and the Bloom sync protocol. The
-//! scenario: 16 writers append 64 events in all (4 each, 64-byte payloads)
-//! during a 40-tick fault phase; 1% of messages are lost; 1% of the nodes
-//! crash and restart from their store; 1% join late with only the genesis;
-//! each node has a mesh of about 6 peers (3 drawn at random by each node,
-//! made symmetric).
+//! Every node is a real `Replica` over the simulator's shared block arena
+//! (`sim::ArenaStore`), driven by the real session driver and the Bloom sync
+//! protocol. The scenario: 16 writers append 64 events in all (4 each,
+//! 64-byte payloads) during a 40-tick fault phase; 1% of messages are lost;
+//! 1% of the nodes crash and restart from their store; 1% join late with
+//! only the genesis; each node has a mesh of about 6 peers (3 drawn at
+//! random by each node, made symmetric). A node that appends or takes in new
+//! events pushes them, with its heads, to the mesh peers not known to hold
+//! them (the driver's tick); a peer that cannot place them pulls the rest in
+//! the same session; each node runs anti-entropy with a random settled peer
+//! every 32 ticks; a session silent for 8 ticks restarts.
 //!
 //! For each size it prints: `rounds`, the ticks from the last append until
 //! every node holds every event, beside the push-gossip bound
 //! log2 N + ln N; messages and bytes sent per node per event appended;
-//! `redundancy`, copies of a block received per block a node needed; peak
-//! RSS divided by N (and the peak of live heap bytes per node, from a
-//! counting allocator); wall time; the trace hash (same seed, same hash).
+//! `redundancy`, copies of a block received per block a node needed
+//! (`SimReport::blocks_received` over its non-duplicates); peak RSS divided
+//! by N and the peak of live heap bytes per node (a counting allocator),
+//! allocations per node; wall and CPU time (the machine may be shared: CPU
+//! time is the figure to compare); the trace hash (same seed, same hash).
 //!
 //! Each size runs in a child process of its own (this program with
 //! `--one N`), so each peak RSS is its own. Sizes run in increasing order
@@ -27,8 +34,14 @@
 //! node of the size before is projected, and a size whose projection does
 //! not fit in `--mem-budget` GiB (default 16) is skipped and said so.
 //!
-//! `--check-hash HEX` (with one size in `--sizes`) exits with status 1
-//! unless the run converged with that trace hash: the CI's check.
+//! The exit status is 1 when a run does not converge, takes more than twice
+//! the gossip bound, or (`--repeat K`: K runs of each size at once) two runs
+//! of the same seed give different trace hashes, or (`--check-hash HEX`) the
+//! hash is not HEX. CI runs `--sizes 10000 --repeat 2`.
+//!
+//! `--floor` prints what one replica costs at the least (heap bytes per
+//! replica over a shared arena: with only the genesis, holding the
+//! scenario's 64 events, and a driver with 6 fresh sessions).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::Command;
@@ -194,6 +207,43 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Runs one size in `repeat` child processes at once (this program with
+/// `--one`); with more than one, their trace hashes must agree.
+fn run_child(exe: &std::path::Path, nodes: usize, seed: u64, repeat: usize) -> Option<Row> {
+    let children: Vec<_> = (0..repeat.max(1))
+        .map(|_| {
+            Command::new(exe)
+                .args(["--one", &nodes.to_string(), "--seed", &seed.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for child in children {
+        match child.and_then(std::process::Child::wait_with_output) {
+            Ok(o) if o.status.success() => rows.push(Row::parse(String::from_utf8_lossy(&o.stdout).trim())?),
+            Ok(o) => {
+                eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+                return None;
+            }
+            Err(e) => {
+                eprintln!("scale_report: cannot run {}: {e}", exe.display());
+                return None;
+            }
+        }
+    }
+    let first = rows.swap_remove(0);
+    if let Some(other) = rows.iter().find(|r| r.trace_hash != first.trace_hash) {
+        eprintln!(
+            "scale_report: the same seed gave two trace hashes at {nodes} nodes: {} and {}",
+            first.trace_hash, other.trace_hash
+        );
+        return None;
+    }
+    Some(first)
+}
+
 /// Runs one size in this process.
 fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
     let start = Instant::now();
@@ -310,6 +360,7 @@ fn main() {
     let mut budget_gib = 16.0;
     let mut check_hash: Option<String> = None;
     let mut only: Option<usize> = None;
+    let mut repeat = 1;
     let mut i = 0;
     let value = |i: usize| args.get(i + 1).cloned().unwrap_or_default();
     while i < args.len() {
@@ -342,6 +393,10 @@ fn main() {
                 }
                 return;
             }
+            "--repeat" => {
+                repeat = value(i).parse().unwrap_or(repeat);
+                i += 1;
+            }
             "--one" => {
                 only = value(i).parse().ok();
                 i += 1;
@@ -349,7 +404,7 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "usage: scale_report [--json] [--max-nodes N] [--seed S] [--sizes 1000,10000] \
-                     [--mem-budget GIB] [--check-hash HEX]"
+                     [--mem-budget GIB] [--check-hash HEX] [--repeat K] | --floor"
                 );
                 return;
             }
@@ -406,19 +461,7 @@ fn main() {
                 continue;
             }
         }
-        let out = Command::new(&exe).args(["--one", &nodes.to_string(), "--seed", &seed.to_string()]).output();
-        let row = match out {
-            Ok(o) if o.status.success() => Row::parse(String::from_utf8_lossy(&o.stdout).trim()),
-            Ok(o) => {
-                eprintln!("{}", String::from_utf8_lossy(&o.stderr));
-                None
-            }
-            Err(e) => {
-                eprintln!("scale_report: cannot run {}: {e}", exe.display());
-                None
-            }
-        };
-        let Some(row) = row else {
+        let Some(row) = run_child(&exe, nodes, seed, repeat) else {
             eprintln!("scale_report: the run at {nodes} nodes failed");
             failed = true;
             break;
@@ -445,11 +488,15 @@ fn main() {
             );
         }
         failed |= !row.converged;
-        if let Some(want) = &check_hash {
-            if *want != row.trace_hash {
-                eprintln!("scale_report: trace hash {} at {nodes} nodes, expected {want}", row.trace_hash);
-                failed = true;
-            }
+        if row.rounds as f64 > 2.0 * row.gossip_bound {
+            eprintln!("scale_report: {} rounds at {nodes} nodes, above twice the gossip bound", row.rounds);
+            failed = true;
+        }
+        if let Some(want) = &check_hash
+            && *want != row.trace_hash
+        {
+            eprintln!("scale_report: trace hash {} at {nodes} nodes, expected {want}", row.trace_hash);
+            failed = true;
         }
     }
     if failed {
