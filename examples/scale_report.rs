@@ -256,11 +256,23 @@ fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
         if std::env::var_os("SCALE_DEBUG").is_some() {
             let live = LIVE.load(Ordering::Relaxed) / nodes;
             eprintln!("tick {t} live/node {live} appended {} msgs {}", sim.appended().len(), sim.progress().messages);
-            if t == 32 || t == 16 {
-                for b in sim.sessions(1).peers() {
-                    eprintln!("  n1:{b} {:?}", sim.state(1, *b));
+            if t == 32 || t == 16 || t == 45 {
+                let (mut sent, mut heads, mut shared, mut peers) = (0usize, 0usize, 0usize, 0usize);
+                for a in 0..nodes {
+                    for b in sim.sessions(a).peers() {
+                        let d = format!("{:?}", sim.state(a, *b));
+                        let num = |k: &str| {
+                            d.find(k).map_or(0, |i| {
+                                d[i + k.len()..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+                            })
+                        };
+                        sent += num("sent: ");
+                        heads += num("their_heads: Some(");
+                        shared += d.matches('…').count();
+                        peers += 1;
+                    }
                 }
-                eprintln!("  replica len {:?}", sim.replica(1).map(|r| r.len()));
+                eprintln!("  per node: peers {} sent {} their_heads {} shared {}", peers / nodes, sent / nodes, heads / nodes, shared / nodes);
             }
         }
         if last_append.is_none() && sim.appended().len() == total {

@@ -150,7 +150,7 @@ pub use message::{Message, SyncError, SyncLimits, VERSION};
 pub use naive::{NaiveState, naive_generate, naive_receive};
 pub use state::SyncState;
 
-use state::Session;
+use state::{HeadsPrint, Session};
 
 /// What [`receive_message`] (or [`naive_receive`]) did with a message's blocks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,7 +212,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
 ) -> Result<Option<Message>, SyncError> {
     let dag = replica.dag();
     let my_heads = dag.heads();
-    let changed = state.session.dirty || state.session.last_heads.as_ref() != Some(&my_heads);
+    let changed = state.session.dirty || state.session.last_heads != Some(HeadsPrint::of(&my_heads));
     let mut msg = Message::default();
     if !state.session.filter_sent {
         open_session(dag, state, &my_heads, &mut msg)?;
@@ -406,7 +406,8 @@ fn finish(
     predicts: bool,
 ) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
-    let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
+    let print = HeadsPrint::of(&my_heads);
+    let heads_changed = s.last_sent_heads != Some(print);
     let say = msg.filter.is_some()
         || !blocks.is_empty()
         || !msg.want.is_empty()
@@ -414,7 +415,7 @@ fn finish(
         || (heads_changed && !in_sync);
     // With nothing else to say, an acknowledgement carries no heads.
     let speak = say || s.owe_ack;
-    s.last_heads = Some(my_heads.clone());
+    s.last_heads = Some(print);
     s.dirty = truncated;
     if !blocks.is_empty() {
         s.blocks_seq = s.seq + 1;
@@ -437,7 +438,7 @@ fn finish(
     msg.more = truncated;
     if heads_changed && say {
         msg.heads.clone_from(&my_heads);
-        s.last_sent_heads = Some(my_heads);
+        s.last_sent_heads = Some(print);
     }
     if msg.filter.is_some() {
         s.filter_sent = true;
