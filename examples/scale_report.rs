@@ -263,7 +263,12 @@ fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
                         let d = format!("{:?}", sim.state(a, *b));
                         let num = |k: &str| {
                             d.find(k).map_or(0, |i| {
-                                d[i + k.len()..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
+                                d[i + k.len()..]
+                                    .chars()
+                                    .take_while(char::is_ascii_digit)
+                                    .collect::<String>()
+                                    .parse()
+                                    .unwrap_or(0)
                             })
                         };
                         sent += num("sent: ");
@@ -272,7 +277,13 @@ fn one(nodes: usize, seed: u64) -> Result<Row, Box<dyn std::error::Error>> {
                         peers += 1;
                     }
                 }
-                eprintln!("  per node: peers {} sent {} their_heads {} shared {}", peers / nodes, sent / nodes, heads / nodes, shared / nodes);
+                eprintln!(
+                    "  per node: peers {} sent {} their_heads {} shared {}",
+                    peers / nodes,
+                    sent / nodes,
+                    heads / nodes,
+                    shared / nodes
+                );
             }
         }
         if last_append.is_none() && sim.appended().len() == total {

@@ -138,7 +138,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use ipld_core::cid::Cid;
 
-use crate::block::Block;
+use crate::block::{Block, Digest, digest_of};
 use crate::dag::{Dag, EventId};
 use crate::error::UnknownEvent;
 use crate::replica::{Ingest, IngestReport, Rejection, Replica};
@@ -288,24 +288,23 @@ impl PeerView {
 fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView) -> Result<(Vec<EventId>, bool), SyncError> {
     if view.all_known {
         let diff = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
-        let cids: Vec<Cid> = diff.iter().map(|id| dag.cid(*id)).collect();
         // Blocks no longer in the difference have arrived: forget them.
         if !s.sent.is_empty() {
-            let live: HashSet<&Cid> = cids.iter().collect();
-            s.sent.retain(|c, _| live.contains(c));
+            let live: HashSet<&Digest> = diff.iter().map(|id| dag.digest(*id)).collect();
+            s.sent.retain(|d, _| live.contains(d));
             // A long session's table would otherwise keep its largest size
             // (104 bytes a slot) for as long as the session lives.
             if s.sent.capacity() > 4 * s.sent.len().max(8) {
                 s.sent.shrink_to_fit();
             }
         }
-        let out = diff.into_iter().zip(cids).filter(|(_, c)| !s.sent.contains_key(c)).map(|(id, _)| id).collect();
+        let out = diff.into_iter().filter(|id| !s.sent.contains_key(dag.digest(*id))).collect();
         return Ok((out, true));
     }
     let Some(filter) = &s.their_filter else { return Ok((Vec::new(), false)) };
     let candidates = dag.difference(my_heads, &view.base).map_err(unknown)?;
     let sent = &s.sent;
-    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(&dag.cid(id))), false))
+    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(dag.digest(id))), false))
 }
 
 /// Step 3: answers the peer's wants into `out` (the wanted events and their
@@ -329,7 +328,7 @@ fn answer_wants(dag: &Dag, s: &mut Session, view: &PeerView, out: &mut Vec<Event
     };
     let ack = s.their_ack;
     // Skip what is on its way: sent in a message the peer had not seen when it asked.
-    out.extend(picked.into_iter().filter(|id| s.sent.get(&dag.cid(*id)).is_none_or(|&seq| seq <= ack)));
+    out.extend(picked.into_iter().filter(|id| s.sent.get(dag.digest(*id)).is_none_or(|&seq| seq <= ack)));
     Ok(wanted)
 }
 
@@ -446,7 +445,9 @@ fn finish(
         s.hello = false;
     }
     for block in &blocks {
-        s.sent.insert(*block.cid(), s.seq);
+        if let Some(d) = digest_of(block.cid()) {
+            s.sent.insert(d, s.seq);
+        }
     }
     s.asked.extend(msg.want.iter().copied());
     s.owe_reply = false;
@@ -519,7 +520,9 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     }
     for w in want {
         // A want for a block sent in a message it had not seen yet is already answered.
-        if s.sent.get(&w).is_none_or(|&sent_in| sent_in <= ack) && s.their_wants.len() < state.limits.max_wants {
+        if digest_of(&w).and_then(|d| s.sent.get(&d)).is_none_or(|&sent_in| sent_in <= ack)
+            && s.their_wants.len() < state.limits.max_wants
+        {
             s.their_wants.push(w);
         }
     }

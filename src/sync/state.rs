@@ -10,7 +10,7 @@ use rand_core::RngCore;
 
 use super::bloom::BloomFilter;
 use super::message::{SyncError, SyncLimits};
-use crate::block::digest_of;
+use crate::block::{Digest, digest_of};
 use crate::cbor::{self, MAJOR_ARRAY, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
 
 /// The version of [`SyncState::encode`]'s format.
@@ -97,8 +97,9 @@ pub(crate) struct Session {
     pub owe_reply: bool,
     /// CIDs the peer asked for, not answered yet.
     pub their_wants: Vec<Cid>,
-    /// Blocks sent in this session, with the seq of the message that carried them.
-    pub sent: HashMap<Cid, u64>,
+    /// Blocks sent in this session (by digest: every block sent is an
+    /// event of our DAG), with the seq of the message that carried them.
+    pub sent: HashMap<Digest, u64>,
     /// CIDs we asked for in this session.
     pub asked: HashSet<Cid>,
     /// Something arrived since we last made a message.
