@@ -39,6 +39,9 @@
 //! of the same seed give different trace hashes, or (`--check-hash HEX`) the
 //! hash is not HEX. CI runs `--sizes 10000 --repeat 2`.
 //!
+//! `SCALE_DEBUG=1` prints, for `--one N`, the live heap per node at every
+//! tick and, at a few ticks, what the sessions hold per node.
+//!
 //! `--floor` prints what one replica costs at the least (heap bytes per
 //! replica over a shared arena: with only the genesis, holding the
 //! scenario's 64 events, and a driver with 6 fresh sessions).
