@@ -590,6 +590,12 @@ impl Order {
         };
         if key_of(nodes, *last.last().expect("chunks are never empty")) < k {
             if last.len() < CHUNK {
+                if last.len() == last.capacity() {
+                    // Grow by doubling, but never past CHUNK + 1 (a full
+                    // chunk takes one insert before it splits).
+                    let target = if last.len() * 2 >= CHUNK { CHUNK + 1 } else { (last.len() * 2).max(8) };
+                    last.reserve_exact(target - last.len());
+                }
                 last.push(id);
             } else {
                 self.chunks.push(Self::chunk_with(id));
@@ -609,8 +615,11 @@ impl Order {
         }
     }
 
+    /// A new last chunk. It starts small and grows as events land in it:
+    /// a replica of a short stream (a million of them in a simulation)
+    /// does not pay for a full chunk.
     fn chunk_with(id: u32) -> Vec<u32> {
-        let mut c = Vec::with_capacity(CHUNK + 1);
+        let mut c = Vec::with_capacity(8);
         c.push(id);
         c
     }

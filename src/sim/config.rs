@@ -169,6 +169,12 @@ pub struct SimReport {
     pub delivered: u64,
     /// Messages lost at random.
     pub lost: u64,
+    /// Blocks in the messages delivered (each copy of a block counts).
+    pub blocks_received: u64,
+    /// Of those, blocks the receiver already held (in its DAG or pending):
+    /// `blocks_received / (blocks_received - blocks_duplicate)` is the
+    /// redundancy, copies received per block needed.
+    pub blocks_duplicate: u64,
     /// Messages delivered twice.
     pub duplicated: u64,
     /// Messages lost to a partition.
@@ -209,6 +215,8 @@ impl SimReport {
             bytes: 0,
             delivered: 0,
             lost: 0,
+            blocks_received: 0,
+            blocks_duplicate: 0,
             duplicated: 0,
             partitioned: 0,
             undeliverable: 0,

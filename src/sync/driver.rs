@@ -467,7 +467,9 @@ struct Peer<St> {
 pub struct Sessions<P, Pr: Protocol = Bloom> {
     protocol: Pr,
     config: SessionConfig,
-    peers: BTreeMap<P, Peer<Pr::State>>,
+    /// Boxed: a map node holds room for 11 entries, and a node with a few
+    /// peers (a simulation of a million) should not pay for 11 states.
+    peers: BTreeMap<P, Box<Peer<Pr::State>>>,
     /// Seeds the states and draws the anti-entropy peers; `None`: OS randomness.
     rng: Option<SimRng>,
     next_anti_entropy: Option<Duration>,
@@ -565,7 +567,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let state = self.protocol.new_state(seed);
         self.peers.insert(
             peer,
-            Peer {
+            Box::new(Peer {
                 state,
                 calm: now,
                 backoff: 0,
@@ -573,7 +575,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
-            },
+            }),
         );
         false
     }
@@ -586,7 +588,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let state = self.protocol.restore(durable, seed);
         self.peers.insert(
             peer,
-            Peer {
+            Box::new(Peer {
                 state,
                 calm: now,
                 backoff: 0,
@@ -594,7 +596,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
-            },
+            }),
         );
     }
 
@@ -764,6 +766,28 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             p.was_settled = self.protocol.settled(replica, &p.state);
         }
         Ok(due)
+    }
+
+    /// The earliest time after `now` at which [`Sessions::tick`] may find
+    /// something due that no call since made due: a session's timeout, the
+    /// end of a pause, the next anti-entropy. `None`: nothing is scheduled.
+    ///
+    /// For a transport with many idle peers (a simulation of a million
+    /// nodes): it need not tick this driver before that time unless it
+    /// called [`Sessions::connect`], [`Sessions::receive`] or
+    /// [`Sessions::lost`], or the replica changed (a local append), since
+    /// the last tick. Before the first tick, anti-entropy is not scheduled
+    /// yet: tick once to start its clock.
+    pub fn next_deadline(&self, now: Duration) -> Option<Duration> {
+        let max_backoff = self.config.max_backoff.min(30);
+        let timeouts = self.config.timeout.into_iter().flat_map(|timeout| {
+            self.peers
+                .values()
+                .filter(|p| !p.was_settled)
+                .map(move |p| p.calm.saturating_add(timeout.saturating_mul(1 << p.backoff.min(max_backoff))))
+        });
+        let pauses = self.peers.values().map(|p| p.paused_until);
+        timeouts.chain(pauses).chain(self.next_anti_entropy).filter(|&t| t > now).min()
     }
 
     /// The peer drawn for anti-entropy, when one is due.

@@ -138,7 +138,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use ipld_core::cid::Cid;
 
-use crate::block::Block;
+use crate::block::{Block, Digest, digest_of};
 use crate::dag::{Dag, EventId};
 use crate::error::UnknownEvent;
 use crate::replica::{Ingest, IngestReport, Rejection, Replica};
@@ -150,7 +150,7 @@ pub use message::{Message, SyncError, SyncLimits, VERSION};
 pub use naive::{NaiveState, naive_generate, naive_receive};
 pub use state::SyncState;
 
-use state::Session;
+use state::{HeadsPrint, Session};
 
 /// What [`receive_message`] (or [`naive_receive`]) did with a message's blocks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,7 +212,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
 ) -> Result<Option<Message>, SyncError> {
     let dag = replica.dag();
     let my_heads = dag.heads();
-    let changed = state.session.dirty || state.session.last_heads.as_ref() != Some(&my_heads);
+    let changed = state.session.dirty || state.session.last_heads != Some(HeadsPrint::of(&my_heads));
     let mut msg = Message::default();
     if !state.session.filter_sent {
         open_session(dag, state, &my_heads, &mut msg)?;
@@ -287,19 +287,23 @@ impl PeerView {
 fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView) -> Result<(Vec<EventId>, bool), SyncError> {
     if view.all_known {
         let diff = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
-        let cids: Vec<Cid> = diff.iter().map(|id| dag.cid(*id)).collect();
         // Blocks no longer in the difference have arrived: forget them.
         if !s.sent.is_empty() {
-            let live: HashSet<&Cid> = cids.iter().collect();
-            s.sent.retain(|c, _| live.contains(c));
+            let live: HashSet<&Digest> = diff.iter().map(|id| dag.digest(*id)).collect();
+            s.sent.retain(|d, _| live.contains(d));
+            // A long session's table would otherwise keep its largest size
+            // (104 bytes a slot) for as long as the session lives.
+            if s.sent.capacity() > 4 * s.sent.len().max(8) {
+                s.sent.shrink_to_fit();
+            }
         }
-        let out = diff.into_iter().zip(cids).filter(|(_, c)| !s.sent.contains_key(c)).map(|(id, _)| id).collect();
+        let out = diff.into_iter().filter(|id| !s.sent.contains_key(dag.digest(*id))).collect();
         return Ok((out, true));
     }
     let Some(filter) = &s.their_filter else { return Ok((Vec::new(), false)) };
     let candidates = dag.difference(my_heads, &view.base).map_err(unknown)?;
     let sent = &s.sent;
-    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(&dag.cid(id))), false))
+    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(dag.digest(id))), false))
 }
 
 /// Step 3: answers the peer's wants into `out` (the wanted events and their
@@ -323,7 +327,7 @@ fn answer_wants(dag: &Dag, s: &mut Session, view: &PeerView, out: &mut Vec<Event
     };
     let ack = s.their_ack;
     // Skip what is on its way: sent in a message the peer had not seen when it asked.
-    out.extend(picked.into_iter().filter(|id| s.sent.get(&dag.cid(*id)).is_none_or(|&seq| seq <= ack)));
+    out.extend(picked.into_iter().filter(|id| s.sent.get(dag.digest(*id)).is_none_or(|&seq| seq <= ack)));
     Ok(wanted)
 }
 
@@ -399,7 +403,8 @@ fn finish(
     truncated: bool,
 ) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
-    let heads_changed = s.last_sent_heads.as_ref() != Some(&my_heads);
+    let print = HeadsPrint::of(&my_heads);
+    let heads_changed = s.last_sent_heads != Some(print);
     let say = msg.filter.is_some()
         || !blocks.is_empty()
         || !msg.want.is_empty()
@@ -407,7 +412,7 @@ fn finish(
         || (heads_changed && !in_sync);
     // With nothing else to say, an acknowledgement carries no heads.
     let speak = say || s.owe_ack;
-    s.last_heads = Some(my_heads.clone());
+    s.last_heads = Some(print);
     s.dirty = truncated;
     if !speak {
         if s.their_more && !s.prompted {
@@ -423,7 +428,7 @@ fn finish(
     msg.more = truncated;
     if heads_changed {
         msg.heads.clone_from(&my_heads);
-        s.last_sent_heads = Some(my_heads);
+        s.last_sent_heads = Some(print);
     }
     if msg.filter.is_some() {
         s.filter_sent = true;
@@ -431,7 +436,9 @@ fn finish(
         s.hello = false;
     }
     for block in &blocks {
-        s.sent.insert(*block.cid(), s.seq);
+        if let Some(d) = digest_of(block.cid()) {
+            s.sent.insert(d, s.seq);
+        }
     }
     s.asked.extend(msg.want.iter().copied());
     s.owe_reply = false;
@@ -504,7 +511,9 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     }
     for w in want {
         // A want for a block sent in a message it had not seen yet is already answered.
-        if s.sent.get(&w).is_none_or(|&sent_in| sent_in <= ack) && s.their_wants.len() < state.limits.max_wants {
+        if digest_of(&w).and_then(|d| s.sent.get(&d)).is_none_or(|&sent_in| sent_in <= ack)
+            && s.their_wants.len() < state.limits.max_wants
+        {
             s.their_wants.push(w);
         }
     }

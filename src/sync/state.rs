@@ -10,7 +10,7 @@ use rand_core::RngCore;
 
 use super::bloom::BloomFilter;
 use super::message::{SyncError, SyncLimits};
-use crate::block::digest_of;
+use crate::block::{Digest, digest_of};
 use crate::cbor::{self, MAJOR_ARRAY, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
 
 /// The version of [`SyncState::encode`]'s format.
@@ -72,8 +72,8 @@ pub(crate) struct Session {
     pub their_more: bool,
     /// We asked the peer to go on since its last message.
     pub prompted: bool,
-    /// Heads we last told the peer.
-    pub last_sent_heads: Option<Vec<Cid>>,
+    /// Heads we last told the peer (only ever compared: kept as a print).
+    pub last_sent_heads: Option<HeadsPrint>,
     /// Heads the peer last told us.
     pub their_heads: Option<Vec<Cid>>,
     /// The seq of the newest message whose heads we know (it sent them, or
@@ -93,14 +93,37 @@ pub(crate) struct Session {
     pub owe_reply: bool,
     /// CIDs the peer asked for, not answered yet.
     pub their_wants: Vec<Cid>,
-    /// Blocks sent in this session, with the seq of the message that carried them.
-    pub sent: HashMap<Cid, u64>,
+    /// Blocks sent in this session (by digest: every block sent is an
+    /// event of our DAG), with the seq of the message that carried them.
+    pub sent: HashMap<Digest, u64>,
     /// CIDs we asked for in this session.
     pub asked: HashSet<Cid>,
     /// Something arrived since we last made a message.
     pub dirty: bool,
-    /// Our heads when we last made (or declined to make) a message.
-    pub last_heads: Option<Vec<Cid>>,
+    /// Our heads when we last made (or declined to make) a message (only
+    /// ever compared: kept as a print).
+    pub last_heads: Option<HeadsPrint>,
+}
+
+/// A fingerprint of a list of heads: BLAKE3 of their count and of each
+/// one's codec, hash code and digest. A session keeps the heads it only
+/// compares as prints, 32 bytes instead of 96 a head, times the peers (a
+/// simulated node with 6 peers and 10 heads saves about 10 KB).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadsPrint([u8; 32]);
+
+impl HeadsPrint {
+    pub(crate) fn of(heads: &[Cid]) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(&(heads.len() as u64).to_le_bytes());
+        for c in heads {
+            h.update(&c.codec().to_le_bytes());
+            h.update(&c.hash().code().to_le_bytes());
+            h.update(&[c.hash().size()]);
+            h.update(c.hash().digest());
+        }
+        HeadsPrint(*h.finalize().as_bytes())
+    }
 }
 
 impl Session {

@@ -4,6 +4,7 @@
 //!
 //! The stores: `memory` ([`MemoryBlockstore`]), `faulty` ([`FaultyStore`]
 //! around the memory store, no fault armed: the wrapper must be invisible),
+//! `arena` (the simulator's [`ArenaStore`]s over one shared [`BlockArena`]),
 //! `redb_memory` (redb over its in-memory backend), `redb_disk` and
 //! `redb_disk_eventual` (a redb file in a temporary directory, with
 //! [`Durability::Immediate`] and [`Durability::Eventual`]).
@@ -13,8 +14,11 @@
 use std::fmt::Debug;
 use std::future::Future;
 
+use std::sync::Arc;
+
 use futures::executor::block_on;
 use merkle_clock::MemoryBlockstore;
+use merkle_clock::sim::{ArenaStore, BlockArena};
 #[cfg(feature = "redb")]
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::store::{FaultyStore, StreamStore, contract};
@@ -57,6 +61,21 @@ impl Stores for Faulty {
     fn block_count(store: &Self::Store) -> u64 {
         assert_eq!(store.failures(), 0, "a store with no fault armed failed an operation");
         store.inner().len() as u64
+    }
+}
+
+/// [`ArenaStore`]s of the simulator, every one of them over one shared
+/// [`BlockArena`]: a fresh store is empty though the arena is not.
+#[derive(Default)]
+pub struct Arena(Arc<BlockArena>);
+
+impl Stores for Arena {
+    type Store = ArenaStore;
+    fn fresh(&self) -> ArenaStore {
+        ArenaStore::new(Arc::clone(&self.0))
+    }
+    fn block_count(store: &ArenaStore) -> u64 {
+        store.len() as u64
     }
 }
 
@@ -140,6 +159,7 @@ macro_rules! every_store {
         mod $suite {
             every_store!(@store $kind, memory, $crate::common::Memory; $($name),+);
             every_store!(@store $kind, faulty, $crate::common::Faulty; $($name),+);
+            every_store!(@store $kind, arena, $crate::common::Arena; $($name),+);
             #[cfg(feature = "redb")]
             every_store!(@store $kind, redb_memory, $crate::common::RedbMemory; $($name),+);
             #[cfg(feature = "redb")]
