@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod announce;
+mod ban;
 pub mod codec;
 mod config;
 mod dial;

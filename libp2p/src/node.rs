@@ -61,6 +61,8 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) updates: broadcast::Sender<Update>,
     pub(crate) announcements: broadcast::Sender<StreamAnnouncement>,
     pub(crate) stats: Stats,
+    /// Invalid events per peer, and banned peers (`ban.rs`).
+    pub(crate) bans: crate::ban::Bans,
     commands: mpsc::Receiver<Command<S>>,
 }
 
@@ -168,6 +170,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             updates,
             announcements,
             stats: Stats::default(),
+            bans: Default::default(),
             commands,
         })
     }
