@@ -1,6 +1,9 @@
 //! A raw swarm that speaks the sync protocol and the gossip topic with
 //! garbage: the adversary of `garbage_peer_is_ignored`.
 
+#[allow(dead_code)] // used by tests/ban.rs, not tests/loopback.rs
+pub mod forger;
+
 use std::io;
 use std::time::Duration;
 
