@@ -71,11 +71,7 @@ pub async fn run_forger(key: Keypair, stream: Cid, victim: AuthorKey, targets: V
                 }
             }
             event = swarm.select_next_some() => match event {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    if !peers.contains(&peer_id) {
-                        peers.push(peer_id);
-                    }
-                }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if !peers.contains(&peer_id) => peers.push(peer_id),
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, endpoint, .. } => {
                     peers.retain(|p| *p != peer_id);
                     // Again, on the next tick: a ban is tested, not assumed.
