@@ -184,6 +184,21 @@ fn a_claimed_author_without_a_signature_is_a_decode_error() {
 }
 
 #[test]
+fn a_membership_operation_without_an_author_is_a_decode_error() {
+    let (admin, w) = (key(1), key(2));
+    let mut s = Builder::new(&[&admin]);
+    let mut r = replica(&s.genesis);
+    let g = s.grant(&[], &admin, &w, Role::Writer);
+    // Drop `sig` and `author` (bytes 1..112): height, member, parents, payload remain.
+    let mut bytes = vec![g.bytes()[0] - 2];
+    bytes.extend_from_slice(&g.bytes()[71 + 7 + 34..]);
+    match refused(&mut r, &Block::from_bytes(bytes)) {
+        Rejection::Decode(DecodeError::MissingKey { key: "author", .. }) => {}
+        other => panic!("expected a missing author, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_signature_over_a_non_canonical_encoding_is_refused() {
     let admin = key(1);
     let mut s = Builder::new(&[&admin]);
@@ -432,6 +447,15 @@ fn open_streams_take_signed_events_but_no_membership_events() {
     assert!(matches!(auth_err(refused(&mut r, &grant)), AuthError::OpenStream { .. }));
     assert_eq!(r.policy(), Policy::Open);
     assert!(r.members().is_none());
+    // Locally: a membership event needs a signer, and an open stream refuses it.
+    assert!(matches!(block_on(r.grant(key(2).public(), Role::Writer)), Err(AppendError::NeedsSigner { .. })));
+    r.set_signer(Some(admin.clone()));
+    assert!(matches!(
+        block_on(r.grant(key(2).public(), Role::Writer)),
+        Err(AppendError::Rejected(Rejection::Auth(AuthError::OpenStream { .. })))
+    ));
+    let mine = block_on(r.append(&"signed on an open stream")).unwrap();
+    assert_eq!(auth::author_of(&block_on(r.get(&mine)).unwrap().unwrap()).unwrap(), Some(admin.public()));
     // A forged signature is refused on open streams too.
     let mut sig = sig_of(&signed);
     sig[0] ^= 1;
