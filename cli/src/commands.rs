@@ -187,8 +187,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
     let mut children: Vec<Cid> = dag.children(id).map(|c| dag.cid(c)).collect();
     children.sort_unstable();
     let head = children.is_empty();
+    let author = merkle_clock::auth::author_of(&block)?;
     if as_json {
-        let v = json!({
+        let mut v = json!({
             "cid": cid.to_string(),
             "height": event.height(),
             "parents": event.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -197,6 +198,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
             "size": block.len(),
             "payload": pj::from_ipld(event.payload()),
         });
+        if let Some(author) = author {
+            v["author"] = json!(author.to_string());
+        }
         writeln!(out, "{v}")?;
         return Ok(());
     }
@@ -216,6 +220,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
         writeln!(out, "{}{line}", if i == 0 { "children  " } else { "          " })?;
     }
     writeln!(out, "head      {}", if head { "yes" } else { "no" })?;
+    if let Some(author) = author {
+        writeln!(out, "author    {author}")?;
+    }
     writeln!(out, "size      {} bytes", block.len())?;
     let pretty = serde_json::to_string_pretty(&pj::from_ipld(event.payload()))?;
     for (i, line) in pretty.lines().enumerate() {

@@ -120,6 +120,9 @@ fn init_grant_append_revoke_and_the_revoked_key_is_refused() {
     assert_eq!(json[0].get("author"), None, "the genesis is not signed");
     assert_eq!(json[2]["author"], writer.as_str());
     assert_eq!(json[2]["cid"], note.as_str());
+    assert!(ok(d, &["show", &note]).contains(&format!("author    {writer}")));
+    let shown: Value = serde_json::from_str(&ok(d, &["show", &note, "--json"])).unwrap();
+    assert_eq!(shown["author"], writer.as_str());
 }
 
 #[test]
