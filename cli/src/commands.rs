@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use merkle_clock::auth::Role;
 use merkle_clock::car::{CarLimits, CarWriter, read_car};
 use merkle_clock::replica::Replica;
 use merkle_clock::store::Durability;
@@ -16,7 +17,7 @@ use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, sho
 use serde_json::json;
 
 use crate::store::{self, Local};
-use crate::{Command, Format, Result, demo, draw, json as pj};
+use crate::{Command, Format, Result, demo, draw, json as pj, keys};
 
 /// Blocks fetched per store read when walking the order.
 const PAGE: usize = 1024;
@@ -24,8 +25,14 @@ const PAGE: usize = 1024;
 /// Runs one command; what it prints goes to `out`.
 pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<ExitCode> {
     match command {
-        Command::Init { genesis } => init(dir, genesis.as_deref(), out).await?,
-        Command::Append { payload } => append(dir, &payload, out).await?,
+        Command::Init { genesis, admins } => init(dir, genesis.as_deref(), &admins, out).await?,
+        Command::Append { payload, key } => append(dir, &payload, key.as_deref(), out).await?,
+        Command::Keygen { out: file } => keys::keygen(&file, out)?,
+        Command::Grant { pubkey, admin, key } => {
+            let role = if admin { Role::Admin } else { Role::Writer };
+            keys::change(dir, &pubkey, Some(role), &key, out).await?;
+        }
+        Command::Revoke { pubkey, key } => keys::change(dir, &pubkey, None, &key, out).await?,
         Command::Log { json } => log(dir, json, out).await?,
         Command::Heads => {
             let replica = store::open(dir).await?;
@@ -68,12 +75,12 @@ pub fn render(picture: &draw::Picture, format: Format) -> String {
     }
 }
 
-async fn init(dir: &Path, genesis: Option<&str>, out: &mut dyn Write) -> Result<()> {
+async fn init(dir: &Path, genesis: Option<&str>, admins: &[String], out: &mut dyn Write) -> Result<()> {
     let payload = match genesis {
         Some(text) => pj::parse(text)?,
         None => default_genesis(),
     };
-    let block = Event::genesis(payload).encode().map_err(|e| format!("invalid genesis: {e}"))?;
+    let block = keys::genesis(&payload, admins)?;
     let replica = store::create(dir, &block, Durability::Immediate).await?;
     writeln!(out, "{}", replica.stream_id())?;
     Ok(())
@@ -89,7 +96,7 @@ fn default_genesis() -> Ipld {
     pj::parse(&text).unwrap_or(Ipld::Null)
 }
 
-async fn append(dir: &Path, payload: &str, out: &mut dyn Write) -> Result<()> {
+async fn append(dir: &Path, payload: &str, key: Option<&Path>, out: &mut dyn Write) -> Result<()> {
     let text = if payload == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
@@ -98,8 +105,8 @@ async fn append(dir: &Path, payload: &str, out: &mut dyn Write) -> Result<()> {
         payload.to_string()
     };
     let payload = pj::parse(&text)?;
-    let mut replica = store::open(dir).await?;
-    let cid = replica.append(&payload).await?;
+    let mut replica = keys::open_signed(dir, key).await?;
+    let cid = replica.append(&payload).await.map_err(keys::refused)?;
     writeln!(out, "{cid}")?;
     Ok(())
 }
@@ -124,17 +131,28 @@ async fn log(dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<()> {
     let replica = store::open(dir).await?;
     walk(&replica, |pos, cid, block| {
         let event = Event::<Ipld>::decode(block)?;
+        let signed = keys::author_column(block);
         if as_json {
-            let line = json!({
+            let mut line = json!({
                 "position": pos,
                 "height": event.height(),
                 "cid": cid.to_string(),
                 "parents": event.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "payload": pj::from_ipld(event.payload()),
             });
+            if let Some(author) = merkle_clock::auth::author_of(block)? {
+                line["author"] = json!(author.to_string());
+            }
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "{pos:>5}  h{:<4} {}  {}", event.height(), short_cid(cid), pj::compact(event.payload()))?;
+            let (h, short) = (event.height(), short_cid(cid));
+            match signed {
+                None => writeln!(out, "{pos:>5}  h{h:<4} {short}  {}", pj::compact(event.payload()))?,
+                Some((author, Some(change))) => writeln!(out, "{pos:>5}  h{h:<4} {short}  {author}  {change}")?,
+                Some((author, None)) => {
+                    writeln!(out, "{pos:>5}  h{h:<4} {short}  {author}  {}", pj::compact(event.payload()))?
+                }
+            }
         }
         Ok(())
     })
@@ -172,8 +190,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
     let mut children: Vec<Cid> = dag.children(id).map(|c| dag.cid(c)).collect();
     children.sort_unstable();
     let head = children.is_empty();
+    let author = merkle_clock::auth::author_of(&block)?;
     if as_json {
-        let v = json!({
+        let mut v = json!({
             "cid": cid.to_string(),
             "height": event.height(),
             "parents": event.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -182,6 +201,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
             "size": block.len(),
             "payload": pj::from_ipld(event.payload()),
         });
+        if let Some(author) = author {
+            v["author"] = json!(author.to_string());
+        }
         writeln!(out, "{v}")?;
         return Ok(());
     }
@@ -201,6 +223,9 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
         writeln!(out, "{}{line}", if i == 0 { "children  " } else { "          " })?;
     }
     writeln!(out, "head      {}", if head { "yes" } else { "no" })?;
+    if let Some(author) = author {
+        writeln!(out, "author    {author}")?;
+    }
     writeln!(out, "size      {} bytes", block.len())?;
     let pretty = serde_json::to_string_pretty(&pj::from_ipld(event.payload()))?;
     for (i, line) in pretty.lines().enumerate() {

@@ -15,6 +15,7 @@ mod draw;
 mod fetch;
 mod json;
 mod serve;
+mod keys;
 mod store;
 
 /// Every command's result: errors are shown as one line.
@@ -43,6 +44,10 @@ enum Command {
         /// The genesis payload as JSON; it names the stream (default: a fresh unique one).
         #[arg(long, value_name = "JSON")]
         genesis: Option<String>,
+        /// An admin of a signed stream: a key file or a public key (64 hex
+        /// digits). Repeatable; without it the stream is open to anyone.
+        #[arg(long = "admin", value_name = "KEYFILE_OR_PUBKEY")]
+        admins: Vec<String>,
     },
     /// Appends an event whose parents are the current heads; prints its CID.
     Append {
@@ -50,8 +55,39 @@ enum Command {
         /// bytes {"/": {"bytes": "BASE64"}}.
         #[arg(value_name = "JSON", allow_hyphen_values = true)]
         payload: String,
+        /// The key file that signs the event (required on a signed stream).
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
     },
-    /// Prints the events in the total order: position, height, short CID, payload.
+    /// Creates a signing key in a new key file (0600, never overwritten); prints its public key.
+    Keygen {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE", default_value = keys::DEFAULT_KEY_FILE)]
+        out: PathBuf,
+    },
+    /// On a signed stream: makes a key a writer (or an admin), in an event signed by an admin.
+    Grant {
+        /// The public key (64 hex digits) or a key file.
+        #[arg(value_name = "PUBKEY")]
+        pubkey: String,
+        /// Grant the admin role (may grant and revoke) instead of writer.
+        #[arg(long)]
+        admin: bool,
+        /// The admin's key file that signs the grant.
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+    },
+    /// On a signed stream: revokes a key for good, in an event signed by an admin.
+    Revoke {
+        /// The public key (64 hex digits) or a key file.
+        #[arg(value_name = "PUBKEY")]
+        pubkey: String,
+        /// The admin's key file that signs the revocation.
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+    },
+    /// Prints the events in the total order: position, height, short CID,
+    /// author (signed streams), payload.
     Log {
         /// One JSON object per line: position, height, cid, parents, payload.
         #[arg(long)]

@@ -71,6 +71,16 @@ pub struct NodeConfig {
     /// `None` turns it off (the protocol is not listed by identify, inbound
     /// streams are refused). Default: on, with [`BitswapConfig::default()`].
     pub bitswap: Option<BitswapConfig>,
+    /// Invalid events (blocks the replica refuses: bad or missing
+    /// signatures, authors who may not write, non-canonical or foreign
+    /// blocks, a validator's no) a peer may send in sync messages before it
+    /// is disconnected and banned for [`NodeConfig::ban_for`]. An honest
+    /// peer running the same rules sends none. `0`: never ban. Default: 16.
+    pub max_invalid_events: u64,
+    /// How long a banned peer stays refused: every connection with it is
+    /// closed as it opens (its invalid-event count then starts again).
+    /// Default: 10 minutes.
+    pub ban_for: Duration,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +100,8 @@ impl Default for NodeConfig {
             idle_connection_timeout: Duration::from_secs(3600),
             gossip_heartbeat: Duration::from_millis(500),
             bitswap: Some(BitswapConfig::default()),
+            max_invalid_events: 16,
+            ban_for: Duration::from_secs(600),
         }
     }
 }

@@ -83,6 +83,9 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             let _ = self.swarm.close_connection(id);
             return;
         }
+        if self.refuse_banned(peer, id) {
+            return;
+        }
         if self.connected.insert(peer) {
             debug!(%peer, addr = %endpoint_addr(endpoint), "connected");
         }

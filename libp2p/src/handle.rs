@@ -112,8 +112,16 @@ pub struct Stats {
     /// with several peers at once).
     pub blocks_duplicate: u64,
     /// Blocks from peers that the replica refused (not canonical events of
-    /// the stream, a wrong height, a validator said no).
+    /// the stream, a wrong height, a bad signature, an author who may not
+    /// write, a validator said no): the invalid events each peer is counted
+    /// for ([`NodeConfig::max_invalid_events`](crate::NodeConfig::max_invalid_events)).
     pub blocks_rejected: u64,
+    /// Peers disconnected and banned for sending too many invalid events
+    /// ([`NodeConfig::max_invalid_events`](crate::NodeConfig::max_invalid_events)).
+    pub peers_banned: u64,
+    /// Connections with a banned peer closed as they opened
+    /// ([`NodeConfig::ban_for`](crate::NodeConfig::ban_for)).
+    pub banned_refusals: u64,
     /// Block fetch requests sent ([`NodeHandle::fetcher`]).
     pub fetch_requests_sent: u64,
     /// Block fetch requests answered.

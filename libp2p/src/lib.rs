@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod bitswap;
+mod ban;
 pub mod codec;
 mod config;
 mod dial;

@@ -64,6 +64,8 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) stats: Stats,
     /// Bitswap's ledgers and writers, when it is on.
     pub(crate) bitswap: Option<Server>,
+    /// Invalid events per peer, and banned peers (`ban.rs`).
+    pub(crate) bans: crate::ban::Bans,
     commands: mpsc::Receiver<Command<S>>,
 }
 
@@ -177,6 +179,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             updates,
             announcements,
             stats: Stats::default(),
+            bans: Default::default(),
             commands,
         })
     }

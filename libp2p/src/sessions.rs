@@ -293,6 +293,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let result = slot.sessions.receive(&mut slot.replica, &peer, message, now).await;
         let received = result.as_ref().ok().map(|r| &r.received);
         note_received(slot, &mut self.stats, &self.updates, peer, before, received);
+        self.count_invalid(peer, received.map_or(0, |r| r.rejected));
         trace!(%peer, %stream, bytes = message.len(), took = ?began.elapsed(), "sync message taken in");
         match result {
             Ok(reply) => reply.reply.map(SyncResponse::Message),

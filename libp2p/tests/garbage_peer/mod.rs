@@ -1,6 +1,9 @@
 //! A raw swarm that speaks the sync protocol and the gossip topic with
 //! garbage: the adversary of `garbage_peer_is_ignored`.
 
+#[allow(dead_code)] // used by tests/ban.rs, not tests/loopback.rs
+pub mod forger;
+
 use std::io;
 use std::time::Duration;
 
@@ -144,7 +147,8 @@ fn garbage_sync_frame(rng: &mut Rng, stream: Cid, i: usize) -> Vec<u8> {
 /// Runs a swarm that subscribes to the stream's topic and, every 50 ms,
 /// publishes garbage and bogus announcements, sends garbage sync requests to
 /// `targets`, and answers every sync request with garbage. It stops after
-/// `rounds` rounds in which its gossip reached peers (and at most 200 rounds).
+/// `rounds` rounds in which its gossip reached peers (and at most 200 rounds),
+/// or when every node it reached has disconnected it.
 pub async fn run_garbage_peer(stream: Cid, targets: Vec<Multiaddr>, rounds: usize) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
@@ -203,6 +207,13 @@ pub async fn run_garbage_peer(stream: Cid, targets: Vec<Multiaddr>, rounds: usiz
             }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => peers.push(peer_id),
+                // Banned for its invalid blocks (`NodeConfig::max_invalid_events`).
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    peers.retain(|p| *p != peer_id);
+                    if peers.is_empty() && delivered > 0 {
+                        return;
+                    }
+                }
                 SwarmEvent::Behaviour(GarbageBehaviourEvent::Sync(request_response::Event::Message {
                     message: request_response::Message::Request { channel, .. }, ..
                 })) => {
