@@ -35,11 +35,36 @@ pub struct NodeConfig {
     pub announce_debounce: Duration,
     /// Most heads listed in an announcement (a digest covers all). Default: 256.
     pub max_announced_heads: usize,
+    /// Most bytes of new local events carried inside one announcement. The
+    /// events appended since the last announcement ride along when their
+    /// blocks fit (all or none); receivers take them in (each verified by
+    /// their replica) without a sync session. 0: announcements carry no
+    /// events. Gossip frames are sized to hold this plus the heads.
+    /// Default: 32 KiB (about a hundred 270-byte events).
+    pub announce_block_bytes: usize,
+    /// How long a head that an announcement listed and we lack may take to
+    /// arrive by itself (in another announcement) before it is pulled from
+    /// the announcer. Default: 100 ms.
+    pub pull_delay: Duration,
+    /// Most announced heads wanted at once per stream (the others are
+    /// ignored; a later announcement lists them again). Each is pulled from
+    /// one peer only, in a fresh session started when no exchange with that
+    /// peer is under way. Default: 1,024.
+    pub max_pulls: usize,
+    /// After answering a peer's sync request with a message, how long the
+    /// node waits for that peer's next request before it may send one of
+    /// its own on the stream: one exchange per (peer, stream) at a time, not
+    /// two crossing. Default: 500 ms.
+    pub exchange_grace: Duration,
     /// The session driver's policy, for every stream: how long an unsettled
     /// session waits for its peer before it restarts (and the back-off of
     /// repeated timeouts), the most messages in one session, how often a
     /// settled peer gets an anti-entropy session. Default:
-    /// [`SessionConfig::default()`] (10 s, ×8 at most, 10,000 messages, 60 s).
+    /// [`SessionConfig::default()`] (10 s, ×8 at most, 10,000 messages, 60 s)
+    /// except `push: false`: new events go out in announcements, and the
+    /// driver does not also push them to every settled peer (set it `true`
+    /// to push as well: faster on a lossy network, but every peer then
+    /// receives each event from several others).
     pub sessions: SessionConfig,
     /// Limits of the sync messages made and taken (the driver's
     /// [`Bloom`](merkle_clock::sync::Bloom) protocol runs with them).
@@ -75,7 +100,11 @@ impl Default for NodeConfig {
             announce_jitter: 0.25,
             announce_debounce: Duration::from_millis(50),
             max_announced_heads: 256,
-            sessions: SessionConfig::default(),
+            announce_block_bytes: 32 << 10,
+            pull_delay: Duration::from_millis(100),
+            max_pulls: 1024,
+            exchange_grace: Duration::from_millis(500),
+            sessions: SessionConfig { push: false, ..SessionConfig::default() },
             sync_limits: SyncLimits::default(),
             request_timeout: Duration::from_secs(10),
             max_queued_messages: 32,
@@ -122,7 +151,11 @@ impl Behaviour {
             .heartbeat_interval(config.gossip_heartbeat)
             .validation_mode(gossipsub::ValidationMode::Permissive)
             .validate_messages()
-            .max_transmit_size(gossip_max_bytes(config.max_announced_heads))
+            .max_transmit_size(gossip_max_bytes(config.max_announced_heads, config.announce_block_bytes))
+            // Announcements that carry events are worth an IDONTWANT: a peer
+            // that has one tells its mesh not to forward it the copies.
+            .idontwant_message_size_threshold(IDONTWANT_BYTES)
+            .idontwant_on_publish(true)
             .build()
             .map_err(|e| NodeError::Setup(format!("gossipsub config: {e}")))?;
         let author = gossipsub::MessageAuthenticity::Author(key.public().to_peer_id());
@@ -145,8 +178,13 @@ impl Behaviour {
 /// `max_message_bytes`; a get's list of CIDs fits in it too.
 pub(crate) const FRAME_OVERHEAD: usize = 64 << 10;
 
-/// Gossip frames hold an announcement with this many heads and the
-/// envelope around it (at least 64 KiB: room for a few pushed blocks).
-pub(crate) fn gossip_max_bytes(max_heads: usize) -> usize {
-    (4096 + 80 * max_heads).max(65536)
+/// Gossip messages larger than this are answered with IDONTWANT to the
+/// mesh peers.
+const IDONTWANT_BYTES: usize = 512;
+
+/// Gossip frames hold an announcement with this many heads, the events
+/// carried and the envelope around it (at least 64 KiB: room for a few
+/// blocks pushed by a broadcaster).
+pub(crate) fn gossip_max_bytes(max_heads: usize, block_bytes: usize) -> usize {
+    (4096usize.saturating_add(80 * max_heads).saturating_add(block_bytes.saturating_add(6 * 1024))).max(65536)
 }

@@ -9,7 +9,9 @@ mod dial;
 mod fetch;
 mod gossip;
 mod handle;
+mod metered;
 mod node;
+mod pull;
 mod sessions;
 mod wire;
 

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,6 +12,7 @@ use libp2p::gossipsub::TopicHash;
 use libp2p::identity::Keypair;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::core::{Transport, upgrade};
 use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
 use merkle_clock::sync::{Bloom, SessionStats, Sessions};
 use merkle_clock::{Cid, Replica, StreamStore};
@@ -20,7 +23,9 @@ use tracing::{debug, info};
 use crate::announce::topic;
 use crate::config::{Behaviour, BehaviourEvent, NodeConfig};
 use crate::fetch::Fetches;
+use crate::metered::{Meter, Metered};
 use crate::handle::{Command, NodeError, NodeHandle, Source, Stats, StreamAnnouncement, Update};
+use crate::pull::Pulls;
 use crate::sessions::{Outbox, Pending};
 
 /// One stream the node replicates.
@@ -33,6 +38,11 @@ pub(crate) struct StreamSlot<S: ?Sized + StreamStore> {
     pub(crate) dirty: bool,
     pub(crate) last_announce: Option<Instant>,
     pub(crate) next_announce: Instant,
+    /// Local events not announced yet (their blocks ride in the next
+    /// announcement when they fit in `announce_block_bytes`).
+    pub(crate) fresh: Vec<Cid>,
+    /// Announced heads wanted from peers.
+    pub(crate) pulls: Pulls,
 }
 
 /// The node's task: owns the swarm and the replicas; runs on a thread of
@@ -61,6 +71,8 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) updates: broadcast::Sender<Update>,
     pub(crate) announcements: broadcast::Sender<StreamAnnouncement>,
     pub(crate) stats: Stats,
+    /// Bytes every connection read and wrote.
+    meter: Arc<Meter>,
     commands: mpsc::Receiver<Command<S>>,
 }
 
@@ -134,9 +146,21 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     ) -> Result<Self, NodeError> {
         let keypair = config.keypair.clone().unwrap_or_else(Keypair::generate_ed25519);
         let setup = |e: &dyn fmt::Display| NodeError::Setup(e.to_string());
+        let meter = Arc::new(Meter::default());
+        let tcp_meter = meter.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_other_transport(|key| {
+                // TCP as `with_tcp` builds it, each connection's bytes counted.
+                let noise = noise::Config::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(move |stream, _| Metered::new(stream, tcp_meter.clone()))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| {
                 Behaviour::new(key, &config).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
@@ -168,6 +192,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             updates,
             announcements,
             stats: Stats::default(),
+            meter,
             commands,
         })
     }
@@ -190,9 +215,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    self.announce_due(now);
+                    self.announce_due(now).await;
                     self.redial_due(now);
                     self.tick_sessions().await;
+                    self.pull_due(now).await;
                 }
             }
         }
@@ -209,6 +235,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     Some(slot) => match slot.replica.append_many(payloads).await {
                         Ok(cids) => {
                             slot.dirty = true;
+                            slot.fresh.extend_from_slice(&cids);
                             let _ = self.updates.send(Update { stream, source: Source::Local, added: cids.len() });
                             Ok(cids)
                         }
@@ -218,9 +245,12 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 let appended = result.is_ok();
                 let _ = reply.send(result);
                 if appended {
-                    // Push to every peer of the stream, and announce when the debounce allows.
-                    self.push(stream, None).await;
-                    self.announce_due(Instant::now());
+                    // Announce (with the new events) when the debounce allows;
+                    // with `sessions.push`, also push to every peer of the stream.
+                    if self.config.sessions.push {
+                        self.push(stream, None).await;
+                    }
+                    self.announce_due(Instant::now()).await;
                 }
             }
             Command::Read(stream, job) => job(self.streams.get(&stream).map(|s| &s.replica)),
@@ -267,6 +297,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();
+                stats.bytes_read = self.meter.read.load(Ordering::Relaxed);
+                stats.bytes_written = self.meter.written.load(Ordering::Relaxed);
                 stats.sessions = self
                     .streams
                     .values()
@@ -294,7 +326,16 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let sessions = Sessions::with_protocol(protocol, self.config.sessions.clone());
         self.streams.insert(
             stream,
-            StreamSlot { replica, sessions, topic: topic.hash(), dirty: true, last_announce: None, next_announce },
+            StreamSlot {
+                replica,
+                sessions,
+                topic: topic.hash(),
+                dirty: true,
+                last_announce: None,
+                next_announce,
+                fresh: Vec::new(),
+                pulls: Pulls::default(),
+            },
         );
         debug!(%stream, "added stream");
         Ok(())
