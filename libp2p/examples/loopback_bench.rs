@@ -161,6 +161,9 @@ async fn converge(n: usize, events: usize, payload: &str, json: bool) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let refs: Vec<&Handle> = nodes.iter().collect();
     let before = totals(&refs).await;
+    if !json {
+        println!("  (setup: {} sync requests, {} restarts, {:.1} MiB read)", before.requests, before.restarts, before.bytes_read as f64 / (1u64 << 20) as f64);
+    }
     let start = Instant::now();
     let per_node = events / n;
     let mut writers = Vec::new();

@@ -35,16 +35,17 @@ pub struct NodeConfig {
     pub announce_debounce: Duration,
     /// Most heads listed in an announcement (a digest covers all). Default: 256.
     pub max_announced_heads: usize,
-    /// Most bytes of new local events carried inside one announcement. The
-    /// events appended since the last announcement ride along when their
-    /// blocks fit (all or none); receivers take them in (each verified by
-    /// their replica) without a sync session. 0: announcements carry no
-    /// events. Gossip frames are sized to hold this plus the heads.
-    /// Default: 32 KiB (about a hundred 270-byte events).
+    /// Most bytes of new local events carried inside announcements per
+    /// announcement round. The events appended since the last announcement
+    /// ride along when their blocks come to at most this (all or none), in
+    /// gossip messages of at most 32 KiB each; receivers take them in (each
+    /// verified by their replica) without a sync session; beyond it, peers
+    /// pull them. 0: announcements carry no events. Default: 256 KiB (about
+    /// a thousand 270-byte events).
     pub announce_block_bytes: usize,
     /// How long a head that an announcement listed and we lack may take to
     /// arrive by itself (in another announcement) before it is pulled from
-    /// the announcer. Default: 100 ms.
+    /// the announcer. Default: 500 ms.
     pub pull_delay: Duration,
     /// Most announced heads wanted at once per stream (the others are
     /// ignored; a later announcement lists them again). Each is pulled from
@@ -56,6 +57,13 @@ pub struct NodeConfig {
     /// its own on the stream: one exchange per (peer, stream) at a time, not
     /// two crossing. Default: 500 ms.
     pub exchange_grace: Duration,
+    /// How long an announcement received waits before gossipsub may forward
+    /// it to the mesh (its events are taken in at once). Meanwhile the mesh
+    /// peers that received it too say so (gossipsub's IDONTWANT) and are
+    /// not sent a copy: on a densely connected network most copies are
+    /// never sent. Each hop of a forwarded announcement takes this much
+    /// longer. Default: 100 ms.
+    pub forward_delay: Duration,
     /// The session driver's policy, for every stream: how long an unsettled
     /// session waits for its peer before it restarts (and the back-off of
     /// repeated timeouts), the most messages in one session, how often a
@@ -100,10 +108,11 @@ impl Default for NodeConfig {
             announce_jitter: 0.25,
             announce_debounce: Duration::from_millis(50),
             max_announced_heads: 256,
-            announce_block_bytes: 32 << 10,
-            pull_delay: Duration::from_millis(100),
+            announce_block_bytes: 256 << 10,
+            pull_delay: Duration::from_millis(500),
             max_pulls: 1024,
             exchange_grace: Duration::from_millis(500),
+            forward_delay: Duration::from_millis(250),
             sessions: SessionConfig { push: false, ..SessionConfig::default() },
             sync_limits: SyncLimits::default(),
             request_timeout: Duration::from_secs(10),
@@ -151,11 +160,16 @@ impl Behaviour {
             .heartbeat_interval(config.gossip_heartbeat)
             .validation_mode(gossipsub::ValidationMode::Permissive)
             .validate_messages()
-            .max_transmit_size(gossip_max_bytes(config.max_announced_heads, config.announce_block_bytes))
+            .max_transmit_size(gossip_max_bytes(config.max_announced_heads))
             // Announcements that carry events are worth an IDONTWANT: a peer
             // that has one tells its mesh not to forward it the copies.
             .idontwant_message_size_threshold(IDONTWANT_BYTES)
             .idontwant_on_publish(true)
+            .mesh_outbound_min(1)
+            .mesh_n_low(2)
+            .mesh_n(3)
+            .mesh_n_high(6)
+            .gossip_lazy(3)
             .build()
             .map_err(|e| NodeError::Setup(format!("gossipsub config: {e}")))?;
         let author = gossipsub::MessageAuthenticity::Author(key.public().to_peer_id());
@@ -182,9 +196,9 @@ pub(crate) const FRAME_OVERHEAD: usize = 64 << 10;
 /// mesh peers.
 const IDONTWANT_BYTES: usize = 512;
 
-/// Gossip frames hold an announcement with this many heads, the events
-/// carried and the envelope around it (at least 64 KiB: room for a few
+/// Gossip frames hold an announcement with this many heads, a part of the
+/// events carried, and the envelope around it (at least 64 KiB: room for
 /// blocks pushed by a broadcaster).
-pub(crate) fn gossip_max_bytes(max_heads: usize, block_bytes: usize) -> usize {
-    (4096usize.saturating_add(80 * max_heads).saturating_add(block_bytes.saturating_add(6 * 1024))).max(65536)
+pub(crate) fn gossip_max_bytes(max_heads: usize) -> usize {
+    (4096 + 80 * max_heads + crate::gossip::ANNOUNCE_PART_BYTES).max(65536)
 }

@@ -21,6 +21,14 @@ use crate::announce::{Announcement, heads_digest};
 use crate::handle::{Command, NodeError, NodeHandle, Source, StreamAnnouncement, Update};
 use crate::node::Node;
 
+/// Most gossip validation results held for the next tick; one more reports
+/// them all at once.
+const MAX_DEFERRED_VALIDATIONS: usize = 1024;
+
+/// Most bytes of events carried in one announcement (one gossip message);
+/// more go in several.
+pub(crate) const ANNOUNCE_PART_BYTES: usize = 32 << 10;
+
 impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// The announce interval with its jitter applied.
     pub(crate) fn jittered_interval(&self) -> Duration {
@@ -32,10 +40,11 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// Publishes the announcements that are due: changed streams past the
     /// debounce, and every stream whose periodic announcement is due. The
     /// local events appended since the last announcement ride along when
-    /// their blocks fit in
+    /// their blocks come to at most
     /// [`NodeConfig::announce_block_bytes`](crate::NodeConfig::announce_block_bytes)
     /// (all of them or none: a receiver given only the newest would pull
-    /// their parents anyway).
+    /// their parents anyway), in parts of at most [`ANNOUNCE_PART_BYTES`],
+    /// oldest first, each announcing the heads.
     pub(crate) async fn announce_due(&mut self, now: Instant) {
         if self.offline {
             return;
@@ -57,35 +66,78 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             slot.next_announce = next;
             let heads = slot.replica.heads();
             let fresh = std::mem::take(&mut slot.fresh);
-            let blocks = self.fresh_blocks(&stream, &fresh).await;
-            match self.publish(stream, heads, blocks) {
-                Ok(()) => {}
-                Err(NodeError::Publish(e)) => trace!(%stream, "announcement not published: {e}"),
-                Err(e) => debug!(%stream, "announcement not published: {e}"),
+            let mut parts = self.fresh_blocks(&stream, &fresh).await;
+            let carried = !parts.is_empty();
+            if parts.is_empty() {
+                parts.push(Vec::new());
+            }
+            let mut published = true;
+            for blocks in parts {
+                if let Err(e) = self.publish(stream, heads.clone(), blocks) {
+                    published = false;
+                    // Their blocks go with the next announcement, if they fit.
+                    if let Some(slot) = self.streams.get_mut(&stream) {
+                        let newer = std::mem::replace(&mut slot.fresh, fresh.clone());
+                        slot.fresh.extend(newer);
+                    }
+                    match e {
+                        NodeError::Publish(e) => trace!(%stream, "announcement not published: {e}"),
+                        e => debug!(%stream, "announcement not published: {e}"),
+                    }
+                    break;
+                }
+            }
+            if carried
+                && published
+                && let Some(slot) = self.streams.get_mut(&stream)
+            {
+                // Every peer on the topic gets them: no session pushes them.
+                slot.sessions.delivered(&fresh);
             }
         }
     }
 
-    /// The blocks of `fresh` (local events not announced yet), when they fit
-    /// in one announcement; else none.
-    async fn fresh_blocks(&self, stream: &Cid, fresh: &[Cid]) -> Vec<Vec<u8>> {
+    /// Reports the validation results held until `now` (all of them with
+    /// `None`): gossipsub forwards the accepted announcements to the mesh
+    /// peers that did not say they have them.
+    pub(crate) fn report_validations(&mut self, now: Option<Instant>) {
+        let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+        while let Some((at, ..)) = self.validations.front() {
+            if now.is_some_and(|now| *at > now) {
+                break;
+            }
+            let (_, id, source, acceptance) = self.validations.pop_front().expect("checked");
+            gossip.report_message_validation_result(&id, &source, acceptance);
+        }
+    }
+
+    /// The blocks of `fresh` (local events not announced yet), in parts of
+    /// at most [`ANNOUNCE_PART_BYTES`], when they come to at most
+    /// `announce_block_bytes`; else none.
+    async fn fresh_blocks(&self, stream: &Cid, fresh: &[Cid]) -> Vec<Vec<Vec<u8>>> {
         let budget = self.config.announce_block_bytes;
         let Some(slot) = self.streams.get(stream) else { return Vec::new() };
-        if fresh.is_empty() || budget == 0 || fresh.len() > usize::from(u16::MAX) {
+        if fresh.is_empty() || budget == 0 {
             return Vec::new();
         }
         let Ok(blocks) = slot.replica.store().get_many(fresh).await else { return Vec::new() };
         let mut size = 0usize;
-        let mut out = Vec::with_capacity(blocks.len());
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut part_size = 0usize;
         for b in blocks {
             let Some(b) = b else { return Vec::new() };
             size = size.saturating_add(b.len());
             if size > budget {
                 return Vec::new();
             }
-            out.push(b.bytes().to_vec());
+            if parts.is_empty() || part_size + b.len() > ANNOUNCE_PART_BYTES {
+                parts.push(Vec::new());
+                part_size = 0;
+            }
+            part_size += b.len();
+            parts.last_mut().expect("pushed above").push(b.bytes().to_vec());
         }
-        out
+        parts
     }
 
     /// Publishes `heads` (and `blocks`) on the stream's topic: the one path
@@ -165,11 +217,14 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 // peer that forwarded it.
                 let peer = Some(author).filter(|p| self.connected.contains(p)).unwrap_or(propagation_source);
                 let acceptance = self.on_announcement(peer, announcement).await;
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    acceptance,
-                );
+                // Reported (and forwarded) `forward_delay` later: by then the
+                // peers that got it too have said so (IDONTWANT), and are
+                // not sent a copy. Refusals go at once.
+                if self.validations.len() >= MAX_DEFERRED_VALIDATIONS || acceptance != MessageAcceptance::Accept {
+                    self.report_validations(None);
+                }
+                let at = Instant::now() + self.config.forward_delay;
+                self.validations.push_back((at, message_id, propagation_source, acceptance));
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 let Some(&stream) = self.topics.get(&topic) else { return };
@@ -237,6 +292,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 Ingest::Accepted | Ingest::Pending { .. } => {}
             }
         }
+        // Every peer on the topic gets the announcement: no session pushes them.
+        slot.sessions.delivered(&report.accepted);
         let added = report.accepted.len();
         if added > 0 {
             self.stats.events_received += added as u64;

@@ -1,14 +1,14 @@
 //! The node: a task that owns a swarm and the replicas of its streams, and
 //! runs the loop that feeds them commands, swarm events and the timer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::gossipsub::TopicHash;
+use libp2p::gossipsub::{MessageAcceptance, MessageId, TopicHash};
 use libp2p::identity::Keypair;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -59,6 +59,9 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) durable: HashMap<(PeerId, Cid), Vec<u8>>,
     pub(crate) requests: HashMap<OutboundRequestId, Pending>,
     pub(crate) outbox: Outbox,
+    /// Gossip validation results to report, each from its time on
+    /// ([`NodeConfig::forward_delay`]).
+    pub(crate) validations: VecDeque<(Instant, MessageId, PeerId, MessageAcceptance)>,
     pub(crate) fetches: Fetches,
     pub(crate) connected: HashSet<PeerId>,
     pub(crate) dial_targets: Vec<Multiaddr>,
@@ -180,6 +183,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             durable: HashMap::new(),
             requests: HashMap::new(),
             outbox: Outbox::default(),
+            validations: VecDeque::new(),
             fetches: Fetches::default(),
             connected: HashSet::new(),
             dial_targets: Vec::new(),
@@ -215,6 +219,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    self.report_validations(Some(now));
                     self.announce_due(now).await;
                     self.redial_due(now);
                     self.tick_sessions().await;

@@ -113,6 +113,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use ipld_core::cid::Cid;
 use rand_core::RngCore;
 
 use super::{Message, NaiveState, Received, SyncError, SyncLimits, SyncState};
@@ -151,6 +152,13 @@ pub trait Protocol {
     fn restart(&self, state: &mut Self::State, seed: Option<u64>) {
         let durable = self.save(state);
         *state = self.restore(&durable, seed);
+    }
+
+    /// The peer was given these events by other means (a broadcast that
+    /// reaches every peer): the session should not push them to it, but
+    /// still answer if it asks. Default: nothing.
+    fn delivered(&self, state: &mut Self::State, cids: &[Cid]) {
+        let _ = (state, cids);
     }
 
     /// Whether, as far as `state` knows, the peer holds exactly what
@@ -229,6 +237,10 @@ impl Protocol for Bloom {
         if let Some(seed) = seed {
             state.reseed(seed);
         }
+    }
+
+    fn delivered(&self, state: &mut SyncState, cids: &[Cid]) {
+        state.note_delivered(cids);
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
@@ -629,6 +641,16 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     pub fn lost(&mut self, peer: &P, now: Duration) {
         if self.peers.contains_key(peer) {
             self.restart(peer, now, Restart::Lost);
+        }
+    }
+
+    /// Every peer was given these events by other means (a broadcast that
+    /// reaches them all, e.g. an announcement that carried them): open
+    /// sessions do not push them, but answer a peer that asks
+    /// ([`Protocol::delivered`]).
+    pub fn delivered(&mut self, cids: &[Cid]) {
+        for p in self.peers.values_mut() {
+            self.protocol.delivered(&mut p.state, cids);
         }
     }
 
