@@ -40,12 +40,15 @@ pub struct NodeConfig {
     /// ride along when their blocks come to at most this (all or none), in
     /// gossip messages of at most 32 KiB each; receivers take them in (each
     /// verified by their replica) without a sync session; beyond it, peers
-    /// pull them. 0: announcements carry no events. Default: 256 KiB (about
-    /// a thousand 270-byte events).
+    /// pull them. 0: announcements carry no events. Default: 1 MiB (about
+    /// four thousand 270-byte events).
     pub announce_block_bytes: usize,
     /// How long a head that an announcement listed and we lack may take to
     /// arrive by itself (in another announcement) before it is pulled from
-    /// the announcer. Default: 500 ms.
+    /// the announcer. Longer than the gossip's delivery lag on a loaded
+    /// machine, so that pulls are for what was lost, not for what is on its
+    /// way (a pull brings everything the peer holds that we lack at that
+    /// moment, in flight or not). Default: 2 s.
     pub pull_delay: Duration,
     /// Most announced heads wanted at once per stream (the others are
     /// ignored; a later announcement lists them again). Each is pulled from
@@ -108,8 +111,8 @@ impl Default for NodeConfig {
             announce_jitter: 0.25,
             announce_debounce: Duration::from_millis(50),
             max_announced_heads: 256,
-            announce_block_bytes: 256 << 10,
-            pull_delay: Duration::from_millis(500),
+            announce_block_bytes: 1 << 20,
+            pull_delay: Duration::from_secs(2),
             max_pulls: 1024,
             exchange_grace: Duration::from_millis(500),
             forward_delay: Duration::from_millis(250),
