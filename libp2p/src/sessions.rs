@@ -422,3 +422,36 @@ fn note_received<S: ?Sized + StreamStore>(
         let _ = updates.send(Update { stream, source: Source::Peer(peer), added });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use merkle_clock::Event;
+    use std::time::Duration;
+
+    #[test]
+    fn an_exchange_in_either_direction_keeps_the_pair_busy() {
+        let mut o = Outbox::default();
+        let peer = PeerId::random();
+        let stream = *Event::genesis("outbox").encode().unwrap().cid();
+        let now = Instant::now();
+        assert!(!o.is_busy(peer, stream, now));
+        // Our request: busy until it is answered; what comes meanwhile waits.
+        assert!(matches!(o.offer(peer, stream, vec![1], 2), Offer::Send(_)));
+        assert!(o.is_busy(peer, stream, now));
+        assert!(matches!(o.offer(peer, stream, vec![2], 2), Offer::Queued));
+        assert_eq!(o.next(peer, stream), Some(vec![2]));
+        assert_eq!(o.next(peer, stream), None);
+        assert!(!o.is_busy(peer, stream, now));
+        // Their request, answered with a message: busy until the grace ends
+        // or the exchange ends.
+        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        assert!(o.is_busy(peer, stream, now) && !o.is_sending(peer, stream));
+        assert!(!o.is_busy(peer, stream, now + Duration::from_secs(2)));
+        o.served(peer, stream, None);
+        assert!(!o.is_busy(peer, stream, now));
+        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        o.remove_peer(peer);
+        assert!(!o.is_busy(peer, stream, now));
+    }
+}
