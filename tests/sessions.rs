@@ -366,12 +366,14 @@ fn without_push_a_settled_peer_stays_quiet_until_it_pulls() {
         }
         assert_eq!(n[1].replica.len(), 1);
         // A busy peer gets nothing from a tick either.
-        let skipped = n[1].sessions.tick_skipping(&n[1].replica, secs(30), |_| true).await.unwrap();
+        let node = &mut n[1];
+        let skipped = node.sessions.tick_skipping(&node.replica, secs(30), |_| true).await.unwrap();
         assert!(skipped.messages.is_empty());
         // Told (by an announcement) that the peer holds more, node 1 pulls:
         // one fresh session brings the event, and the pair is quiet again.
-        n[1].sessions.resync(0, secs(30));
-        let hello = n[1].sessions.speak(&n[1].replica, &0, secs(30)).await.unwrap().expect("a hello");
+        let node = &mut n[1];
+        node.sessions.resync(0, secs(30));
+        let hello = node.sessions.speak(&node.replica, &0, secs(30)).await.unwrap().expect("a hello");
         exchange(&mut n, 1, 0, hello, secs(30)).await;
         assert!(same(&n));
         assert_eq!(second(&mut n, 31, |_, _| false).await.sent, 0);
@@ -379,14 +381,19 @@ fn without_push_a_settled_peer_stays_quiet_until_it_pulls() {
 }
 
 #[test]
-fn events_delivered_by_other_means_are_not_pushed_but_answered() {
+fn events_delivered_by_other_means_are_not_pushed_and_a_pull_repairs_a_lost_one() {
     block_on(async {
         let mut n = nodes(2, Bloom::default(), quiet_config()).await;
         second(&mut n, 0, |_, _| false).await;
         // Node 0 appends; its broadcast reached node 1 (an announcement
         // carrying the block): the session does not push it again.
         let cids = n[0].replica.append_many(["broadcast 1", "broadcast 2"]).await.unwrap();
-        let blocks = n[0].replica.store().get_many(&cids).await.unwrap().into_iter().flatten().collect();
+        let blocks = merkle_clock::Blockstore::get_many(n[0].replica.store().as_ref(), &cids)
+            .await
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
         n[1].replica.ingest_many(blocks).await.unwrap();
         n[0].sessions.delivered(&cids);
         let before = n[1].sessions.stats().bytes_received;
@@ -394,12 +401,18 @@ fn events_delivered_by_other_means_are_not_pushed_but_answered() {
         assert!(same(&n));
         let got = n[1].sessions.stats().bytes_received - before;
         assert!(got < 200, "{got} bytes: heads and acknowledgements, no blocks: {s:?}");
-        // Had it not arrived, the peer would ask, and be answered.
+        // Had it not arrived, the session would not repair it by itself:
+        // the peer learns of the head otherwise (an announcement) and pulls.
         let lost = n[0].replica.append(&"lost broadcast").await.unwrap();
         n[0].sessions.delivered(&[lost]);
         for t in 2..6 {
             second(&mut n, t, |_, _| false).await;
         }
-        assert!(same(&n), "the peer saw the new head, wanted it and got it");
+        assert_eq!(n[1].replica.len(), n[0].replica.len() - 1);
+        let node = &mut n[1];
+        node.sessions.resync(0, secs(6));
+        let hello = node.sessions.speak(&node.replica, &0, secs(6)).await.unwrap().expect("a hello");
+        exchange(&mut n, 1, 0, hello, secs(6)).await;
+        assert!(same(&n), "the pull brought it");
     });
 }

@@ -155,8 +155,11 @@ pub trait Protocol {
     }
 
     /// The peer was given these events by other means (a broadcast that
-    /// reaches every peer): the session should not push them to it, but
-    /// still answer if it asks. Default: nothing.
+    /// reaches every peer): the session should not push them to it (it
+    /// still answers a want for them). If the broadcast did not reach the
+    /// peer, the session does not notice: the peer learns of the events
+    /// otherwise (announced heads) and pulls them ([`Sessions::resync`]).
+    /// Default: nothing.
     fn delivered(&self, state: &mut Self::State, cids: &[Cid]) {
         let _ = (state, cids);
     }
@@ -647,7 +650,8 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     /// Every peer was given these events by other means (a broadcast that
     /// reaches them all, e.g. an announcement that carried them): open
     /// sessions do not push them, but answer a peer that asks
-    /// ([`Protocol::delivered`]).
+    /// ([`Protocol::delivered`]); a peer the broadcast missed pulls them
+    /// when it learns of them ([`Sessions::resync`]).
     pub fn delivered(&mut self, cids: &[Cid]) {
         for p in self.peers.values_mut() {
             self.protocol.delivered(&mut p.state, cids);
