@@ -337,7 +337,13 @@ fn prop_sessions_converge_after_any_loss() {
 }
 
 /// Delivers `first` (from `from` to `to`) and every reply after it.
-async fn exchange<Pr: Protocol>(nodes: &mut [Node<Pr>], from: usize, to: usize, first: Vec<u8>, now: Duration) -> usize {
+async fn exchange<Pr: Protocol>(
+    nodes: &mut [Node<Pr>],
+    from: usize,
+    to: usize,
+    first: Vec<u8>,
+    now: Duration,
+) -> usize {
     let mut wire = VecDeque::from([(from, to, first)]);
     let mut sent = 0;
     while let Some((from, to, bytes)) = wire.pop_front() {

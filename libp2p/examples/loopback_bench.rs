@@ -162,7 +162,12 @@ async fn converge(n: usize, events: usize, payload: &str, json: bool) {
     let refs: Vec<&Handle> = nodes.iter().collect();
     let before = totals(&refs).await;
     if !json {
-        println!("  (setup: {} sync requests, {} restarts, {:.1} MiB read)", before.requests, before.restarts, before.bytes_read as f64 / (1u64 << 20) as f64);
+        println!(
+            "  (setup: {} sync requests, {} restarts, {:.1} MiB read)",
+            before.requests,
+            before.restarts,
+            before.bytes_read as f64 / (1u64 << 20) as f64
+        );
     }
     let start = Instant::now();
     let per_node = events / n;
@@ -185,7 +190,8 @@ async fn converge(n: usize, events: usize, payload: &str, json: bool) {
     let t = totals(&refs).await.minus(before);
     // The bytes of the new events: each is needed by the n − 1 others.
     let cids: Vec<Cid> = nodes[0].read(stream, |r| r.order().skip(1).collect()).await.expect("order");
-    let event_bytes: u64 = nodes[0].get(stream, cids).await.expect("get").iter().flatten().map(|b| b.len() as u64).sum();
+    let event_bytes: u64 =
+        nodes[0].get(stream, cids).await.expect("get").iter().flatten().map(|b| b.len() as u64).sum();
     let needed = event_bytes * (n as u64 - 1);
     let ratio = t.bytes_read as f64 / needed as f64;
     let msgs = t.messages() as f64 / n as f64;

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::{Transport, upgrade};
 use libp2p::gossipsub::{MessageAcceptance, MessageId, TopicHash};
 use libp2p::identity::Keypair;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::core::{Transport, upgrade};
 use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
 use merkle_clock::sync::{Bloom, SessionStats, Sessions};
 use merkle_clock::{Cid, Replica, StreamStore};
@@ -23,8 +23,8 @@ use tracing::{debug, info};
 use crate::announce::topic;
 use crate::config::{Behaviour, BehaviourEvent, NodeConfig};
 use crate::fetch::Fetches;
-use crate::metered::{Meter, Metered};
 use crate::handle::{Command, NodeError, NodeHandle, Source, Stats, StreamAnnouncement, Update};
+use crate::metered::{Meter, Metered};
 use crate::pull::Pulls;
 use crate::sessions::{Outbox, Pending};
 
@@ -155,7 +155,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             .with_tokio()
             .with_other_transport(|key| {
                 // TCP as `with_tcp` builds it, each connection's bytes counted.
-                let noise = noise::Config::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                let noise =
+                    noise::Config::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                         .map(move |stream, _| Metered::new(stream, tcp_meter.clone()))
