@@ -45,7 +45,8 @@ pub struct NodeConfig {
     pub announce_block_bytes: usize,
     /// How long a head that an announcement listed and we lack may take to
     /// arrive by itself (in another announcement) before it is pulled from
-    /// the announcer. Longer than the gossip's delivery lag on a loaded
+    /// the announcer; pulls also wait until no announcement brought events
+    /// to the stream for this long. Longer than the gossip's delivery lag on a loaded
     /// machine, so that pulls are for what was lost, not for what is on its
     /// way (a pull brings everything the peer holds that we lack at that
     /// moment, in flight or not). Default: 2 s.

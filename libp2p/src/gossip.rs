@@ -296,6 +296,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         slot.sessions.delivered(&report.accepted);
         let added = report.accepted.len();
         if added > 0 {
+            slot.last_carried = Some(Instant::now());
             self.stats.events_received += added as u64;
             self.stats.events_from_announcements += added as u64;
             let _ = self.updates.send(Update { stream, source: Source::Peer(peer), added });

@@ -43,6 +43,8 @@ pub(crate) struct StreamSlot<S: ?Sized + StreamStore> {
     pub(crate) fresh: Vec<Cid>,
     /// Announced heads wanted from peers.
     pub(crate) pulls: Pulls,
+    /// When an announcement last brought events (pulls wait while they flow).
+    pub(crate) last_carried: Option<Instant>,
 }
 
 /// The node's task: owns the swarm and the replicas; runs on a thread of
@@ -341,6 +343,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 next_announce,
                 fresh: Vec::new(),
                 pulls: Pulls::default(),
+                last_carried: None,
             },
         );
         debug!(%stream, "added stream");

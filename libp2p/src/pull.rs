@@ -4,7 +4,10 @@
 //! it carried, the heads still missing here are *wanted*: each is recorded
 //! once per stream with the peer that announced it, and pulled from that
 //! peer after [`NodeConfig::pull_delay`](crate::NodeConfig::pull_delay)
-//! (the events usually arrive meanwhile, in another announcement). The same
+//! (the events usually arrive meanwhile, in another announcement), and not
+//! while announcements keep bringing events to the stream (on a loaded
+//! machine the gossip runs late, and a pull would bring twice what is on
+//! its way: it brings everything the peer holds that we lack). The same
 //! heads announced by other peers meanwhile are not pulled again: a node
 //! never asks several peers for the same new events at once. A pull is a
 //! fresh sync session ([`Sessions::resync`](merkle_clock::sync::Sessions::resync))
@@ -91,7 +94,9 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let streams: Vec<Cid> = self.streams.keys().copied().collect();
         for stream in streams {
             let Some(slot) = self.streams.get_mut(&stream) else { continue };
-            if slot.pulls.is_empty() {
+            // While announcements keep bringing events, what is missing is
+            // most likely on its way: a pull would bring it twice.
+            if slot.pulls.is_empty() || slot.last_carried.is_some_and(|t| now < t + self.config.pull_delay) {
                 continue;
             }
             slot.pulls.drop_arrived(&slot.replica);
