@@ -349,3 +349,90 @@ fn converges_after_the_loss_ci_found() {
     let appends = [(83, 98), (0, 17), (0, 54), (0, 1), (83, 19)];
     block_on(converges_after_loss(8204212002069317444, 158, &appends)).unwrap();
 }
+
+/// Delivers `first` (from `from` to `to`) and every reply after it.
+async fn exchange<Pr: Protocol>(
+    nodes: &mut [Node<Pr>],
+    from: usize,
+    to: usize,
+    first: Vec<u8>,
+    now: Duration,
+) -> usize {
+    let mut wire = VecDeque::from([(from, to, first)]);
+    let mut sent = 0;
+    while let Some((from, to, bytes)) = wire.pop_front() {
+        sent += 1;
+        let node = &mut nodes[to];
+        if let Some(m) = node.sessions.receive(&mut node.replica, &from, &bytes, now).await.unwrap().reply {
+            wire.push_back((to, from, m));
+        }
+    }
+    sent
+}
+
+#[test]
+fn without_push_a_settled_peer_stays_quiet_until_it_pulls() {
+    block_on(async {
+        let config = SessionConfig { push: false, ..quiet_config() };
+        let mut n = nodes(2, Bloom::default(), config).await;
+        // First contact still runs: the pair syncs and settles.
+        second(&mut n, 0, |_, _| false).await;
+        assert!(n[0].sessions.settled(&n[0].replica, &1));
+        // A new event is not pushed, and the quiet peer never times out.
+        n[0].replica.append(&"not pushed").await.unwrap();
+        for t in 1..30 {
+            let s = second(&mut n, t, |_, _| false).await;
+            assert_eq!((s.sent, s.restarts.len()), (0, 0), "second {t}: {s:?}");
+        }
+        assert_eq!(n[1].replica.len(), 1);
+        // A busy peer gets nothing from a tick either.
+        let node = &mut n[1];
+        let skipped = node.sessions.tick_skipping(&node.replica, secs(30), |_| true).await.unwrap();
+        assert!(skipped.messages.is_empty());
+        // Told (by an announcement) that the peer holds more, node 1 pulls:
+        // one fresh session brings the event, and the pair is quiet again.
+        let node = &mut n[1];
+        node.sessions.resync(0, secs(30));
+        let hello = node.sessions.speak(&node.replica, &0, secs(30)).await.unwrap().expect("a hello");
+        exchange(&mut n, 1, 0, hello, secs(30)).await;
+        assert!(same(&n));
+        assert_eq!(second(&mut n, 31, |_, _| false).await.sent, 0);
+    });
+}
+
+#[test]
+fn events_delivered_by_other_means_are_not_pushed_and_a_pull_repairs_a_lost_one() {
+    block_on(async {
+        let mut n = nodes(2, Bloom::default(), quiet_config()).await;
+        second(&mut n, 0, |_, _| false).await;
+        // Node 0 appends; its broadcast reached node 1 (an announcement
+        // carrying the block): the session does not push it again.
+        let cids = n[0].replica.append_many(["broadcast 1", "broadcast 2"]).await.unwrap();
+        let blocks = merkle_clock::Blockstore::get_many(n[0].replica.store().as_ref(), &cids)
+            .await
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        n[1].replica.ingest_many(blocks).await.unwrap();
+        n[0].sessions.delivered(&cids);
+        let before = n[1].sessions.stats().bytes_received;
+        let s = second(&mut n, 1, |_, _| false).await;
+        assert!(same(&n));
+        let got = n[1].sessions.stats().bytes_received - before;
+        assert!(got < 200, "{got} bytes: heads and acknowledgements, no blocks: {s:?}");
+        // Had it not arrived, the session would not repair it by itself:
+        // the peer learns of the head otherwise (an announcement) and pulls.
+        let lost = n[0].replica.append(&"lost broadcast").await.unwrap();
+        n[0].sessions.delivered(&[lost]);
+        for t in 2..6 {
+            second(&mut n, t, |_, _| false).await;
+        }
+        assert_eq!(n[1].replica.len(), n[0].replica.len() - 1);
+        let node = &mut n[1];
+        node.sessions.resync(0, secs(6));
+        let hello = node.sessions.speak(&node.replica, &0, secs(6)).await.unwrap().expect("a hello");
+        exchange(&mut n, 1, 0, hello, secs(6)).await;
+        assert!(same(&n), "the pull brought it");
+    });
+}

@@ -1,18 +1,26 @@
-//! Measures convergence over real swarms on 127.0.0.1 (a measurement, not a
+//! Measures replication over real swarms on 127.0.0.1 (a measurement, not a
 //! test: it prints figures and asserts only that the runs converged).
 //!
 //! ```text
-//! cargo run --release -p merkle-clock-libp2p --example loopback_bench [-- --nodes 5 --events 1000 --catchup 10000 --payload 200]
+//! cargo run --release -p merkle-clock-libp2p --example loopback_bench -- \
+//!     [--json] [--nodes 5,10,20,40] [--events 5000] [--catchup-events 1000000] [--payload 200]
 //! ```
 //!
-//! 1. `converge`: N nodes in a full mesh each append E events (one append per
-//!    event, all nodes at once); timed until every node holds all N×E events
-//!    with the same heads.
-//! 2. `catch-up`: one node holds C events; a new node with only the genesis
-//!    dials it; timed until the new node holds them all.
-//!
-//! Messages counted: gossip announcements published, sync requests sent and
-//! sync responses sent (each request-response exchange counts 2).
+//! 1. `converge`, for each N of `--nodes`: N nodes in a full mesh append
+//!    `--events` new events between them (events/N each, one append per
+//!    event, all nodes at once); timed from the first append until every
+//!    node holds all of them with the same heads. `byte_ratio`: the bytes
+//!    all nodes read from their connections (TCP payload: encryption,
+//!    multiplexing, gossip and sync together) over the bytes of the events
+//!    each lacked (every event is needed by N − 1 nodes). `msgs_per_node`:
+//!    announcements published plus sync requests sent plus sync responses
+//!    sent, per node (gossipsub's forwarding and control messages are in
+//!    the bytes, not in this count).
+//! 2. `catchup`: the blocks of `--catchup-events` events are first ingested
+//!    into a fresh replica with `ingest_many` (one call, in height order:
+//!    the local rate); that replica then serves a new node holding only the
+//!    genesis, which dials it; timed from the dial until it holds them all.
+//!    Both rates come from the same run. `0` skips it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,25 +31,29 @@ use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Stats};
 
 type Handle = NodeHandle<dyn StreamStore>;
 
-fn arg(name: &str, default: usize) -> usize {
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn number(name: &str, default: usize) -> usize {
+    arg(name).map_or(default, |v| v.replace('_', "").parse().expect("a number"))
 }
 
 fn config() -> NodeConfig {
     let mut c = NodeConfig::default();
-    c.announce_interval = Duration::from_secs(1);
+    c.announce_interval = Duration::from_secs(2);
     c
 }
 
 async fn spawn(genesis: &Block) -> Handle {
-    let h = Node::<dyn StreamStore>::spawn(config()).expect("spawn");
     let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
-    h.add_stream(Replica::create(store, genesis, ReplicaConfig::default()).await.expect("replica")).await.expect("add");
+    spawn_with(Replica::create(store, genesis, ReplicaConfig::default()).await.expect("replica")).await
+}
+
+async fn spawn_with(replica: Replica<dyn StreamStore>) -> Handle {
+    let h = Node::<dyn StreamStore>::spawn(config()).expect("spawn");
+    h.add_stream(replica).await.expect("add");
     h
 }
 
@@ -50,14 +62,12 @@ struct Totals {
     announcements: u64,
     requests: u64,
     responses: u64,
-    bytes: u64,
-    /// Sync messages made by the session drivers.
-    sync_messages: u64,
-    /// Sessions restarted after a timeout, a failure or a garbage message.
-    failed: u64,
-    /// Sessions restarted by the cap on their length.
-    capped: u64,
+    sync_bytes: u64,
+    bytes_read: u64,
     duplicate: u64,
+    from_announcements: u64,
+    pulls: u64,
+    restarts: u64,
 }
 
 impl Totals {
@@ -65,22 +75,24 @@ impl Totals {
         self.announcements += s.announcements_sent;
         self.requests += s.requests_sent;
         self.responses += s.requests_served;
-        self.bytes += s.sync_bytes_sent;
-        self.sync_messages += s.sessions.messages_sent;
-        self.failed += s.sessions.timeouts + s.sessions.failures;
-        self.capped += s.sessions.capped;
+        self.sync_bytes += s.sync_bytes_sent;
+        self.bytes_read += s.bytes_read;
         self.duplicate += s.blocks_duplicate;
+        self.from_announcements += s.events_from_announcements;
+        self.pulls += s.pulls;
+        self.restarts += s.sessions.timeouts + s.sessions.failures + s.sessions.capped;
     }
     fn minus(self, o: Totals) -> Totals {
         Totals {
             announcements: self.announcements - o.announcements,
             requests: self.requests - o.requests,
             responses: self.responses - o.responses,
-            bytes: self.bytes - o.bytes,
-            sync_messages: self.sync_messages - o.sync_messages,
-            failed: self.failed - o.failed,
-            capped: self.capped - o.capped,
+            sync_bytes: self.sync_bytes - o.sync_bytes,
+            bytes_read: self.bytes_read - o.bytes_read,
             duplicate: self.duplicate - o.duplicate,
+            from_announcements: self.from_announcements - o.from_announcements,
+            pulls: self.pulls - o.pulls,
+            restarts: self.restarts - o.restarts,
         }
     }
     fn messages(&self) -> u64 {
@@ -122,37 +134,9 @@ async fn wait(nodes: &[&Handle], stream: Cid, events: usize, start: Instant, lim
     start.elapsed()
 }
 
-fn report(name: &str, took: Duration, events: usize, t: Totals) {
-    println!(
-        "{name:<10} {took:>10.2?}  {:>9.0} events/s  messages {:>6} (announcements {}, sync requests {}, responses {})  sync messages {} (restarts: capped {}, failed {})  sync bytes {:.2} MiB, duplicate blocks {}",
-        events as f64 / took.as_secs_f64(),
-        t.messages(),
-        t.announcements,
-        t.requests,
-        t.responses,
-        t.sync_messages,
-        t.capped,
-        t.failed,
-        t.bytes as f64 / (1 << 20) as f64,
-        t.duplicate,
-    );
-}
-
-#[tokio::main]
-async fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let n = arg("--nodes", 5);
-    let e = arg("--events", 1000);
-    let c = arg("--catchup", 10_000);
-    let payload = "x".repeat(arg("--payload", 200));
-    let limit = Duration::from_secs(600);
-    println!("loopback_bench: {n} nodes x {e} events; catch-up of {c} events; {}-byte payloads", payload.len());
-
-    // 1. N nodes, each appending E events at once.
-    let genesis = Event::genesis("loopback bench: converge").encode().expect("genesis");
+/// One convergence run of `n` nodes; prints its figures.
+async fn converge(n: usize, events: usize, payload: &str, json: bool) {
+    let genesis = Event::genesis(format!("loopback bench: converge {n}")).encode().expect("genesis");
     let stream = *genesis.cid();
     let mut nodes = Vec::new();
     for _ in 0..n {
@@ -164,7 +148,7 @@ async fn main() {
             nodes[i].dial(addr).await.expect("dial");
         }
     }
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(Duration::from_secs(60), async {
         for node in &nodes {
             while node.peers().await.expect("peers").len() < n - 1 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -173,16 +157,26 @@ async fn main() {
     })
     .await
     .expect("mesh");
-    tokio::time::sleep(Duration::from_millis(500)).await; // gossipsub subscriptions
+    // Gossipsub subscriptions and meshes, and the first-contact sessions.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let refs: Vec<&Handle> = nodes.iter().collect();
     let before = totals(&refs).await;
+    if !json {
+        println!(
+            "  (setup: {} sync requests, {} restarts, {:.1} MiB read)",
+            before.requests,
+            before.restarts,
+            before.bytes_read as f64 / (1u64 << 20) as f64
+        );
+    }
     let start = Instant::now();
+    let per_node = events / n;
     let mut writers = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let node = node.clone();
-        let payload = payload.clone();
+        let payload = payload.to_string();
         writers.push(tokio::spawn(async move {
-            for k in 0..e {
+            for k in 0..per_node {
                 node.append(stream, &format!("{i}:{k}:{payload}")).await.expect("append");
             }
         }));
@@ -191,32 +185,135 @@ async fn main() {
         w.await.expect("writer");
     }
     let appended = start.elapsed();
-    let took = wait(&refs, stream, n * e + 1, start, limit).await;
+    let total = per_node * n;
+    let took = wait(&refs, stream, total + 1, start, Duration::from_secs(600)).await;
     let t = totals(&refs).await.minus(before);
-    println!("  (appends finished after {appended:.2?})");
-    report("converge", took, n * e, t);
+    // The bytes of the new events: each is needed by the n − 1 others.
+    let cids: Vec<Cid> = nodes[0].read(stream, |r| r.order().skip(1).collect()).await.expect("order");
+    let event_bytes: u64 =
+        nodes[0].get(stream, cids).await.expect("get").iter().flatten().map(|b| b.len() as u64).sum();
+    let needed = event_bytes * (n as u64 - 1);
+    let ratio = t.bytes_read as f64 / needed as f64;
+    let msgs = t.messages() as f64 / n as f64;
+    if json {
+        println!(
+            "{{\"metric\":\"libp2p_converge\",\"nodes\":{n},\"events\":{total},\"byte_ratio\":{ratio:.3},\"seconds\":{:.3},\"msgs_per_node\":{msgs:.1}}}",
+            took.as_secs_f64()
+        );
+    } else {
+        println!(
+            "converge  {n:>3} nodes x {per_node} events: {took:>9.2?} (appends took {appended:.2?}); bytes read {:.2} MiB for {:.2} MiB needed: ratio {ratio:.3}; messages/node {msgs:.1} (announcements {}, sync requests {}, responses {}); events via announcements {}, pulls {}, duplicate blocks {}, session restarts {}",
+            t.bytes_read as f64 / (1u64 << 20) as f64,
+            needed as f64 / (1u64 << 20) as f64,
+            t.announcements,
+            t.requests,
+            t.responses,
+            t.from_announcements,
+            t.pulls,
+            t.duplicate,
+            t.restarts,
+        );
+    }
     for node in &nodes {
         drop(node.shutdown().await);
     }
+}
 
-    // 2. A node that missed C events catches up.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// A node with `c` events serves a node with only the genesis.
+async fn catchup(c: usize, payload: &str, json: bool) {
     let genesis = Event::genesis("loopback bench: catch-up").encode().expect("genesis");
     let stream = *genesis.cid();
-    let a = spawn(&genesis).await;
-    let mut left = c;
-    while left > 0 {
-        let k = left.min(1000);
-        a.append_many(stream, (0..k).map(|i| format!("{left}:{i}:{payload}"))).await.expect("append");
-        left -= k;
-    }
+    // The events, made once.
+    let blocks: Vec<Block> = {
+        let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
+        let mut source = Replica::create(store.clone(), &genesis, ReplicaConfig::default()).await.expect("replica");
+        let mut left = c;
+        while left > 0 {
+            let k = left.min(10_000);
+            source.append_many((0..k).map(|i| format!("{left}:{i}:{payload}"))).await.expect("append");
+            left -= k;
+        }
+        let order: Vec<Cid> = source.order().skip(1).collect();
+        store.get_many(&order).await.expect("get").into_iter().map(|b| b.expect("held")).collect()
+    };
+    let bytes: usize = blocks.iter().map(Block::len).sum();
+    // The local rate: `ingest_many` of the same blocks into a fresh replica.
+    let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
+    let mut served = Replica::create(store, &genesis, ReplicaConfig::default()).await.expect("replica");
+    let began = Instant::now();
+    let report = served.ingest_many(blocks).await.expect("ingest");
+    let local = began.elapsed();
+    assert_eq!(report.accepted.len(), c);
+    drop(report);
+    let local_rate = c as f64 / local.as_secs_f64();
+    // Over libp2p: the replica just filled serves a new node.
+    let a = spawn_with(served).await;
     let b = spawn(&genesis).await;
     let before = totals(&[&a, &b]).await;
     let start = Instant::now();
     b.dial(a.listen_addr().await.expect("addr")).await.expect("dial");
-    let took = wait(&[&a, &b], stream, c + 1, start, limit).await;
+    let took = wait(&[&a, &b], stream, c + 1, start, Duration::from_secs(1200)).await;
     let t = totals(&[&a, &b]).await.minus(before);
-    report("catch-up", took, c, t);
-    println!("  (from the dial: connection, gossipsub subscription, announcement, then the sync)");
+    let rate = c as f64 / took.as_secs_f64();
+    let ratio = rate / local_rate;
+    if json {
+        println!(
+            "{{\"metric\":\"catchup\",\"events\":{c},\"events_per_s\":{rate:.0},\"local_ingest_per_s\":{local_rate:.0},\"ratio\":{ratio:.3}}}"
+        );
+    } else {
+        println!(
+            "catch-up  {c} events ({:.1} MiB of blocks): {took:.2?}, {rate:.0} events/s; local ingest_many {local:.2?}, {local_rate:.0} events/s; ratio {ratio:.3}; messages {} (announcements {}, sync requests {}, responses {}), sync bytes {:.1} MiB; peak RSS of the process {:.0} MiB",
+            bytes as f64 / (1u64 << 20) as f64,
+            t.messages(),
+            t.announcements,
+            t.requests,
+            t.responses,
+            t.sync_bytes as f64 / (1u64 << 20) as f64,
+            peak_rss_mib(),
+        );
+    }
     drop(a.shutdown().await);
     drop(b.shutdown().await);
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let json = std::env::args().any(|a| a == "--json");
+    let sizes: Vec<usize> = arg("--nodes")
+        .unwrap_or_else(|| "5,10,20,40".into())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse().expect("a node count"))
+        .collect();
+    let events = number("--events", 5000);
+    let c = number("--catchup-events", 1_000_000);
+    let payload = "x".repeat(number("--payload", 200));
+    if !json {
+        println!(
+            "loopback_bench: nodes {sizes:?}, {events} new events per run; catch-up of {c} events; {}-byte payloads",
+            payload.len()
+        );
+    }
+    for n in sizes {
+        assert!(n >= 2, "at least two nodes");
+        converge(n, events, &payload, json).await;
+    }
+    if c > 0 {
+        catchup(c, &payload, json).await;
+    }
 }

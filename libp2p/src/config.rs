@@ -36,11 +36,48 @@ pub struct NodeConfig {
     pub announce_debounce: Duration,
     /// Most heads listed in an announcement (a digest covers all). Default: 256.
     pub max_announced_heads: usize,
+    /// Most bytes of new local events carried inside announcements per
+    /// announcement round. The events appended since the last announcement
+    /// ride along when their blocks come to at most this (all or none), in
+    /// gossip messages of at most 32 KiB each; receivers take them in (each
+    /// verified by their replica) without a sync session; beyond it, peers
+    /// pull them. 0: announcements carry no events. Default: 1 MiB (about
+    /// four thousand 270-byte events).
+    pub announce_block_bytes: usize,
+    /// How long a head that an announcement listed and we lack may take to
+    /// arrive by itself (in another announcement) before it is pulled from
+    /// the announcer; pulls also wait until no announcement brought events
+    /// to the stream for this long. Longer than the gossip's delivery lag on a loaded
+    /// machine, so that pulls are for what was lost, not for what is on its
+    /// way (a pull brings everything the peer holds that we lack at that
+    /// moment, in flight or not). Default: 2 s.
+    pub pull_delay: Duration,
+    /// Most announced heads wanted at once per stream (the others are
+    /// ignored; a later announcement lists them again). Each is pulled from
+    /// one peer only, in a fresh session started when no exchange with that
+    /// peer is under way. Default: 1,024.
+    pub max_pulls: usize,
+    /// After answering a peer's sync request with a message, how long the
+    /// node waits for that peer's next request before it may send one of
+    /// its own on the stream: one exchange per (peer, stream) at a time, not
+    /// two crossing. Default: 500 ms.
+    pub exchange_grace: Duration,
+    /// How long an announcement received waits before gossipsub may forward
+    /// it to the mesh (its events are taken in at once). Meanwhile the mesh
+    /// peers that received it too say so (gossipsub's IDONTWANT) and are
+    /// not sent a copy: on a densely connected network most copies are
+    /// never sent. Each hop of a forwarded announcement takes this much
+    /// longer. Default: 100 ms.
+    pub forward_delay: Duration,
     /// The session driver's policy, for every stream: how long an unsettled
     /// session waits for its peer before it restarts (and the back-off of
     /// repeated timeouts), the most messages in one session, how often a
     /// settled peer gets an anti-entropy session. Default:
-    /// [`SessionConfig::default()`] (10 s, ×8 at most, 10,000 messages, 60 s).
+    /// [`SessionConfig::default()`] (10 s, ×8 at most, 10,000 messages, 60 s)
+    /// except `push: false`: new events go out in announcements, and the
+    /// driver does not also push them to every settled peer (set it `true`
+    /// to push as well: faster on a lossy network, but every peer then
+    /// receives each event from several others).
     pub sessions: SessionConfig,
     /// Limits of the sync messages made and taken (the driver's
     /// [`Bloom`](merkle_clock::sync::Bloom) protocol runs with them).
@@ -92,7 +129,12 @@ impl Default for NodeConfig {
             announce_jitter: 0.25,
             announce_debounce: Duration::from_millis(50),
             max_announced_heads: 256,
-            sessions: SessionConfig::default(),
+            announce_block_bytes: 1 << 20,
+            pull_delay: Duration::from_secs(2),
+            max_pulls: 1024,
+            exchange_grace: Duration::from_millis(500),
+            forward_delay: Duration::from_millis(250),
+            sessions: SessionConfig { push: false, ..SessionConfig::default() },
             sync_limits: SyncLimits::default(),
             request_timeout: Duration::from_secs(10),
             max_queued_messages: 32,
@@ -148,6 +190,15 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Permissive)
             .validate_messages()
             .max_transmit_size(gossip_max_bytes(config.max_announced_heads))
+            // Announcements that carry events are worth an IDONTWANT: a peer
+            // that has one tells its mesh not to forward it the copies.
+            .idontwant_message_size_threshold(IDONTWANT_BYTES)
+            .idontwant_on_publish(true)
+            .mesh_outbound_min(1)
+            .mesh_n_low(2)
+            .mesh_n(3)
+            .mesh_n_high(6)
+            .gossip_lazy(3)
             .build()
             .map_err(|e| NodeError::Setup(format!("gossipsub config: {e}")))?;
         let author = gossipsub::MessageAuthenticity::Author(key.public().to_peer_id());
@@ -177,8 +228,13 @@ const IDENTIFY_PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 /// `max_message_bytes`; a get's list of CIDs fits in it too.
 pub(crate) const FRAME_OVERHEAD: usize = 64 << 10;
 
-/// Gossip frames hold an announcement with this many heads and the
-/// envelope around it (at least 64 KiB: room for a few pushed blocks).
+/// Gossip messages larger than this are answered with IDONTWANT to the
+/// mesh peers.
+const IDONTWANT_BYTES: usize = 512;
+
+/// Gossip frames hold an announcement with this many heads, a part of the
+/// events carried, and the envelope around it (at least 64 KiB: room for
+/// blocks pushed by a broadcaster).
 pub(crate) fn gossip_max_bytes(max_heads: usize) -> usize {
-    (4096 + 80 * max_heads).max(65536)
+    (4096 + 80 * max_heads + crate::gossip::ANNOUNCE_PART_BYTES).max(65536)
 }

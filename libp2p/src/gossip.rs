@@ -11,15 +11,23 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use merkle_clock::sync::transport::{
     Announcement as TransportAnnouncement, Broadcaster, PeerId as TransportPeer, TransportError,
 };
-use merkle_clock::{Cid, StreamStore};
+use merkle_clock::{Block, Cid, Ingest, StreamStore};
 use rand::Rng;
 use tokio::sync::broadcast;
 use tokio::time::{Duration, Instant};
 use tracing::{debug, trace, warn};
 
 use crate::announce::{Announcement, heads_digest};
-use crate::handle::{Command, NodeError, NodeHandle, StreamAnnouncement};
+use crate::handle::{Command, NodeError, NodeHandle, Source, StreamAnnouncement, Update};
 use crate::node::Node;
+
+/// Most gossip validation results held for the next tick; one more reports
+/// them all at once.
+const MAX_DEFERRED_VALIDATIONS: usize = 1024;
+
+/// Most bytes of events carried in one announcement (one gossip message);
+/// more go in several.
+pub(crate) const ANNOUNCE_PART_BYTES: usize = 32 << 10;
 
 impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// The announce interval with its jitter applied.
@@ -30,8 +38,14 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     }
 
     /// Publishes the announcements that are due: changed streams past the
-    /// debounce, and every stream whose periodic announcement is due.
-    pub(crate) fn announce_due(&mut self, now: Instant) {
+    /// debounce, and every stream whose periodic announcement is due. The
+    /// local events appended since the last announcement ride along when
+    /// their blocks come to at most
+    /// [`NodeConfig::announce_block_bytes`](crate::NodeConfig::announce_block_bytes)
+    /// (all of them or none: a receiver given only the newest would pull
+    /// their parents anyway), in parts of at most [`ANNOUNCE_PART_BYTES`],
+    /// oldest first, each announcing the heads.
+    pub(crate) async fn announce_due(&mut self, now: Instant) {
         if self.offline {
             return;
         }
@@ -51,12 +65,79 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             slot.last_announce = Some(now);
             slot.next_announce = next;
             let heads = slot.replica.heads();
-            match self.publish(stream, heads, Vec::new()) {
-                Ok(()) => {}
-                Err(NodeError::Publish(e)) => trace!(%stream, "announcement not published: {e}"),
-                Err(e) => debug!(%stream, "announcement not published: {e}"),
+            let fresh = std::mem::take(&mut slot.fresh);
+            let mut parts = self.fresh_blocks(&stream, &fresh).await;
+            let carried = !parts.is_empty();
+            if parts.is_empty() {
+                parts.push(Vec::new());
+            }
+            let mut published = true;
+            for blocks in parts {
+                if let Err(e) = self.publish(stream, heads.clone(), blocks) {
+                    published = false;
+                    // Their blocks go with the next announcement, if they fit.
+                    if let Some(slot) = self.streams.get_mut(&stream) {
+                        let newer = std::mem::replace(&mut slot.fresh, fresh.clone());
+                        slot.fresh.extend(newer);
+                    }
+                    match e {
+                        NodeError::Publish(e) => trace!(%stream, "announcement not published: {e}"),
+                        e => debug!(%stream, "announcement not published: {e}"),
+                    }
+                    break;
+                }
+            }
+            if carried
+                && published
+                && let Some(slot) = self.streams.get_mut(&stream)
+            {
+                // Every peer on the topic gets them: no session pushes them.
+                slot.sessions.delivered(&fresh);
             }
         }
+    }
+
+    /// Reports the validation results held until `now` (all of them with
+    /// `None`): gossipsub forwards the accepted announcements to the mesh
+    /// peers that did not say they have them.
+    pub(crate) fn report_validations(&mut self, now: Option<Instant>) {
+        let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+        while let Some((at, ..)) = self.validations.front() {
+            if now.is_some_and(|now| *at > now) {
+                break;
+            }
+            let (_, id, source, acceptance) = self.validations.pop_front().expect("checked");
+            gossip.report_message_validation_result(&id, &source, acceptance);
+        }
+    }
+
+    /// The blocks of `fresh` (local events not announced yet), in parts of
+    /// at most [`ANNOUNCE_PART_BYTES`], when they come to at most
+    /// `announce_block_bytes`; else none.
+    async fn fresh_blocks(&self, stream: &Cid, fresh: &[Cid]) -> Vec<Vec<Vec<u8>>> {
+        let budget = self.config.announce_block_bytes;
+        let Some(slot) = self.streams.get(stream) else { return Vec::new() };
+        if fresh.is_empty() || budget == 0 {
+            return Vec::new();
+        }
+        let Ok(blocks) = slot.replica.store().get_many(fresh).await else { return Vec::new() };
+        let mut size = 0usize;
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut part_size = 0usize;
+        for b in blocks {
+            let Some(b) = b else { return Vec::new() };
+            size = size.saturating_add(b.len());
+            if size > budget {
+                return Vec::new();
+            }
+            if parts.is_empty() || part_size + b.len() > ANNOUNCE_PART_BYTES {
+                parts.push(Vec::new());
+                part_size = 0;
+            }
+            part_size += b.len();
+            parts.last_mut().expect("pushed above").push(b.bytes().to_vec());
+        }
+        parts
     }
 
     /// Publishes `heads` (and `blocks`) on the stream's topic: the one path
@@ -122,7 +203,6 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                         return;
                     }
                 };
-                gossip.report_message_validation_result(&message_id, &propagation_source, MessageAcceptance::Accept);
                 self.stats.announcements_received += 1;
                 let author = message.source.unwrap_or(propagation_source);
                 if self.announcements.receiver_count() > 0 {
@@ -133,10 +213,18 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     };
                     let _ = self.announcements.send((stream, heard));
                 }
-                // Sync with the announcer when connected to it, else with the
+                // Pull from the announcer when connected to it, else from the
                 // peer that forwarded it.
                 let peer = Some(author).filter(|p| self.connected.contains(p)).unwrap_or(propagation_source);
-                self.on_announcement(peer, announcement).await;
+                let acceptance = self.on_announcement(peer, announcement).await;
+                // Reported (and forwarded) `forward_delay` later: by then the
+                // peers that got it too have said so (IDONTWANT), and are
+                // not sent a copy. Refusals go at once.
+                if self.validations.len() >= MAX_DEFERRED_VALIDATIONS || acceptance != MessageAcceptance::Accept {
+                    self.report_validations(None);
+                }
+                let at = Instant::now() + self.config.forward_delay;
+                self.validations.push_back((at, message_id, propagation_source, acceptance));
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 let Some(&stream) = self.topics.get(&topic) else { return };
@@ -152,20 +240,77 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         }
     }
 
-    /// A peer announced its heads: it joins the stream's sessions; when its
-    /// heads differ from ours, the driver is asked for a message now.
-    async fn on_announcement(&mut self, peer: PeerId, a: Announcement) {
-        if !self.connected.contains(&peer) {
-            return;
+    /// A peer announced its heads: the events it carried are taken in
+    /// (through the replica, which verifies each), the peer joins the
+    /// stream's sessions, and the heads still missing here are wanted
+    /// ([`Pulls`](crate::pull)). Returns whether gossipsub may forward the
+    /// announcement: not when a carried block was refused.
+    async fn on_announcement(&mut self, peer: PeerId, mut a: Announcement) -> MessageAcceptance {
+        let stream = a.stream;
+        let blocks = std::mem::take(&mut a.blocks);
+        if !blocks.is_empty() && !self.take_announced(peer, stream, blocks).await {
+            return MessageAcceptance::Reject;
         }
-        self.join(peer, a.stream);
-        let Some(slot) = self.streams.get(&a.stream) else { return };
+        if !self.connected.contains(&peer) {
+            return MessageAcceptance::Accept;
+        }
+        self.join(peer, stream);
+        let due = Instant::now() + self.config.pull_delay;
+        let max = self.config.max_pulls;
+        let Some(slot) = self.streams.get_mut(&stream) else { return MessageAcceptance::Accept };
         let mine = slot.replica.heads();
         let differs = if a.is_complete() { a.heads != mine } else { a.heads_digest != heads_digest(&mine) };
         if differs {
-            trace!(%peer, stream = %a.stream, "announced heads differ");
-            self.push(a.stream, Some(peer)).await;
+            let wanted = slot.pulls.note(&slot.replica, &a.heads, peer, due, max);
+            trace!(%peer, %stream, wanted, "announced heads differ");
         }
+        MessageAcceptance::Accept
+    }
+
+    /// Takes in the blocks an announcement carried. Returns `false` when one
+    /// was refused (not a valid event of the stream): the announcement is
+    /// garbage. Events taken in this way are not announced again (every
+    /// peer on the topic gets the original).
+    async fn take_announced(&mut self, peer: PeerId, stream: Cid, blocks: Vec<Vec<u8>>) -> bool {
+        let Some(slot) = self.streams.get_mut(&stream) else { return true };
+        let blocks: Vec<Block> = blocks.into_iter().map(Block::from_bytes).collect();
+        let report = match slot.replica.ingest_many(blocks).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%peer, %stream, "storing announced events failed: {e}");
+                return true;
+            }
+        };
+        let (mut refused, mut invalid) = (None, 0);
+        for outcome in &report.outcomes {
+            match outcome {
+                Ingest::Duplicate => self.stats.blocks_duplicate += 1,
+                Ingest::Rejected(why) => {
+                    self.stats.blocks_rejected += 1;
+                    invalid += 1;
+                    refused.get_or_insert_with(|| why.to_string());
+                }
+                Ingest::Accepted | Ingest::Pending { .. } => {}
+            }
+        }
+        // Every peer on the topic gets the announcement: no session pushes them.
+        slot.sessions.delivered(&report.accepted);
+        let added = report.accepted.len();
+        if added > 0 {
+            slot.last_carried = Some(Instant::now());
+            self.stats.events_received += added as u64;
+            self.stats.events_from_announcements += added as u64;
+            let _ = self.updates.send(Update { stream, source: Source::Peer(peer), added });
+        }
+        if let Some(why) = refused {
+            // A peer forwards an announcement only once it took it in, so
+            // the refused events are the sending peer's, as in a session.
+            self.count_invalid(peer, invalid);
+            self.stats.gossip_garbage += 1;
+            warn!(%peer, %stream, "an announcement carried a block that was refused ({why}); rejected");
+            return false;
+        }
+        true
     }
 }
 

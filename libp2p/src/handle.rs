@@ -108,6 +108,16 @@ pub struct Stats {
     pub sessions: SessionStats,
     /// Events added to the DAG from peers.
     pub events_received: u64,
+    /// Of those, events that came inside announcements (no sync session).
+    pub events_from_announcements: u64,
+    /// Pulls started: fresh sessions with a peer whose announcement listed
+    /// heads missing here (each head pulled from one peer at a time).
+    pub pulls: u64,
+    /// Bytes read from every connection (TCP payload: encryption, framing,
+    /// gossip and sync together).
+    pub bytes_read: u64,
+    /// Bytes written to every connection.
+    pub bytes_written: u64,
     /// Blocks from peers that the replica held already (the cost of syncing
     /// with several peers at once).
     pub blocks_duplicate: u64,

@@ -11,7 +11,9 @@ mod dial;
 mod fetch;
 mod gossip;
 mod handle;
+mod metered;
 mod node;
+mod pull;
 mod sessions;
 mod wire;
 

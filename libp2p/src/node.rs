@@ -1,12 +1,15 @@
 //! The node: a task that owns a swarm and the replicas of its streams, and
 //! runs the loop that feeds them commands, swarm events and the timer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::gossipsub::TopicHash;
+use libp2p::core::{Transport, upgrade};
+use libp2p::gossipsub::{MessageAcceptance, MessageId, TopicHash};
 use libp2p::identity::Keypair;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
@@ -22,6 +25,8 @@ use crate::bitswap::Server;
 use crate::config::{Behaviour, BehaviourEvent, NodeConfig};
 use crate::fetch::Fetches;
 use crate::handle::{Command, NodeError, NodeHandle, Source, Stats, StreamAnnouncement, Update};
+use crate::metered::{Meter, Metered};
+use crate::pull::Pulls;
 use crate::sessions::{Outbox, Pending};
 
 /// One stream the node replicates.
@@ -34,6 +39,13 @@ pub(crate) struct StreamSlot<S: ?Sized + StreamStore> {
     pub(crate) dirty: bool,
     pub(crate) last_announce: Option<Instant>,
     pub(crate) next_announce: Instant,
+    /// Local events not announced yet (their blocks ride in the next
+    /// announcement when they fit in `announce_block_bytes`).
+    pub(crate) fresh: Vec<Cid>,
+    /// Announced heads wanted from peers.
+    pub(crate) pulls: Pulls,
+    /// When an announcement last brought events (pulls wait while they flow).
+    pub(crate) last_carried: Option<Instant>,
 }
 
 /// The node's task: owns the swarm and the replicas; runs on a thread of
@@ -50,6 +62,9 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) durable: HashMap<(PeerId, Cid), Vec<u8>>,
     pub(crate) requests: HashMap<OutboundRequestId, Pending>,
     pub(crate) outbox: Outbox,
+    /// Gossip validation results to report, each from its time on
+    /// ([`NodeConfig::forward_delay`]).
+    pub(crate) validations: VecDeque<(Instant, MessageId, PeerId, MessageAcceptance)>,
     pub(crate) fetches: Fetches,
     pub(crate) connected: HashSet<PeerId>,
     pub(crate) dial_targets: Vec<Multiaddr>,
@@ -66,6 +81,8 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) bitswap: Option<Server>,
     /// Invalid events per peer, and banned peers (`ban.rs`).
     pub(crate) bans: crate::ban::Bans,
+    /// Bytes every connection read and wrote.
+    meter: Arc<Meter>,
     commands: mpsc::Receiver<Command<S>>,
 }
 
@@ -140,9 +157,22 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     ) -> Result<Self, NodeError> {
         let keypair = config.keypair.clone().unwrap_or_else(Keypair::generate_ed25519);
         let setup = |e: &dyn fmt::Display| NodeError::Setup(e.to_string());
+        let meter = Arc::new(Meter::default());
+        let tcp_meter = meter.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_other_transport(|key| {
+                // TCP as `with_tcp` builds it, each connection's bytes counted.
+                let noise =
+                    noise::Config::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(move |stream, _| Metered::new(stream, tcp_meter.clone()))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| {
                 Behaviour::new(key, &config).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
@@ -167,6 +197,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             durable: HashMap::new(),
             requests: HashMap::new(),
             outbox: Outbox::default(),
+            validations: VecDeque::new(),
             fetches: Fetches::default(),
             connected: HashSet::new(),
             dial_targets: Vec::new(),
@@ -180,6 +211,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             announcements,
             stats: Stats::default(),
             bans: Default::default(),
+            meter,
             commands,
         })
     }
@@ -203,10 +235,12 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 wants = next_bitswap_wants(&mut self.bitswap) => self.on_bitswap_wants(wants).await,
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    self.announce_due(now);
+                    self.report_validations(Some(now));
+                    self.announce_due(now).await;
                     self.redial_due(now);
                     self.tick_sessions().await;
                     self.bitswap_tick().await;
+                    self.pull_due(now).await;
                 }
             }
         }
@@ -223,6 +257,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     Some(slot) => match slot.replica.append_many(payloads).await {
                         Ok(cids) => {
                             slot.dirty = true;
+                            slot.fresh.extend_from_slice(&cids);
                             let _ = self.updates.send(Update { stream, source: Source::Local, added: cids.len() });
                             Ok(cids)
                         }
@@ -232,9 +267,12 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 let appended = result.is_ok();
                 let _ = reply.send(result);
                 if appended {
-                    // Push to every peer of the stream, and announce when the debounce allows.
-                    self.push(stream, None).await;
-                    self.announce_due(Instant::now());
+                    // Announce (with the new events) when the debounce allows;
+                    // with `sessions.push`, also push to every peer of the stream.
+                    if self.config.sessions.push {
+                        self.push(stream, None).await;
+                    }
+                    self.announce_due(Instant::now()).await;
                 }
             }
             Command::Read(stream, job) => job(self.streams.get(&stream).map(|s| &s.replica)),
@@ -281,6 +319,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
             Command::Stats(reply) => {
                 let mut stats = self.stats.clone();
+                stats.bytes_read = self.meter.read.load(Ordering::Relaxed);
+                stats.bytes_written = self.meter.written.load(Ordering::Relaxed);
                 stats.sessions = self
                     .streams
                     .values()
@@ -308,7 +348,17 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let sessions = Sessions::with_protocol(protocol, self.config.sessions.clone());
         self.streams.insert(
             stream,
-            StreamSlot { replica, sessions, topic: topic.hash(), dirty: true, last_announce: None, next_announce },
+            StreamSlot {
+                replica,
+                sessions,
+                topic: topic.hash(),
+                dirty: true,
+                last_announce: None,
+                next_announce,
+                fresh: Vec::new(),
+                pulls: Pulls::default(),
+                last_carried: None,
+            },
         );
         debug!(%stream, "added stream");
         Ok(())

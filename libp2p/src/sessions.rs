@@ -42,16 +42,40 @@ pub(crate) enum Offer {
     Full,
 }
 
-/// The (peer, stream) pairs with a sync request outstanding, and the
-/// messages waiting behind each.
+/// The (peer, stream) pairs with an exchange under way: a sync request of
+/// ours outstanding (and the messages waiting behind it), or one of theirs
+/// answered with a message, whose next request we expect.
 #[derive(Default)]
 pub(crate) struct Outbox {
     busy: HashMap<(PeerId, Cid), VecDeque<Vec<u8>>>,
+    /// Pairs whose request we answered with a message, until when we expect
+    /// their next one (no request of ours to them meanwhile).
+    serving: HashMap<(PeerId, Cid), Instant>,
 }
 
 impl Outbox {
-    pub(crate) fn is_busy(&self, peer: PeerId, stream: Cid) -> bool {
+    /// Whether a request of ours to the pair is outstanding.
+    pub(crate) fn is_sending(&self, peer: PeerId, stream: Cid) -> bool {
         self.busy.contains_key(&(peer, stream))
+    }
+
+    /// Whether an exchange with the pair is under way at `now`, in either
+    /// direction: then no new request of ours goes to it.
+    pub(crate) fn is_busy(&self, peer: PeerId, stream: Cid, now: Instant) -> bool {
+        self.is_sending(peer, stream) || self.serving.get(&(peer, stream)).is_some_and(|t| *t > now)
+    }
+
+    /// We answered a request of the pair: with a message (`Some`: its next
+    /// request is expected until then), or with nothing (the exchange ended).
+    pub(crate) fn served(&mut self, peer: PeerId, stream: Cid, until: Option<Instant>) {
+        match until {
+            Some(t) => {
+                self.serving.insert((peer, stream), t);
+            }
+            None => {
+                self.serving.remove(&(peer, stream));
+            }
+        }
     }
 
     /// A message for `peer` on `stream`: to send now, or queued (at most
@@ -95,6 +119,7 @@ impl Outbox {
     /// Forgets everything about a peer that went away.
     pub(crate) fn remove_peer(&mut self, peer: PeerId) {
         self.busy.retain(|(p, _), _| *p != peer);
+        self.serving.retain(|(p, _), _| *p != peer);
     }
 }
 
@@ -130,6 +155,9 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
         }
         self.outbox.remove_peer(peer);
+        for slot in self.streams.values_mut() {
+            slot.pulls.remove_peer(peer);
+        }
         // Their failures are of no interest now.
         self.requests.retain(|_, p| !matches!(p, Pending::Sync(q, _) if *q == peer));
     }
@@ -167,6 +195,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// not brought back in: only [`Node::join`] does that.
     pub(crate) async fn push(&mut self, stream: Cid, to: Option<PeerId>) {
         let now = self.now();
+        let instant = Instant::now();
         let Some(slot) = self.streams.get_mut(&stream) else { return };
         let peers: Vec<PeerId> = match to {
             Some(p) => vec![p],
@@ -174,7 +203,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         };
         let mut out = Vec::new();
         for peer in peers {
-            if self.outbox.is_busy(peer, stream) || !slot.sessions.contains(&peer) {
+            if self.outbox.is_busy(peer, stream, instant) || !slot.sessions.contains(&peer) {
                 continue;
             }
             match slot.sessions.speak(&slot.replica, &peer, now).await {
@@ -189,12 +218,17 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     }
 
     /// The timer: every stream's driver says what is due, and it is sent.
+    /// Pairs with an exchange under way are skipped (what they are owed
+    /// goes in that exchange, or at a later tick).
     pub(crate) async fn tick_sessions(&mut self) {
         let now = self.now();
+        let instant = Instant::now();
         let streams: Vec<Cid> = self.streams.keys().copied().collect();
         for stream in streams {
             let Some(slot) = self.streams.get_mut(&stream) else { continue };
-            let due = match slot.sessions.tick(&slot.replica, now).await {
+            let outbox = &self.outbox;
+            let busy = |p: &PeerId| outbox.is_busy(*p, stream, instant);
+            let due = match slot.sessions.tick_skipping(&slot.replica, now, busy).await {
                 Ok(due) => due,
                 Err(e) => {
                     warn!(%stream, "the session driver failed: {e}");
@@ -267,6 +301,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 let response = self.take_in(peer, stream, &message).await;
                 if let Some(SyncResponse::Message(m)) = &response {
                     self.stats.sync_bytes_sent += m.len() as u64;
+                    // Its answer probably follows: no request of ours meanwhile.
+                    self.outbox.served(peer, stream, Some(Instant::now() + self.config.exchange_grace));
+                } else {
+                    self.outbox.served(peer, stream, None);
                 }
                 response.unwrap_or(SyncResponse::Done)
             }
@@ -351,8 +389,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         }
         match self.outbox.next(p, stream) {
             Some(m) => self.request(p, stream, m),
-            // Idle: whatever a push skipped meanwhile goes now.
-            None => self.push(stream, Some(p)).await,
+            // Idle: whatever a push skipped meanwhile goes now (pushing
+            // nodes only; the others' next tick sees to it).
+            None if self.config.sessions.push => self.push(stream, Some(p)).await,
+            None => {}
         }
     }
 }
@@ -381,5 +421,38 @@ fn note_received<S: ?Sized + StreamStore>(
         slot.dirty = true;
         stats.events_received += added as u64;
         let _ = updates.send(Update { stream, source: Source::Peer(peer), added });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use merkle_clock::Event;
+    use std::time::Duration;
+
+    #[test]
+    fn an_exchange_in_either_direction_keeps_the_pair_busy() {
+        let mut o = Outbox::default();
+        let peer = PeerId::random();
+        let stream = *Event::genesis("outbox").encode().unwrap().cid();
+        let now = Instant::now();
+        assert!(!o.is_busy(peer, stream, now));
+        // Our request: busy until it is answered; what comes meanwhile waits.
+        assert!(matches!(o.offer(peer, stream, vec![1], 2), Offer::Send(_)));
+        assert!(o.is_busy(peer, stream, now));
+        assert!(matches!(o.offer(peer, stream, vec![2], 2), Offer::Queued));
+        assert_eq!(o.next(peer, stream), Some(vec![2]));
+        assert_eq!(o.next(peer, stream), None);
+        assert!(!o.is_busy(peer, stream, now));
+        // Their request, answered with a message: busy until the grace ends
+        // or the exchange ends.
+        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        assert!(o.is_busy(peer, stream, now) && !o.is_sending(peer, stream));
+        assert!(!o.is_busy(peer, stream, now + Duration::from_secs(2)));
+        o.served(peer, stream, None);
+        assert!(!o.is_busy(peer, stream, now));
+        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        o.remove_peer(peer);
+        assert!(!o.is_busy(peer, stream, now));
     }
 }

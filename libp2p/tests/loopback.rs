@@ -484,3 +484,106 @@ async fn fetcher_gets_verified_blocks_from_peers() {
     .await
     .expect("test took too long");
 }
+
+// ---- no duplicate pulls: events in announcements, one exchange per pair ----
+
+/// Waits until the nodes' sync requests stop moving over one announce round
+/// (the first-contact sessions are over).
+async fn settle(nodes: &[&Handle]) -> Vec<Stats> {
+    let mut settled = stats_of(nodes).await;
+    loop {
+        announce_rounds(nodes, &settled, 1).await;
+        let now = stats_of(nodes).await;
+        let quiet = requests(&now) == requests(&settled);
+        settled = now;
+        if quiet {
+            return settled;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_events_are_taken_in_without_a_session() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("announced events");
+        let stream = *g.cid();
+        let (a, b, c) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b, &c]).await;
+        let before = settle(&[&a, &b, &c]).await;
+        append_n(&a, stream, "carried", 10).await;
+        converge(&[&a, &b, &c], stream, 11).await;
+        let after = stats_of(&[&a, &b, &c]).await;
+        for (s, was) in after.iter().zip(&before).skip(1) {
+            let got = s.events_received - was.events_received;
+            let carried = s.events_from_announcements - was.events_from_announcements;
+            assert_eq!((got, carried), (10, 10), "every event came inside an announcement: {s:?}");
+            assert_eq!(s.blocks_duplicate, was.blocks_duplicate, "and once: {s:?}");
+        }
+        assert_eq!(requests(&after), requests(&before), "no sync session was needed: {after:?}");
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_never_makes_a_node_accept_an_invalid_event() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("invalid announced");
+        let stream = *g.cid();
+        let (a, b) = (spawn_mem(&g).await, spawn_mem(&g).await);
+        mesh(&[&a, &b]).await;
+        // Noise, and a well-formed event that is not of this stream (another
+        // stream's genesis), each announced as if it were an event of this one.
+        let foreign = genesis("another stream");
+        let sender = a.broadcaster(stream);
+        for block in [bytes::Bytes::from_static(b"not an event"), foreign.bytes().clone()] {
+            let heads = vec![*Block::from_bytes(block.clone()).cid()];
+            wait_for("the announcement to be published", || async {
+                sender.announce(heads.clone(), vec![block.clone()]).await.is_ok()
+            })
+            .await;
+        }
+        wait_for("both blocks to be refused", || async { b.stats().await.unwrap().blocks_rejected >= 2 }).await;
+        let s = b.stats().await.unwrap();
+        assert_eq!(b.len(stream).await.unwrap(), 1, "nothing was accepted: {s:?}");
+        assert_eq!(s.events_from_announcements, 0, "{s:?}");
+        assert!(s.gossip_garbage >= 2, "the announcements were refused: {s:?}");
+        // A valid event still goes through.
+        append_n(&a, stream, "valid", 1).await;
+        converge(&[&a, &b], stream, 2).await;
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_receive_few_duplicate_blocks() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("few duplicates");
+        let stream = *g.cid();
+        let (a, b, c, d) = (spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await, spawn_mem(&g).await);
+        let nodes = [&a, &b, &c, &d];
+        mesh(&nodes).await;
+        let before = settle(&nodes).await;
+        tokio::join!(
+            append_n(&a, stream, "a", 25),
+            append_n(&b, stream, "b", 25),
+            append_n(&c, stream, "c", 25),
+            append_n(&d, stream, "d", 25),
+        );
+        converge(&nodes, stream, 101).await;
+        let after = stats_of(&nodes).await;
+        let needed: u64 = after.iter().zip(&before).map(|(s, w)| s.events_received - w.events_received).sum();
+        let duplicate: u64 = after.iter().zip(&before).map(|(s, w)| s.blocks_duplicate - w.blocks_duplicate).sum();
+        assert_eq!(needed, 300, "each node took in the others' 75 events");
+        // Pushing to every peer cost two or three copies of each block; now
+        // each comes once in an announcement, and a pull (rare: a head that
+        // did not arrive within `pull_delay`) brings one more at most.
+        assert!(duplicate <= needed, "{duplicate} duplicate blocks for {needed} needed: {after:?}");
+    })
+    .await
+    .expect("test took too long");
+}

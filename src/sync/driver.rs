@@ -113,6 +113,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use ipld_core::cid::Cid;
 use rand_core::RngCore;
 
 use super::{Message, NaiveState, Received, SyncError, SyncLimits, SyncState};
@@ -151,6 +152,16 @@ pub trait Protocol {
     fn restart(&self, state: &mut Self::State, seed: Option<u64>) {
         let durable = self.save(state);
         *state = self.restore(&durable, seed);
+    }
+
+    /// The peer was given these events by other means (a broadcast that
+    /// reaches every peer): the session should not push them to it (it
+    /// still answers a want for them). If the broadcast did not reach the
+    /// peer, the session does not notice: the peer learns of the events
+    /// otherwise (announced heads) and pulls them ([`Sessions::resync`]).
+    /// Default: nothing.
+    fn delivered(&self, state: &mut Self::State, cids: &[Cid]) {
+        let _ = (state, cids);
     }
 
     /// Whether, as far as `state` knows, the peer holds exactly what
@@ -229,6 +240,10 @@ impl Protocol for Bloom {
         if let Some(seed) = seed {
             state.reseed(seed);
         }
+    }
+
+    fn delivered(&self, state: &mut SyncState, cids: &[Cid]) {
+        state.note_delivered(cids);
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
@@ -324,6 +339,14 @@ pub struct SessionConfig {
     /// the peer ends the pause. So a peer that refuses everything costs one
     /// message per pause, not one per tick. Default: 1 s.
     pub retry: Duration,
+    /// Whether [`Sessions::tick`] pushes new local heads to settled peers.
+    /// `false` suits a transport that disseminates new events by itself
+    /// (gossip announcements that carry them): a settled peer then stays
+    /// *quiet* when our heads change (the tick neither speaks to it nor
+    /// times it out) until a message arrives from it, the caller speaks to
+    /// it ([`Sessions::speak`], [`Sessions::resync`]) or its session
+    /// restarts (anti-entropy among them). Default: `true`.
+    pub push: bool,
 }
 
 impl Default for SessionConfig {
@@ -334,6 +357,7 @@ impl Default for SessionConfig {
             anti_entropy: Some(Duration::from_secs(60)),
             max_session_messages: 10_000,
             retry: Duration::from_secs(1),
+            push: true,
         }
     }
 }
@@ -454,6 +478,9 @@ struct Peer<St> {
     failures: u32,
     /// Nothing is said to the peer before this time (after a failure).
     paused_until: Duration,
+    /// Settled, then our heads changed and the tick did not push them
+    /// ([`SessionConfig::push`] is `false`): no timeout, no tick message.
+    quiet: bool,
 }
 
 /// Every sync session of one replica with its peers: the per-peer states,
@@ -575,6 +602,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
+                quiet: false,
             }),
         );
         false
@@ -596,6 +624,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: 0,
                 failures: 0,
                 paused_until: Duration::ZERO,
+                quiet: false,
             }),
         );
     }
@@ -620,6 +649,30 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         }
     }
 
+    /// Every peer was given these events by other means (a broadcast that
+    /// reaches them all, e.g. an announcement that carried them): open
+    /// sessions do not push them, but answer a peer that asks
+    /// ([`Protocol::delivered`]); a peer the broadcast missed pulls them
+    /// when it learns of them ([`Sessions::resync`]).
+    pub fn delivered(&mut self, cids: &[Cid]) {
+        for p in self.peers.values_mut() {
+            self.protocol.delivered(&mut p.state, cids);
+        }
+    }
+
+    /// Starts a fresh session with `peer` now, as anti-entropy would (and
+    /// counted with it): for a transport that learned, from an announcement,
+    /// that the peer holds events we lack. Its next message
+    /// ([`Sessions::speak`]) opens the session with our filter, which the
+    /// peer answers with what we lack. Connects the peer if it was not.
+    pub fn resync(&mut self, peer: P, now: Duration) {
+        if !self.peers.contains_key(&peer) {
+            self.connect(peer, now);
+            return;
+        }
+        self.restart(&peer, now, Restart::AntiEntropy);
+    }
+
     /// Restarts `peer`'s session from its durable part and counts why.
     fn restart(&mut self, peer: &P, now: Duration, why: Restart) {
         let seed = self.seed();
@@ -628,6 +681,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         p.calm = now;
         p.sent = 0;
         p.was_settled = false;
+        p.quiet = false;
         match why {
             Restart::Timeout => {
                 p.backoff = p.backoff.saturating_add(1);
@@ -673,6 +727,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let p = self.peers.get_mut(peer).expect("connected above");
         p.calm = now;
         p.backoff = 0;
+        p.quiet = false;
         let received = match self.protocol.receive(replica, &mut p.state, message).await {
             Ok(r) => {
                 (p.failures, p.paused_until) = (0, Duration::ZERO);
@@ -712,6 +767,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             self.restart(peer, now, Restart::Capped);
         }
         let p = self.peers.get_mut(peer).expect("connected above");
+        p.quiet = false;
         if now < p.paused_until {
             return Ok(None);
         }
@@ -736,12 +792,28 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         replica: &Replica<S>,
         now: Duration,
     ) -> Result<Due<P>, SyncError> {
+        self.tick_skipping(replica, now, |_| false).await
+    }
+
+    /// [`Sessions::tick`], making no message for the peers `busy` names
+    /// (a transport with an exchange already under way with them: what they
+    /// are owed goes in the reply to that exchange, or at a later tick).
+    /// Their timeouts still run.
+    ///
+    /// # Errors
+    /// As [`Sessions::tick`].
+    pub async fn tick_skipping<S: ?Sized + StreamStore>(
+        &mut self,
+        replica: &Replica<S>,
+        now: Duration,
+        busy: impl Fn(&P) -> bool,
+    ) -> Result<Due<P>, SyncError> {
         let mut due = Due::default();
         if let Some(timeout) = self.config.timeout {
             let max_backoff = self.config.max_backoff.min(30);
             let mut expired: Vec<P> = Vec::new();
             for (peer, p) in &mut self.peers {
-                if p.was_settled || self.protocol.settled(replica, &p.state) {
+                if p.was_settled || p.quiet || self.protocol.settled(replica, &p.state) {
                     p.calm = now;
                 } else if now >= p.calm.saturating_add(timeout.saturating_mul(1 << p.backoff.min(max_backoff))) {
                     expired.push(peer.clone());
@@ -758,6 +830,17 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         }
         let peers: Vec<P> = self.peers.keys().cloned().collect();
         for peer in peers {
+            if busy(&peer) {
+                continue;
+            }
+            if !self.config.push
+                && let Some(p) = self.peers.get_mut(&peer)
+                && (p.quiet || p.was_settled)
+                && !self.protocol.settled(replica, &p.state)
+            {
+                p.quiet = true;
+                continue;
+            }
             if let Some(message) = self.speak(replica, &peer, now).await? {
                 due.messages.push(Outgoing { peer, message });
             }
@@ -798,8 +881,12 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             return None;
         }
         self.next_anti_entropy = Some(now.saturating_add(every));
-        let settled: Vec<&P> =
-            self.peers.iter().filter(|(_, p)| self.protocol.settled(replica, &p.state)).map(|(k, _)| k).collect();
+        let settled: Vec<&P> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.quiet || self.protocol.settled(replica, &p.state))
+            .map(|(k, _)| k)
+            .collect();
         if settled.is_empty() {
             return None;
         }

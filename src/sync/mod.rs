@@ -197,6 +197,9 @@ fn unknown(e: UnknownEvent) -> SyncError {
     SyncError::Store(StoreError::Corrupt(format!("sync walked to an event not in the DAG: {e}")))
 }
 
+/// Blocks read from the store at a time when filling a message.
+const FILL_BATCH: usize = 4096;
+
 /// Bytes kept free for everything but blocks when filling a message.
 const MESSAGE_SLACK: usize = 64 << 10;
 
@@ -350,14 +353,18 @@ async fn fill<S: ?Sized + StreamStore>(
     let cids: Vec<Cid> = out.iter().map(|id| dag.cid(*id)).collect();
     let mut blocks = Vec::with_capacity(cids.len().min(limits.max_blocks));
     let mut truncated = false;
-    for (cid, block) in cids.iter().zip(replica.store().get_many(&cids).await?) {
-        let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
-        if blocks.len() == limits.max_blocks || (block.len() > budget && !blocks.is_empty()) {
-            truncated = true;
-            break;
+    // Read in batches: a long difference sent over many messages is not
+    // read whole for each of them.
+    'fill: for batch in cids.chunks(FILL_BATCH) {
+        for (cid, block) in batch.iter().zip(replica.store().get_many(batch).await?) {
+            let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
+            if blocks.len() == limits.max_blocks || (block.len() > budget && !blocks.is_empty()) {
+                truncated = true;
+                break 'fill;
+            }
+            budget = budget.saturating_sub(block.len());
+            blocks.push(block);
         }
-        budget = budget.saturating_sub(block.len());
-        blocks.push(block);
     }
     if truncated {
         // What did not fit goes next time; wanted events are asked for only once.

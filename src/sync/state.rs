@@ -203,6 +203,24 @@ impl SyncState {
         self.session.their_heads = their_heads;
     }
 
+    /// Events the peer was given by other means (a gossip announcement that
+    /// reached every peer): this session does not push them, as if it had
+    /// sent them, but answers the peer's wants for them. Only while a
+    /// session is open, and within `max_blocks` such events.
+    pub(crate) fn note_delivered(&mut self, cids: &[Cid]) {
+        let s = &mut self.session;
+        if !s.filter_sent {
+            return;
+        }
+        for digest in cids.iter().filter_map(digest_of) {
+            if s.sent.len() >= self.limits.max_blocks {
+                break;
+            }
+            // Number 0: a want for it is answered whatever the peer had seen.
+            s.sent.entry(digest).or_insert(0);
+        }
+    }
+
     /// Starts a new session because the peer started one (our next filter
     /// message answers its hello).
     pub(crate) fn restart_for_peer(&mut self) {
