@@ -232,6 +232,14 @@ impl Protocol for Bloom {
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
+        let s = &state.session;
+        if super::mutation::on(super::mutation::Mutation::AckedPredictionSettles)
+            && s.predicted.as_ref() == Some(&replica.heads())
+            && s.seq > 0
+            && s.their_ack >= s.seq
+        {
+            return true;
+        }
         state.their_heads().is_some_and(|h| h == replica.heads().as_slice())
     }
 
@@ -745,6 +753,9 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                     expired.push(peer.clone());
                 }
             }
+            if super::mutation::on(super::mutation::Mutation::NeverResend) {
+                expired.clear();
+            }
             for peer in expired {
                 self.restart(&peer, now, Restart::Timeout);
                 due.restarts.push((peer, Restart::Timeout));
@@ -764,6 +775,24 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             p.was_settled = self.protocol.settled(replica, &p.state);
         }
         Ok(due)
+    }
+
+    /// For the model checker: every peer's state and its clocks relative
+    /// to `now` (the driver keeps absolute times; the checker abstracts them).
+    #[cfg(feature = "testing")]
+    pub(crate) fn model_view(&self, now: Duration) -> (Option<Duration>, Vec<(&P, &Pr::State, super::model::PeerClock)>) {
+        let clocks = self.peers.iter().map(|(peer, p)| {
+            let clock = super::model::PeerClock {
+                since_calm: now.saturating_sub(p.calm),
+                backoff: p.backoff,
+                was_settled: p.was_settled,
+                sent: p.sent,
+                failures: p.failures,
+                paused_for: p.paused_until.saturating_sub(now),
+            };
+            (peer, &p.state, clock)
+        });
+        (self.next_anti_entropy.map(|t| t.saturating_sub(now)), clocks.collect())
     }
 
     /// The peer drawn for anti-entropy, when one is due.
