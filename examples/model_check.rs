@@ -18,6 +18,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
     let mut configs = ModelConfig::ci();
+    if let Some(k) = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok()) {
+        configs = vec![configs.swap_remove(k)];
+    }
     if let Some(i) = args.iter().position(|a| a == "--tiny") {
         let appends = args.get(i + 1).and_then(|a| a.parse().ok()).unwrap_or(1);
         let losses = args.get(i + 2).and_then(|a| a.parse().ok()).unwrap_or(0);

@@ -89,6 +89,7 @@ pub fn narrate(cfg: &ModelConfig, trace: &[Action]) -> Vec<String> {
     block_on(async {
         let Ok(mut w) = World::new(cfg).await else { return Vec::new() };
         w.verbose = true;
+        let _ = w.start_warm().await;
         for &a in trace {
             if let Err(e) = w.apply(a).await {
                 w.log.push(format!("error: {}", e.detail));
@@ -111,6 +112,7 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
     let steps = block_on(async {
         let mut w = World::new(cfg).await.ok()?;
         w.verbose = true;
+        w.start_warm().await.ok()?;
         for &a in &v.trace {
             if w.apply(a).await.is_err() {
                 return Some(w.log);
@@ -129,7 +131,7 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
 
 async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> {
     let mut visited: HashSet<[u8; 16]> = HashSet::new();
-    let root = World::new(cfg).await?;
+    let root = World::start(cfg).await?;
     visited.insert(short(root.fingerprint()));
     let mut w = root;
     settle(&mut w).await?;

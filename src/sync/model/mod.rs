@@ -95,6 +95,9 @@ pub struct ModelConfig {
     pub partition: bool,
     /// Restarts from the store.
     pub restarts: usize,
+    /// Start from replicas that already met and fell silent (a fair,
+    /// lossless first contact), instead of from their first contact.
+    pub warm: bool,
     /// The driver's policy (`timeout` must be set; time advances by it).
     pub session: SessionConfig,
     /// The deepest trace explored.
@@ -119,6 +122,7 @@ impl ModelConfig {
             delays: 0,
             partition: false,
             restarts: 0,
+            warm: false,
             session: SessionConfig {
                 timeout: Some(Duration::from_secs(1)),
                 max_backoff: 1,
@@ -140,14 +144,21 @@ impl ModelConfig {
     /// The configurations `.ci/run` checks (in release, a few minutes).
     pub fn ci() -> Vec<ModelConfig> {
         vec![
-            ModelConfig { losses: 2, duplicates: 1, ..ModelConfig::new("2 replicas, 2 appends, 2 losses, 1 duplicate", 2, 2) },
+            ModelConfig { losses: 1, ..ModelConfig::new("2 replicas, 2 appends, 1 loss", 2, 2) },
+            ModelConfig { losses: 1, duplicates: 1, ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 duplicate", 2, 1) },
+            ModelConfig { losses: 1, delays: 1, ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 late delivery", 2, 1) },
             ModelConfig {
-                losses: 1,
                 partition: true,
                 restarts: 1,
-                ..ModelConfig::new("2 replicas, 2 appends, 1 loss, partition, restart", 2, 2)
+                warm: true,
+                ..ModelConfig::new("2 replicas (met), 2 appends, a partition that heals, 1 restart", 2, 2)
             },
-            ModelConfig { losses: 1, appenders: Some(2), ..ModelConfig::new("3 replicas, 2 appends, 1 loss", 3, 2) },
+            ModelConfig { losses: 1, warm: true, ..ModelConfig::new("3 replicas (met), 1 append, 1 loss", 3, 1) },
+            ModelConfig {
+                partition: true,
+                warm: true,
+                ..ModelConfig::new("3 replicas (met), 1 append, a partition that heals", 3, 1)
+            },
         ]
     }
 
@@ -161,11 +172,12 @@ impl ModelConfig {
                 restarts: 1,
                 ..ModelConfig::new("2 replicas, 4 appends, 2 losses, 1 duplicate, partition, restart", 2, 4)
             },
+            ModelConfig { losses: 1, warm: true, ..ModelConfig::new("3 replicas (met), 2 appends, 1 loss", 3, 2) },
             ModelConfig {
-                losses: 2,
+                losses: 1,
                 partition: true,
                 restarts: 1,
-                ..ModelConfig::new("3 replicas, 4 appends, 2 losses, partition, restart", 3, 4)
+                ..ModelConfig::new("3 replicas, 4 appends, 1 loss, partition, restart", 3, 4)
             },
         ]
     }

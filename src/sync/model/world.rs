@@ -105,9 +105,35 @@ impl World {
         })
     }
 
+    /// The initial state of `cfg`: with [`ModelConfig::warm`], after the
+    /// replicas met and fell silent (a few fair, lossless rounds).
+    pub async fn start(cfg: &ModelConfig) -> Result<Self, Violation> {
+        let mut w = World::new(cfg).await?;
+        w.start_warm().await?;
+        Ok(w)
+    }
+
+    /// With [`ModelConfig::warm`], the replicas meet and fall silent.
+    pub async fn start_warm(&mut self) -> Result<(), Violation> {
+        let w = self;
+        if w.cfg.warm {
+            for _ in 0..4 {
+                w.apply(Action::Advance).await?;
+                while !w.net.is_empty() {
+                    w.apply(Action::Deliver(0)).await?;
+                }
+            }
+            if w.verbose {
+                w.log.clear();
+                w.log.push("the replicas meet, sync and fall silent".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The world after `trace`, from the start.
     pub async fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<Self, Violation> {
-        let mut w = World::new(cfg).await?;
+        let mut w = World::start(cfg).await?;
         for &a in trace {
             w.apply(a).await?;
         }
