@@ -780,7 +780,11 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     /// For the model checker: every peer's state and its clocks relative
     /// to `now` (the driver keeps absolute times; the checker abstracts them).
     #[cfg(feature = "testing")]
-    pub(crate) fn model_view(&self, now: Duration) -> (Option<Duration>, Vec<(&P, &Pr::State, super::model::PeerClock)>) {
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn model_view(
+        &self,
+        now: Duration,
+    ) -> (Option<Duration>, Vec<(&P, &Pr::State, super::model::PeerClock)>) {
         let clocks = self.peers.iter().map(|(peer, p)| {
             let clock = super::model::PeerClock {
                 since_calm: now.saturating_sub(p.calm),

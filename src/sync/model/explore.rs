@@ -174,7 +174,13 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
         frontier = next;
         depth += 1;
         if std::env::var_os("MODEL_PROGRESS").is_some() {
-            eprintln!("{}: depth {depth}: {} new, {} states, {} transitions", cfg.name, frontier.len(), out.states, out.transitions);
+            eprintln!(
+                "{}: depth {depth}: {} new, {} states, {} transitions",
+                cfg.name,
+                frontier.len(),
+                out.states,
+                out.transitions
+            );
             if std::env::var_os("MODEL_SAMPLES").is_some() {
                 for t in frontier.iter().rev().step_by((frontier.len() / 5).max(1)).take(5) {
                     eprintln!("  {}", super::format_trace(t));
@@ -198,8 +204,7 @@ fn held(w: &World) -> Vec<Vec<Cid>> {
 /// Safety and the in-flight bound, from a state whose replicas held `before` to `after`.
 fn transition(before: &[Vec<Cid>], after: &World) -> Result<(), Violation> {
     let safety = |d: String| Violation { property: Property::Safety, detail: d, trace: Vec::new(), steps: Vec::new() };
-    let appended: HashSet<Cid> =
-        after.appended.iter().map(|(c, _)| *c).chain(std::iter::once(after.genesis)).collect();
+    let appended: HashSet<Cid> = after.appended.iter().map(|(c, _)| *c).chain(std::iter::once(after.genesis)).collect();
     let held = held(after);
     for (i, blocks) in held.iter().enumerate() {
         if let Some(c) = blocks.iter().find(|c| !appended.contains(c)) {
@@ -277,9 +282,7 @@ async fn settle(w: &mut World) -> Result<(), Violation> {
             let from = *synced_from.get_or_insert(w.next_id);
             let since = (w.next_id - from) as usize;
             if since > SYNCED_MESSAGES_PER_PAIR * n * (n - 1) {
-                return Err(Violation::chatter(format!(
-                    "{since} messages after every replica held the same events"
-                )));
+                return Err(Violation::chatter(format!("{since} messages after every replica held the same events")));
             }
         }
         let before = w.next_id;

@@ -145,8 +145,16 @@ impl ModelConfig {
     pub fn ci() -> Vec<ModelConfig> {
         vec![
             ModelConfig { losses: 1, ..ModelConfig::new("2 replicas, 2 appends, 1 loss", 2, 2) },
-            ModelConfig { losses: 1, duplicates: 1, ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 duplicate", 2, 1) },
-            ModelConfig { losses: 1, delays: 1, ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 late delivery", 2, 1) },
+            ModelConfig {
+                losses: 1,
+                duplicates: 1,
+                ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 duplicate", 2, 1)
+            },
+            ModelConfig {
+                losses: 1,
+                delays: 1,
+                ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 late delivery", 2, 1)
+            },
             ModelConfig {
                 partition: true,
                 restarts: 1,

@@ -387,8 +387,7 @@ impl World {
     /// what happens next, and of nothing else (see the module docs).
     pub fn fingerprint(&self) -> [u8; 32] {
         let mut h = Fp(blake3::Hasher::new());
-        let universe: Vec<Cid> =
-            std::iter::once(self.genesis).chain(self.appended.iter().map(|(c, _)| *c)).collect();
+        let universe: Vec<Cid> = std::iter::once(self.genesis).chain(self.appended.iter().map(|(c, _)| *c)).collect();
         h.num(self.appended.len() as u64);
         h.cids(&universe);
         for node in &self.nodes {
