@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipld_core::cid::Cid;
 
 use super::{Action, ModelConfig, Violation};
-use crate::block::{Block, cid_of, digest_of, short_cid};
+use crate::block::{cid_of, digest_of, short_cid};
 use crate::event::Event;
 use crate::replica::{Replica, ReplicaConfig};
 use crate::store::MemoryBlockstore;
@@ -432,12 +432,6 @@ impl World {
         let mut v: Vec<Cid> = r.order().collect();
         v.sort_unstable();
         v
-    }
-
-    /// The genesis block, for tests that rebuild a replica.
-    #[allow(dead_code)]
-    pub fn genesis_block() -> Option<Block> {
-        Event::genesis("model check").encode().ok()
     }
 }
 
