@@ -14,8 +14,8 @@ mod demo;
 mod draw;
 mod fetch;
 mod json;
-mod serve;
 mod keys;
+mod serve;
 mod store;
 
 /// Every command's result: errors are shown as one line.

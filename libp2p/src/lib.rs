@@ -3,8 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod announce;
-pub mod bitswap;
 mod ban;
+pub mod bitswap;
 pub mod codec;
 mod config;
 mod dial;

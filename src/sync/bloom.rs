@@ -114,6 +114,9 @@ impl BloomFilter {
         if m == 0 {
             return false;
         }
+        if super::mutation::on(super::mutation::Mutation::FilterHoldsAll) {
+            return true;
+        }
         let hash = blake3::keyed_hash(&self.key, digest);
         positions(hash.as_bytes(), self.hashes, m).all(|i| self.bits[(i / 8) as usize] & (1 << (i % 8)) != 0)
     }

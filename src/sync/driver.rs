@@ -247,6 +247,14 @@ impl Protocol for Bloom {
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
+        let s = &state.session;
+        if super::mutation::on(super::mutation::Mutation::AckedPredictionSettles)
+            && s.predicted.as_ref() == Some(&replica.heads())
+            && s.seq > 0
+            && s.their_ack >= s.seq
+        {
+            return true;
+        }
         state.their_heads().is_some_and(|h| h == replica.heads().as_slice())
     }
 
@@ -819,6 +827,9 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                     expired.push(peer.clone());
                 }
             }
+            if super::mutation::on(super::mutation::Mutation::NeverResend) {
+                expired.clear();
+            }
             for peer in expired {
                 self.restart(&peer, now, Restart::Timeout);
                 due.restarts.push((peer, Restart::Timeout));
@@ -866,11 +877,33 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         let timeouts = self.config.timeout.into_iter().flat_map(|timeout| {
             self.peers
                 .values()
-                .filter(|p| !p.was_settled)
+                .filter(|p| !p.was_settled && !p.quiet)
                 .map(move |p| p.calm.saturating_add(timeout.saturating_mul(1 << p.backoff.min(max_backoff))))
         });
         let pauses = self.peers.values().map(|p| p.paused_until);
         timeouts.chain(pauses).chain(self.next_anti_entropy).filter(|&t| t > now).min()
+    }
+
+    /// For the model checker: every peer's state and its clocks relative
+    /// to `now` (the driver keeps absolute times; the checker abstracts them).
+    #[cfg(feature = "testing")]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn model_view(
+        &self,
+        now: Duration,
+    ) -> (Option<Duration>, Vec<(&P, &Pr::State, super::model::PeerClock)>) {
+        let clocks = self.peers.iter().map(|(peer, p)| {
+            let clock = super::model::PeerClock {
+                since_calm: now.saturating_sub(p.calm),
+                backoff: p.backoff,
+                was_settled: p.was_settled,
+                sent: p.sent,
+                failures: p.failures,
+                paused_for: p.paused_until.saturating_sub(now),
+            };
+            (peer, &p.state, clock)
+        });
+        (self.next_anti_entropy.map(|t| t.saturating_sub(now)), clocks.collect())
     }
 
     /// The peer drawn for anti-entropy, when one is due.

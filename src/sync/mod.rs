@@ -129,6 +129,12 @@
 mod bloom;
 pub mod driver;
 mod message;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+#[doc(hidden)]
+pub mod model;
+#[doc(hidden)]
+pub mod mutation;
 mod naive;
 mod state;
 pub mod transport;
@@ -232,6 +238,9 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     let predicts = exact && !truncated;
     if predicts {
         state.session.predicted = Some(my_heads.clone());
+        if mutation::on(mutation::Mutation::HeadsOnSend) {
+            (state.session.their_heads, state.shared) = (Some(my_heads.clone()), my_heads.clone());
+        }
     }
     if changed {
         msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants);
@@ -468,6 +477,10 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
 ) -> Result<Received, SyncError> {
     msg.check(&state.limits)?;
     let Message { hello, more, seq, ack, heads, filter, since, want, blocks } = msg;
+    let mut blocks = blocks;
+    if mutation::on(mutation::Mutation::DropUnasked) {
+        blocks.retain(|b| state.session.asked.contains(&crate::block::cid_of(b)));
+    }
     let mut received = if blocks.is_empty() {
         Received::default()
     } else {

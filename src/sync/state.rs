@@ -113,6 +113,12 @@ pub(crate) struct Session {
 pub(crate) struct HeadsPrint([u8; 32]);
 
 impl HeadsPrint {
+    /// The fingerprint's bytes.
+    #[cfg(feature = "testing")]
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub(crate) fn of(heads: &[Cid]) -> Self {
         let mut h = blake3::Hasher::new();
         h.update(&(heads.len() as u64).to_le_bytes());

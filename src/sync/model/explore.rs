@@ -1,0 +1,320 @@
+//! The search and the properties.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use futures::executor::block_on;
+use ipld_core::cid::Cid;
+
+use super::world::{Partition, World};
+use super::{Action, ModelConfig, Property, Violation};
+use crate::sync::mutation::{self, Mutation};
+
+/// What a check found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The configuration's name.
+    pub config: &'static str,
+    /// Distinct abstract states reached.
+    pub states: usize,
+    /// Transitions tried.
+    pub transitions: usize,
+    /// The deepest level at which a new state was found.
+    pub depth: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Every reachable state was explored (no state was new at the last
+    /// level, within the depth and state bounds).
+    pub complete: bool,
+    /// The first violation found (on a shortest trace), if any.
+    pub violation: Option<Violation>,
+}
+
+impl Outcome {
+    /// Every property held on every state explored, and every reachable state was.
+    pub fn holds(&self) -> bool {
+        self.violation.is_none() && self.complete
+    }
+}
+
+/// Explores every state of `cfg` reachable within its bounds, checking every
+/// property on every transition and state; stops at the first violation.
+pub fn check(cfg: &ModelConfig) -> Outcome {
+    let start = Instant::now();
+    let mut out = Outcome {
+        config: cfg.name,
+        states: 0,
+        transitions: 0,
+        depth: 0,
+        seconds: 0.0,
+        complete: false,
+        violation: None,
+    };
+    if let Err(v) = block_on(explore(cfg, &mut out)) {
+        out.violation = Some(explain(cfg, v));
+    }
+    out.seconds = start.elapsed().as_secs_f64();
+    out
+}
+
+/// Runs the check of each configuration with `m` switched on, until one
+/// reports a violation: the violation, or `None` when the mutation went
+/// unnoticed.
+pub fn check_mutation(configs: &[ModelConfig], m: Mutation) -> Option<Violation> {
+    mutation::with(Some(m), || configs.iter().find_map(|cfg| check(cfg).violation))
+}
+
+/// Replays `trace` on `cfg`, checking every property on every step and
+/// state on the way, as the search does.
+///
+/// # Errors
+/// The first violation, with the trace in words.
+pub fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<(), Violation> {
+    let run = block_on(async {
+        for len in 0..=trace.len() {
+            let mut w = World::replay(cfg, &trace[..len]).await.map_err(|v| at(v, &trace[..len]))?;
+            if len > 0 {
+                let before = World::replay(cfg, &trace[..len - 1]).await?;
+                transition(&held(&before), &w).map_err(|v| at(v, &trace[..len]))?;
+            }
+            settle(&mut w).await.map_err(|v| at(v, &trace[..len]))?;
+        }
+        Ok(())
+    });
+    run.map_err(|v| explain(cfg, v))
+}
+
+/// The steps of `trace` in words (stopping at the first error).
+pub fn narrate(cfg: &ModelConfig, trace: &[Action]) -> Vec<String> {
+    block_on(async {
+        let Ok(mut w) = World::new(cfg).await else { return Vec::new() };
+        w.verbose = true;
+        let _ = w.start_warm().await;
+        for &a in trace {
+            if let Err(e) = w.apply(a).await {
+                w.log.push(format!("error: {}", e.detail));
+                break;
+            }
+        }
+        w.log
+    })
+}
+
+fn at(mut v: Violation, trace: &[Action]) -> Violation {
+    if v.trace.is_empty() {
+        v.trace = trace.to_vec();
+    }
+    v
+}
+
+/// Fills in the steps of a violation in words, replaying its trace.
+fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
+    let steps = block_on(async {
+        let mut w = World::new(cfg).await.ok()?;
+        w.verbose = true;
+        w.start_warm().await.ok()?;
+        for &a in &v.trace {
+            if w.apply(a).await.is_err() {
+                return Some(w.log);
+            }
+        }
+        // Show the run from the failing state too, when that is where it failed.
+        if matches!(v.property, Property::Lockup | Property::Liveness | Property::Chatter) {
+            w.log.push("— from here, with no more loss, every message delivered and every replica ticking:".into());
+            let _ = settle(&mut w).await;
+        }
+        Some(w.log)
+    });
+    v.steps = steps.unwrap_or_default();
+    v
+}
+
+async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> {
+    let mut visited: HashSet<[u8; 16]> = HashSet::new();
+    let root = World::start(cfg).await?;
+    visited.insert(short(root.fingerprint()));
+    let mut w = root;
+    settle(&mut w).await?;
+    out.states = 1;
+    let mut frontier: Vec<Vec<Action>> = vec![Vec::new()];
+    let mut depth = 0;
+    while !frontier.is_empty() {
+        if depth == cfg.max_depth || out.states >= cfg.max_states {
+            return Ok(());
+        }
+        let mut next = Vec::new();
+        for trace in &frontier {
+            let parent = World::replay(cfg, trace).await.map_err(|v| at(v, trace))?;
+            let actions = parent.enabled();
+            let before = held(&parent);
+            let mut parent = Some(parent);
+            for (i, &a) in actions.iter().enumerate() {
+                let mut child_trace = trace.clone();
+                child_trace.push(a);
+                // The last child reuses the parent; the others rebuild it.
+                let mut w = match parent.take() {
+                    Some(p) if i + 1 == actions.len() => p,
+                    p => {
+                        parent = p;
+                        World::replay(cfg, trace).await?
+                    }
+                };
+                out.transitions += 1;
+                w.apply(a).await.map_err(|v| at(v, &child_trace))?;
+                transition(&before, &w).map_err(|v| at(v, &child_trace))?;
+                if !visited.insert(short(w.fingerprint())) {
+                    continue;
+                }
+                out.states += 1;
+                out.depth = depth + 1;
+                settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
+                next.push(child_trace);
+            }
+        }
+        frontier = next;
+        depth += 1;
+        if std::env::var_os("MODEL_PROGRESS").is_some() {
+            eprintln!(
+                "{}: depth {depth}: {} new, {} states, {} transitions",
+                cfg.name,
+                frontier.len(),
+                out.states,
+                out.transitions
+            );
+            if std::env::var_os("MODEL_SAMPLES").is_some() {
+                for t in frontier.iter().rev().step_by((frontier.len() / 5).max(1)).take(5) {
+                    eprintln!("  {}", super::format_trace(t));
+                }
+            }
+        }
+    }
+    out.complete = true;
+    Ok(())
+}
+
+fn short(fp: [u8; 32]) -> [u8; 16] {
+    fp[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// The events each replica holds.
+fn held(w: &World) -> Vec<Vec<Cid>> {
+    (0..w.nodes.len()).map(|i| w.blocks(i)).collect()
+}
+
+/// Safety and the in-flight bound, from a state whose replicas held `before` to `after`.
+fn transition(before: &[Vec<Cid>], after: &World) -> Result<(), Violation> {
+    let safety = |d: String| Violation { property: Property::Safety, detail: d, trace: Vec::new(), steps: Vec::new() };
+    let appended: HashSet<Cid> = after.appended.iter().map(|(c, _)| *c).chain(std::iter::once(after.genesis)).collect();
+    let held = held(after);
+    for (i, blocks) in held.iter().enumerate() {
+        if let Some(c) = blocks.iter().find(|c| !appended.contains(c)) {
+            return Err(safety(format!("n{i} holds {c}, which no replica appended")));
+        }
+        let now: HashSet<&Cid> = blocks.iter().collect();
+        if let Some(c) = before[i].iter().find(|c| !now.contains(c)) {
+            return Err(safety(format!("n{i} lost {c}")));
+        }
+    }
+    for i in 0..held.len() {
+        for j in i + 1..held.len() {
+            if held[i] != held[j] {
+                continue;
+            }
+            let (a, b) = (&after.nodes[i].replica, &after.nodes[j].replica);
+            if a.heads() != b.heads() {
+                return Err(safety(format!("n{i} and n{j} hold the same events but not the same heads")));
+            }
+            if !a.order().eq(b.order()) {
+                return Err(safety(format!("n{i} and n{j} hold the same events but order them differently")));
+            }
+        }
+    }
+    if after.net.len() > after.cfg.max_in_flight {
+        return Err(Violation::chatter(format!(
+            "{} messages in flight (at most {})",
+            after.net.len(),
+            after.cfg.max_in_flight
+        )));
+    }
+    Ok(())
+}
+
+/// Messages delivered in one round of [`settle`] before it is called endless.
+const MAX_EXCHANGE: usize = 200;
+
+/// Rounds of [`settle`] (deliver everything, advance, tick everyone) before
+/// the replicas must agree and be silent.
+const MAX_ROUNDS: usize = 40;
+
+/// Messages a synced ordered pair may still send before silence: the
+/// acknowledgements, and a filter and its answer when a timeout starts a
+/// session that learns they agree.
+const SYNCED_MESSAGES_PER_PAIR: usize = 4;
+
+/// Liveness, no lockup, no chatter, from the state `w` (which it consumes):
+/// with no more loss and the partition healed, a fair run brings every
+/// replica to the same events and then to silence.
+async fn settle(w: &mut World) -> Result<(), Violation> {
+    let quiet_at_start = w.net.is_empty() && w.partition != Partition::Active;
+    if w.partition == Partition::Active {
+        w.apply(Action::Heal).await?;
+    }
+    let n = w.nodes.len();
+    let s = &w.cfg.session;
+    let step = w.cfg.step().as_millis().max(1);
+    // The longest any driver can stay silent while something is due: the
+    // longest timeout or pause, in steps, and one more.
+    let longest = s.timeout.unwrap_or_default().max(s.retry).saturating_mul(1 << s.max_backoff.min(30));
+    let silent_rounds = (longest.as_millis() / step) as usize + 2;
+    let first_id = w.next_id;
+    let mut synced_from: Option<u64> = None;
+    let mut silent = 0;
+    for _ in 0..MAX_ROUNDS {
+        let mut delivered = 0;
+        while !w.net.is_empty() {
+            w.apply(Action::Deliver(0)).await?;
+            delivered += 1;
+            if delivered > MAX_EXCHANGE {
+                return Err(Violation::chatter(format!("an exchange of more than {MAX_EXCHANGE} messages")));
+            }
+        }
+        if w.agree() {
+            let from = *synced_from.get_or_insert(w.next_id);
+            let since = (w.next_id - from) as usize;
+            if since > SYNCED_MESSAGES_PER_PAIR * n * (n - 1) {
+                return Err(Violation::chatter(format!("{since} messages after every replica held the same events")));
+            }
+        }
+        let before = w.next_id;
+        w.apply(Action::Advance).await?;
+        if w.next_id == before && w.net.is_empty() {
+            silent += 1;
+            if silent >= silent_rounds {
+                if w.agree() {
+                    return Ok(());
+                }
+                let property =
+                    if quiet_at_start && w.next_id == first_id { Property::Lockup } else { Property::Liveness };
+                let differ = (1..n).find(|&i| w.blocks(i) != w.blocks(0)).unwrap_or(0);
+                return Err(Violation {
+                    property,
+                    detail: format!(
+                        "every replica and the network are quiet for good, but n0 holds {} events and n{differ} {}",
+                        w.blocks(0).len(),
+                        w.blocks(differ).len()
+                    ),
+                    trace: Vec::new(),
+                    steps: Vec::new(),
+                });
+            }
+        } else {
+            silent = 0;
+        }
+    }
+    Err(Violation {
+        property: Property::Liveness,
+        detail: format!("no silent agreement after {MAX_ROUNDS} rounds of fair, lossless delivery"),
+        trace: Vec::new(),
+        steps: Vec::new(),
+    })
+}

@@ -1,0 +1,363 @@
+//! An exhaustive model checker of the sync protocol and the session driver.
+//!
+//! Each actor is a real [`Replica`](crate::Replica) over a
+//! [`MemoryBlockstore`](crate::MemoryBlockstore), driven by a real
+//! [`Sessions`](crate::sync::Sessions) running the real Bloom protocol. The
+//! network is a multiset of encoded messages in flight. From every state the
+//! checker tries every [`Action`]: a replica appends, ticks (its timeouts may
+//! fire), time advances by one timeout, any message in flight arrives (in any
+//! order), is lost or is duplicated, n0 is cut off from the others and the
+//! partition heals, a replica restarts from its store (keeping its durable
+//! sync states, or not). Budgets ([`ModelConfig`]) bound the appends, losses,
+//! duplicates and restarts; a message in flight must arrive or be lost before
+//! time advances twice (a message older than that is as good as lost).
+//!
+//! # Exploring
+//!
+//! The replicas and drivers are not `Clone` (a store behind an `Arc`, async
+//! calls), so a state is rebuilt by **replaying its trace** from the start:
+//! every random choice comes from fixed seeds, so the same actions give the
+//! same state. The search is breadth-first with a visited set of **abstract
+//! state fingerprints**, so the first violation found has a shortest trace.
+//!
+//! # The abstraction
+//!
+//! Two states with the same fingerprint behave alike; the fingerprint is a
+//! hash of:
+//!
+//! - each replica's events and pending events (heads, order and metrics follow);
+//! - each driver's per-peer clocks *relative to now*, capped where the driver
+//!   stops telling them apart: the time since the session was last calm
+//!   (capped at timeout × 2^`max_backoff`), back-off (capped at
+//!   `max_backoff`), failures (capped at `max_backoff` + 1), the pause left,
+//!   whether it was settled; the session's message count is left out (the
+//!   cap, [`SessionConfig::max_session_messages`](crate::sync::SessionConfig),
+//!   is never reached within the depth bound);
+//! - each sync state, field by field, except that a Bloom filter is seen as
+//!   *which events of the run it says it holds* (its salt and bits matter
+//!   only through that) and the salt generator's position is left out;
+//! - the messages in flight as a multiset, each decoded, its filter seen the
+//!   same way;
+//! - the budgets spent and the partition.
+//!
+//! Absolute time, counters and statistics are left out. The salts are the
+//! one thing this merges that could matter: two merged states would draw
+//! different salts next, so a false positive seen on one path is not tried on
+//! the other. Small filters have many false positives, so both kinds of
+//! answer are reached on some path, but not from every state.
+//!
+//! # Properties
+//!
+//! Checked on every transition and every reachable state ([`Violation`]):
+//! **safety** (a replica holds only appended events; replicas holding the
+//! same events have the same heads and order; no replica ever loses an event
+//! it held, across a restart too), **no lockup** (no state where, with the
+//! partition healed and no message in flight, no tick at any later time
+//! sends anything while two replicas differ), **liveness** (from every
+//! state, with no more loss and the partition healed, a fair run — every
+//! message delivered, time advancing, every replica ticking — brings every
+//! replica to the same events and then to silence), and **no chatter** (a
+//! tick repeated at once says nothing; once synced, a pair says at most a
+//! few acknowledgements and filters before falling silent for good; at most
+//! [`ModelConfig::max_in_flight`] messages are ever in flight).
+
+mod explore;
+mod world;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use explore::{Outcome, check, check_mutation, narrate, replay};
+
+use crate::sync::SessionConfig;
+
+/// What the checker explores.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// A name for reports.
+    pub name: &'static str,
+    /// Replicas, all connected to each other.
+    pub replicas: usize,
+    /// Appends in total, each at any point of the run.
+    pub appends: usize,
+    /// Only replicas below this index append (`None`: any).
+    pub appenders: Option<usize>,
+    /// Messages the network may lose.
+    pub losses: usize,
+    /// Messages the network may duplicate.
+    pub duplicates: usize,
+    /// Times time may advance by a timeout while messages are in flight
+    /// (they arrive late, after the sender timed out). Otherwise every
+    /// message arrives or is lost within a timeout.
+    pub delays: usize,
+    /// Whether n0 may be cut off from the others once (and the cut heal).
+    pub partition: bool,
+    /// Restarts from the store.
+    pub restarts: usize,
+    /// Start from replicas that already met and fell silent (a fair,
+    /// lossless first contact), instead of from their first contact.
+    pub warm: bool,
+    /// The driver's policy (`timeout` must be set; time advances by it).
+    pub session: SessionConfig,
+    /// The deepest trace explored.
+    pub max_depth: usize,
+    /// The most states explored before giving up (the result says so).
+    pub max_states: usize,
+    /// The most messages in flight at once (the no-chatter bound).
+    pub max_in_flight: usize,
+}
+
+impl ModelConfig {
+    /// A configuration with the checker's driver policy: timeout 1 s,
+    /// back-off at most ×2, retry 1 s, no anti-entropy, and no budgets.
+    pub fn new(name: &'static str, replicas: usize, appends: usize) -> Self {
+        ModelConfig {
+            name,
+            replicas,
+            appends,
+            appenders: None,
+            losses: 0,
+            duplicates: 0,
+            delays: 0,
+            partition: false,
+            restarts: 0,
+            warm: false,
+            session: SessionConfig {
+                timeout: Some(Duration::from_secs(1)),
+                max_backoff: 1,
+                anti_entropy: None,
+                max_session_messages: 10_000,
+                retry: Duration::from_secs(1),
+                push: true,
+            },
+            max_depth: 40,
+            max_states: 2_000_000,
+            max_in_flight: 4 * replicas * (replicas - 1),
+        }
+    }
+
+    /// Time advances by this much per [`Action::Advance`].
+    pub fn step(&self) -> Duration {
+        self.session.timeout.unwrap_or(Duration::from_secs(1))
+    }
+
+    /// The configurations `.ci/run` checks (in release, a few minutes).
+    pub fn ci() -> Vec<ModelConfig> {
+        vec![
+            ModelConfig { losses: 1, ..ModelConfig::new("2 replicas, 2 appends, 1 loss", 2, 2) },
+            ModelConfig {
+                losses: 1,
+                duplicates: 1,
+                ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 duplicate", 2, 1)
+            },
+            ModelConfig {
+                losses: 1,
+                delays: 1,
+                ..ModelConfig::new("2 replicas, 1 append, 1 loss, 1 late delivery", 2, 1)
+            },
+            ModelConfig {
+                partition: true,
+                restarts: 1,
+                warm: true,
+                ..ModelConfig::new("2 replicas (met), 2 appends, a partition that heals, 1 restart", 2, 2)
+            },
+            ModelConfig { losses: 1, warm: true, ..ModelConfig::new("3 replicas (met), 1 append, 1 loss", 3, 1) },
+            ModelConfig {
+                partition: true,
+                warm: true,
+                ..ModelConfig::new("3 replicas (met), 1 append, a partition that heals", 3, 1)
+            },
+        ]
+    }
+
+    /// Larger configurations (`model_check -- --large`): minutes to hours.
+    pub fn large() -> Vec<ModelConfig> {
+        vec![
+            ModelConfig {
+                losses: 2,
+                duplicates: 1,
+                partition: true,
+                restarts: 1,
+                ..ModelConfig::new("2 replicas, 4 appends, 2 losses, 1 duplicate, partition, restart", 2, 4)
+            },
+            ModelConfig { losses: 1, warm: true, ..ModelConfig::new("3 replicas (met), 2 appends, 1 loss", 3, 2) },
+            ModelConfig {
+                losses: 1,
+                partition: true,
+                restarts: 1,
+                ..ModelConfig::new("3 replicas, 4 appends, 1 loss, partition, restart", 3, 4)
+            },
+        ]
+    }
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Replica `i` appends the next event.
+    Append(usize),
+    /// Replica `i`'s driver ticks at the current time.
+    Tick(usize),
+    /// Time advances by one timeout.
+    Advance,
+    /// The `k`-th message in flight arrives; the reply, if any, is sent.
+    Deliver(usize),
+    /// The `k`-th message in flight is lost.
+    Lose(usize),
+    /// The `k`-th message in flight is duplicated.
+    Duplicate(usize),
+    /// n0 is cut off from the others: messages across are lost.
+    Partition,
+    /// The partition heals.
+    Heal,
+    /// A replica restarts: reopens from its store, with a new driver that
+    /// keeps (`durable`) or forgets the sync states.
+    Restart {
+        /// Which replica.
+        replica: usize,
+        /// The durable sync states are kept.
+        durable: bool,
+    },
+}
+
+/// Actions as short words: `a0` append, `t1` tick, `+` advance, `d2`
+/// deliver, `l0` lose, `x0` duplicate, `p` partition, `h` heal, `r1`
+/// restart keeping the sync states, `f1` restart with fresh ones.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Action::Append(i) => write!(f, "a{i}"),
+            Action::Tick(i) => write!(f, "t{i}"),
+            Action::Advance => f.write_str("+"),
+            Action::Deliver(k) => write!(f, "d{k}"),
+            Action::Lose(k) => write!(f, "l{k}"),
+            Action::Duplicate(k) => write!(f, "x{k}"),
+            Action::Partition => f.write_str("p"),
+            Action::Heal => f.write_str("h"),
+            Action::Restart { replica, durable: true } => write!(f, "r{replica}"),
+            Action::Restart { replica, durable: false } => write!(f, "f{replica}"),
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("not an action: {s:?}");
+        let (head, rest) = s.split_at(s.chars().next().map_or(0, char::len_utf8));
+        let n = || rest.parse::<usize>().map_err(|_| bad());
+        Ok(match head {
+            "a" => Action::Append(n()?),
+            "t" => Action::Tick(n()?),
+            "+" if rest.is_empty() => Action::Advance,
+            "d" => Action::Deliver(n()?),
+            "l" => Action::Lose(n()?),
+            "x" => Action::Duplicate(n()?),
+            "p" if rest.is_empty() => Action::Partition,
+            "h" if rest.is_empty() => Action::Heal,
+            "r" => Action::Restart { replica: n()?, durable: true },
+            "f" => Action::Restart { replica: n()?, durable: false },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Parses a trace written as [`Action`] words separated by spaces.
+///
+/// # Errors
+/// The first word that is not an action.
+pub fn parse_trace(s: &str) -> Result<Vec<Action>, String> {
+    s.split_whitespace().map(str::parse).collect()
+}
+
+/// Writes a trace as [`Action`] words.
+pub fn format_trace(trace: &[Action]) -> String {
+    trace.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Which property failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Property {
+    /// A replica holds an event nobody appended, lost one, or two replicas
+    /// with the same events disagree on heads or order.
+    Safety,
+    /// Nothing in flight, nothing due ever, and two replicas differ.
+    Lockup,
+    /// A fair lossless run from here does not bring every replica to the
+    /// same events and then to silence.
+    Liveness,
+    /// Messages that say nothing new: a repeated tick speaks, a synced pair
+    /// keeps talking, too many messages in flight.
+    Chatter,
+    /// A replica or driver returned an error (every peer here is honest).
+    Error,
+}
+
+/// A property that failed, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: Property,
+    /// What was seen.
+    pub detail: String,
+    /// The actions from the start to the state where it failed.
+    pub trace: Vec<Action>,
+    /// Each step in words, then the failure.
+    pub steps: Vec<String>,
+}
+
+impl Violation {
+    fn new(property: Property, detail: String) -> Self {
+        Violation { property, detail, trace: Vec::new(), steps: Vec::new() }
+    }
+
+    pub(crate) fn error(detail: String) -> Self {
+        Violation::new(Property::Error, detail)
+    }
+
+    pub(crate) fn chatter(detail: String) -> Self {
+        Violation::new(Property::Chatter, detail)
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:?} violated: {}", self.property, self.detail)?;
+        writeln!(f, "trace: {}", format_trace(&self.trace))?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "{:>3}. {s}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// A driver's clocks for one peer, relative to now (read by the checker
+/// from [`Sessions`](crate::sync::Sessions)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerClock {
+    pub since_calm: Duration,
+    pub backoff: u32,
+    pub was_settled: bool,
+    pub sent: u32,
+    pub failures: u32,
+    pub paused_for: Duration,
+}
+
+impl PeerClock {
+    /// Hashes what decides the driver's next steps (see the module docs).
+    fn hash(&self, cfg: &ModelConfig, h: &mut world::Fp) {
+        let s = &cfg.session;
+        let max = s.max_backoff.min(30);
+        let longest = s.timeout.unwrap_or_default().saturating_mul(1 << max);
+        h.num(self.since_calm.min(longest).as_millis() as u64);
+        h.num(u64::from(self.backoff.min(max)));
+        h.flag(self.was_settled);
+        h.num(u64::from(self.failures.min(max + 1)));
+        h.num(self.paused_for.as_millis() as u64);
+        if s.max_session_messages as usize <= cfg.max_depth {
+            h.num(u64::from(self.sent.min(s.max_session_messages)));
+        }
+    }
+}
