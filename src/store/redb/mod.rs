@@ -640,6 +640,18 @@ impl fmt::Debug for RedbBlockstore {
 #[async_trait]
 impl Blockstore for RedbBlockstore {
     async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
+        if self.keydir_read().is_none() {
+            // A stream's genesis is the first entry of its own log: found
+            // there without building the keydir (opening a replica reads it
+            // for the stream's policy).
+            let txn = self.db.begin_read().map_err(be)?;
+            let log = txn.open_table(LOG).map_err(be)?;
+            let first = log_key(&cid.to_bytes(), 0);
+            if log.get(first.as_slice()).map_err(be)?.is_some() {
+                let blocks = txn.open_table(BLOCKS).map_err(be)?;
+                return read_block(&log, &blocks, cid, Some(&first));
+            }
+        }
         let at = match digest_of(cid) {
             Some(d) => self.locate(&d)?,
             None => None,
