@@ -1,36 +1,17 @@
 //! End-to-end tests of who may write from the command line: `keygen`,
 //! `init --admin`, `grant`, `revoke`, `append --key`, and `log`'s authors.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::fails;
 
 use serde_json::Value;
 
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mclock"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the mclock binary runs")
-}
-
 /// Runs a command that must succeed; returns its stdout, trimmed.
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mclock {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 output").trim().to_string()
-}
-
-/// Runs a command that must fail with one line on stderr; returns that line.
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(!out.status.success(), "mclock {args:?} should have failed");
-    let stderr = String::from_utf8(out.stderr).expect("UTF-8 stderr");
-    assert_eq!(stderr.lines().count(), 1, "mclock {args:?}: expected one line on stderr, got {stderr:?}");
-    assert!(stderr.starts_with("error: ") && !stderr.contains("internal error"), "{stderr}");
-    stderr.trim().to_string()
+    common::ok(dir, args).trim().to_string()
 }
 
 #[test]
