@@ -6,6 +6,7 @@
 
 #[allow(dead_code)] // `run_garbage_peer` is tests/loopback.rs's
 mod garbage_peer;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,11 @@ use std::time::Duration;
 use garbage_peer::forger::run_forger;
 use merkle_clock::auth::{self, Signer};
 use merkle_clock::replica::ReplicaConfig;
-use merkle_clock::{Block, Cid, MemoryBlockstore, Replica, StreamStore};
+use merkle_clock::{Block, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::libp2p::identity::Keypair;
 use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle};
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
+use waiting::{converge, wait_for};
 
 type Handle = NodeHandle<dyn StreamStore>;
 
@@ -47,38 +49,6 @@ async fn spawn(genesis: &Block, signer: &Signer, grant: Option<&Signer>) -> Hand
     }
     handle.add_stream(replica).await.unwrap();
     handle
-}
-
-/// Polls `check` every 50 ms until it holds (at most 30 s).
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let done = timeout(Duration::from_secs(30), async {
-        while !check().await {
-            sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "timed out waiting for {what}");
-}
-
-async fn converge(nodes: &[&Handle], stream: Cid, events: usize) {
-    wait_for(&format!("{events} events and the same heads everywhere"), || async {
-        let mut heads = None;
-        for n in nodes {
-            if n.len(stream).await.unwrap() != events {
-                return false;
-            }
-            let h = n.heads(stream).await.unwrap();
-            if heads.get_or_insert_with(|| h.clone()) != &h {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! than a few seconds on a quiet machine (each has a 40 s ceiling).
 
 mod garbage_peer;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +18,13 @@ use merkle_clock::store::RedbBlockstore;
 use merkle_clock::sync::transport::{Broadcaster, Fetcher};
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, StreamStore};
 use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Stats};
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::timeout;
+use waiting::{CONVERGE_LIMIT, converge, wait_for};
 
 type Handle = NodeHandle<dyn StreamStore>;
 
 /// Each test's ceiling.
 const TEST_LIMIT: Duration = Duration::from_secs(40);
-/// The ceiling of one convergence wait.
-const CONVERGE_LIMIT: Duration = Duration::from_secs(30);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -75,45 +75,6 @@ async fn mesh(nodes: &[&Handle]) {
         true
     })
     .await;
-}
-
-/// Polls `check` every 50 ms until it holds, at most [`CONVERGE_LIMIT`].
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    let done = timeout(CONVERGE_LIMIT, async {
-        while !check().await {
-            sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "timed out after {:?} waiting for {what}", start.elapsed());
-}
-
-/// Waits until every node holds `events` events and the same heads and order.
-async fn converge(nodes: &[&Handle], stream: Cid, events: usize) {
-    wait_for(&format!("{} nodes to hold {events} events", nodes.len()), || async {
-        let mut heads = None;
-        for n in nodes {
-            if n.len(stream).await.unwrap() != events {
-                return false;
-            }
-            let h = n.heads(stream).await.unwrap();
-            if heads.get_or_insert_with(|| h.clone()) != &h {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    let first: Vec<Cid> = nodes[0].read(stream, |r| r.order().collect()).await.unwrap();
-    for n in &nodes[1..] {
-        let order: Vec<Cid> = n.read(stream, |r| r.order().collect()).await.unwrap();
-        assert_eq!(order, first, "same blocks but a different order");
-    }
 }
 
 async fn append_n(node: &Handle, stream: Cid, tag: &str, n: usize) {
