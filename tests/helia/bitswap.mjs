@@ -26,15 +26,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { CarReader } from '@ipld/car/reader'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { from as hasherFrom } from 'multiformats/hashes/hasher'
-import { equals } from 'multiformats/bytes'
-import { blake3 } from '@noble/hashes/blake3.js'
-
-const DAG_CBOR = 0x71
-const BLAKE3 = 0x1e
-// Helia ships sha2 and identity only: without this, a BLAKE3 CID fails
-// with UnknownHashAlgorithmError (0x1e).
-const blake3Hasher = hasherFrom({ name: 'blake3', code: BLAKE3, encode: (input) => blake3(input) })
+import { blake3Hasher, hashesTo, heliaGet, isEventCid } from './ours.mjs'
 
 function fail (...why) {
   console.error('helia bitswap interop FAILED:', ...why)
@@ -58,23 +50,9 @@ async function startHelia (listen) {
 
 /** The CID the bytes hash to, checked against the one they were asked by. */
 async function verify (cid, bytes) {
-  if (cid.version !== 1 || cid.code !== DAG_CBOR || cid.multihash.code !== BLAKE3) {
-    fail('not a v1 DAG-CBOR BLAKE3 CID', cid.toString())
-  }
-  const recomputed = CID.create(1, DAG_CBOR, await blake3Hasher.digest(bytes))
-  if (!equals(recomputed.bytes, cid.bytes)) fail('bytes do not hash to', cid.toString())
+  if (!isEventCid(cid)) fail('not a v1 DAG-CBOR BLAKE3 CID', cid.toString())
+  if (!(await hashesTo(cid, bytes))) fail('bytes do not hash to', cid.toString())
   return dagCbor.decode(bytes)
-}
-
-/** Helia 7's blockstore gives a block's bytes as chunks. */
-async function bytesOf (got) {
-  if (got instanceof Uint8Array) return got
-  const chunks = []
-  for await (const c of got) chunks.push(c)
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
-  let at = 0
-  for (const c of chunks) { out.set(c, at); at += c.length }
-  return out
 }
 
 async function fetch (addr, cidsFile) {
@@ -92,7 +70,7 @@ async function fetch (addr, cidsFile) {
   const worker = async () => {
     while (next < cids.length) {
       const cid = cids[next++]
-      const block = await bytesOf(await helia.blockstore.get(cid, { signal: AbortSignal.timeout(60_000) }))
+      const block = await heliaGet(helia, cid, 60_000)
       const event = await verify(cid, block)
       bytes += block.length
       for (const p of event.parents ?? []) {

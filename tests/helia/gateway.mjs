@@ -24,16 +24,7 @@ import { fallbackRouter } from '@helia/fallback-router'
 import { CarBlockIterator } from '@ipld/car/iterator'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { from as hasherFrom } from 'multiformats/hashes/hasher'
-import { equals } from 'multiformats/bytes'
-import { blake3 } from '@noble/hashes/blake3.js'
-
-const DAG_CBOR = 0x71
-const BLAKE3 = 0x1e
-
-// Helia ships sha2 and identity only: without this, a fetch of one of our
-// blocks fails with UnknownHashAlgorithmError 0x1e.
-const blake3Hasher = hasherFrom({ name: 'blake3', code: BLAKE3, encode: (input) => blake3(input) })
+import { blake3Hasher, hashesTo, heliaGet, isEventCid } from './ours.mjs'
 
 const [url, headText, countText] = process.argv.slice(2)
 if (!url || !headText || !countText) {
@@ -53,29 +44,13 @@ function check (ok, what) {
 }
 
 async function verify (cid, bytes) {
-  check(cid.version === 1 && cid.code === DAG_CBOR && cid.multihash.code === BLAKE3,
-    `${cid} is a CIDv1 / dag-cbor / blake3`)
-  const again = CID.create(1, DAG_CBOR, await blake3Hasher.digest(bytes))
-  check(equals(again.bytes, cid.bytes), `the bytes of ${cid} hash to it`)
+  check(isEventCid(cid), `${cid} is a CIDv1 / dag-cbor / blake3`)
+  check(await hashesTo(cid, bytes), `the bytes of ${cid} hash to it`)
 }
 
 function parentsOf (bytes) {
   const event = dagCbor.decode(bytes)
   return (event.parents ?? []).map((p) => CID.asCID(p))
-}
-
-/** Helia's blockstore `get`: bytes, or chunks of them, depending on the version. */
-async function heliaGet (helia, cid) {
-  const got = helia.blockstore.get(cid, { signal: AbortSignal.timeout(30_000) })
-  if (got != null && typeof got[Symbol.asyncIterator] === 'function') {
-    const chunks = []
-    for await (const c of got) chunks.push(c)
-    const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
-    let at = 0
-    for (const c of chunks) { out.set(c, at); at += c.length }
-    return out
-  }
-  return await got
 }
 
 // ------------------------------------------------- 1. Helia, block by block
@@ -98,7 +73,7 @@ const stack = [head]
 let rawBytes = 0
 while (stack.length > 0) {
   const cid = stack.pop()
-  const bytes = await heliaGet(helia, cid)
+  const bytes = await heliaGet(helia, cid, 30_000)
   rawBytes += bytes.length
   await verify(cid, bytes)
   for (const p of parentsOf(bytes)) {
