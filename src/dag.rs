@@ -376,7 +376,7 @@ impl Dag {
         });
         self.heads.push(id);
         self.index(id);
-        self.order.insert(id, &self.nodes);
+        self.order.insert(id, (height, digest), &self.nodes);
         id
     }
 

@@ -30,6 +30,7 @@ struct Line(Digest);
 
 #[derive(Clone)]
 pub(super) struct Nodes {
+    len: u32,
     digests: Column<Line>,
     /// An event's height fits in 32 bits: it is one above its parents'
     /// (the genesis is 0) and its parents have smaller ids, so it is at most
@@ -46,6 +47,7 @@ pub(super) struct Nodes {
 impl Nodes {
     pub(super) fn new() -> Self {
         Nodes {
+            len: 0,
             digests: Column::new(),
             heights: Column::new(),
             parents: Column::new(),
@@ -55,18 +57,21 @@ impl Nodes {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.digests.len()
+        self.len as usize
     }
 
+    #[inline]
     pub(super) fn digest(&self, id: u32) -> &Digest {
         &self.digests.get(id).0
     }
 
+    #[inline]
     pub(super) fn height(&self, id: u32) -> u32 {
         *self.heights.get(id)
     }
 
     /// The parents of `id`, in the order they were pushed.
+    #[inline]
     pub(super) fn parent_ids(&self, id: u32) -> &[u32] {
         let p = self.parents.get(id);
         if p & MULTI == 0 {
@@ -77,6 +82,7 @@ impl Nodes {
         &self.more[at + 1..at + 1 + n]
     }
 
+    #[inline]
     pub(super) fn has_children(&self, id: u32) -> bool {
         self.has_children[id as usize / 64] & (1 << (id % 64)) != 0
     }
@@ -94,7 +100,7 @@ impl Nodes {
         parents: impl ExactSizeIterator<Item = u32> + Clone,
         mut was_head: impl FnMut(u32),
     ) -> u32 {
-        let id = self.digests.len() as u32;
+        let id = self.len;
         assert!(id < MULTI, "more than 2^31 - 1 events in one stream");
         let height = u32::try_from(height).expect("an event's height is at most its id");
         let parent = match parents.len() {
@@ -107,9 +113,10 @@ impl Nodes {
                 MULTI | at
             }
         };
-        self.digests.push(Line(*digest));
-        self.heights.push(height);
-        self.parents.push(parent);
+        self.digests.push(id, Line(*digest));
+        self.heights.push(id, height);
+        self.parents.push(id, parent);
+        self.len += 1;
         if id.is_multiple_of(64) {
             self.has_children.push(0);
         }
@@ -134,8 +141,9 @@ impl Nodes {
     }
 }
 
-/// A column of entries by id, in pages of [`PAGE`].
-#[derive(Clone)]
+/// A column of entries by id, in pages of [`PAGE`]. Every page but the last
+/// is full; the first grows by doubling (capacities are powers of two, so
+/// it stops at `PAGE`), every later one is allocated whole.
 struct Column<T> {
     pages: Vec<Vec<T>>,
 }
@@ -145,33 +153,41 @@ impl<T> Column<T> {
         Column { pages: Vec::new() }
     }
 
-    fn len(&self) -> usize {
-        self.pages.last().map_or(0, |last| (self.pages.len() - 1) * PAGE + last.len())
-    }
-
+    #[inline]
     fn get(&self, id: u32) -> &T {
         &self.pages[(id >> SHIFT) as usize][id as usize % PAGE]
     }
 
-    fn push(&mut self, value: T) {
+    /// Appends the entry of `id`, which is the column's length.
+    #[inline]
+    fn push(&mut self, id: u32, value: T) {
         match self.pages.last_mut() {
-            Some(last) if last.len() < PAGE => {
-                if last.len() == last.capacity() {
-                    // Only the first page (or a clone's last) is ever short: double it.
-                    last.reserve_exact(last.len().min(PAGE - last.len()));
-                }
-                last.push(value);
-            }
-            _ => {
-                let mut page = Vec::with_capacity(if self.pages.is_empty() { 4 } else { PAGE });
-                page.push(value);
-                self.pages.push(page);
-            }
+            Some(last) if !(id as usize).is_multiple_of(PAGE) => last.push(value),
+            _ => self.new_page(value),
         }
+    }
+
+    #[cold]
+    fn new_page(&mut self, value: T) {
+        let mut page = Vec::with_capacity(if self.pages.is_empty() { 4 } else { PAGE });
+        page.push(value);
+        self.pages.push(page);
     }
 
     fn heap_bytes(&self) -> usize {
         self.pages.capacity() * size_of::<Vec<T>>()
             + self.pages.iter().map(Vec::capacity).sum::<usize>() * size_of::<T>()
+    }
+}
+
+impl<T: Clone> Clone for Column<T> {
+    /// Keeps the last page's capacity (a power of two), where `Vec::clone`
+    /// would make it exact and its next doubling overshoot `PAGE`.
+    fn clone(&self) -> Self {
+        let mut pages = self.pages.clone();
+        if let (Some(copy), Some(last)) = (pages.last_mut(), self.pages.last()) {
+            copy.reserve_exact(last.capacity() - copy.len());
+        }
+        Column { pages }
     }
 }

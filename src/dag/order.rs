@@ -10,6 +10,7 @@ const CHUNK: usize = 1024;
 /// common prefix, so the same order as the CID bytes).
 pub(super) type Key<'a> = (u64, &'a Digest);
 
+#[inline]
 pub(super) fn key_of(nodes: &Nodes, id: u32) -> Key<'_> {
     (u64::from(nodes.height(id)), nodes.digest(id))
 }
@@ -22,9 +23,8 @@ pub(super) struct Order {
 }
 
 impl Order {
-    /// Places `id`, whose node is already in `nodes`.
-    pub(super) fn insert(&mut self, id: u32, nodes: &Nodes) {
-        let k = key_of(nodes, id);
+    /// Places `id`, whose key is `k` and whose node is already in `nodes`.
+    pub(super) fn insert(&mut self, id: u32, k: Key<'_>, nodes: &Nodes) {
         let Some(last) = self.chunks.last_mut() else {
             self.chunks.push(Self::chunk_with(id));
             return;
