@@ -1,11 +1,23 @@
 //! The in-memory index of one stream: an arena of events with compact ids.
 //!
-//! Layout (about 100 bytes per event, see `index_bytes_per_event` in the perf
-//! report): a `Vec` of fixed-size nodes (digest, height, where its parent
-//! links start), one `u32` per parent link, a child list threaded through the
-//! links, a hash table of ids keyed by digest, and the total order as a
-//! list of sorted chunks. Nothing holds a pointer; every walk is a loop over
-//! a heap or a stack, never recursion, so histories can be millions deep.
+//! Layout: at most 64 bytes per event (issue 17's budget for a pruned
+//! event, whose skeleton is this index; `index_bytes_per_event` in the perf
+//! report, pinned by the test `an_event_costs_at_most_64_bytes`):
+//!
+//! | part | bytes per event |
+//! | --- | --- |
+//! | digest (a column of 32-byte lines) | 32 |
+//! | height (`u32`: at most the event's id) | 4 |
+//! | the only parent's id, or where a merge's parent list starts | 4, + 4 × (parents + 1) per merge |
+//! | has-children bit (how heads are known) | 1/8 |
+//! | id table: a `u32` and a control byte per bucket, at most 7/8 full | 5.7 to 11.4 |
+//! | total order: sorted chunks of ids | about 4.1 |
+//!
+//! The columns are pages of 4096 entries that never move, so growing copies
+//! nothing and leaves at most a page spare. No child lists are kept:
+//! [`Dag::children`] scans the events that arrived later. Nothing holds a
+//! pointer; every walk is a loop over a heap or a stack, never recursion, so
+//! histories can be millions deep.
 
 // Errors name the CID they concern by value (every variant does), so they
 // are larger than clippy's default 128 bytes; they are the rare path.
@@ -22,9 +34,11 @@ use ipld_core::cid::Cid;
 use crate::block::{Digest, cid_from_digest, digest_of};
 use crate::error::{InsertError, UnknownEvent};
 
-const NONE: u32 = u32::MAX;
-/// Most ids in one chunk of the total order.
-const CHUNK: usize = 1024;
+mod nodes;
+mod order;
+
+use nodes::Nodes;
+use order::Order;
 
 /// A compact handle on an event inside one [`Dag`]: its arrival index.
 ///
@@ -95,22 +109,6 @@ impl Inserted {
     }
 }
 
-#[derive(Clone)]
-struct Node {
-    digest: Digest,
-    height: u64,
-    /// Start of this node's parents in `parent_links`; they end where the next node's start.
-    parents_start: u32,
-    /// First entry in `child_links` naming a child of this node, or NONE.
-    first_child: u32,
-}
-
-#[derive(Clone, Copy)]
-struct ChildLink {
-    child: u32,
-    next: u32,
-}
-
 /// The index of one stream's events: heads, ancestry, clock comparison and
 /// the total order, all without recursion.
 ///
@@ -130,11 +128,13 @@ struct ChildLink {
 /// ```
 #[derive(Clone)]
 pub struct Dag {
-    nodes: Vec<Node>,
-    parent_links: Vec<u32>,
-    child_links: Vec<ChildLink>,
-    table: HashTable<Slot>,
+    nodes: Nodes,
+    /// Every id, keyed by its digest's keyed hash. A slot holds only the id:
+    /// hashbrown's 7-bit tag rejects most other probes without reading a
+    /// digest, and growing the table hashes each digest again.
+    table: HashTable<u32>,
     hasher: DigestHasher,
+    /// The events without children, in no particular order.
     heads: Vec<u32>,
     order: Order,
 }
@@ -165,21 +165,19 @@ impl Dag {
     pub fn try_new(genesis: Cid) -> Result<Self, InsertError> {
         let digest = digest_of(&genesis).ok_or(InsertError::UnsupportedCid { cid: genesis })?;
         let mut dag = Dag {
-            nodes: Vec::new(),
-            parent_links: Vec::new(),
-            child_links: Vec::new(),
+            nodes: Nodes::new(),
             table: HashTable::new(),
             hasher: DigestHasher::new(),
             heads: Vec::new(),
             order: Order::default(),
         };
-        dag.push_node(digest, 0, []);
+        dag.push_node(&digest, 0, [].into_iter());
         Ok(dag)
     }
 
     /// The genesis CID: the stream's identity.
     pub fn genesis(&self) -> Cid {
-        cid_from_digest(&self.nodes[0].digest)
+        cid_from_digest(self.nodes.digest(0))
     }
 
     /// The number of events, the genesis included.
@@ -203,58 +201,49 @@ impl Dag {
     }
 
     pub(crate) fn find(&self, digest: &Digest) -> Option<u32> {
-        let hash = self.hasher.hash(digest);
-        self.table
-            .find(Slot::table_hash(hash), |s| s.hash == hash && self.nodes[s.id as usize].digest == *digest)
-            .map(|s| s.id)
+        self.table.find(self.hasher.hash(digest), |&id| self.nodes.digest(id) == digest).copied()
     }
 
     /// The CID of an event.
     pub fn cid(&self, id: EventId) -> Cid {
-        cid_from_digest(&self.nodes[id.index()].digest)
+        cid_from_digest(self.nodes.digest(id.0))
     }
 
     pub(crate) fn digest(&self, id: EventId) -> &Digest {
-        &self.nodes[id.index()].digest
+        self.nodes.digest(id.0)
     }
 
     pub(crate) fn height_raw(&self, id: u32) -> u64 {
-        self.nodes[id as usize].height
+        u64::from(self.nodes.height(id))
     }
 
     /// The height of an event.
     pub fn height(&self, id: EventId) -> u64 {
-        self.nodes[id.index()].height
+        self.height_raw(id.0)
     }
 
     /// The event's position key in the total order.
     pub fn key(&self, id: EventId) -> OrderKey {
-        let n = &self.nodes[id.index()];
-        OrderKey { height: n.height, digest: n.digest }
+        OrderKey { height: self.height(id), digest: *self.digest(id) }
     }
 
     /// The parents of an event, ascending by CID bytes.
     pub fn parents(&self, id: EventId) -> impl ExactSizeIterator<Item = EventId> + '_ {
-        self.parent_ids(id.0).iter().map(|&p| EventId(p))
+        self.nodes.parent_ids(id.0).iter().map(|&p| EventId(p))
     }
 
-    fn parent_ids(&self, id: u32) -> &[u32] {
-        let start = self.nodes[id as usize].parents_start as usize;
-        let end = self.nodes.get(id as usize + 1).map_or(self.parent_links.len(), |n| n.parents_start as usize);
-        &self.parent_links[start..end]
-    }
-
-    /// The children of an event (in no particular order).
+    /// The children of an event, ascending by id (arrival).
+    ///
+    /// The index keeps no child lists (they would cost 8 bytes per event
+    /// for the rare reader): a head answers at once, any other event scans
+    /// the parents of the events that arrived after it, a few milliseconds
+    /// per million events. To walk descendants, collect the children of
+    /// every event in one pass over [`Dag::arrived_since`] and
+    /// [`Dag::parents`] instead of calling this per event.
     pub fn children(&self, id: EventId) -> impl Iterator<Item = EventId> + '_ {
-        let mut link = self.nodes[id.index()].first_child;
-        std::iter::from_fn(move || {
-            if link == NONE {
-                return None;
-            }
-            let l = self.child_links[link as usize];
-            link = l.next;
-            Some(EventId(l.child))
-        })
+        let end = self.nodes.len() as u32;
+        let start = if self.nodes.has_children(id.0) { id.0 + 1 } else { end };
+        (start..end).filter(move |&c| self.nodes.parent_ids(c).contains(&id.0)).map(EventId)
     }
 
     /// The heads (events with no children), ascending by CID bytes.
@@ -318,7 +307,7 @@ impl Dag {
         for p in parents {
             match self.find(p) {
                 Some(id) => {
-                    max_height = max_height.max(self.nodes[id as usize].height);
+                    max_height = max_height.max(self.height_raw(id));
                     ids.push(id);
                 }
                 None => missing.push(cid_from_digest(p)),
@@ -331,7 +320,7 @@ impl Dag {
         if height != expected {
             return Err(InsertError::WrongHeight { cid: cid_from_digest(digest), expected, found: height });
         }
-        Ok(Inserted::New(EventId(self.push_node(*digest, height, ids.iter().copied()))))
+        Ok(Inserted::New(EventId(self.push_node(digest, height, ids.iter().copied()))))
     }
 
     /// Adds an event made on top of events already in the index, given by id
@@ -346,7 +335,7 @@ impl Dag {
             parents.iter().map(|p| self.height(*p)).max().unwrap_or(0) + 1,
             "a local event's height is one above its parents'"
         );
-        EventId(self.push_node(*digest, height, parents.iter().map(|p| p.0)))
+        EventId(self.push_node(digest, height, parents.iter().map(|p| p.0)))
     }
 
     /// Adds an event the caller has checked (new, every parent in the index,
@@ -369,36 +358,36 @@ impl Dag {
         debug_assert!(!ids.is_empty(), "a checked event has parents");
         debug_assert_eq!(
             height,
-            ids.iter().map(|&p| self.nodes[p as usize].height).max().unwrap_or(0) + 1,
+            ids.iter().map(|&p| self.height_raw(p)).max().unwrap_or(0) + 1,
             "a checked event's height is one above its parents'"
         );
-        Some(EventId(self.push_node(*digest, height, ids.iter().copied())))
+        Some(EventId(self.push_node(digest, height, ids.iter().copied())))
     }
 
-    fn push_node(&mut self, digest: Digest, height: u64, parents: impl IntoIterator<Item = u32>) -> u32 {
-        let id = u32::try_from(self.nodes.len()).expect("more than 2^32 - 1 events in one stream");
-        let start = self.parent_links.len();
-        self.nodes.push(Node { digest, height, parents_start: start as u32, first_child: NONE });
-        self.parent_links.extend(parents);
-        for i in start..self.parent_links.len() {
-            let p = self.parent_links[i];
-            let node = &mut self.nodes[p as usize];
-            if node.first_child == NONE {
-                // It was a head; it is not any more.
-                if let Some(pos) = self.heads.iter().rposition(|&h| h == p) {
-                    self.heads.swap_remove(pos);
-                }
+    /// Adds a node whose parents are in the index (ids ascending by CID
+    /// bytes) and whose height is one above theirs.
+    fn push_node(&mut self, digest: &Digest, height: u64, parents: impl ExactSizeIterator<Item = u32> + Clone) -> u32 {
+        let heads = &mut self.heads;
+        let id = self.nodes.push(digest, height, parents, |p| {
+            // It was a head; it is not any more.
+            if let Some(pos) = heads.iter().rposition(|&h| h == p) {
+                heads.swap_remove(pos);
             }
-            let link = self.child_links.len() as u32;
-            self.child_links.push(ChildLink { child: id, next: node.first_child });
-            node.first_child = link;
-        }
+        });
         self.heads.push(id);
-        let hash = self.hasher.hash(&digest);
-        self.table.insert_unique(Slot::table_hash(hash), Slot { id, hash }, |s| Slot::table_hash(s.hash));
-        let key = self.key(EventId(id));
-        self.order.insert(id, key, &self.nodes);
+        self.index(id);
+        self.order.insert(id, (height, digest), &self.nodes);
         id
+    }
+
+    /// Enters `id` (the newest node) in the table.
+    fn index(&mut self, id: u32) {
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        // Growing rehashes every id from its digest. (Rebuilding in id order
+        // instead, a sequential read of the digest column, cost more
+        // instructions and measured no faster at a million events.)
+        let rehash = |&i: &u32| hasher.hash(nodes.digest(i));
+        self.table.insert_unique(hasher.hash(nodes.digest(id)), id, rehash);
     }
 
     fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
@@ -448,10 +437,10 @@ impl Dag {
         if remaining.is_empty() {
             return true;
         }
-        let floor_of = |rem: &HashSet<u32>| rem.iter().map(|&t| self.nodes[t as usize].height).min().unwrap_or(0);
+        let floor_of = |rem: &HashSet<u32>| rem.iter().map(|&t| self.nodes.height(t)).min().unwrap_or(0);
         let mut floor = floor_of(&remaining);
         let mut seen: HashSet<u32> = from.iter().copied().collect();
-        let mut heap: BinaryHeap<(u64, u32)> = from.iter().map(|&f| (self.nodes[f as usize].height, f)).collect();
+        let mut heap: BinaryHeap<(u32, u32)> = from.iter().map(|&f| (self.nodes.height(f), f)).collect();
         while let Some((height, id)) = heap.pop() {
             if height < floor {
                 break;
@@ -464,9 +453,10 @@ impl Dag {
                     floor = floor_of(&remaining);
                 }
             }
-            for &p in self.parent_ids(id) {
-                if self.nodes[p as usize].height >= floor && seen.insert(p) {
-                    heap.push((self.nodes[p as usize].height, p));
+            for &p in self.nodes.parent_ids(id) {
+                let h = self.nodes.height(p);
+                if h >= floor && seen.insert(p) {
+                    heap.push((h, p));
                 }
             }
         }
@@ -490,18 +480,18 @@ impl Dag {
     pub(crate) fn difference_ids(&self, from: &[u32], known: &[u32]) -> Vec<u32> {
         const NEW: bool = true;
         let mut color: HashMap<u32, bool> = HashMap::new();
-        let mut heap: BinaryHeap<(u64, u32)> = BinaryHeap::new();
+        let mut heap: BinaryHeap<(u32, u32)> = BinaryHeap::new();
         let mut new_pending = 0usize;
         for &k in known {
             if color.insert(k, !NEW).is_none() {
-                heap.push((self.nodes[k as usize].height, k));
+                heap.push((self.nodes.height(k), k));
             }
         }
         for &f in from {
             if let std::collections::hash_map::Entry::Vacant(e) = color.entry(f) {
                 e.insert(NEW);
                 new_pending += 1;
-                heap.push((self.nodes[f as usize].height, f));
+                heap.push((self.nodes.height(f), f));
             }
         }
         let mut out = Vec::new();
@@ -512,14 +502,14 @@ impl Dag {
                 new_pending -= 1;
                 out.push(id);
             }
-            for &p in self.parent_ids(id) {
+            for &p in self.nodes.parent_ids(id) {
                 match color.get(&p).copied() {
                     None => {
                         color.insert(p, c);
                         if c == NEW {
                             new_pending += 1;
                         }
-                        heap.push((self.nodes[p as usize].height, p));
+                        heap.push((self.nodes.height(p), p));
                     }
                     Some(NEW) if c != NEW => {
                         // Still in the heap (parents sort below children): repaint as known.
@@ -541,7 +531,7 @@ impl Dag {
 
     /// The events at or after `key` in the total order.
     pub fn order_from(&self, key: &OrderKey) -> impl Iterator<Item = EventId> + '_ {
-        let (ci, pos) = self.order.locate(key, &self.nodes);
+        let (ci, pos) = self.order.locate(&(key.height, &key.digest), &self.nodes);
         let first = self.order.chunks.get(ci).map(|c| &c[pos..]).unwrap_or(&[]);
         let rest = self.order.chunks.get(ci + 1..).unwrap_or(&[]);
         first.iter().chain(rest.iter().flatten()).map(|&i| EventId(i))
@@ -549,7 +539,7 @@ impl Dag {
 
     /// The number of events strictly before `key` in the total order.
     pub fn position(&self, key: &OrderKey) -> usize {
-        let (ci, pos) = self.order.locate(key, &self.nodes);
+        let (ci, pos) = self.order.locate(&(key.height, &key.digest), &self.nodes);
         self.order.chunks[..ci].iter().map(Vec::len).sum::<usize>() + pos
     }
 
@@ -560,114 +550,7 @@ impl Dag {
 
     /// Approximate heap bytes held by the index (capacity, not length).
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.parent_links.capacity() * 4
-            + self.child_links.capacity() * std::mem::size_of::<ChildLink>()
-            + self.table.allocation_size()
-            + self.heads.capacity() * 4
-            + self.order.chunks.iter().map(|c| c.capacity() * 4 + 24).sum::<usize>()
-    }
-}
-
-/// The total order as a list of sorted chunks, so that an insert moves at
-/// most one chunk and appends in height order are a push.
-#[derive(Clone, Default)]
-struct Order {
-    chunks: Vec<Vec<u32>>,
-}
-
-fn key_of(nodes: &[Node], id: u32) -> (u64, &Digest) {
-    let n = &nodes[id as usize];
-    (n.height, &n.digest)
-}
-
-impl Order {
-    fn insert(&mut self, id: u32, key: OrderKey, nodes: &[Node]) {
-        let k = (key.height, &key.digest);
-        let Some(last) = self.chunks.last_mut() else {
-            self.chunks.push(Self::chunk_with(id));
-            return;
-        };
-        if key_of(nodes, *last.last().expect("chunks are never empty")) < k {
-            if last.len() < CHUNK {
-                if last.len() == last.capacity() {
-                    // Grow by doubling, but never past CHUNK + 1 (a full
-                    // chunk takes one insert before it splits).
-                    let target = if last.len() * 2 >= CHUNK { CHUNK + 1 } else { (last.len() * 2).max(8) };
-                    last.reserve_exact(target - last.len());
-                }
-                last.push(id);
-            } else {
-                self.chunks.push(Self::chunk_with(id));
-            }
-            return;
-        }
-        // First chunk whose last key is above k; search from the end, where late events land.
-        let ci = self.chunk_of(&k, nodes);
-        let chunk = &mut self.chunks[ci];
-        let pos = chunk.partition_point(|&i| key_of(nodes, i) < k);
-        chunk.insert(pos, id);
-        if chunk.len() > CHUNK {
-            let mut right = Vec::with_capacity(CHUNK + 1);
-            right.extend_from_slice(&chunk[CHUNK / 2..]);
-            chunk.truncate(CHUNK / 2);
-            self.chunks.insert(ci + 1, right);
-        }
-    }
-
-    /// A new last chunk. It starts small and grows as events land in it:
-    /// a replica of a short stream (a million of them in a simulation)
-    /// does not pay for a full chunk.
-    fn chunk_with(id: u32) -> Vec<u32> {
-        let mut c = Vec::with_capacity(8);
-        c.push(id);
-        c
-    }
-
-    /// The first chunk whose last key is not below `k` (`chunks.len()` if
-    /// none). A gallop back from the end, then a binary search: late events
-    /// and readers land near the end, so this touches the last few chunks
-    /// (nodes still in cache) instead of log2(chunks) nodes anywhere in the
-    /// history.
-    fn chunk_of(&self, k: &(u64, &Digest), nodes: &[Node]) -> usize {
-        let below = |c: &Vec<u32>| key_of(nodes, *c.last().expect("chunks are never empty")) < *k;
-        let mut hi = self.chunks.len(); // the answer is at most hi
-        let mut step = 1;
-        loop {
-            let lo = hi.saturating_sub(step);
-            if lo == 0 || below(&self.chunks[lo - 1]) {
-                return lo + self.chunks[lo..hi].partition_point(below);
-            }
-            hi = lo - 1;
-            step *= 2;
-        }
-    }
-
-    /// The chunk and offset of the first id whose key is not below `key`.
-    fn locate(&self, key: &OrderKey, nodes: &[Node]) -> (usize, usize) {
-        let k = (key.height, &key.digest);
-        let ci = self.chunk_of(&k, nodes);
-        match self.chunks.get(ci) {
-            Some(c) => (ci, c.partition_point(|&i| key_of(nodes, i) < k)),
-            None => (ci, 0),
-        }
-    }
-}
-
-/// An entry of the id table: the id and its digest's 32-bit keyed hash. The
-/// table rehashes (as it grows) and rejects most non-matching probes from
-/// the slot alone, without a random read of the node.
-#[derive(Clone, Copy)]
-struct Slot {
-    id: u32,
-    hash: u32,
-}
-
-impl Slot {
-    /// The table's 64-bit hash of a 32-bit one: the low half picks the bucket,
-    /// the top 7 bits (bits 25..32 of `hash`) are hashbrown's tag.
-    fn table_hash(hash: u32) -> u64 {
-        (u64::from(hash) << 32) | u64::from(hash)
+        self.nodes.heap_bytes() + self.table.allocation_size() + self.heads.capacity() * 4 + self.order.heap_bytes()
     }
 }
 
@@ -685,12 +568,12 @@ impl DigestHasher {
         DigestHasher { k0: s.hash_one(0x6d63_6c6f_636bu64), k1: s.hash_one(0x6b31u64) | 1 }
     }
 
-    fn hash(&self, d: &Digest) -> u32 {
+    /// The low bits pick the bucket, the top 7 are hashbrown's tag.
+    fn hash(&self, d: &Digest) -> u64 {
         let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
         let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
         let m = u128::from(w0 ^ self.k0) * u128::from(w1 ^ self.k1);
-        let h = (m as u64) ^ ((m >> 64) as u64);
-        (h ^ (h >> 32)) as u32
+        (m as u64) ^ ((m >> 64) as u64)
     }
 }
 
@@ -703,5 +586,59 @@ impl Ord for ClockOrder {
 impl PartialOrd for ClockOrder {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::cid_of;
+
+    fn cid(i: u64) -> Cid {
+        cid_of(&i.to_le_bytes())
+    }
+
+    /// Issue 17's budget for a pruned event's skeleton, which this index is.
+    #[test]
+    fn an_event_costs_at_most_64_bytes() {
+        let mut dag = Dag::new(cid(0));
+        for i in 1..100_000u64 {
+            dag.insert(&cid(i), i, &[cid(i - 1)]).unwrap();
+        }
+        assert_eq!(dag.len(), 100_000);
+        let per_event = dag.heap_bytes() as f64 / dag.len() as f64;
+        assert!(per_event <= 64.0, "{per_event:.1} bytes per event");
+    }
+
+    /// Merges keep their parent lists aside and heads come from a bit, so
+    /// check both against what was inserted: parents in CID order, children
+    /// by arrival, heads, heights.
+    #[test]
+    fn merges_keep_their_parents_and_children_are_found_by_scanning() {
+        let g = cid(0);
+        let mut dag = Dag::new(g);
+        let (a, b, c) = (cid(1), cid(2), cid(3));
+        for x in [a, b, c] {
+            dag.insert(&x, 1, &[g]).unwrap();
+        }
+        let m = cid(4);
+        dag.insert(&m, 2, &[c, a, b]).unwrap();
+        let id = |x: &Cid| dag.id(x).unwrap();
+        let mut sorted = vec![a, b, c];
+        sorted.sort_unstable();
+        assert_eq!(dag.parents(id(&m)).map(|p| dag.cid(p)).collect::<Vec<_>>(), sorted);
+        assert_eq!(dag.parents(EventId::GENESIS).len(), 0);
+        assert_eq!(dag.children(EventId::GENESIS).collect::<Vec<_>>(), vec![id(&a), id(&b), id(&c)]);
+        assert_eq!(dag.children(id(&b)).collect::<Vec<_>>(), vec![id(&m)]);
+        assert_eq!(dag.children(id(&m)).count(), 0);
+        assert_eq!(dag.heads(), vec![m]);
+        assert_eq!(dag.height(id(&m)), 2);
+        let d = cid(5);
+        dag.insert(&d, 2, &[a]).unwrap();
+        let mut heads = vec![m, d];
+        heads.sort_unstable();
+        assert_eq!(dag.heads(), heads);
+        let id = |x: &Cid| dag.id(x).unwrap();
+        assert_eq!(dag.children(id(&a)).collect::<Vec<_>>(), vec![id(&m), id(&d)]);
     }
 }
