@@ -242,6 +242,9 @@ pub enum Error {
     /// See [`FoldError`](crate::crdt::FoldError).
     #[error(transparent)]
     Fold(#[from] crate::crdt::FoldError),
+    /// See [`CheckpointError`](crate::CheckpointError).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// See [`SimError`](crate::sim::SimError) (with the `testing` feature).
     #[cfg(feature = "testing")]
     #[error(transparent)]

@@ -223,6 +223,12 @@ impl Members {
         self.roles.get(key).copied()
     }
 
+    /// Whether `key` may write a checkpoint that others trust
+    /// ([`crate::checkpoint`]): an admin in force. (Revoked keys hold no role.)
+    pub fn may_checkpoint(&self, key: &AuthorKey) -> bool {
+        self.role(key) == Some(Role::Admin)
+    }
+
     /// The admins in force, ascending.
     pub fn admins(&self) -> Vec<AuthorKey> {
         self.roles.iter().filter(|(_, r)| **r == Role::Admin).map(|(k, _)| *k).collect()

@@ -45,10 +45,12 @@ mod counter;
 mod fold;
 mod log;
 mod lww;
+mod resume;
 mod set;
 
 pub use counter::{Counter, CounterOp};
 pub use fold::{CausalFeed, CheckpointPolicy, Fold, FoldError, FoldEvent, FoldReport, OrderInsensitive, Reducer};
 pub use log::{Log, LogEntry, LogState};
-pub use lww::{LwwMap, LwwRegister, MapOp, RegisterOp, Versioned};
+pub use lww::{LwwMap, LwwRegister, MapOp, MapState, RegisterOp, RegisterState, Versioned};
+pub use resume::{Resumable, StateError};
 pub use set::{AddWinsSet, AddWinsState, SetOp};
