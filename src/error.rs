@@ -230,6 +230,9 @@ pub enum Error {
     /// See [`Rejection`](crate::Rejection).
     #[error(transparent)]
     Rejected(#[from] crate::replica::Rejection),
+    /// See [`PruneError`](crate::replica::PruneError).
+    #[error(transparent)]
+    Prune(#[from] crate::replica::PruneError),
     /// See [`SyncError`](crate::SyncError).
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
