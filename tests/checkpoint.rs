@@ -19,10 +19,11 @@ use futures::executor::block_on;
 use merkle_clock::auth::{self, Role, Signer};
 use merkle_clock::checkpoint::{self, Checkpoint, CheckpointConfig, CheckpointError, SkeletonError, SkeletonShape};
 use merkle_clock::crdt::{
-    AddWinsSet, Counter, CounterOp, Fold, Log, LwwMap, LwwRegister, MapOp, RegisterOp, Resumable, SetOp,
+    AddWinsSet, Counter, CounterOp, Fold, FoldError, Log, LwwMap, LwwRegister, MapOp, RegisterOp, Resumable, SetOp,
 };
+use merkle_clock::replica::PrunePolicy;
 use merkle_clock::sim::SimRng as Rng;
-use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig};
+use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError};
 use quickcheck::{Gen, QuickCheck};
 
 type R = Replica<MemoryBlockstore>;
@@ -340,12 +341,21 @@ async fn with_checkpoint(n: u64) -> (R, Checkpoint) {
     (r, cp)
 }
 
+/// The blocks of `r`'s events it still holds (not pruned), in the order.
+async fn held_blocks(r: &R) -> Vec<Block> {
+    let mut out = Vec::new();
+    for cid in r.order() {
+        if let Ok(Some(b)) = r.get(&cid).await {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// A copy of `r`'s store where `cid` holds other bytes (a lying peer).
 async fn tampered(r: &R, cid: &Cid) -> MemoryBlockstore {
     let store = MemoryBlockstore::new();
-    for c in r.order() {
-        store.put(r.get(&c).await.unwrap().unwrap()).await.unwrap();
-    }
+    store.put_many(held_blocks(r).await).await.unwrap();
     let mut bytes = r.store().get(cid).await.unwrap().unwrap().bytes().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -498,5 +508,130 @@ fn build_refuses_stale_or_oversized_states() {
         let err = checkpoint::build(&mut r, &[("log", &log)], &tiny).await.unwrap_err();
         assert!(matches!(err, CheckpointError::StateTooLarge { max: 16, .. }), "{err}");
         assert_eq!(r.len(), before);
+    });
+}
+
+/// A replica that pruned everything a checkpoint covers cannot fold from
+/// the genesis (a typed `Pruned` error), resumes from the checkpoint instead,
+/// and stays equal to a full replica's fold from the genesis as events
+/// concurrent with the checkpoint (forked below its cut) arrive.
+#[test]
+fn a_pruned_replica_folds_from_the_checkpoint_that_covers_its_history() {
+    block_on(async {
+        let genesis = Event::genesis("pruned").encode().unwrap();
+        let (mut pruned, mut full, mut other) =
+            (replica(&genesis).await, replica(&genesis).await, replica(&genesis).await);
+        counted(&mut pruned, 10).await;
+        // `other` forks at height 3, below the cut to come.
+        let shared = held_blocks(&pruned).await.into_iter().take(4).collect();
+        other.ingest_many(shared).await.unwrap();
+        let mut map = Fold::new(LwwMap::<String, u32>::new());
+        let mut counter = Fold::new(Counter);
+        map.update(&pruned).await.unwrap();
+        counter.update(&pruned).await.unwrap();
+        let cp = checkpoint::build(&mut pruned, &[("counter", &counter), ("map", &map)], &CheckpointConfig::default())
+            .await
+            .unwrap();
+        pruned.append(&MapOp::Set { key: "a".to_string(), value: 1u32 }).await.unwrap();
+        full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+        let report = pruned.prune(PrunePolicy::Covered(cp.cid)).await.unwrap();
+        assert_eq!(report.events, 10, "the ten increments; the genesis is kept");
+        let err = Fold::new(Counter).update(&pruned).await.unwrap_err();
+        assert!(matches!(err, FoldError::Store(StoreError::Pruned { .. })), "{err}");
+
+        let mut resumed_counter = Fold::resume(Counter, &pruned, &cp, "counter").await.unwrap();
+        let mut resumed_map = Fold::resume(LwwMap::<String, u32>::new(), &pruned, &cp, "map").await.unwrap();
+        for step in 0..3u32 {
+            other.append(&CounterOp::Increment(100)).await.unwrap();
+            other.append(&MapOp::Set { key: "a".to_string(), value: 10 + step }).await.unwrap();
+            let from_other = held_blocks(&other).await;
+            full.ingest_many(from_other.clone()).await.unwrap();
+            full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+            pruned.ingest_many(from_other).await.unwrap();
+            resumed_counter.update(&pruned).await.unwrap();
+            resumed_map.update(&pruned).await.unwrap();
+            let (mut c, mut m) = (Fold::new(Counter), Fold::new(LwwMap::<String, u32>::new()));
+            c.update(&full).await.unwrap();
+            m.update(&full).await.unwrap();
+            assert_eq!(full.len(), pruned.len());
+            assert_eq!(resumed_counter.state(), c.state(), "step {step}");
+            assert_eq!(resumed_map.state(), m.state(), "step {step}");
+        }
+        assert_eq!(*resumed_counter.state(), 45 + 300);
+    });
+}
+
+/// A skeleton part (correctly hashed) that lies about its keys, and a chain
+/// of parts deeper than `MAX_DEPTH`: typed errors, no recursion.
+#[test]
+fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
+    block_on(async {
+        let store = MemoryBlockstore::new();
+        let digest = |b: u8| Ipld::Bytes(vec![b; 32]);
+        let put = |node: Ipld| {
+            let block = Block::from_bytes(serde_ipld_dagcbor::to_vec(&node).unwrap());
+            let cid = *block.cid();
+            (cid, block)
+        };
+        let node = |key: &str, items: Vec<Ipld>| Ipld::Map([(key.to_string(), Ipld::List(items))].into());
+        // A leaf holding digest 0x05, under a branch that says it starts at 0x01.
+        let (leaf, b) = put(node(
+            "entries",
+            vec![Ipld::List(vec![digest(5), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)])],
+        ));
+        store.put(b).await.unwrap();
+        let (root, b) = put(node("children", vec![Ipld::List(vec![digest(1), Ipld::Link(leaf)])]));
+        store.put(b).await.unwrap();
+        let target = Cid::new_v1(0x71, multihash_of(&[5; 32]));
+        match checkpoint::skeleton::lookup(&store, &root, &target).await {
+            Err(SkeletonError::Malformed { cid, .. }) => assert_eq!(cid, leaf),
+            other => panic!("{other:?}"),
+        }
+        // 40 branches, each with one child, over a leaf of digest 0x01.
+        let (mut top, b) = put(node(
+            "entries",
+            vec![Ipld::List(vec![digest(1), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)])],
+        ));
+        store.put(b).await.unwrap();
+        for _ in 0..40 {
+            let (cid, b) = put(node("children", vec![Ipld::List(vec![digest(1), Ipld::Link(top)])]));
+            store.put(b).await.unwrap();
+            top = cid;
+        }
+        let target = Cid::new_v1(0x71, multihash_of(&[1; 32]));
+        assert!(matches!(
+            checkpoint::skeleton::lookup(&store, &top, &target).await,
+            Err(SkeletonError::TooDeep { .. })
+        ));
+        assert!(matches!(checkpoint::skeleton::entries(&store, &top).await, Err(SkeletonError::TooDeep { .. })));
+    });
+}
+
+/// A BLAKE3 multihash with these digest bytes (a CID whose digest we choose).
+fn multihash_of(digest: &[u8; 32]) -> multihash::Multihash<64> {
+    multihash::Multihash::wrap(0x1e, digest).unwrap()
+}
+
+/// The skeleton flags membership events and checkpoints (a replica without
+/// the history fetches those in full).
+#[test]
+fn the_skeleton_flags_membership_events_and_checkpoints() {
+    block_on(async {
+        let admin = Signer::from_seed(&[1; 32]);
+        let mut r = replica(&auth::genesis(&"flags", &[admin.public()]).unwrap()).await;
+        r.set_signer(Some(admin));
+        let grant = r.grant(Signer::from_seed(&[2; 32]).public(), Role::Writer).await.unwrap();
+        let first = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        let plain = r.append(&"plain").await.unwrap();
+        let second = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        let store = r.store().as_ref();
+        let flags = |cid: Cid| async move {
+            let e = checkpoint::skeleton::lookup(store, &second.skeleton, &cid).await.unwrap().unwrap();
+            (e.membership, e.checkpoint)
+        };
+        assert_eq!(flags(grant).await, (true, false));
+        assert_eq!(flags(first.cid).await, (false, true));
+        assert_eq!(flags(plain).await, (false, false));
+        second.verify_against(&r, store).await.unwrap();
     });
 }

@@ -509,12 +509,18 @@ impl<R: Reducer> Fold<R> {
     }
 }
 
-/// Fetches blocks that the replica's DAG holds; a missing one is corruption.
+/// Fetches blocks that the replica's DAG holds: a pruned one is
+/// [`StoreError::Pruned`] (fold from a checkpoint that covers it:
+/// [`Fold::resume`]), any other missing one is corruption.
 async fn fetch<S: ?Sized + StreamStore>(replica: &Replica<S>, cids: &[Cid]) -> Result<Vec<Block>, StoreError> {
     let found = replica.store().get_many(cids).await?;
     cids.iter()
         .zip(found)
-        .map(|(cid, b)| b.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store"))))
+        .map(|(cid, b)| match b {
+            Some(b) => Ok(b),
+            None if replica.is_pruned(cid) => Err(StoreError::Pruned { cid: *cid }),
+            None => Err(StoreError::Corrupt(format!("{cid}: in the DAG but not in the store"))),
+        })
         .collect()
 }
 
