@@ -426,6 +426,7 @@ fn a_skeleton_that_does_not_match_the_history_is_refused() {
                 Ipld::Map(
                     [
                         ("count".to_string(), Ipld::Integer(count.into())),
+                        ("flagged".to_string(), Ipld::Link(old.flagged)),
                         ("skeleton".to_string(), Ipld::Link(old.skeleton)),
                         ("states".to_string(), Ipld::Map(Default::default())),
                     ]
@@ -633,5 +634,10 @@ fn the_skeleton_flags_membership_events_and_checkpoints() {
         assert_eq!(flags(first.cid).await, (false, true));
         assert_eq!(flags(plain).await, (false, false));
         second.verify_against(&r, store).await.unwrap();
+        // The flagged tree holds what a replica without the history fetches in full.
+        let flagged: Vec<Cid> = second.flagged_entries(store).await.unwrap().into_iter().map(|e| e.cid).collect();
+        let mut want = vec![*r.stream_id(), grant, first.cid];
+        want.sort_by_key(|c| c.to_bytes());
+        assert_eq!(flagged, want);
     });
 }

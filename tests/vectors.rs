@@ -160,6 +160,7 @@ fn checkpoint_described() -> Vec<(&'static str, Block)> {
             out.push((name, r.store().get(&cid).await.unwrap().unwrap()));
         }
         out.push(("skeleton_leaf", r.store().get(&cp.skeleton).await.unwrap().unwrap()));
+        out.push(("flagged_leaf", r.store().get(&cp.flagged).await.unwrap().unwrap()));
         out.push(("checkpoint", r.get(&cp.cid).await.unwrap().unwrap()));
         out
     })
@@ -187,10 +188,10 @@ fn checkpoint_vectors_decode_verify_and_resume() {
             .into_iter()
             .map(|v| Block::new(v.cid.parse::<Cid>().unwrap(), v.bytes).expect("bytes hash to the CID"))
             .collect();
-        let [genesis, a, b, state, leaf, cp_block] = &blocks[..] else { panic!("six blocks") };
+        let [genesis, a, b, state, leaf, flagged, cp_block] = &blocks[..] else { panic!("seven blocks") };
         let cp = Checkpoint::from_block(cp_block).unwrap().expect("a checkpoint");
         assert_eq!((cp.count, cp.height, cp.author), (3, 3, Some(checkpoint_admin().public())));
-        assert_eq!((cp.parents.as_slice(), cp.skeleton), (&[*b.cid()][..], *leaf.cid()));
+        assert_eq!((cp.parents.as_slice(), cp.skeleton, cp.flagged), (&[*b.cid()][..], *leaf.cid(), *flagged.cid()));
         assert_eq!(cp.states.iter().collect::<Vec<_>>(), [(&"counter".to_string(), state.cid())]);
         checkpoint::verify_state(state.cid(), state.bytes()).unwrap();
         assert_eq!(Counter.load(state.bytes()).unwrap(), 5);
@@ -199,7 +200,9 @@ fn checkpoint_vectors_decode_verify_and_resume() {
             Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap();
         let report = r.ingest_many(vec![a.clone(), b.clone(), cp_block.clone()]).await.unwrap();
         assert_eq!(report.outcomes, vec![Ingest::Accepted; 3]);
-        r.store().put_many(vec![state.clone(), leaf.clone()]).await.unwrap();
+        r.store().put_many(vec![state.clone(), leaf.clone(), flagged.clone()]).await.unwrap();
+        let in_full: Vec<Cid> = cp.flagged_entries(r.store().as_ref()).await.unwrap().iter().map(|e| e.cid).collect();
+        assert_eq!(in_full, [*genesis.cid()]);
         for (event, height) in [(genesis, 0), (a, 1), (b, 2)] {
             let entry = checkpoint::skeleton::lookup(r.store().as_ref(), &cp.skeleton, event.cid()).await.unwrap();
             assert_eq!(entry.map(|e| (e.height, e.membership, e.checkpoint)), Some((height, false, false)));

@@ -12,6 +12,8 @@
 //! ```text
 //! {"checkpoint": {
 //!     "count":    u64,                         events below the cut (the checkpoint's past), the genesis included
+//!     "flagged":  link,                        the root of a tree of the same shape over the entries fetched in full:
+//!                                              the genesis, membership events and checkpoints below the cut
 //!     "skeleton": link,                        the root of the skeleton tree (see below)
 //!     "states":   {name: link, ...},           one DAG-CBOR block per named reducer state at the cut
 //! }}
@@ -27,7 +29,9 @@
 //! docs give the layout): one entry can be fetched and verified from the
 //! root in `log_F(N)` blocks, so a replica that lacks the history fetches
 //! the parts it needs when a late event names a parent below the cut, and
-//! never the whole skeleton.
+//! never the whole skeleton. The few entries such a replica needs in full
+//! (the genesis, membership events, checkpoints: they judge late events'
+//! authors) are in a second, small tree, `flagged`.
 //!
 //! | item | what it is |
 //! | --- | --- |
@@ -115,6 +119,7 @@ struct Payload {
 #[serde(deny_unknown_fields)]
 struct Body {
     count: u64,
+    flagged: Cid,
     skeleton: Cid,
     states: BTreeMap<String, Cid>,
 }
@@ -273,6 +278,10 @@ pub struct Checkpoint {
     pub count: u64,
     /// The root of the skeleton tree.
     pub skeleton: Cid,
+    /// The root of a second tree of the same shape over the entries a
+    /// replica without the history fetches in full: the genesis, the
+    /// membership events and the checkpoints below the cut.
+    pub flagged: Cid,
     /// The state blocks, by reducer name.
     pub states: BTreeMap<String, Cid>,
 }
@@ -305,6 +314,7 @@ impl Checkpoint {
             author: header.auth.as_deref().and_then(|a| a.author),
             count: body.count,
             skeleton: body.skeleton,
+            flagged: body.flagged,
             states: body.states,
         }))
     }
@@ -384,17 +394,33 @@ impl Checkpoint {
         }
         let mut want = entries_of(replica, &below).await?;
         want.sort_unstable_by_key(|e| e.0);
-        let got = skeleton::entries(source, &self.skeleton).await?;
-        if got.len() != want.len() {
-            return Err(mismatch(format!("{} entries for {} events", got.len(), want.len())));
-        }
-        for (g, w) in got.iter().zip(&want) {
-            let w = w.public();
-            if *g != w {
-                return Err(mismatch(format!("entry {g:?}, the history has {w:?}")));
+        let flagged: Vec<Entry> = want.iter().filter(|e| fetched_in_full(e)).cloned().collect();
+        for (root, want, what) in [(&self.skeleton, &want, "skeleton"), (&self.flagged, &flagged, "flagged tree")] {
+            let got = skeleton::entries(source, root).await?;
+            if got.len() != want.len() {
+                return Err(mismatch(format!("{what}: {} entries for {} events", got.len(), want.len())));
+            }
+            for (g, w) in got.iter().zip(want) {
+                let w = w.public();
+                if *g != w {
+                    return Err(mismatch(format!("{what}: entry {g:?}, the history has {w:?}")));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The entries of the flagged tree, each part checked: the genesis, the
+    /// membership events and the checkpoints below the cut, which a replica
+    /// without the history fetches in full (to judge late events' authors).
+    ///
+    /// # Errors
+    /// As [`skeleton::entries`].
+    pub async fn flagged_entries<S: ?Sized + Blockstore>(
+        &self,
+        source: &S,
+    ) -> Result<Vec<SkeletonEntry>, CheckpointError> {
+        Ok(skeleton::entries(source, &self.flagged).await?)
     }
 
     /// Checks a late event (one that names parents below the cut) against
@@ -497,6 +523,12 @@ impl<R: Resumable> SavedState for Fold<R> {
     }
 }
 
+/// Whether a replica without the history fetches this event in full: the
+/// genesis, a membership event, a checkpoint.
+fn fetched_in_full(e: &Entry) -> bool {
+    e.1 == 0 || e.3 != 0
+}
+
 /// The skeleton entries of `ids`, reading each event's header for its flags.
 async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventId]) -> Result<Vec<Entry>, StoreError> {
     let dag = replica.dag();
@@ -559,10 +591,14 @@ pub async fn build<S: ?Sized + StreamStore>(
         blocks.push(block);
     }
     let ids: Vec<EventId> = replica.dag().order().collect();
-    let (root, parts) = skeleton::build(entries_of(replica, &ids).await?, config.shape);
+    let entries = entries_of(replica, &ids).await?;
+    let (flagged, parts) =
+        skeleton::build(entries.iter().filter(|e| fetched_in_full(e)).cloned().collect(), config.shape);
+    blocks.extend(parts);
+    let (root, parts) = skeleton::build(entries, config.shape);
     blocks.extend(parts);
     replica.store().put_many(blocks).await?;
-    let payload = Payload { checkpoint: Body { count: events as u64, skeleton: root, states: links } };
+    let payload = Payload { checkpoint: Body { count: events as u64, flagged, skeleton: root, states: links } };
     let cid = replica.append(&payload).await?;
     let block = replica.get(&cid).await?.ok_or_else(|| StoreError::Corrupt(format!("{cid}: just appended")))?;
     let checkpoint = Checkpoint::from_block(&block)?.ok_or(CheckpointError::NotACheckpoint { cid })?;

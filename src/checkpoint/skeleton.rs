@@ -185,8 +185,8 @@ fn encode(node: &Node) -> Block {
     Block::from_bytes(serde_ipld_dagcbor::to_vec(node).expect("skeleton nodes are plain DAG-CBOR"))
 }
 
-/// Builds the tree over `entries` (any order; at least one): the root's CID
-/// and every block, the root last.
+/// Builds the tree over `entries` (any order; at least one, as the genesis
+/// is always there): the root's CID and every block, the root last.
 pub(crate) fn build(mut entries: Vec<Entry>, shape: SkeletonShape) -> (Cid, Vec<Block>) {
     entries.sort_unstable_by_key(|e| e.0);
     let mut blocks = Vec::new();
