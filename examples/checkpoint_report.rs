@@ -91,6 +91,7 @@ async fn report(events: usize, json: bool) {
         state_bytes += store.get(cid).await.unwrap().unwrap().len();
     }
     let (parts, skeleton_bytes) = skeleton_size(&store, &cp.skeleton).await;
+    let (_, flagged_bytes) = skeleton_size(&store, &cp.flagged).await;
     let counting = Counting { inner: &store, bytes: AtomicUsize::new(0), blocks: AtomicUsize::new(0) };
     let probe = r.order().nth(events / 2).unwrap();
     checkpoint::skeleton::lookup(&counting, &cp.skeleton, &probe).await.unwrap().expect("below the cut");
@@ -98,7 +99,7 @@ async fn report(events: usize, json: bool) {
     let n = events + 1;
     if json {
         println!(
-            "{{\"metric\":\"checkpoint_size\",\"events\":{n},\"event_bytes\":{event_bytes},\"checkpoint_event_bytes\":{cp_block},\"state_bytes\":{state_bytes},\"skeleton_bytes\":{skeleton_bytes},\"skeleton_parts\":{parts},\"lookup_blocks\":{lookup_blocks},\"lookup_bytes\":{lookup_bytes}}}"
+            "{{\"metric\":\"checkpoint_size\",\"events\":{n},\"event_bytes\":{event_bytes},\"checkpoint_event_bytes\":{cp_block},\"state_bytes\":{state_bytes},\"skeleton_bytes\":{skeleton_bytes},\"skeleton_parts\":{parts},\"flagged_bytes\":{flagged_bytes},\"lookup_blocks\":{lookup_blocks},\"lookup_bytes\":{lookup_bytes}}}"
         );
     } else {
         println!(
@@ -111,6 +112,9 @@ async fn report(events: usize, json: bool) {
             "  skeleton                  {skeleton_bytes} bytes in {parts} parts ({:.1} per event, {:.3} of the event bytes)",
             skeleton_bytes as f64 / n as f64,
             skeleton_bytes as f64 / event_bytes as f64
+        );
+        println!(
+            "  flagged tree              {flagged_bytes} bytes (the genesis: no membership events or checkpoints here)"
         );
         println!(
             "  one lookup                {lookup_blocks} parts, {lookup_bytes} bytes ({:.5} of the event bytes)",
