@@ -565,6 +565,21 @@ fn a_pruned_replica_folds_from_the_checkpoint_that_covers_its_history() {
             assert_eq!(resumed_map.state(), m.state(), "step {step}");
         }
         assert_eq!(*resumed_counter.state(), 45 + 300);
+
+        // Prune, checkpoint, prune again: the pruned replica writes the next
+        // checkpoint (its skeleton from the index where the bytes are gone),
+        // which checks against the full replica's history too.
+        resumed_counter.update(&pruned).await.unwrap();
+        let next = checkpoint::build(&mut pruned, &[("counter", &resumed_counter)], &CheckpointConfig::default())
+            .await
+            .unwrap();
+        next.verify_against(&pruned, pruned.store().as_ref()).await.unwrap();
+        full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+        next.verify_against(&full, pruned.store().as_ref()).await.unwrap();
+        pruned.prune(PrunePolicy::Covered(next.cid)).await.unwrap();
+        let mut again = Fold::resume(Counter, &pruned, &next, "counter").await.unwrap();
+        again.update(&pruned).await.unwrap();
+        assert_eq!(*again.state(), 45 + 300);
     });
 }
 

@@ -394,18 +394,26 @@ impl Checkpoint {
         }
         let mut want = entries_of(replica, &below).await?;
         want.sort_unstable_by_key(|e| e.0);
-        let flagged: Vec<Entry> = want.iter().filter(|e| fetched_in_full(e)).cloned().collect();
-        for (root, want, what) in [(&self.skeleton, &want, "skeleton"), (&self.flagged, &flagged, "flagged tree")] {
-            let got = skeleton::entries(source, root).await?;
-            if got.len() != want.len() {
-                return Err(mismatch(format!("{what}: {} entries for {} events", got.len(), want.len())));
+        let got = skeleton::entries(source, &self.skeleton).await?;
+        if got.len() != want.len() {
+            return Err(mismatch(format!("skeleton: {} entries for {} events", got.len(), want.len())));
+        }
+        for (g, w) in got.iter().zip(&want) {
+            let mut w = w.public();
+            // A checkpoint this replica pruned: its flag is the writer's word.
+            w.checkpoint |= g.checkpoint && replica.is_pruned(&w.cid);
+            if *g != w {
+                return Err(mismatch(format!("skeleton: entry {g:?}, the history has {w:?}")));
             }
-            for (g, w) in got.iter().zip(want) {
-                let w = w.public();
-                if *g != w {
-                    return Err(mismatch(format!("{what}: entry {g:?}, the history has {w:?}")));
-                }
-            }
+        }
+        // The flagged tree: exactly the skeleton's entries fetched in full.
+        let flagged = skeleton::entries(source, &self.flagged).await?;
+        let mut expected = got.into_iter().filter(|e| e.height == 0 || e.membership || e.checkpoint);
+        if let Some((i, e)) = flagged.iter().enumerate().find(|(_, e)| expected.next().as_ref() != Some(*e)) {
+            return Err(mismatch(format!("flagged tree: entry {i} is {e:?}")));
+        }
+        if let Some(e) = expected.next() {
+            return Err(mismatch(format!("flagged tree: lacks {}", e.cid)));
         }
         Ok(())
     }
@@ -529,7 +537,10 @@ fn fetched_in_full(e: &Entry) -> bool {
     e.1 == 0 || e.3 != 0
 }
 
-/// The skeleton entries of `ids`, reading each event's header for its flags.
+/// The skeleton entries of `ids`, reading each held event's header for its
+/// flags. A pruned event (its bytes dropped) has no flags: pruning keeps
+/// every membership event, and a checkpoint whose bytes are gone cannot be
+/// fetched in full by anyone, so it is not flagged.
 async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventId]) -> Result<Vec<Entry>, StoreError> {
     let dag = replica.dag();
     let mut out = Vec::with_capacity(ids.len());
@@ -537,11 +548,16 @@ async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventI
         let cids: Vec<Cid> = batch.iter().map(|id| dag.cid(*id)).collect();
         let blocks = replica.store().get_many(&cids).await?;
         for ((id, cid), block) in batch.iter().zip(&cids).zip(blocks) {
-            let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
-            let header = Header::parse(&block, &Limits::TRUSTED)
-                .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block does not decode: {e}")))?;
-            let membership = header.auth.as_deref().is_some_and(|a| a.member.is_some());
-            let checkpoint = is_checkpoint_payload(&block.bytes()[header.payload.clone()]);
+            let (membership, checkpoint) = match block {
+                Some(block) => {
+                    let header = Header::parse(&block, &Limits::TRUSTED)
+                        .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block does not decode: {e}")))?;
+                    let membership = header.auth.as_deref().is_some_and(|a| a.member.is_some());
+                    (membership, is_checkpoint_payload(&block.bytes()[header.payload.clone()]))
+                }
+                None if replica.is_pruned(cid) => (false, false),
+                None => return Err(StoreError::Corrupt(format!("{cid}: in the DAG but not in the store"))),
+            };
             let parents = dag.parents(*id).map(|p| *dag.digest(p)).collect();
             out.push(Entry::new(*dag.digest(*id), dag.height(*id), parents, membership, checkpoint));
         }
