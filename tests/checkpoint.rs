@@ -515,6 +515,32 @@ fn build_refuses_stale_or_oversized_states() {
         let err = checkpoint::build(&mut r, &[("log", &log)], &tiny).await.unwrap_err();
         assert!(matches!(err, CheckpointError::StateTooLarge { max: 16, .. }), "{err}");
         assert_eq!(r.len(), before);
+        // A state with no DAG-CBOR form (a sum beyond 64 bits) is refused by `save`.
+        assert!(matches!(Counter.save(&(1i128 << 70)), Err(merkle_clock::crdt::StateError::Encode(_))));
+    });
+}
+
+/// More heads than an event may have parents: `build` says so and appends
+/// nothing (an append first merges them).
+#[test]
+fn build_refuses_more_heads_than_an_event_may_have_parents() {
+    block_on(async {
+        let genesis = Event::genesis("heads").encode().unwrap();
+        let mut config = ReplicaConfig::default();
+        config.limits.max_parents = 2;
+        let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, config).await.unwrap();
+        for i in 0..3u32 {
+            let mut other = replica(&genesis).await;
+            let cid = other.append(&i).await.unwrap();
+            r.ingest(other.get(&cid).await.unwrap().unwrap()).await.unwrap();
+        }
+        let err = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::TooManyHeads { heads: 3, max: 2 }), "{err}");
+        assert_eq!(r.len(), 4);
+        r.append(&"merge").await.unwrap();
+        r.append(&"merge again").await.unwrap();
+        assert_eq!(r.heads().len(), 1);
+        checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
     });
 }
 
