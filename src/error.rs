@@ -230,6 +230,9 @@ pub enum Error {
     /// See [`Rejection`](crate::Rejection).
     #[error(transparent)]
     Rejected(#[from] crate::replica::Rejection),
+    /// See [`PruneError`](crate::replica::PruneError).
+    #[error(transparent)]
+    Prune(#[from] crate::replica::PruneError),
     /// See [`SyncError`](crate::SyncError).
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
@@ -242,6 +245,9 @@ pub enum Error {
     /// See [`FoldError`](crate::crdt::FoldError).
     #[error(transparent)]
     Fold(#[from] crate::crdt::FoldError),
+    /// See [`CheckpointError`](crate::CheckpointError).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// See [`SimError`](crate::sim::SimError) (with the `testing` feature).
     #[cfg(feature = "testing")]
     #[error(transparent)]

@@ -7,6 +7,7 @@ pub mod auth;
 mod block;
 pub mod car;
 mod cbor;
+pub mod checkpoint;
 pub mod crdt;
 mod dag;
 mod error;
@@ -24,6 +25,7 @@ pub mod sync;
 
 pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short_cid};
 pub use car::CarError;
+pub use checkpoint::CheckpointError;
 pub use crdt::FoldError;
 pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
 pub use error::{BlockError, DecodeError, EncodeError, Error, InsertError, UnknownEvent};

@@ -677,13 +677,13 @@ fn lww_register_rule() {
         fa.update(&a).await.unwrap();
         fb.update(&b).await.unwrap();
         let winner = if a1.to_bytes() > b1.to_bytes() { (1, a1) } else { (2, b1) };
-        let got = fa.state().clone().map(|v: Versioned<u32>| (v.value, v.cid, v.height));
+        let got = fa.state().as_ref().map(|v: &Versioned<u32>| (v.value, v.cid, v.height));
         assert_eq!(got, Some((winner.0, winner.1, 1)));
         assert_eq!(fa.state(), fb.state());
         // b saw both, then clears: the clear follows both writes, so it wins.
         b.append(&RegisterOp::<u32>::Clear).await.unwrap();
         fb.update(&b).await.unwrap();
-        assert_eq!(*fb.state(), None);
+        assert_eq!(**fb.state(), None);
     });
 }
 

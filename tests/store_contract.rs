@@ -27,6 +27,10 @@ every_store!(contract: rules
     streams_are_separate_and_may_share_blocks,
     read_log_is_cut_only_by_the_end_of_the_log,
     each_commit_replaces_the_heads,
+    pruning_keeps_the_log_and_drops_the_bytes,
+    pruning_is_idempotent_and_checks_what_it_names,
+    commits_after_pruning_go_on_at_the_end,
+    skeleton_entries_join_the_log_without_bytes,
 );
 
 every_store!(store: scenarios passes_the_whole_suite, a_store_shared_by_threads_stores_a_block_once);

@@ -503,11 +503,36 @@ fn format_version_2_is_refused() {
         txn.commit().unwrap();
     }
     let msg = corrupt(RedbBlockstore::open(&path));
-    assert!(msg.contains("version 2") && msg.contains("reads only version 3") && msg.contains("earlier"), "{msg}");
+    assert!(msg.contains("version 2") && msg.contains("reads only version 4") && msg.contains("earlier"), "{msg}");
     // Refused without being changed: still version 2.
     let db = redb::Database::open(&path).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
     assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 2);
+}
+
+/// Format 3 is format 4 with nothing pruned: it is opened, upgraded in
+/// place, and reads as before.
+#[test]
+fn format_version_3_is_upgraded_in_place() {
+    let dir = tempdir();
+    let path = dir.path().join("v3.redb");
+    let blocks = chain("v3", 4);
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks, &[*blocks[3].cid()])).unwrap();
+    }
+    raw_write(&path, |txn| {
+        txn.open_table(META_TABLE).unwrap().insert("format_version", 3).unwrap();
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_pruned")).unwrap();
+    });
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(store.prune(&stream, &[(1, *blocks[1].cid())])).unwrap().events, 1);
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 4);
 }
 
 #[test]

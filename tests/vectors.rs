@@ -8,11 +8,20 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use futures::executor::block_on;
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
-use merkle_clock::{Block, BlockSet, Dag, Event, heads, order};
+use merkle_clock::auth::{self, Signer};
+use merkle_clock::checkpoint::{self, Checkpoint, CheckpointConfig};
+use merkle_clock::crdt::{Counter, CounterOp, Fold, Resumable};
+use merkle_clock::{
+    Block, BlockSet, Blockstore, Dag, Event, Ingest, MemoryBlockstore, Replica, ReplicaConfig, heads, order,
+};
 
 const VECTORS: &str = include_str!("vectors/events.txt");
+const CHECKPOINT_VECTORS: &str = include_str!("vectors/checkpoint.txt");
 
 struct Vector {
     name: String,
@@ -30,8 +39,11 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn load() -> Vec<Vector> {
-    VECTORS
-        .lines()
+    load_from(VECTORS)
+}
+
+fn load_from(text: &str) -> Vec<Vector> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
@@ -120,4 +132,85 @@ fn vectors_decode_to_the_described_events() {
         dag.insert(blk.cid(), ev.height(), ev.parents()).unwrap();
     }
     assert_eq!(dag.heads(), vec![*m.cid()]);
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints: `tests/vectors/checkpoint.txt`
+// ---------------------------------------------------------------------------
+
+fn checkpoint_admin() -> Signer {
+    Signer::from_seed(&[1; 32])
+}
+
+/// The blocks `checkpoint.txt` describes, built by the code under test.
+fn checkpoint_described() -> Vec<(&'static str, Block)> {
+    block_on(async {
+        let admin = checkpoint_admin();
+        let genesis = auth::genesis(&"checkpoint conformance", &[admin.public()]).unwrap();
+        let mut r =
+            Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await.unwrap();
+        r.set_signer(Some(admin));
+        let a = r.append(&CounterOp::Increment(2)).await.unwrap();
+        let b = r.append(&CounterOp::Increment(3)).await.unwrap();
+        let mut counter = Fold::new(Counter);
+        counter.update(&r).await.unwrap();
+        let cp = checkpoint::build(&mut r, &[("counter", &counter)], &CheckpointConfig::default()).await.unwrap();
+        let mut out = vec![("genesis_policy", genesis)];
+        for (name, cid) in [("increment_2", a), ("increment_3", b), ("state_counter", cp.states["counter"])] {
+            out.push((name, r.store().get(&cid).await.unwrap().unwrap()));
+        }
+        out.push(("skeleton_leaf", r.store().get(&cp.skeleton).await.unwrap().unwrap()));
+        out.push(("flagged_leaf", r.store().get(&cp.flagged).await.unwrap().unwrap()));
+        out.push(("checkpoint", r.get(&cp.cid).await.unwrap().unwrap()));
+        out
+    })
+}
+
+#[test]
+fn checkpoint_vectors_match_the_encoder() {
+    let described = checkpoint_described();
+    let printed: Vec<String> = described.iter().map(|(n, b)| format!("{n} {} {}", b.cid(), hex(b.bytes()))).collect();
+    let file = load_from(CHECKPOINT_VECTORS);
+    assert_eq!(file.len(), described.len(), "the file should hold:\n{}", printed.join("\n"));
+    for (v, (name, block)) in file.iter().zip(&described) {
+        assert_eq!(v.name, *name);
+        assert_eq!(hex(&v.bytes), hex(block.bytes()), "{name}: bytes changed");
+        assert_eq!(v.cid, block.cid().to_string(), "{name}: CID changed");
+    }
+}
+
+/// The file's blocks, hashed, read back as a checkpoint a replica trusts and
+/// resumes a fold from; the skeleton leaf answers for each event below the cut.
+#[test]
+fn checkpoint_vectors_decode_verify_and_resume() {
+    block_on(async {
+        let blocks: Vec<Block> = load_from(CHECKPOINT_VECTORS)
+            .into_iter()
+            .map(|v| Block::new(v.cid.parse::<Cid>().unwrap(), v.bytes).expect("bytes hash to the CID"))
+            .collect();
+        let [genesis, a, b, state, leaf, flagged, cp_block] = &blocks[..] else { panic!("seven blocks") };
+        let cp = Checkpoint::from_block(cp_block).unwrap().expect("a checkpoint");
+        assert_eq!((cp.count, cp.height, cp.author), (3, 3, Some(checkpoint_admin().public())));
+        assert_eq!((cp.parents.as_slice(), cp.skeleton, cp.flagged), (&[*b.cid()][..], *leaf.cid(), *flagged.cid()));
+        assert_eq!(cp.states.iter().collect::<Vec<_>>(), [(&"counter".to_string(), state.cid())]);
+        checkpoint::verify_state(state.cid(), state.bytes()).unwrap();
+        assert_eq!(Counter.load(state.bytes()).unwrap(), 5);
+
+        let mut r =
+            Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap();
+        let report = r.ingest_many(vec![a.clone(), b.clone(), cp_block.clone()]).await.unwrap();
+        assert_eq!(report.outcomes, vec![Ingest::Accepted; 3]);
+        r.store().put_many(vec![state.clone(), leaf.clone(), flagged.clone()]).await.unwrap();
+        let in_full: Vec<Cid> = cp.flagged_entries(r.store().as_ref()).await.unwrap().iter().map(|e| e.cid).collect();
+        assert_eq!(in_full, [*genesis.cid()]);
+        for (event, height) in [(genesis, 0), (a, 1), (b, 2)] {
+            let entry = checkpoint::skeleton::lookup(r.store().as_ref(), &cp.skeleton, event.cid()).await.unwrap();
+            assert_eq!(entry.map(|e| (e.height, e.membership, e.checkpoint)), Some((height, false, false)));
+        }
+        cp.check_trust_in(&r, &[]).unwrap();
+        cp.verify_against(&r, r.store().as_ref()).await.unwrap();
+        let mut resumed = Fold::resume(Counter, &r, &cp, "counter").await.unwrap();
+        resumed.update(&r).await.unwrap();
+        assert_eq!(*resumed.state(), 5);
+    });
 }

@@ -48,6 +48,7 @@ pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<Ex
         Command::Sync { with: None, peer } => crate::serve::sync_peer(dir, &peer, out)?,
         Command::Serve(args) => crate::serve::run(dir, &args, out)?,
         Command::Fetch(args) => crate::fetch::run(dir, &args, out).await?,
+        Command::Checkpoint(args) => crate::checkpoint::run(dir, &args, out).await?,
         Command::Draw { format, output, layers, rows, color_by } => {
             let replica = store::open(dir).await?;
             let opts = draw::Options { max_layers: layers, max_rows: rows, color_by, title: None };

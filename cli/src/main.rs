@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod checkpoint;
 mod commands;
 mod demo;
 mod draw;
@@ -143,6 +144,9 @@ enum Command {
     /// Fills the store from IPFS trustless gateways: the event CID and all
     /// its ancestors, every block verified.
     Fetch(fetch::Args),
+    /// Appends a checkpoint at the heads: the chosen reducers' states and the
+    /// skeleton of the history below it; prints its CID.
+    Checkpoint(checkpoint::Args),
     /// Draws the DAG in layers by height, heads marked: SVG (drawn by mclock), DOT or Mermaid.
     Draw {
         /// The output format.

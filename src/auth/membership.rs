@@ -95,7 +95,21 @@ impl MemberIndex {
         self.authors.push(key);
     }
 
-    /// The author of an event in the index (`None` for the genesis).
+    /// Records the state of the event just added to the DAG as `id` whose
+    /// author is not known: a pruned event, read back from its skeleton.
+    pub(crate) fn push_unattributed(&mut self, id: EventId, state: StateRef) {
+        debug_assert_eq!(id.index(), self.states.len(), "states follow the DAG's ids");
+        self.states.push(state);
+        self.authors.push(NO_AUTHOR);
+    }
+
+    /// The membership events accepted, by CID.
+    pub(crate) fn op_cids(&self) -> impl Iterator<Item = &Cid> + '_ {
+        self.ops.iter().map(|(cid, _)| cid)
+    }
+
+    /// The author of an event in the index (`None` for the genesis and for
+    /// pruned events read back from their skeleton).
     pub(crate) fn author(&self, id: EventId) -> Option<AuthorKey> {
         self.keys.get(self.authors[id.index()] as usize).copied()
     }
@@ -221,6 +235,12 @@ impl Members {
     /// The role of `key` in force, if any.
     pub fn role(&self, key: &AuthorKey) -> Option<Role> {
         self.roles.get(key).copied()
+    }
+
+    /// Whether `key` may write a checkpoint that others trust
+    /// ([`crate::checkpoint`]): an admin in force. (Revoked keys hold no role.)
+    pub fn may_checkpoint(&self, key: &AuthorKey) -> bool {
+        self.role(key) == Some(Role::Admin)
     }
 
     /// The admins in force, ascending.

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use ipld_core::ipld::Ipld;
+
 use super::fold::{FoldEvent, OrderInsensitive, Reducer};
+use super::resume::{Resumable, StateError, from_cbor, to_cbor};
 
 /// An operation on a [`Counter`].
 ///
@@ -70,3 +73,21 @@ impl Reducer for Counter {
 }
 
 impl OrderInsensitive for Counter {}
+
+/// State block: the sum as one DAG-CBOR integer (a sum outside
+/// `-2^64..2^64` cannot be saved: [`StateError::Encode`]).
+impl Resumable for Counter {
+    fn save(&self, state: &i128) -> Result<Vec<u8>, StateError> {
+        if !(-(1i128 << 64)..(1i128 << 64)).contains(state) {
+            return Err(StateError::Encode(format!("{state} is outside the DAG-CBOR integer range")));
+        }
+        to_cbor(&Ipld::Integer(*state))
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<i128, StateError> {
+        match from_cbor::<Ipld>(bytes)? {
+            Ipld::Integer(n) => Ok(n),
+            other => Err(StateError::Decode(format!("a counter is an integer, not {other:?}"))),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! with checkpoints and replay, and [`CausalFeed`] in arrival order for
 //! reducers that do not care about the order of concurrent events.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use ipld_core::cid::Cid;
@@ -192,6 +193,29 @@ pub struct FoldReport {
     pub skipped: usize,
     /// The fold's position after the update: events of the order consumed.
     pub position: usize,
+    /// Events passed over because the checkpoint a resumed fold started from
+    /// holds them already (its past).
+    pub covered: usize,
+}
+
+/// Where a resumed fold starts: the state at a checkpoint's cut (the
+/// checkpoint's past: its parents and all their ancestors).
+struct Base<T> {
+    state: T,
+    /// The greatest height in the cut: every event above it is outside.
+    cut_height: u64,
+    /// The events at or below `cut_height` that are outside the cut
+    /// (concurrent with the checkpoint).
+    late: HashSet<Cid>,
+    /// Events of the replica's DAG (by arrival) sorted into `late` so far.
+    seen: usize,
+}
+
+impl<T> Base<T> {
+    /// Whether the event `cid` at `height` is outside the cut (must be applied).
+    fn outside(&self, height: u64, cid: &Cid) -> bool {
+        height > self.cut_height || self.late.contains(cid)
+    }
 }
 
 struct Checkpoint<T> {
@@ -269,6 +293,8 @@ pub struct Fold<R: Reducer> {
     stream: Option<Cid>,
     /// Set when an update failed half-way: the state must be restored.
     broken: bool,
+    /// For a fold resumed from a checkpoint: the state it starts from.
+    base: Option<Base<R::State>>,
 }
 
 impl<R: Reducer> fmt::Debug for Fold<R>
@@ -301,7 +327,38 @@ impl<R: Reducer> Fold<R> {
             policy: CheckpointPolicy::new(policy.every, policy.keep_recent),
             stream: None,
             broken: false,
+            base: None,
         }
+    }
+
+    /// A fold that starts from `state`, the state at the cut `cut` (a
+    /// checkpoint's parents) of `replica`'s DAG, which holds the cut and
+    /// everything below it: it applies only the events outside the cut's
+    /// past, in the total order. [`Fold::resume`] is the public way in.
+    pub(crate) fn with_base<S: ?Sized + StreamStore>(
+        reducer: R,
+        policy: CheckpointPolicy,
+        state: R::State,
+        cut: &[Cid],
+        replica: &Replica<S>,
+    ) -> Result<Self, crate::error::UnknownEvent> {
+        let dag = replica.dag();
+        let mut cut_height = 0;
+        for c in cut {
+            let id = dag.id(c).ok_or(crate::error::UnknownEvent { cid: *c })?;
+            cut_height = cut_height.max(dag.height(id));
+        }
+        let late: HashSet<Cid> = dag
+            .difference(&dag.heads(), cut)?
+            .into_iter()
+            .filter(|id| dag.height(*id) <= cut_height)
+            .map(|id| dag.cid(id))
+            .collect();
+        let mut fold = Self::with_policy(reducer, policy);
+        fold.state = state.clone();
+        fold.stream = Some(*replica.stream_id());
+        fold.base = Some(Base { state, cut_height, late, seen: dag.len() });
+        Ok(fold)
     }
 
     /// The state after the events folded so far.
@@ -341,6 +398,15 @@ impl<R: Reducer> Fold<R> {
             Some(expected) if expected != stream => return Err(FoldError::WrongStream { expected, found: stream }),
             _ => self.stream = Some(stream),
         }
+        if let Some(base) = self.base.as_mut() {
+            // Every event that arrives after the cut's past is outside it
+            // (a replica holds an event's parents before the event).
+            let dag = replica.dag();
+            base.late.extend(
+                dag.arrived_since(base.seen).filter(|id| dag.height(*id) <= base.cut_height).map(|id| dag.cid(id)),
+            );
+            base.seen = dag.len();
+        }
         let delta = replica.events_since(&self.cursor);
         trace!(start = delta.start, events = delta.events.len(), replay = ?delta.replay_from, "fold update");
         let mut report = FoldReport { replayed_from: delta.replay_from, ..FoldReport::default() };
@@ -356,7 +422,10 @@ impl<R: Reducer> Fold<R> {
                     (c.position, Some(c.last))
                 }
                 None => {
-                    self.state = self.reducer.init();
+                    self.state = match &self.base {
+                        Some(base) => base.state.clone(),
+                        None => self.reducer.init(),
+                    };
                     (0, None)
                 }
             };
@@ -377,7 +446,9 @@ impl<R: Reducer> Fold<R> {
         Ok(report)
     }
 
-    /// Applies `cids`, the events at positions `start..`, in batches.
+    /// Applies `cids`, the events at positions `start..`, in batches. A
+    /// resumed fold passes over the events of its checkpoint's past without
+    /// reading them (a pruned replica may not hold their payloads).
     async fn apply_all<S: ?Sized + StreamStore>(
         &mut self,
         replica: &Replica<S>,
@@ -385,41 +456,52 @@ impl<R: Reducer> Fold<R> {
         cids: &[Cid],
         report: &mut FoldReport,
     ) -> Result<(), FoldError> {
+        let dag = replica.dag();
         let mut position = start;
         for batch in cids.chunks(FETCH_BATCH) {
-            let blocks = fetch(replica, batch).await?;
-            for block in &blocks {
-                self.apply_block(block, position, report);
+            // (key, whether to apply) per event; the keys of events in the DAG.
+            let marks: Vec<(OrderKey, bool)> = batch
+                .iter()
+                .map(|cid| {
+                    let id = dag.id(cid).ok_or_else(|| StoreError::Corrupt(format!("{cid}: not in the DAG")))?;
+                    Ok((dag.key(id), self.base.as_ref().is_none_or(|b| b.outside(dag.height(id), cid))))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let wanted: Vec<Cid> = batch.iter().zip(&marks).filter(|(_, m)| m.1).map(|(c, _)| *c).collect();
+            let mut blocks = fetch(replica, &wanted).await?.into_iter();
+            for (key, apply) in marks {
+                match if apply { blocks.next() } else { None } {
+                    Some(block) => self.apply_block(&block, position, report),
+                    None => report.covered += 1,
+                }
                 position += 1;
+                self.mark(position, key);
             }
         }
         Ok(())
     }
 
+    /// Applies one event (never the genesis, at position 0).
     fn apply_block(&mut self, block: &Block, position: usize, report: &mut FoldReport) {
-        let height;
         if position == 0 {
-            height = 0; // the genesis: never applied
-        } else {
-            match FoldEvent::<R::Payload>::decode(block, Some(position)) {
-                Ok(event) => {
-                    height = event.height;
-                    self.reducer.apply(&mut self.state, &event);
-                    report.applied += 1;
-                }
-                Err(e) => {
-                    trace!(cid = %block.cid(), error = %e, "skipped");
-                    report.skipped += 1;
-                    match Header::parse(block, &TRUSTED) {
-                        Ok(h) => height = h.height,
-                        Err(_) => return, // not an event at all: cannot be in the DAG
-                    }
-                }
+            return;
+        }
+        match FoldEvent::<R::Payload>::decode(block, Some(position)) {
+            Ok(event) => {
+                self.reducer.apply(&mut self.state, &event);
+                report.applied += 1;
+            }
+            Err(e) => {
+                trace!(cid = %block.cid(), error = %e, "skipped");
+                report.skipped += 1;
             }
         }
-        let next = position + 1;
+    }
+
+    /// Takes a checkpoint when `next` events have been consumed and it is
+    /// due; `last` is the key of the event at `next - 1`.
+    fn mark(&mut self, next: usize, last: OrderKey) {
         if next.is_multiple_of(self.policy.every) && self.checkpoints.last().is_none_or(|c| c.position < next) {
-            let last = OrderKey::new(height, block.cid()).expect("event CIDs");
             self.checkpoints.push(Checkpoint { position: next, last, state: self.state.clone() });
             let policy = self.policy;
             self.checkpoints.retain(|c| policy.keeps(c.position, next));
@@ -427,12 +509,18 @@ impl<R: Reducer> Fold<R> {
     }
 }
 
-/// Fetches blocks that the replica's DAG holds; a missing one is corruption.
+/// Fetches blocks that the replica's DAG holds: a pruned one is
+/// [`StoreError::Pruned`] (fold from a checkpoint that covers it:
+/// [`Fold::resume`]), any other missing one is corruption.
 async fn fetch<S: ?Sized + StreamStore>(replica: &Replica<S>, cids: &[Cid]) -> Result<Vec<Block>, StoreError> {
     let found = replica.store().get_many(cids).await?;
     cids.iter()
         .zip(found)
-        .map(|(cid, b)| b.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store"))))
+        .map(|(cid, b)| match b {
+            Some(b) => Ok(b),
+            None if replica.is_pruned(cid) => Err(StoreError::Pruned { cid: *cid }),
+            None => Err(StoreError::Corrupt(format!("{cid}: in the DAG but not in the store"))),
+        })
         .collect()
 }
 

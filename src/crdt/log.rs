@@ -7,9 +7,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use ipld_core::cid::Cid;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::fold::{FoldEvent, Reducer};
+use super::resume::{Resumable, StateError, from_cbor, to_cbor};
+use crate::dag::OrderKey;
 
 /// Entries per shared chunk of a [`LogState`].
 const CHUNK: usize = 256;
@@ -100,6 +103,33 @@ impl<P: Clone> LogState<P> {
         }
         self.len += 1;
     }
+
+    /// Inserts an entry at its place in the order (by height, then CID
+    /// bytes); an entry already there is not inserted twice. Appending is the
+    /// common case (a fold delivers entries in order); an entry that sorts
+    /// before the last one (a late event applied after a checkpoint's state)
+    /// rebuilds the chunks from where it lands, a cost that follows the
+    /// entries after it.
+    pub fn insert(&mut self, entry: LogEntry<P>) {
+        let key = OrderKey::new(entry.height, &entry.cid);
+        let key_of = |e: &LogEntry<P>| OrderKey::new(e.height, &e.cid);
+        if self.last().is_none_or(|last| key_of(last) < key) {
+            return self.push(entry);
+        }
+        // The first chunk whose last entry sorts at or after the new one.
+        let c = self.chunks.partition_point(|chunk| chunk.last().is_some_and(|e| key_of(e) < key));
+        let mut tail: Vec<LogEntry<P>> =
+            self.chunks.drain(c..).flat_map(|chunk| chunk.iter().cloned().collect::<Vec<_>>()).collect();
+        let at = tail.partition_point(|e| key_of(e) < key);
+        let duplicate = tail.get(at).is_some_and(|e| key_of(e) == key);
+        if !duplicate {
+            tail.insert(at, entry);
+        }
+        self.len = self.chunks.len() * CHUNK;
+        for e in tail {
+            self.push(e);
+        }
+    }
 }
 
 /// The plain ordered log: every event, in the total order. Any payload type
@@ -165,7 +195,29 @@ impl<P: Clone + DeserializeOwned> Reducer for Log<P> {
         LogState::default()
     }
 
+    /// Appends; an event that sorts before the last entry (only a late event
+    /// applied after a checkpoint's state does) goes to its place.
     fn apply(&self, state: &mut Self::State, event: &FoldEvent<P>) {
-        state.push(LogEntry { cid: event.cid, height: event.height, payload: event.payload.clone() });
+        state.insert(LogEntry { cid: event.cid, height: event.height, payload: event.payload.clone() });
+    }
+}
+
+/// State block: a list of `[link, height, payload]`, in the total order.
+/// The whole history's payloads: checkpointing a log saves folding time, not
+/// bytes (keep the log's checkpoints for short streams, or checkpoint a
+/// projection of it instead).
+impl<P: Clone + Serialize + DeserializeOwned> Resumable for Log<P> {
+    fn save(&self, state: &Self::State) -> Result<Vec<u8>, StateError> {
+        let rows: Vec<(&Cid, u64, &P)> = state.iter().map(|e| (&e.cid, e.height, &e.payload)).collect();
+        to_cbor(&rows)
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Self::State, StateError> {
+        let rows: Vec<(Cid, u64, P)> = from_cbor(bytes)?;
+        let mut state = LogState::default();
+        for (cid, height, payload) in rows {
+            state.insert(LogEntry { cid, height, payload });
+        }
+        Ok(state)
     }
 }

@@ -5,12 +5,62 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Deref;
 
 use ipld_core::cid::Cid;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::fold::{FoldEvent, Reducer};
+use super::resume::{Resumable, StateError, from_cbor, to_cbor};
+use crate::dag::OrderKey;
+
+/// The place of a write in the total order: `(height, CID bytes)`.
+fn key_of(height: u64, cid: &Cid) -> Option<OrderKey> {
+    OrderKey::new(height, cid)
+}
+
+/// Whether a write at `(height, cid)` beats the write that holds `current`.
+fn beats(height: u64, cid: &Cid, current: Option<(u64, &Cid)>) -> bool {
+    match current {
+        None => true,
+        Some((h, c)) => key_of(height, cid) > key_of(h, c),
+    }
+}
+
+/// A winning write as a state block holds it: `{"set": [value, link,
+/// height]}` or `{"clear": [link, height]}` (serde's externally tagged enum).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Saved<V> {
+    Set(V, Cid, u64),
+    Clear(Cid, u64),
+}
+
+/// The last write to one register or key: a value, or a clear (a delete)
+/// remembered with its place in the order so that a late, lower write
+/// cannot revive what it removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot<V> {
+    Set(Versioned<V>),
+    Clear { cid: Cid, height: u64 },
+}
+
+impl<V: Clone> Slot<V> {
+    fn saved(&self) -> Saved<V> {
+        match self {
+            Slot::Set(v) => Saved::Set(v.value.clone(), v.cid, v.height),
+            Slot::Clear { cid, height } => Saved::Clear(*cid, *height),
+        }
+    }
+
+    fn from_saved(saved: Saved<V>) -> Self {
+        match saved {
+            Saved::Set(value, cid, height) => Slot::Set(Versioned { value, cid, height }),
+            Saved::Clear(cid, height) => Slot::Clear { cid, height },
+        }
+    }
+}
 
 /// A value and the event that wrote it (the write that won).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,9 +87,34 @@ pub enum RegisterOp<V> {
     Clear,
 }
 
+/// The state of an [`LwwRegister`]: derefs to the value in force,
+/// `Option<Versioned<V>>` (`None` before any write and after a clear).
+///
+/// It also remembers the place in the order of a winning clear, so that a
+/// write applied late (one concurrent with a checkpoint the fold resumed
+/// from) is decided exactly: it wins only if it sorts after the clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterState<V> {
+    value: Option<Versioned<V>>,
+    cleared: Option<(u64, Cid)>,
+}
+
+impl<V> Default for RegisterState<V> {
+    fn default() -> Self {
+        RegisterState { value: None, cleared: None }
+    }
+}
+
+impl<V> Deref for RegisterState<V> {
+    type Target = Option<Versioned<V>>;
+    fn deref(&self) -> &Self::Target {
+        &self.value
+    }
+}
+
 /// A last-writer-wins register: its value is the one written by the last
-/// write in the total order. Payloads are [`RegisterOp<V>`]; the state is
-/// `Option<Versioned<V>>`.
+/// write in the total order. Payloads are [`RegisterOp<V>`]; the state is a
+/// [`RegisterState<V>`], which derefs to `Option<Versioned<V>>`.
 ///
 /// **Conflict rule:** of two writes to the same register (or map key), the
 /// one later in the stream's total order wins — the greater
@@ -51,10 +126,10 @@ pub enum RegisterOp<V> {
 /// "absent": a later set revives the key, a later delete removes it again.
 ///
 /// Folding the events in the total order and letting each write overwrite
-/// is exactly this rule, so the reducer is a plain overwrite run by a
-/// [`Fold`](super::Fold). It is **not**
-/// [`OrderInsensitive`](super::OrderInsensitive): use a `Fold`, never a
-/// `CausalFeed`.
+/// is exactly this rule; the reducer also compares `(height, CID)` with the
+/// write in force (deletes leave a tombstone), so a write applied out of
+/// order — one concurrent with the checkpoint a fold resumed from — is
+/// decided exactly too. Run it under a [`Fold`](super::Fold).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -107,17 +182,52 @@ impl<V> fmt::Debug for LwwRegister<V> {
 
 impl<V: Clone + DeserializeOwned> Reducer for LwwRegister<V> {
     type Payload = RegisterOp<V>;
-    type State = Option<Versioned<V>>;
+    type State = RegisterState<V>;
 
     fn init(&self) -> Self::State {
-        None
+        RegisterState::default()
     }
 
+    /// Keeps the write that sorts last: in a fold, in the total order, every
+    /// write does; a late one only if it sorts after the write in force.
     fn apply(&self, state: &mut Self::State, event: &FoldEvent<RegisterOp<V>>) {
-        *state = match &event.payload {
-            RegisterOp::Set(v) => Some(Versioned { value: v.clone(), cid: event.cid, height: event.height }),
-            RegisterOp::Clear => None,
+        let current = match (&state.value, &state.cleared) {
+            (Some(v), _) => Some((v.height, &v.cid)),
+            (None, Some((h, c))) => Some((*h, c)),
+            (None, None) => None,
         };
+        if !beats(event.height, &event.cid, current) {
+            return;
+        }
+        *state = match &event.payload {
+            RegisterOp::Set(v) => RegisterState {
+                value: Some(Versioned { value: v.clone(), cid: event.cid, height: event.height }),
+                cleared: None,
+            },
+            RegisterOp::Clear => RegisterState { value: None, cleared: Some((event.height, event.cid)) },
+        };
+    }
+}
+
+/// State block: `null` (never written), or the winning write as
+/// `{"set": [value, link, height]}` or `{"clear": [link, height]}`.
+impl<V: Clone + Serialize + DeserializeOwned> Resumable for LwwRegister<V> {
+    fn save(&self, state: &Self::State) -> Result<Vec<u8>, StateError> {
+        let slot = match (&state.value, &state.cleared) {
+            (Some(v), _) => Some(Slot::Set(v.clone())),
+            (None, Some((height, cid))) => Some(Slot::Clear { cid: *cid, height: *height }),
+            (None, None) => None,
+        };
+        to_cbor(&slot.map(|s| s.saved()))
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Self::State, StateError> {
+        let saved: Option<Saved<V>> = from_cbor(bytes)?;
+        Ok(match saved.map(Slot::from_saved) {
+            None => RegisterState::default(),
+            Some(Slot::Set(v)) => RegisterState { value: Some(v), cleared: None },
+            Some(Slot::Clear { cid, height }) => RegisterState { value: None, cleared: Some((height, cid)) },
+        })
     }
 }
 
@@ -143,9 +253,42 @@ pub enum MapOp<K, V> {
     },
 }
 
+/// The state of an [`LwwMap`]: derefs to the keys present,
+/// `BTreeMap<K, Versioned<V>>`.
+///
+/// It also keeps a tombstone per deleted key (the delete's place in the
+/// order), so that a write applied late (one concurrent with a checkpoint the
+/// fold resumed from) is decided exactly. One CID and height per deleted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapState<K, V> {
+    live: BTreeMap<K, Versioned<V>>,
+    deleted: BTreeMap<K, (u64, Cid)>,
+}
+
+impl<K, V> Default for MapState<K, V> {
+    fn default() -> Self {
+        MapState { live: BTreeMap::new(), deleted: BTreeMap::new() }
+    }
+}
+
+impl<K, V> Deref for MapState<K, V> {
+    type Target = BTreeMap<K, Versioned<V>>;
+    fn deref(&self) -> &Self::Target {
+        &self.live
+    }
+}
+
+impl<K, V> MapState<K, V> {
+    /// The number of deleted keys remembered as tombstones.
+    pub fn tombstones(&self) -> usize {
+        self.deleted.len()
+    }
+}
+
 /// A map of last-writer-wins registers: each key holds the value of the last
 /// write to it in the total order, or is absent if that write was a delete.
-/// Payloads are [`MapOp<K, V>`]; the state is a `BTreeMap<K, Versioned<V>>`.
+/// Payloads are [`MapOp<K, V>`]; the state is a [`MapState<K, V>`], which
+/// derefs to `BTreeMap<K, Versioned<V>>`.
 ///
 /// **Conflict rule:** of two writes to the same register (or map key), the
 /// one later in the stream's total order wins — the greater
@@ -157,10 +300,10 @@ pub enum MapOp<K, V> {
 /// "absent": a later set revives the key, a later delete removes it again.
 ///
 /// Folding the events in the total order and letting each write overwrite
-/// is exactly this rule, so the reducer is a plain overwrite run by a
-/// [`Fold`](super::Fold). It is **not**
-/// [`OrderInsensitive`](super::OrderInsensitive): use a `Fold`, never a
-/// `CausalFeed`.
+/// is exactly this rule; the reducer also compares `(height, CID)` with the
+/// write in force (deletes leave a tombstone), so a write applied out of
+/// order — one concurrent with the checkpoint a fold resumed from — is
+/// decided exactly too. Run it under a [`Fold`](super::Fold).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -211,26 +354,77 @@ impl<K, V> fmt::Debug for LwwMap<K, V> {
 
 impl<K: Ord + Clone + DeserializeOwned, V: Clone + DeserializeOwned> Reducer for LwwMap<K, V> {
     type Payload = MapOp<K, V>;
-    type State = BTreeMap<K, Versioned<V>>;
+    type State = MapState<K, V>;
 
     fn init(&self) -> Self::State {
-        BTreeMap::new()
+        MapState::default()
     }
 
+    /// Per key, keeps the write that sorts last: in a fold, in the total
+    /// order, every write does; a late one only if it sorts after the write
+    /// in force (a set or a delete).
     fn apply(&self, state: &mut Self::State, event: &FoldEvent<MapOp<K, V>>) {
+        let key = match &event.payload {
+            MapOp::Set { key, .. } | MapOp::Delete { key } => key,
+        };
+        let current = match (state.live.get(key), state.deleted.get(key)) {
+            (Some(v), _) => Some((v.height, &v.cid)),
+            (None, Some((h, c))) => Some((*h, c)),
+            (None, None) => None,
+        };
+        if !beats(event.height, &event.cid, current) {
+            return;
+        }
         match &event.payload {
             MapOp::Set { key, value } => {
                 let v = Versioned { value: value.clone(), cid: event.cid, height: event.height };
-                match state.get_mut(key) {
+                state.deleted.remove(key);
+                match state.live.get_mut(key) {
                     Some(slot) => *slot = v,
                     None => {
-                        state.insert(key.clone(), v);
+                        state.live.insert(key.clone(), v);
                     }
                 }
             }
             MapOp::Delete { key } => {
-                state.remove(key);
+                state.live.remove(key);
+                match state.deleted.get_mut(key) {
+                    Some(slot) => *slot = (event.height, event.cid),
+                    None => {
+                        state.deleted.insert(key.clone(), (event.height, event.cid));
+                    }
+                }
             }
         }
+    }
+}
+
+/// State block: a list of `[key, write]` pairs ascending by key, each write
+/// `{"set": [value, link, height]}` or `{"clear": [link, height]}` (a
+/// tombstone). A list, not a map, because keys need not be strings.
+impl<K, V> Resumable for LwwMap<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    V: Clone + Serialize + DeserializeOwned,
+{
+    fn save(&self, state: &Self::State) -> Result<Vec<u8>, StateError> {
+        let mut slots: BTreeMap<&K, Slot<V>> = state.live.iter().map(|(k, v)| (k, Slot::Set(v.clone()))).collect();
+        for (k, (height, cid)) in &state.deleted {
+            slots.insert(k, Slot::Clear { cid: *cid, height: *height });
+        }
+        let pairs: Vec<(&K, Saved<V>)> = slots.into_iter().map(|(k, s)| (k, s.saved())).collect();
+        to_cbor(&pairs)
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Self::State, StateError> {
+        let pairs: Vec<(K, Saved<V>)> = from_cbor(bytes)?;
+        let mut state = MapState::default();
+        for (k, saved) in pairs {
+            match Slot::from_saved(saved) {
+                Slot::Set(v) => state.live.insert(k, v).map(|_| ()),
+                Slot::Clear { cid, height } => state.deleted.insert(k, (height, cid)).map(|_| ()),
+            };
+        }
+        Ok(state)
     }
 }

@@ -31,6 +31,12 @@
 //! CIDs as links (tag 42). These bytes are part of the format: the tests pin
 //! them, so renaming a variant or a field is a breaking change.
 //!
+//! A reducer that implements [`Resumable`] (every ready-made one does) can
+//! have its state saved in a checkpoint event
+//! ([`checkpoint::build`](crate::checkpoint::build)) and a fold started from
+//! it ([`Fold::resume`]); each applies late events — events concurrent with
+//! the checkpoint that sort before its cut — exactly (see [`Resumable`]).
+//!
 //! One caution for every payload type: an event's CID hashes its parents
 //! and its payload, so two replicas that append the same payload on the same
 //! heads create *one* event, not two. Put the author (or a nonce) in the
@@ -45,10 +51,12 @@ mod counter;
 mod fold;
 mod log;
 mod lww;
+mod resume;
 mod set;
 
 pub use counter::{Counter, CounterOp};
 pub use fold::{CausalFeed, CheckpointPolicy, Fold, FoldError, FoldEvent, FoldReport, OrderInsensitive, Reducer};
 pub use log::{Log, LogEntry, LogState};
-pub use lww::{LwwMap, LwwRegister, MapOp, RegisterOp, Versioned};
+pub use lww::{LwwMap, LwwRegister, MapOp, MapState, RegisterOp, RegisterState, Versioned};
+pub use resume::{Resumable, StateError};
 pub use set::{AddWinsSet, AddWinsState, SetOp};

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::fold::{FoldEvent, OrderInsensitive, Reducer};
+use super::resume::{Resumable, StateError, from_cbor, to_cbor};
 
 /// An operation on an [`AddWinsSet`].
 ///
@@ -219,3 +220,19 @@ impl<T: Ord + Clone + DeserializeOwned> Reducer for AddWinsSet<T> {
 }
 
 impl<T: Ord + Clone + DeserializeOwned> OrderInsensitive for AddWinsSet<T> {}
+
+/// State block: a list of `[elem, [live add links], [removed add links]]`,
+/// ascending by element, each list of links ascending.
+impl<T: Ord + Clone + Serialize + DeserializeOwned> Resumable for AddWinsSet<T> {
+    fn save(&self, state: &Self::State) -> Result<Vec<u8>, StateError> {
+        let rows: Vec<(&T, &BTreeSet<Cid>, &BTreeSet<Cid>)> =
+            state.elems.iter().map(|(e, t)| (e, &t.live, &t.removed)).collect();
+        to_cbor(&rows)
+    }
+
+    fn load(&self, bytes: &[u8]) -> Result<Self::State, StateError> {
+        let rows: Vec<(T, BTreeSet<Cid>, BTreeSet<Cid>)> = from_cbor(bytes)?;
+        let elems = rows.into_iter().map(|(e, live, removed)| (e, Tags { live, removed })).collect();
+        Ok(AddWinsState { elems })
+    }
+}

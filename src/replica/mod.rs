@@ -16,6 +16,7 @@
 //! | [`Validator`], [`FnValidator`], [`EventRef`] | application checks on every event |
 //! | [`Cursor`], [`Delta`] | reading the total order incrementally |
 //! | [`Metrics`], [`PendingStats`] | counters as plain values |
+//! | [`PrunePolicy`], [`PruneReport`], [`PruneError`] | dropping old events' bytes ([`prune`](Replica::prune)) while the clock stays exact |
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,15 +41,18 @@ mod cursor;
 mod ingest;
 mod outcome;
 mod pending;
+mod prune;
 mod validator;
 
 pub use config::ReplicaConfig;
 pub use cursor::{Cursor, Delta};
 pub use outcome::{AppendError, Ingest, IngestReport, Metrics, OpenError, PendingStats, RejectReason, Rejection};
+pub use prune::{PruneError, PrunePolicy, PruneReport};
 pub use validator::{EventRef, FnValidator, Validator};
 
 use ingest::Batch;
 use pending::PendingBuffer;
+use prune::PrunedSet;
 
 /// One stream's replica over a [`StreamStore`].
 ///
@@ -87,6 +91,8 @@ pub struct Replica<S: ?Sized + StreamStore> {
     signer: Option<Signer>,
     /// Checks received events' signatures.
     verifier: auth::Verifier,
+    /// The events whose bytes are pruned.
+    pruned: PrunedSet,
 }
 
 /// Buffers a local append reuses from call to call, so that a single append
@@ -206,6 +212,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
         let mut members = Self::load_policy(&store, stream).await?;
+        let mut pruned = PrunedSet::default();
         let mut start = 0u64;
         let mut parents: Vec<Digest> = Vec::new();
         loop {
@@ -213,6 +220,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             if page.is_empty() {
                 break;
             }
+            let page_start = start;
             start += page.len() as u64;
             let headers = match members {
                 Some(_) => Self::load_headers(&store, &page).await?,
@@ -232,8 +240,28 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 let inserted = dag
                     .insert_digests(&digest, entry.height, &parents)
                     .map_err(|e| StoreError::Corrupt(format!("log of {stream} out of order: {e}")))?;
-                if let (Some(index), Some(header)) = (members.as_mut(), headers.get(i)) {
-                    let id = inserted.id();
+                let id = inserted.id();
+                // Pruning names events by log position: it must be the id.
+                if id.index() as u64 != page_start + i as u64 {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: at position {} of the log of {stream}, index {}",
+                        entry.cid,
+                        page_start + i as u64,
+                        id.index()
+                    ))
+                    .into());
+                }
+                if entry.pruned {
+                    pruned.insert(id);
+                    if let Some(index) = members.as_mut() {
+                        // Never a membership event (those are not pruned): its
+                        // state is its parents'; its author is not known.
+                        let past = index.merge_ids(dag.parents(id));
+                        index.push_unattributed(id, past);
+                    }
+                    continue;
+                }
+                if let (Some(index), Some(Some(header))) = (members.as_mut(), headers.get(i)) {
                     let fields = header.auth.as_deref();
                     let author = fields.and_then(|a| a.author).ok_or_else(|| {
                         StoreError::Corrupt(format!("{}: an unsigned event in a signed stream", entry.cid))
@@ -266,6 +294,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             members,
             signer: None,
             verifier: auth::Verifier::default(),
+            pruned,
         })
     }
 
@@ -283,15 +312,26 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         })
     }
 
-    /// The headers of a page of log entries (read from the trusted store).
-    async fn load_headers(store: &Arc<S>, page: &[crate::store::LoggedEvent]) -> Result<Vec<Header>, StoreError> {
-        let cids: Vec<Cid> = page.iter().map(|e| e.cid).collect();
-        let blocks = store.get_many(&cids).await?;
-        cids.iter()
-            .zip(blocks)
-            .map(|(cid, block)| {
-                let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log, not in the store")))?;
+    /// The headers of a page of log entries (read from the trusted store);
+    /// `None` for a pruned entry.
+    async fn load_headers(
+        store: &Arc<S>,
+        page: &[crate::store::LoggedEvent],
+    ) -> Result<Vec<Option<Header>>, StoreError> {
+        let cids: Vec<Cid> = page.iter().filter(|e| !e.pruned).map(|e| e.cid).collect();
+        let mut blocks = store.get_many(&cids).await?.into_iter();
+        page.iter()
+            .map(|e| {
+                if e.pruned {
+                    return Ok(None);
+                }
+                let cid = &e.cid;
+                let block = blocks
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the log, not in the store")))?;
                 Header::parse(&block, &crate::event::Limits::TRUSTED)
+                    .map(Some)
                     .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block does not decode: {e}")))
             })
             .collect()
@@ -350,10 +390,13 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         self.dag
             .order()
             .filter(|id| {
-                index.author(*id).and_then(|a| revocations.get(&a)).is_some_and(|revs| {
-                    let cid = self.dag.cid(*id);
-                    !revs.iter().any(|r| self.dag.is_ancestor(&cid, r).unwrap_or(false))
-                })
+                // A pruned event's author is not known after a reopen: it is
+                // never listed (its payload is gone anyway).
+                !self.pruned.contains(*id)
+                    && index.author(*id).and_then(|a| revocations.get(&a)).is_some_and(|revs| {
+                        let cid = self.dag.cid(*id);
+                        !revs.iter().any(|r| self.dag.is_ancestor(&cid, r).unwrap_or(false))
+                    })
             })
             .map(|id| self.dag.cid(id))
             .collect()
@@ -430,20 +473,22 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         self.dag.contains(cid)
     }
 
-    /// The block of an event in the DAG.
+    /// The block of an event in the DAG (`None` for an event not in it).
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails.
+    /// [`StoreError::Pruned`] for an event whose bytes were pruned
+    /// ([`Replica::prune`]); [`StoreError`] when the store fails.
     pub async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
-        if !self.dag.contains(cid) {
-            return Ok(None);
+        let Some(id) = self.dag.id(cid) else { return Ok(None) };
+        if self.pruned.contains(id) {
+            return Err(StoreError::Pruned { cid: *cid });
         }
         self.store.get(cid).await
     }
 
     /// The counters.
     pub fn metrics(&self) -> Metrics {
-        self.metrics.clone()
+        Metrics { pruned: self.pruned.len() as u64, ..self.metrics.clone() }
     }
 
     /// What waits in the pending buffer: how many events, and the memory

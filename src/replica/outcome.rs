@@ -219,6 +219,9 @@ pub struct Metrics {
     pub evicted: u64,
     /// Refused events by [`Rejection::reason`].
     pub rejected: BTreeMap<RejectReason, u64>,
+    /// Events in the DAG whose bytes are pruned now
+    /// ([`Replica::prune`](crate::Replica::prune)).
+    pub pruned: u64,
 }
 
 /// What waits in the pending buffer ([`Replica::pending`]).

@@ -19,7 +19,7 @@
 
 use ipld_core::cid::Cid;
 
-use super::{Blockstore, StreamStore};
+use super::{Blockstore, LoggedEvent, StoreError, StreamStore};
 use crate::block::Block;
 use crate::event::Event;
 
@@ -285,6 +285,168 @@ pub async fn each_commit_replaces_the_heads(store: &dyn StreamStore) -> Result<(
     Ok(())
 }
 
+/// Prunes `entries` of `stream`: `Ok(None)` when the store does not prune
+/// (the pruning rules then hold trivially: pruning is optional).
+async fn try_prune(
+    store: &dyn StreamStore,
+    stream: &Cid,
+    entries: &[(u64, Cid)],
+    rule: &str,
+) -> Result<Option<super::PruneStats>, Violation> {
+    match store.prune(stream, entries).await {
+        Ok(stats) => Ok(Some(stats)),
+        Err(StoreError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(err(rule, e)),
+    }
+}
+
+/// The log entries of a stream, whole.
+async fn entries(store: &dyn StreamStore, stream: &Cid, rule: &str) -> Result<Vec<LoggedEvent>, Violation> {
+    store.read_log_entries(stream, 0, usize::MAX).await.map_err(|e| err(rule, e))
+}
+
+/// `prune` drops the bytes of the events it names and keeps everything else:
+/// the log (length, order, heights, parents, each pruned entry flagged), the
+/// heads and the other blocks; `get` of a pruned event is `Ok(None)`.
+pub async fn pruning_keeps_the_log_and_drops_the_bytes(store: &dyn StreamStore) -> Result<(), Violation> {
+    const RULE: &str = "pruning_keeps_the_log_and_drops_the_bytes";
+    let blocks = chain(7);
+    let stream = *blocks[0].cid();
+    let head = *blocks[6].cid();
+    store.commit(&stream, &blocks, &[head]).await.map_err(|e| err(RULE, e))?;
+    let before = entries(store, &stream, RULE).await?;
+    let gone = [1usize, 2, 4];
+    let plan: Vec<(u64, Cid)> = gone.iter().map(|&i| (i as u64, *blocks[i].cid())).collect();
+    let Some(stats) = try_prune(store, &stream, &plan, RULE).await? else { return Ok(()) };
+    let bytes: usize = gone.iter().map(|&i| blocks[i].len()).sum();
+    ensure!(
+        stats.events == 3 && stats.bytes == bytes as u64,
+        "prune reported {stats:?}, want 3 events of {bytes} bytes"
+    );
+    let after = entries(store, &stream, RULE).await?;
+    ensure!(after.len() == before.len(), "the log has {} entries after pruning, {} before", after.len(), before.len());
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        let pruned = gone.contains(&i);
+        ensure!(
+            a.cid == b.cid && a.height == b.height && a.parents == b.parents && a.pruned == pruned,
+            "log entry {i} is {a:?} after pruning, was {b:?} (pruned: want {pruned})"
+        );
+    }
+    ensure!(store.log_len(&stream).await.map_err(|e| err(RULE, e))? == 7, "log_len changed");
+    let log = store.read_log(&stream, 0, 100).await.map_err(|e| err(RULE, e))?;
+    ensure!(log.iter().eq(blocks.iter().map(Block::cid)), "read_log changed: {log:?}");
+    ensure!(store.heads(&stream).await.map_err(|e| err(RULE, e))? == Some(vec![head]), "the heads changed");
+    for (i, b) in blocks.iter().enumerate() {
+        let got = store.get(b.cid()).await.map_err(|e| err(RULE, e))?;
+        let has = store.has(b.cid()).await.map_err(|e| err(RULE, e))?;
+        if gone.contains(&i) {
+            ensure!(got.is_none() && !has, "pruned block {i} is still there (get {got:?}, has {has})");
+        } else {
+            ensure!(got.as_ref() == Some(b) && has, "block {i}, not pruned, reads back as {got:?}");
+        }
+    }
+    // A page that starts at a pruned entry.
+    let page = store.read_log_entries(&stream, 2, 3).await.map_err(|e| err(RULE, e))?;
+    ensure!(page == after[2..5], "read_log_entries(2, 3) = {page:?}, want {:?}", &after[2..5]);
+    Ok(())
+}
+
+/// Pruning again changes nothing; naming a position past the log's end, or
+/// another event than the one logged there, is `Corrupt` and prunes nothing.
+pub async fn pruning_is_idempotent_and_checks_what_it_names(store: &dyn StreamStore) -> Result<(), Violation> {
+    const RULE: &str = "pruning_is_idempotent_and_checks_what_it_names";
+    let blocks = chain(5);
+    let stream = *blocks[0].cid();
+    store.commit(&stream, &blocks, &[*blocks[4].cid()]).await.map_err(|e| err(RULE, e))?;
+    let plan = [(1u64, *blocks[1].cid())];
+    let Some(first) = try_prune(store, &stream, &plan, RULE).await? else { return Ok(()) };
+    ensure!(first.events == 1, "the first prune reported {first:?}");
+    let again = try_prune(store, &stream, &plan, RULE).await?.unwrap_or_default();
+    ensure!(again.events == 0 && again.bytes == 0, "pruning again reported {again:?}");
+    let before = entries(store, &stream, RULE).await?;
+    for bad in
+        [vec![(2u64, *blocks[2].cid()), (3, *blocks[2].cid())], vec![(2, *blocks[2].cid()), (9, *blocks[3].cid())]]
+    {
+        match store.prune(&stream, &bad).await {
+            Err(StoreError::Corrupt(_)) => {}
+            other => return Err(format!("prune of {bad:?} answered {other:?}, want Corrupt")),
+        }
+        ensure!(entries(store, &stream, RULE).await? == before, "a refused prune changed the log");
+        ensure!(store.has(blocks[2].cid()).await.map_err(|e| err(RULE, e))?, "a refused prune dropped a block");
+    }
+    Ok(())
+}
+
+/// Commits after a prune go on at the end of the log, and a prune of
+/// positions on both sides of earlier pruned ones merges with them.
+pub async fn commits_after_pruning_go_on_at_the_end(store: &dyn StreamStore) -> Result<(), Violation> {
+    const RULE: &str = "commits_after_pruning_go_on_at_the_end";
+    let blocks = chain(12);
+    let stream = *blocks[0].cid();
+    store.commit(&stream, &blocks[..6], &[*blocks[5].cid()]).await.map_err(|e| err(RULE, e))?;
+    let plan: Vec<(u64, Cid)> = (2..5).map(|i| (i as u64, *blocks[i].cid())).collect();
+    if try_prune(store, &stream, &plan, RULE).await?.is_none() {
+        return Ok(());
+    }
+    store.commit(&stream, &blocks[6..], &[*blocks[11].cid()]).await.map_err(|e| err(RULE, e))?;
+    let plan: Vec<(u64, Cid)> = [1usize, 5, 7, 8].iter().map(|&i| (i as u64, *blocks[i].cid())).collect();
+    try_prune(store, &stream, &plan, RULE).await?;
+    let got = entries(store, &stream, RULE).await?;
+    ensure!(got.len() == 12, "the log has {} entries, want 12", got.len());
+    for (i, e) in got.iter().enumerate() {
+        let pruned = [1usize, 2, 3, 4, 5, 7, 8].contains(&i);
+        ensure!(e.cid == *blocks[i].cid() && e.pruned == pruned, "log entry {i} is {e:?} (pruned: want {pruned})");
+    }
+    Ok(())
+}
+
+/// `append_skeleton` appends entries without bytes (they read back pruned)
+/// and replaces the heads; commits go on after them.
+pub async fn skeleton_entries_join_the_log_without_bytes(store: &dyn StreamStore) -> Result<(), Violation> {
+    const RULE: &str = "skeleton_entries_join_the_log_without_bytes";
+    let blocks = chain(6);
+    let stream = *blocks[0].cid();
+    store.commit(&stream, &blocks[..1], &[stream]).await.map_err(|e| err(RULE, e))?;
+    let skeleton: Vec<LoggedEvent> = blocks[1..4]
+        .iter()
+        .map(|b| LoggedEvent::from_block(b).map(|e| LoggedEvent { pruned: false, ..e }))
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(RULE, e))?;
+    match store.append_skeleton(&stream, &skeleton, &[*blocks[3].cid()]).await {
+        Ok(()) => {}
+        Err(StoreError::Unsupported { .. }) => return Ok(()),
+        Err(e) => return Err(err(RULE, e)),
+    }
+    ensure!(
+        store.heads(&stream).await.map_err(|e| err(RULE, e))? == Some(vec![*blocks[3].cid()]),
+        "append_skeleton did not replace the heads"
+    );
+    store.commit(&stream, &blocks[4..], &[*blocks[5].cid()]).await.map_err(|e| err(RULE, e))?;
+    let got = entries(store, &stream, RULE).await?;
+    ensure!(got.len() == 6, "the log has {} entries, want 6", got.len());
+    for (i, e) in got.iter().enumerate() {
+        let want = LoggedEvent::from_block(&blocks[i]).map_err(|e| err(RULE, e))?;
+        let pruned = (1..4).contains(&i);
+        ensure!(
+            e.cid == want.cid && e.height == want.height && e.parents == want.parents && e.pruned == pruned,
+            "log entry {i} is {e:?}, want {want:?} (pruned: {pruned})"
+        );
+        let got = store.get(&e.cid).await.map_err(|e| err(RULE, e))?;
+        ensure!(got.is_some() != pruned, "block {i}: get answered {got:?}");
+    }
+    Ok(())
+}
+
+/// Runs every pruning rule, each on a fresh store (a store that does not
+/// prune passes them: pruning is optional).
+pub async fn check_pruning<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
+    pruning_keeps_the_log_and_drops_the_bytes(&make()).await?;
+    pruning_is_idempotent_and_checks_what_it_names(&make()).await?;
+    commits_after_pruning_go_on_at_the_end(&make()).await?;
+    skeleton_entries_join_the_log_without_bytes(&make()).await?;
+    Ok(())
+}
+
 /// Runs every [`Blockstore`] and [`StreamStore`] rule, each on a fresh store.
 pub async fn check_stream_store<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
     check_blockstore(&make).await?;
@@ -293,5 +455,6 @@ pub async fn check_stream_store<S: StreamStore>(make: impl Fn() -> S) -> Result<
     streams_are_separate_and_may_share_blocks(&make()).await?;
     read_log_is_cut_only_by_the_end_of_the_log(&make()).await?;
     each_commit_replaces_the_heads(&make()).await?;
+    check_pruning(&make).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use ipld_core::cid::Cid;
 
-use super::{Blockstore, StoreError, StreamStore};
+use super::{Blockstore, LoggedEvent, PruneStats, StoreError, StreamStore};
 use crate::block::Block;
 
 /// Which operations a [`FaultyStore`] may fail.
@@ -22,8 +22,10 @@ pub enum FaultOp {
     Put,
     /// `commit`.
     Commit,
-    /// `heads`, `log_len`, `read_log`, `streams`.
+    /// `heads`, `log_len`, `read_log`, `read_log_entries`, `streams`.
     ReadMeta,
+    /// `prune` and `append_skeleton`.
+    Prune,
 }
 
 /// When a [`FaultyStore`] fails.
@@ -161,8 +163,20 @@ impl<S: StreamStore> StreamStore for FaultyStore<S> {
         self.check(FaultOp::ReadMeta)?;
         self.inner.read_log(stream, start, max).await
     }
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.check(FaultOp::ReadMeta)?;
+        self.inner.read_log_entries(stream, start, max).await
+    }
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {
         self.check(FaultOp::ReadMeta)?;
         self.inner.streams().await
+    }
+    async fn prune(&self, stream: &Cid, entries: &[(u64, Cid)]) -> Result<PruneStats, StoreError> {
+        self.check(FaultOp::Prune)?;
+        self.inner.prune(stream, entries).await
+    }
+    async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
+        self.check(FaultOp::Prune)?;
+        self.inner.append_skeleton(stream, entries, heads).await
     }
 }

@@ -9,7 +9,7 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use ipld_core::cid::Cid;
 
-use super::{Blockstore, Slot, StoreError, StreamStore, table_hash};
+use super::{Blockstore, LoggedEvent, PruneStats, Slot, StoreError, StreamStore, table_hash};
 use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 
 /// A [`StreamStore`] in memory. Cloning a [`Block`] is cheap, so `get` does
@@ -32,10 +32,33 @@ struct Inner {
 /// stream's log is a list of arena indices.
 #[derive(Default)]
 struct Blocks {
-    entries: Vec<(Key, Bytes)>,
+    entries: Vec<(Key, Held)>,
     index: HashTable<Slot>,
     hasher: KeyedState,
     bytes: usize,
+    /// Entries whose bytes are pruned.
+    pruned: usize,
+}
+
+/// What the arena holds of a block: its bytes, or, once pruned (or for an
+/// entry appended as a skeleton), only the event's height and parents.
+enum Held {
+    Bytes(Bytes),
+    Pruned(Box<Skeleton>),
+}
+
+struct Skeleton {
+    height: u64,
+    parents: Box<[Cid]>,
+}
+
+impl Held {
+    fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Held::Bytes(b) => Some(b),
+            Held::Pruned(_) => None,
+        }
+    }
 }
 
 /// A CID as the arena holds it: an event CID (the one shape this library
@@ -78,9 +101,10 @@ impl MemoryBlockstore {
         Self::default()
     }
 
-    /// The number of blocks held.
+    /// The number of blocks held (pruned ones are not).
     pub fn len(&self) -> usize {
-        self.read().blocks.entries.len()
+        let inner = self.read();
+        inner.blocks.entries.len() - inner.blocks.pruned
     }
 
     /// Whether no block is held.
@@ -95,7 +119,12 @@ impl MemoryBlockstore {
 
     /// Every block, in no particular order.
     pub fn blocks(&self) -> Vec<Block> {
-        self.read().blocks.entries.iter().map(|(k, b)| Block::new_unchecked(k.cid(), b.clone())).collect()
+        self.read()
+            .blocks
+            .entries
+            .iter()
+            .filter_map(|(k, held)| held.bytes().map(|b| Block::new_unchecked(k.cid(), b.clone())))
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -121,14 +150,30 @@ impl Blocks {
     }
 
     fn get(&self, cid: &Cid) -> Option<Block> {
-        self.find(cid).map(|i| Block::new_unchecked(*cid, self.entries[i as usize].1.clone()))
+        let i = self.find(cid)?;
+        self.entries[i as usize].1.bytes().map(|b| Block::new_unchecked(*cid, b.clone()))
+    }
+
+    fn has(&self, cid: &Cid) -> bool {
+        self.find(cid).is_some_and(|i| self.entries[i as usize].1.bytes().is_some())
     }
 
     /// Stores a block unless its CID is already there: a put of a present CID
-    /// changes nothing (the contract), even for a block built unchecked.
-    /// Returns its arena index.
+    /// changes nothing (the contract), even for a block built unchecked; a
+    /// put of a pruned one gives it its bytes back. Returns its arena index.
     fn put(&mut self, block: &Block) -> u32 {
-        let cid = block.cid();
+        let id = self.insert(block.cid(), || Held::Bytes(block.bytes().clone()));
+        let held = &mut self.entries[id as usize].1;
+        if let Held::Pruned(_) = held {
+            *held = Held::Bytes(block.bytes().clone());
+            self.pruned -= 1;
+            self.bytes += block.len();
+        }
+        id
+    }
+
+    /// The arena index of `cid`, adding it with `held()` if it is new.
+    fn insert(&mut self, cid: &Cid, held: impl FnOnce() -> Held) -> u32 {
         let hash = self.hash(cid);
         let id = u32::try_from(self.entries.len()).expect("fewer than 2^32 blocks in one memory store");
         let entries = &self.entries;
@@ -142,9 +187,23 @@ impl Blocks {
                 e.insert(Slot { id, hash });
             }
         }
-        self.entries.push((Key::new(cid), block.bytes().clone()));
-        self.bytes += block.len();
+        let held = held();
+        match &held {
+            Held::Bytes(b) => self.bytes += b.len(),
+            Held::Pruned(_) => self.pruned += 1,
+        }
+        self.entries.push((Key::new(cid), held));
         id
+    }
+
+    /// The log entry of arena index `i`.
+    fn logged(&self, i: u32) -> Result<LoggedEvent, StoreError> {
+        let (key, held) = &self.entries[i as usize];
+        let cid = key.cid();
+        match held {
+            Held::Bytes(b) => LoggedEvent::from_parts(&cid, b),
+            Held::Pruned(s) => Ok(LoggedEvent { cid, height: s.height, parents: s.parents.to_vec(), pruned: true }),
+        }
     }
 }
 
@@ -152,7 +211,8 @@ impl fmt::Debug for MemoryBlockstore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.read();
         f.debug_struct("MemoryBlockstore")
-            .field("blocks", &inner.blocks.entries.len())
+            .field("blocks", &(inner.blocks.entries.len() - inner.blocks.pruned))
+            .field("pruned", &inner.blocks.pruned)
             .field("bytes", &inner.blocks.bytes)
             .field("streams", &inner.streams.len())
             .finish()
@@ -171,7 +231,7 @@ impl Blockstore for MemoryBlockstore {
     }
 
     async fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.read().blocks.find(cid).is_some())
+        Ok(self.read().blocks.has(cid))
     }
 
     async fn put_many(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
@@ -225,6 +285,59 @@ impl StreamStore for MemoryBlockstore {
         let start = usize::try_from(start).unwrap_or(usize::MAX).min(meta.log.len());
         let end = start.saturating_add(max).min(meta.log.len());
         Ok(meta.log[start..end].iter().map(|&i| inner.blocks.entries[i as usize].0.cid()).collect())
+    }
+
+    async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+        let inner = self.read();
+        let Some(meta) = inner.streams.get(stream) else { return Ok(Vec::new()) };
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(meta.log.len());
+        let end = start.saturating_add(max).min(meta.log.len());
+        meta.log[start..end].iter().map(|&i| inner.blocks.logged(i)).collect()
+    }
+
+    async fn prune(&self, stream: &Cid, entries: &[(u64, Cid)]) -> Result<PruneStats, StoreError> {
+        let mut guard = self.write();
+        let Inner { blocks, streams } = &mut *guard;
+        let log = streams.get(stream).map_or(&[][..], |m| m.log.as_slice());
+        // Check everything first: a mismatch changes nothing.
+        let mut ids = Vec::with_capacity(entries.len());
+        for (pos, cid) in entries {
+            let id = usize::try_from(*pos).ok().and_then(|p| log.get(p)).copied();
+            match id {
+                Some(id) if blocks.entries[id as usize].0.is(cid) => ids.push(id),
+                _ => {
+                    return Err(StoreError::Corrupt(format!("{cid} is not at position {pos} of the log of {stream}")));
+                }
+            }
+        }
+        let mut stats = PruneStats::default();
+        for id in ids {
+            let (key, held) = &mut blocks.entries[id as usize];
+            let Held::Bytes(bytes) = held else { continue };
+            let entry = LoggedEvent::from_parts(&key.cid(), bytes)?;
+            stats.events += 1;
+            stats.bytes += bytes.len() as u64;
+            blocks.bytes -= bytes.len();
+            *held = Held::Pruned(Box::new(Skeleton { height: entry.height, parents: entry.parents.into() }));
+            blocks.pruned += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
+        let mut guard = self.write();
+        let Inner { blocks, streams } = &mut *guard;
+        let meta = streams.entry(*stream).or_default();
+        meta.log.reserve(entries.len());
+        for e in entries {
+            let id = blocks.insert(&e.cid, || {
+                Held::Pruned(Box::new(Skeleton { height: e.height, parents: e.parents.as_slice().into() }))
+            });
+            meta.log.push(id);
+        }
+        meta.heads.clear();
+        meta.heads.extend_from_slice(heads);
+        Ok(())
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {

@@ -42,6 +42,22 @@ pub enum StoreError {
     /// The store holds data that cannot be what this library wrote.
     #[error("store is corrupt: {0}")]
     Corrupt(String),
+    /// The event is in the stream, but its bytes were pruned
+    /// ([`StreamStore::prune`]): only its skeleton (digest, height, parents)
+    /// is kept. [`Replica::get`](crate::Replica::get) answers this for a
+    /// pruned event; a store's own `get` answers `Ok(None)`.
+    #[error("{cid}: pruned, only its skeleton (height, parents) is kept")]
+    Pruned {
+        /// The pruned event.
+        cid: Cid,
+    },
+    /// This store does not implement the operation (a store for tests, or
+    /// one written before it existed).
+    #[error("this store does not support {operation}")]
+    Unsupported {
+        /// The operation, as the trait names it.
+        operation: &'static str,
+    },
 }
 
 impl StoreError {
@@ -126,6 +142,21 @@ pub struct LoggedEvent {
     pub height: u64,
     /// Its parents, ascending by CID bytes.
     pub parents: Vec<Cid>,
+    /// The store holds only this entry, not the event's bytes: they were
+    /// dropped by [`StreamStore::prune`], or the entry was appended by
+    /// [`StreamStore::append_skeleton`].
+    pub pruned: bool,
+}
+
+/// What one [`StreamStore::prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneStats {
+    /// Events whose bytes this call dropped (not counting those pruned before).
+    pub events: u64,
+    /// The bytes of those blocks. The space a file store gives back to the
+    /// file system may differ (the redb store's `compact`).
+    pub bytes: u64,
 }
 
 impl LoggedEvent {
@@ -145,6 +176,7 @@ impl LoggedEvent {
             cid: *cid,
             height: header.height,
             parents: header.parents.iter().map(crate::block::cid_from_digest).collect(),
+            pruned: false,
         })
     }
 }
@@ -163,6 +195,21 @@ impl LoggedEvent {
 /// - `heads` of a stream never committed is `None`.
 /// - `read_log(stream, start, max)` returns at most `max` CIDs from position
 ///   `start` on, and fewer only at the end of the log.
+///
+/// Pruning (optional: the defaults answer [`StoreError::Unsupported`]):
+/// - `prune(stream, entries)` is atomic (all or nothing, also across a crash)
+///   and idempotent: an entry already pruned is skipped. Each entry names a
+///   log position and the event logged there; a mismatch, or a position past
+///   the end of the log, is [`StoreError::Corrupt`] and changes nothing.
+/// - After it, the log is unchanged (`log_len`, `read_log`, and
+///   `read_log_entries` with the same heights and parents) except that the
+///   pruned entries say `pruned`; the heads are unchanged; `get` of a pruned
+///   event is `Ok(None)` and `has` is false (unless the block is also held
+///   otherwise: put again, or logged by another stream of the same store).
+/// - `append_skeleton` appends entries without bytes (each `pruned` when
+///   read back) and replaces the heads, atomically, as `commit` does.
+/// - A store that prunes must override `read_log_entries` (the default reads
+///   each entry's block, which a pruned entry no longer has).
 #[async_trait]
 pub trait StreamStore: Blockstore {
     /// Atomically stores the blocks, appends their CIDs to the stream's log and
@@ -198,4 +245,23 @@ pub trait StreamStore: Blockstore {
 
     /// The streams this store holds, by genesis CID.
     async fn streams(&self) -> Result<Vec<Cid>, StoreError>;
+
+    /// Drops the bytes of the logged events `entries` names, each by its log
+    /// position and its CID, keeping their log entries (height, parents), in
+    /// one atomic step. See the trait's contract. Default:
+    /// [`StoreError::Unsupported`].
+    async fn prune(&self, stream: &Cid, entries: &[(u64, Cid)]) -> Result<PruneStats, StoreError> {
+        let _ = (stream, entries);
+        Err(StoreError::Unsupported { operation: "prune" })
+    }
+
+    /// Appends entries the store holds no bytes for (an event known only by
+    /// its skeleton, e.g. below a checkpoint a replica bootstrapped from) to
+    /// the stream's log, and replaces its heads, in one atomic step; each
+    /// entry's `pruned` flag is ignored (they all read back pruned). Default:
+    /// [`StoreError::Unsupported`].
+    async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
+        let _ = (stream, entries, heads);
+        Err(StoreError::Unsupported { operation: "append_skeleton" })
+    }
 }

@@ -164,6 +164,13 @@ pub trait Protocol {
         let _ = (state, cids);
     }
 
+    /// The events the peer said it holds only pruned (so it cannot send
+    /// them), ascending. Default: none.
+    fn pruned_by_peer<'s>(&self, state: &'s Self::State) -> &'s [Cid] {
+        let _ = state;
+        &[]
+    }
+
     /// Whether, as far as `state` knows, the peer holds exactly what
     /// `replica` holds. The driver never times out a settled session.
     /// Default: `false` (every quiet session may time out).
@@ -244,6 +251,10 @@ impl Protocol for Bloom {
 
     fn delivered(&self, state: &mut SyncState, cids: &[Cid]) {
         state.note_delivered(cids);
+    }
+
+    fn pruned_by_peer<'s>(&self, state: &'s SyncState) -> &'s [Cid] {
+        state.pruned_by_peer()
     }
 
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &SyncState) -> bool {
@@ -584,6 +595,21 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
     /// Whether `peer` is known to hold exactly what `replica` holds.
     pub fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, peer: &P) -> bool {
         self.peers.get(peer).is_some_and(|p| self.protocol.settled(replica, &p.state))
+    }
+
+    /// The events `replica` lacks (pending events wait for them) that no
+    /// connected peer can supply: every peer said it holds them only pruned.
+    /// Nothing waits on them in silence: fetch them from another source, or
+    /// bootstrap from a checkpoint. Empty with no peer connected. Ascending.
+    pub fn unavailable<S: ?Sized + StreamStore>(&self, replica: &Replica<S>) -> Vec<Cid> {
+        if self.peers.is_empty() {
+            return Vec::new();
+        }
+        replica
+            .missing()
+            .into_iter()
+            .filter(|c| self.peers.values().all(|p| self.protocol.pruned_by_peer(&p.state).binary_search(c).is_ok()))
+            .collect()
     }
 
     fn seed(&mut self) -> Option<u64> {

@@ -144,10 +144,18 @@ impl From<CborError> for SyncError {
 ///            count,         elements inserted
 ///            salt,          bytes, 16 or 32
 ///            bits ],        bytes, the bit array
-///   [block…] ]              each block embedded as itself (its exact DAG-CBOR bytes, so no
+///   [block…],               each block embedded as itself (its exact DAG-CBOR bytes, so no
 ///                           framing is paid per block), or as a byte string holding its
 ///                           bytes when they are not one canonical DAG-CBOR map
+///   [pruned…] ]             optional, only when not empty: links to events the receiver
+///                           asked for that the sender holds only pruned (no bytes)
 /// ```
+///
+/// The ninth item came with pruning ([`Replica::prune`](crate::Replica::prune)):
+/// a message without it is the eight-item list as before, so it costs
+/// nothing until a peer asks a pruned replica for a pruned block. A decoder
+/// from before it refuses a nine-item message (a decode error: the session
+/// restarts), which only a want for a pruned block can cause.
 ///
 /// The `ack` is the highest `seq` received. Blocks travel without their CIDs:
 /// the receiver hashes each one, which saves 36 bytes per block, and an
@@ -180,6 +188,10 @@ pub struct Message {
     pub want: Vec<Cid>,
     /// Event blocks, as bytes only: the receiver hashes each one to its CID.
     pub blocks: Vec<Bytes>,
+    /// Events the receiver asked for that the sender holds only pruned: it
+    /// has their skeleton, not their bytes, and will not send them. Ask
+    /// another peer.
+    pub pruned: Vec<Cid>,
 }
 
 impl fmt::Debug for Message {
@@ -197,6 +209,9 @@ impl fmt::Debug for Message {
         if let Some(filter) = &self.filter {
             d.field("filter", filter).field("since", &shorts(&self.since));
         }
+        if !self.pruned.is_empty() {
+            d.field("pruned", &shorts(&self.pruned));
+        }
         d.field("want", &self.want.len())
             .field("blocks", &self.blocks.len())
             .field("block_bytes", &self.blocks.iter().map(Bytes::len).sum::<usize>())
@@ -209,9 +224,9 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let block_bytes: usize = self.blocks.iter().map(|b| b.len() + 5).sum();
         let filter_bytes = self.filter.as_ref().map_or(1, |f| f.bits().len() + 64 + LINK_BYTES * self.since.len());
-        let links = LINK_BYTES * (self.heads.len() + self.want.len());
+        let links = LINK_BYTES * (self.heads.len() + self.want.len() + self.pruned.len());
         let mut out = Vec::with_capacity(32 + links + filter_bytes + block_bytes);
-        cbor::write_head(&mut out, MAJOR_ARRAY, 8);
+        cbor::write_head(&mut out, MAJOR_ARRAY, if self.pruned.is_empty() { 8 } else { 9 });
         cbor::write_head(&mut out, MAJOR_UINT, VERSION);
         let flags = if self.hello { FLAG_HELLO } else { 0 } | if self.more { FLAG_MORE } else { 0 };
         cbor::write_head(&mut out, MAJOR_UINT, flags);
@@ -241,6 +256,9 @@ impl Message {
                 out.extend_from_slice(block);
             }
         }
+        if !self.pruned.is_empty() {
+            write_links(&mut out, &self.pruned);
+        }
         out
     }
 
@@ -263,8 +281,8 @@ impl Message {
         if version != VERSION {
             return Err(SyncError::UnsupportedVersion { version });
         }
-        if fields != 8 {
-            return Err(SyncError::decode(0, "a version 1 message is a list of 8 items"));
+        if fields != 8 && fields != 9 {
+            return Err(SyncError::decode(0, "a version 1 message is a list of 8 items (9 with pruned events)"));
         }
         let at = r.pos();
         let flags = read_uint(&mut r, "flags must be an unsigned integer")?;
@@ -277,6 +295,10 @@ impl Message {
         let want = read_links(&mut r, limits.max_wants, "wants")?;
         let (filter, since) = read_filter(&mut r, bytes, limits)?;
         let blocks = read_blocks(&mut r, bytes, limits)?;
+        let pruned = if fields == 9 { read_links(&mut r, limits.max_wants, "pruned events")? } else { Vec::new() };
+        if fields == 9 && pruned.is_empty() {
+            return Err(SyncError::decode(r.pos(), "an empty pruned list is left out, not sent"));
+        }
         if r.remaining() > 0 {
             return Err(SyncError::decode(r.pos(), "trailing bytes after the message"));
         }
@@ -290,6 +312,7 @@ impl Message {
             since,
             want,
             blocks,
+            pruned,
         })
     }
 
@@ -299,6 +322,7 @@ impl Message {
             ("heads", self.heads.len(), limits.max_heads),
             ("filter since heads", self.since.len(), limits.max_heads),
             ("wants", self.want.len(), limits.max_wants),
+            ("pruned events", self.pruned.len(), limits.max_wants),
             ("blocks", self.blocks.len(), limits.max_blocks),
             ("filter bytes", self.filter.as_ref().map_or(0, |f| f.bits().len()), limits.max_filter_bytes),
         ];
@@ -462,7 +486,32 @@ mod tests {
             since: vec![*g.cid()],
             want: vec![*g.cid()],
             blocks: vec![a.bytes().clone(), Bytes::from_static(b"not cbor"), g.bytes().clone()],
+            pruned: Vec::new(),
         }
+    }
+
+    /// Pruned events travel as a ninth item, only when there are some: a
+    /// message without them is byte for byte the eight-item one.
+    #[test]
+    fn pruned_events_travel_as_a_ninth_item() {
+        let mut m = sample();
+        let eight = m.encode();
+        assert_eq!(eight[0], 0x88);
+        m.pruned = m.since.clone();
+        let nine = m.encode();
+        assert_eq!(nine[0], 0x89);
+        assert_eq!(nine[1..eight.len()], eight[1..]);
+        assert_eq!(Message::decode(&nine, &SyncLimits::default()).unwrap(), m);
+        for cut in eight.len()..nine.len() {
+            assert!(matches!(Message::decode(&nine[..cut], &SyncLimits::default()), Err(SyncError::Decode { .. })));
+        }
+        // An empty ninth item is not how an empty list is sent.
+        let mut empty_ninth = eight.clone();
+        empty_ninth[0] = 0x89;
+        empty_ninth.push(0x80);
+        assert!(matches!(Message::decode(&empty_ninth, &SyncLimits::default()), Err(SyncError::Decode { .. })));
+        let limits = SyncLimits { max_wants: 0, ..SyncLimits::default() };
+        assert!(matches!(Message::decode(&nine, &limits), Err(SyncError::LimitExceeded { .. })));
     }
 
     #[test]

@@ -229,13 +229,22 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     let view = PeerView::of(dag, &state.session);
     let (mut out, exact) =
         if changed { lacking(dag, &mut state.session, &my_heads, &view)? } else { (Vec::new(), false) };
-    let wanted = answer_wants(dag, &mut state.session, &view, &mut out)?;
+    let mut wanted = answer_wants(dag, &mut state.session, &view, &mut out)?;
+    // Never offer a block we no longer have; say so for those asked for.
+    let before = out.len();
+    out.retain(|id| !replica.is_pruned_id(*id));
+    let skipped = out.len() != before;
+    if skipped {
+        msg.pruned = wanted.iter().filter(|c| replica.is_pruned(c)).copied().collect();
+        wanted.retain(|c| !replica.is_pruned(c));
+    }
     out.sort_unstable_by_key(|id| dag.key(*id));
     out.dedup();
     let overhead = msg.filter.as_ref().map_or(0, |f| f.bits().len()) + LINK_BYTES * (my_heads.len() + msg.since.len());
     let (blocks, truncated) = fill(replica, state, &out, &wanted, overhead).await?;
-    // Once everything it lacks is on its way, it will hold exactly our history.
-    let predicts = exact && !truncated;
+    // Once everything it lacks is on its way, it will hold exactly our history
+    // (not when pruned events of it could not be sent).
+    let predicts = exact && !truncated && !skipped;
     if predicts {
         state.session.predicted = Some(my_heads.clone());
         if mutation::on(mutation::Mutation::HeadsOnSend) {
@@ -243,7 +252,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
         }
     }
     if changed {
-        msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants);
+        msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants, &state.unavailable);
     }
     Ok(finish(&mut state.session, msg, blocks, my_heads, truncated))
 }
@@ -384,8 +393,15 @@ async fn fill<S: ?Sized + StreamStore>(
 }
 
 /// Step 5: once the peer has answered our filter, one batched want of its
-/// heads we lack and of every missing parent, each asked once per session.
-fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &PeerView, max: usize) -> Vec<Cid> {
+/// heads we lack and of every missing parent, each asked once per session,
+/// and never one the peer said it holds only pruned (`unavailable`).
+fn our_wants<S: ?Sized + StreamStore>(
+    replica: &Replica<S>,
+    s: &Session,
+    view: &PeerView,
+    max: usize,
+    unavailable: &[Cid],
+) -> Vec<Cid> {
     if !(s.filter_sent && s.their_ack >= s.filter_seq && !s.their_more) {
         return Vec::new();
     }
@@ -395,7 +411,7 @@ fn our_wants<S: ?Sized + StreamStore>(replica: &Replica<S>, s: &Session, view: &
     want.extend(replica.missing());
     want.sort_unstable();
     want.dedup();
-    want.retain(|c| !s.asked.contains(c));
+    want.retain(|c| !s.asked.contains(c) && unavailable.binary_search(c).is_err());
     want.truncate(max);
     want
 }
@@ -424,6 +440,7 @@ fn finish(
     let say = msg.filter.is_some()
         || !blocks.is_empty()
         || !msg.want.is_empty()
+        || !msg.pruned.is_empty()
         || (s.owe_reply && !in_sync)
         || (heads_changed && !in_sync);
     // With nothing else to say, an acknowledgement carries no heads.
@@ -476,7 +493,8 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     msg: Message,
 ) -> Result<Received, SyncError> {
     msg.check(&state.limits)?;
-    let Message { hello, more, seq, ack, heads, filter, since, want, blocks } = msg;
+    let Message { hello, more, seq, ack, heads, filter, since, want, blocks, pruned } = msg;
+    state.note_pruned(pruned);
     let mut blocks = blocks;
     if mutation::on(mutation::Mutation::DropUnasked) {
         blocks.retain(|b| state.session.asked.contains(&crate::block::cid_of(b)));

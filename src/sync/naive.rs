@@ -76,7 +76,11 @@ pub async fn naive_generate<S: ?Sized + StreamStore>(
     let dag = replica.dag();
     let my_heads = dag.heads();
     let mut msg = Message::default();
-    let wanted: Vec<Cid> = std::mem::take(&mut state.their_wants).into_iter().filter(|c| dag.contains(c)).collect();
+    let (pruned, wanted): (Vec<Cid>, Vec<Cid>) = std::mem::take(&mut state.their_wants)
+        .into_iter()
+        .filter(|c| dag.contains(c))
+        .partition(|c| replica.is_pruned(c));
+    msg.pruned = pruned;
     let mut blocks = Vec::with_capacity(wanted.len());
     for (cid, block) in wanted.iter().zip(replica.store().get_many(&wanted).await?) {
         let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
@@ -99,7 +103,7 @@ pub async fn naive_generate<S: ?Sized + StreamStore>(
     state.dirty = false;
     let heads_changed = state.last_sent_heads.as_ref() != Some(&my_heads);
     let in_sync = state.their_heads.as_ref() == Some(&my_heads);
-    if blocks.is_empty() && msg.want.is_empty() && (!heads_changed || in_sync) {
+    if blocks.is_empty() && msg.want.is_empty() && msg.pruned.is_empty() && (!heads_changed || in_sync) {
         return Ok(None);
     }
     state.seq += 1;

@@ -51,6 +51,9 @@ pub struct SyncState {
     pub(crate) limits: SyncLimits,
     salts: Salts,
     pub(crate) session: Box<Session>,
+    /// Events the peer said it holds only pruned, ascending: never asked of
+    /// it again (kept across sessions; at most `max_wants` of them).
+    pub(crate) unavailable: Vec<Cid>,
 }
 
 /// The current session with the peer.
@@ -152,6 +155,7 @@ impl SyncState {
             limits: SyncLimits::default(),
             salts: Salts::random(),
             session: Box::new(Session::fresh(true)),
+            unavailable: Vec::new(),
         }
     }
 
@@ -225,6 +229,31 @@ impl SyncState {
             // Number 0: a want for it is answered whatever the peer had seen.
             s.sent.entry(digest).or_insert(0);
         }
+    }
+
+    /// Events the peer said it holds only pruned (its answer to our wants):
+    /// we do not ask it for them again. Ascending. Those our replica still
+    /// lacks are [`SyncState::unavailable`].
+    pub fn pruned_by_peer(&self) -> &[Cid] {
+        &self.unavailable
+    }
+
+    /// Events our replica lacks (a pending event waits for them) that this
+    /// peer said it holds only pruned: it cannot supply them, so fetch them
+    /// elsewhere, or bootstrap from a checkpoint. Ascending.
+    pub fn unavailable<S: ?Sized + crate::store::StreamStore>(&self, replica: &crate::Replica<S>) -> Vec<Cid> {
+        replica.missing().into_iter().filter(|c| self.unavailable.binary_search(c).is_ok()).collect()
+    }
+
+    /// Records the peer's answer that it holds these only pruned.
+    pub(crate) fn note_pruned(&mut self, pruned: Vec<Cid>) {
+        if pruned.is_empty() {
+            return;
+        }
+        let room = self.limits.max_wants.saturating_sub(self.unavailable.len());
+        self.unavailable.extend(pruned.into_iter().take(room));
+        self.unavailable.sort_unstable();
+        self.unavailable.dedup();
     }
 
     /// Starts a new session because the peer started one (our next filter

@@ -15,23 +15,33 @@ use redb::{
 
 mod keydir;
 mod layout;
+mod pruned;
 
 use self::keydir::Keydir;
 use self::layout::*;
-use super::{Blockstore, LoggedEvent, StoreError, StreamStore};
-use crate::block::{Block, DIGEST_LEN, Digest, digest_of};
+use self::pruned::Skel;
+use super::{Blockstore, LoggedEvent, PruneStats, StoreError, StreamStore};
+use crate::block::{Block, DIGEST_LEN, Digest, cid_from_digest, digest_of};
 
 type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 const BLOCKS: BytesTable = TableDefinition::new("blocks");
 const HEADS: BytesTable = TableDefinition::new("stream_heads");
 const LOG: BytesTable = TableDefinition::new("stream_log");
+const PRUNED: BytesTable = TableDefinition::new("stream_pruned");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format_version";
-/// 3: a log value holds the event block itself (see [`RedbBlockstore`]).
-/// (2 held the event CID, height and parents; 1 the event CID.)
-const FORMAT_VERSION: u64 = 3;
+/// 4: pruned log entries live in `stream_pruned` (see [`RedbBlockstore`]).
+/// (3 had no such table, and is upgraded in place on open: its files are
+/// version-4 files with nothing pruned. 2 held the event CID, height and
+/// parents in the log; 1 the event CID.)
+const FORMAT_VERSION: u64 = 4;
+/// The earliest version opened (and upgraded in place).
+const FORMAT_UPGRADABLE: u64 = 3;
+
+/// Pruned positions handled per step of a prune (bounds its memory).
+const PRUNE_CHUNK: usize = 1 << 16;
 
 /// The first byte of a log value: the block follows, after its digest.
 const TAG_INLINE: u8 = 0;
@@ -67,14 +77,23 @@ pub enum Durability {
 ///
 /// # Layout
 ///
-/// Four tables, all keyed by raw bytes (format version 3):
+/// Five tables, all keyed by raw bytes (format version 4):
 ///
-/// | table          | key                                   | value                                       |
-/// | -------------- | ------------------------------------- | ------------------------------------------- |
-/// | `stream_log`   | stream CID bytes ++ position (u64 BE) | `0` ++ event digest (32 bytes) ++ block bytes, or `1` ++ CID bytes |
-/// | `stream_heads` | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated          |
-/// | `blocks`       | CID bytes                             | block bytes                                 |
-/// | `meta`         | `"format_version"`                    | `3`                                         |
+/// | table           | key                                   | value                                       |
+/// | --------------- | ------------------------------------- | ------------------------------------------- |
+/// | `stream_log`    | stream CID bytes ++ position (u64 BE) | `0` ++ event digest (32 bytes) ++ block bytes, or `1` ++ CID bytes |
+/// | `stream_pruned` | stream CID bytes ++ first position    | a row of pruned entries (digest, height, parents), about 3.9 KB |
+/// | `stream_heads`  | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated          |
+/// | `blocks`        | CID bytes                             | block bytes                                 |
+/// | `meta`          | `"format_version"`                    | `4`                                         |
+///
+/// Each log position is in exactly one of `stream_log` (the event's bytes
+/// are here) and `stream_pruned` (only its skeleton is: it was pruned, or
+/// appended as a skeleton). A pruned row packs consecutive pruned entries,
+/// parents by back-reference within the row where it can: about 36 bytes an
+/// entry for a chain, and under 64 on disk with redb's pages (the
+/// `history_report` example measures it). Reads merge the two tables by
+/// position.
 ///
 /// A committed event block lives in its stream's log entry (the `0` form).
 /// The log key grows with every append, so a commit writes only the
@@ -229,10 +248,15 @@ impl RedbBlockstore {
                     meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(be)?;
                 }
                 Some(FORMAT_VERSION) => {}
+                Some(FORMAT_UPGRADABLE) => {
+                    // The same layout without pruned rows: the table is created below.
+                    meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(be)?;
+                }
                 Some(v) if v < FORMAT_VERSION => {
                     return Err(StoreError::Corrupt(format!(
                         "store format version {v} was written by an earlier version of this library, which reads \
-                         only version {FORMAT_VERSION}; there is no migration: create a new store"
+                         only version {FORMAT_VERSION} (and upgrades version {FORMAT_UPGRADABLE}); there is no \
+                         migration: create a new store"
                     )));
                 }
                 Some(v) => {
@@ -244,6 +268,7 @@ impl RedbBlockstore {
             txn.open_table(BLOCKS).map_err(be)?;
             txn.open_table(HEADS).map_err(be)?;
             txn.open_table(LOG).map_err(be)?;
+            txn.open_table(PRUNED).map_err(be)?;
         }
         txn.commit().map_err(be)?;
         Ok(RedbBlockstore { db, path, durability, commit_lock: Mutex::new(()), keydir: RwLock::new(None) })
@@ -349,9 +374,10 @@ impl RedbBlockstore {
             let mut block_table = txn.open_table(BLOCKS).map_err(be)?;
             let mut log_table = txn.open_table(LOG).map_err(be)?;
             let mut heads_table = txn.open_table(HEADS).map_err(be)?;
+            let pruned_table = txn.open_table(PRUNED).map_err(be)?;
             // Usually nothing was put on its own: no lookup per block then.
             let any_put = !block_table.is_empty().map_err(be)?;
-            let mut pos = log_end(&log_table, &skey, stream)?;
+            let mut pos = log_end(&log_table, &skey, stream)?.max(pruned_end_of(&pruned_table, &skey, stream)?);
             let mut key = Vec::with_capacity(skey.len() + 8);
             let mut value = Vec::with_capacity(512);
             for b in blocks {
@@ -500,15 +526,16 @@ impl RedbBlockstore {
         Ok(self.keydir_read().as_ref().and_then(|k| k.find(digest).map(|l| k.log_key(l))))
     }
 
-    /// Visits up to `max` values of a stream's log from position `start`, in
-    /// one range scan; `visit` also sees the `blocks` table of the same
-    /// snapshot, the position, and how to name the entry.
+    /// Visits up to `max` entries of a stream's log from position `start`,
+    /// in one range scan of the log and one of its pruned rows, merged by
+    /// position; `visit` also sees the `blocks` table of the same snapshot,
+    /// and how to name the entry.
     fn scan_log(
         &self,
         stream: &Cid,
         start: u64,
         max: usize,
-        mut visit: impl FnMut(Logged<'_>, &BlocksTable, u64, &dyn Fn() -> String) -> Result<(), StoreError>,
+        mut visit: impl FnMut(Visit<'_>, &BlocksTable, &dyn Fn() -> String) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if max == 0 {
             return Ok(());
@@ -519,13 +546,35 @@ impl RedbBlockstore {
         let txn = self.db.begin_read().map_err(be)?;
         let table = txn.open_table(LOG).map_err(be)?;
         let blocks = txn.open_table(BLOCKS).map_err(be)?;
-        let range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?;
-        for (i, entry) in range.take(max).enumerate() {
-            let (_, value) = entry.map_err(be)?;
-            // Below u64::MAX: the position of an existing key.
-            let pos = start.saturating_add(i as u64);
+        let pruned_table = txn.open_table(PRUNED).map_err(be)?;
+        let mut range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?;
+        let mut rows = PrunedRows::new(&pruned_table, &skey, start, stream)?;
+        let mut next_logged = range.next().transpose().map_err(be)?;
+        let mut pos = start;
+        for _ in 0..max {
+            let logged_pos = next_logged.as_ref().map(|(k, _)| split_log_key(k.value()).map_or(u64::MAX, |(_, p)| p));
+            let pruned_pos = rows.peek()?.map(|s| s.pos);
             let what = || format!("log entry {pos} of stream {stream}");
-            visit(Logged::decode(value.value(), &what)?, &blocks, pos, &what)?;
+            match (logged_pos, pruned_pos) {
+                (None, None) => break,
+                (Some(l), p) if p.is_none_or(|p| l < p) => {
+                    if l != pos {
+                        return Err(StoreError::Corrupt(format!("{}: the log goes on at position {l}", what())));
+                    }
+                    let (_, value) = next_logged.take().expect("peeked");
+                    visit(Visit::Logged(Logged::decode(value.value(), &what)?), &blocks, &what)?;
+                    next_logged = range.next().transpose().map_err(be)?;
+                }
+                (_, Some(p)) => {
+                    if p != pos {
+                        return Err(StoreError::Corrupt(format!("{}: the log goes on at position {p}", what())));
+                    }
+                    let skel = rows.next().expect("peeked");
+                    visit(Visit::Pruned(&skel), &blocks, &what)?;
+                }
+                (Some(_), None) => unreachable!("covered above"),
+            }
+            pos = pos.saturating_add(1);
         }
         Ok(())
     }
@@ -533,20 +582,236 @@ impl RedbBlockstore {
     fn read_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1 << 16));
         // Each header is parsed where redb holds the block: nothing is copied.
-        self.scan_log(stream, start, max, |logged, blocks, _, what| {
-            let entry = match logged {
-                Logged::Inline { cid, bytes } => LoggedEvent::from_parts(&cid, bytes),
-                Logged::InBlocks(cid) => {
+        self.scan_log(stream, start, max, |visit, blocks, what| {
+            let entry = match visit {
+                Visit::Logged(Logged::Inline { cid, bytes }) => LoggedEvent::from_parts(&cid, bytes),
+                Visit::Logged(Logged::InBlocks(cid)) => {
                     let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
                         return Err(StoreError::Corrupt(format!("{}: {cid} is not in the blocks table", what())));
                     };
                     LoggedEvent::from_parts(&cid, v.value())
                 }
+                Visit::Pruned(skel) => Ok(LoggedEvent {
+                    cid: cid_from_digest(&skel.digest),
+                    height: skel.height,
+                    parents: skel.parents.iter().map(cid_from_digest).collect(),
+                    pruned: true,
+                }),
             };
             out.push(entry.map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))?);
             Ok(())
         })?;
         Ok(out)
+    }
+
+    fn prune_sync(&self, stream: &Cid, entries: &[(u64, Cid)]) -> Result<PruneStats, StoreError> {
+        let mut sorted = entries.to_vec();
+        sorted.sort_unstable_by_key(|(pos, _)| *pos);
+        sorted.dedup();
+        if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(StoreError::Corrupt(format!("two events for position {} of {stream}", w[0].0)));
+        }
+        let skey = stream.to_bytes();
+        let _commits = self.lock_commits();
+        let txn = self.begin_write()?;
+        let mut stats = PruneStats::default();
+        {
+            let mut log = txn.open_table(LOG).map_err(be)?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(be)?;
+            let mut pruned = txn.open_table(PRUNED).map_err(be)?;
+            for chunk in sorted.chunks(PRUNE_CHUNK) {
+                let (lo, hi) = (chunk[0].0, chunk[chunk.len() - 1].0);
+                let mut skels = take_rows(&mut pruned, &skey, lo, hi, stream)?;
+                let mut fresh = Vec::with_capacity(chunk.len());
+                for (pos, cid) in chunk {
+                    let what = || format!("log entry {pos} of stream {stream}");
+                    if let Ok(i) = skels.binary_search_by_key(pos, |s| s.pos) {
+                        if digest_of(cid) != Some(skels[i].digest) {
+                            return Err(StoreError::Corrupt(format!("{}: pruned, and not {cid}", what())));
+                        }
+                        continue; // pruned before
+                    }
+                    let key = log_key(&skey, *pos);
+                    let (skel, len, in_blocks) = {
+                        let Some(value) = log.get(key.as_slice()).map_err(be)? else {
+                            return Err(StoreError::Corrupt(format!("{}: no such entry to prune {cid}", what())));
+                        };
+                        let logged = Logged::decode(value.value(), &what)?;
+                        if logged.cid() != *cid {
+                            return Err(StoreError::Corrupt(format!("{}: holds {}, not {cid}", what(), logged.cid())));
+                        }
+                        let Some(digest) = digest_of(cid) else {
+                            return Err(StoreError::Unsupported { operation: "prune of a block without an event CID" });
+                        };
+                        match logged {
+                            Logged::Inline { bytes, .. } => (skeleton(*pos, digest, cid, bytes)?, bytes.len(), false),
+                            Logged::InBlocks(_) => {
+                                let Some(v) = blocks.get(cid.to_bytes().as_slice()).map_err(be)? else {
+                                    return Err(StoreError::Corrupt(format!("{}: {cid} is not stored", what())));
+                                };
+                                (skeleton(*pos, digest, cid, v.value())?, v.value().len(), true)
+                            }
+                        }
+                    };
+                    log.remove(key.as_slice()).map_err(be)?;
+                    if in_blocks {
+                        blocks.remove(cid.to_bytes().as_slice()).map_err(be)?;
+                    }
+                    stats.events += 1;
+                    stats.bytes += len as u64;
+                    fresh.push(skel);
+                }
+                skels.extend(fresh);
+                skels.sort_unstable_by_key(|s| s.pos);
+                put_rows(&mut pruned, &skey, &skels)?;
+            }
+        }
+        if let Err(e) = txn.commit() {
+            *self.keydir_write() = None;
+            return Err(be(e));
+        }
+        if stats.events > 0 {
+            // Built again, without the pruned events, by the next lookup.
+            *self.keydir_write() = None;
+        }
+        Ok(stats)
+    }
+
+    fn append_skeleton_sync(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
+        let skey = stream.to_bytes();
+        let _commits = self.lock_commits();
+        let txn = self.begin_write()?;
+        {
+            let log = txn.open_table(LOG).map_err(be)?;
+            let mut pruned = txn.open_table(PRUNED).map_err(be)?;
+            let mut heads_table = txn.open_table(HEADS).map_err(be)?;
+            let end = log_end(&log, &skey, stream)?.max(pruned_end_of(&pruned, &skey, stream)?);
+            let unsupported = || StoreError::Unsupported { operation: "append_skeleton of a non-event CID" };
+            let mut fresh = Vec::with_capacity(entries.len());
+            for (i, e) in entries.iter().enumerate() {
+                let pos = end
+                    .checked_add(i as u64)
+                    .ok_or_else(|| StoreError::Corrupt(format!("log of stream {stream} is at the largest position")))?;
+                let parents =
+                    e.parents.iter().map(digest_of).collect::<Option<Vec<Digest>>>().ok_or_else(unsupported)?;
+                fresh.push(Skel { pos, digest: digest_of(&e.cid).ok_or_else(unsupported)?, height: e.height, parents });
+            }
+            if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+                let mut skels = take_rows(&mut pruned, &skey, first.pos, last.pos, stream)?;
+                skels.extend(fresh);
+                put_rows(&mut pruned, &skey, &skels)?;
+            }
+            let encoded = encode_cids(heads);
+            heads_table.insert(skey.as_slice(), encoded.as_slice()).map_err(be)?;
+        }
+        txn.commit().map_err(be)
+    }
+
+    /// Compacts the database file (redb's `compact`): gives the space that
+    /// pruning (or any removal) freed back to the file system, so the file
+    /// shrinks. Returns whether anything was compacted. Takes a while on a
+    /// large file, and needs no other handle on the store.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when redb fails or a read transaction is open.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.db.compact().map_err(be)
+    }
+}
+
+/// One entry of a log scan: an entry with its bytes, or a pruned one.
+enum Visit<'a> {
+    Logged(Logged<'a>),
+    Pruned(&'a Skel),
+}
+
+/// The skeleton of the event `cid` logged at `pos`, from its stored bytes.
+fn skeleton(pos: u64, digest: Digest, cid: &Cid, bytes: &[u8]) -> Result<Skel, StoreError> {
+    let header = crate::event::Header::parse_bytes(cid, bytes, &crate::event::Limits::TRUSTED)
+        .map_err(|e| StoreError::Corrupt(format!("{cid}: stored block is not an event: {e}")))?;
+    Ok(Skel { pos, digest, height: header.height, parents: header.parents.to_vec() })
+}
+
+/// The position after a stream's last pruned entry (0: none).
+fn pruned_end_of<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    table: &T,
+    skey: &[u8],
+    stream: &Cid,
+) -> Result<u64, StoreError> {
+    pruned::pruned_end(table, skey, &|| format!("the pruned log of stream {stream}"))
+}
+
+/// Removes and decodes the pruned rows that may hold `lo..=hi` (and the row
+/// just before, so that a later prune fills the last row instead of starting
+/// a small one): their entries, ascending by position.
+fn take_rows(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    skey: &[u8],
+    lo: u64,
+    hi: u64,
+    stream: &Cid,
+) -> Result<Vec<Skel>, StoreError> {
+    let rows = pruned::rows_around(table, skey, lo, hi)?;
+    let mut out = Vec::new();
+    for (first, value) in rows {
+        out.extend(pruned::decode_row(first, &value, &|| format!("the pruned log of stream {stream}"))?);
+        table.remove(log_key(skey, first).as_slice()).map_err(be)?;
+    }
+    Ok(out)
+}
+
+/// Writes entries (ascending by position) as rows.
+fn put_rows(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    skey: &[u8],
+    entries: &[Skel],
+) -> Result<(), StoreError> {
+    for (first, value) in pruned::encode_rows(entries) {
+        table.insert(log_key(skey, first).as_slice(), value.as_slice()).map_err(be)?;
+    }
+    Ok(())
+}
+
+/// A stream's pruned entries from a position on, decoded a row at a time.
+struct PrunedRows<'t> {
+    range: redb::Range<'t, &'static [u8], &'static [u8]>,
+    buffer: std::collections::VecDeque<Skel>,
+    stream: &'t Cid,
+}
+
+impl<'t> PrunedRows<'t> {
+    fn new(
+        table: &'t redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        skey: &[u8],
+        start: u64,
+        stream: &'t Cid,
+    ) -> Result<Self, StoreError> {
+        let mut buffer = std::collections::VecDeque::new();
+        // The row that may hold `start`: the last one starting at or before it.
+        if let Some((first, value)) = pruned::rows_around(table, skey, start, start)?.into_iter().next() {
+            let row = pruned::decode_row(first, &value, &|| format!("the pruned log of stream {stream}"))?;
+            buffer.extend(row.into_iter().filter(|s| s.pos >= start));
+        }
+        let lo = log_key(skey, start.saturating_add(1));
+        let hi = log_key(skey, u64::MAX);
+        let range = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(be)?;
+        Ok(PrunedRows { range, buffer, stream })
+    }
+
+    fn peek(&mut self) -> Result<Option<&Skel>, StoreError> {
+        if self.buffer.is_empty()
+            && let Some(entry) = self.range.next()
+        {
+            let (k, v) = entry.map_err(be)?;
+            let first = split_log_key(k.value()).map_or(0, |(_, p)| p);
+            let stream = self.stream;
+            self.buffer.extend(pruned::decode_row(first, v.value(), &|| format!("the pruned log of stream {stream}"))?);
+        }
+        Ok(self.buffer.front())
+    }
+
+    fn next(&mut self) -> Option<Skel> {
+        self.buffer.pop_front()
     }
 }
 
@@ -727,13 +992,18 @@ impl StreamStore for RedbBlockstore {
     async fn log_len(&self, stream: &Cid) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(be)?;
         let table = txn.open_table(LOG).map_err(be)?;
-        log_end(&table, &stream.to_bytes(), stream)
+        let pruned = txn.open_table(PRUNED).map_err(be)?;
+        let skey = stream.to_bytes();
+        Ok(log_end(&table, &skey, stream)?.max(pruned_end_of(&pruned, &skey, stream)?))
     }
 
     async fn read_log(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<Cid>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1 << 16));
-        self.scan_log(stream, start, max, |logged, _, _, _| {
-            out.push(logged.cid());
+        self.scan_log(stream, start, max, |visit, _, _| {
+            out.push(match visit {
+                Visit::Logged(logged) => logged.cid(),
+                Visit::Pruned(skel) => cid_from_digest(&skel.digest),
+            });
             Ok(())
         })?;
         Ok(out)
@@ -741,6 +1011,14 @@ impl StreamStore for RedbBlockstore {
 
     async fn read_log_entries(&self, stream: &Cid, start: u64, max: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         self.read_entries(stream, start, max)
+    }
+
+    async fn prune(&self, stream: &Cid, entries: &[(u64, Cid)]) -> Result<PruneStats, StoreError> {
+        self.prune_sync(stream, entries)
+    }
+
+    async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
+        self.append_skeleton_sync(stream, entries, heads)
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {

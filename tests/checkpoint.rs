@@ -1,0 +1,690 @@
+//! Checkpoints (`merkle_clock::checkpoint`): the resumed fold's law over
+//! random histories, who may write a checkpoint, and every hostile input
+//! the issue names (a checkpoint by an unauthorised key, a skeleton that
+//! does not match, a state block that does not hash, a late event whose
+//! height disagrees with the skeleton), each a typed error.
+//!
+//! A *world* is three replicas of one open stream. Each step appends a
+//! random operation (counter, LWW map, LWW register, add-wins set) on one
+//! replica, delivers a random part of one replica's events to another, or
+//! has a replica write a checkpoint of five reducers. Replicas diverge for
+//! many steps, so checkpoints are written while concurrent branches exist
+//! elsewhere: those branches' events are late for that checkpoint.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::executor::block_on;
+use merkle_clock::auth::{self, Role, Signer};
+use merkle_clock::checkpoint::{self, Checkpoint, CheckpointConfig, CheckpointError, SkeletonError, SkeletonShape};
+use merkle_clock::crdt::{
+    AddWinsSet, Counter, CounterOp, Fold, FoldError, Log, LwwMap, LwwRegister, MapOp, RegisterOp, Resumable, SetOp,
+};
+use merkle_clock::replica::PrunePolicy;
+use merkle_clock::sim::SimRng as Rng;
+use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError};
+use quickcheck::{Gen, QuickCheck};
+
+type R = Replica<MemoryBlockstore>;
+
+async fn replica(genesis: &Block) -> R {
+    Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default()).await.unwrap()
+}
+
+/// The five reducers a world checkpoints, folded over one replica.
+struct Folds {
+    counter: Fold<Counter>,
+    map: Fold<LwwMap<String, u32>>,
+    register: Fold<LwwRegister<u32>>,
+    set: Fold<AddWinsSet<u8>>,
+    log: Fold<Log<Ipld>>,
+}
+
+impl Folds {
+    async fn of(r: &R) -> Folds {
+        let mut f = Folds {
+            counter: Fold::new(Counter),
+            map: Fold::new(LwwMap::new()),
+            register: Fold::new(LwwRegister::new()),
+            set: Fold::new(AddWinsSet::new()),
+            log: Fold::new(Log::new()),
+        };
+        f.counter.update(r).await.unwrap();
+        f.map.update(r).await.unwrap();
+        f.register.update(r).await.unwrap();
+        f.set.update(r).await.unwrap();
+        f.log.update(r).await.unwrap();
+        f
+    }
+
+    async fn checkpoint(r: &mut R) -> Checkpoint {
+        let f = Folds::of(r).await;
+        let states: [(&str, &dyn checkpoint::SavedState); 5] =
+            [("counter", &f.counter), ("map", &f.map), ("register", &f.register), ("set", &f.set), ("log", &f.log)];
+        checkpoint::build(r, &states, &CheckpointConfig::with_shape(SkeletonShape::new(4, 3))).await.unwrap()
+    }
+}
+
+struct World {
+    rng: Rng,
+    replicas: Vec<R>,
+    /// Every add of the set, by element.
+    adds: Vec<(u8, Cid)>,
+    /// Each checkpoint and the replica that wrote it (whose store holds its
+    /// state and skeleton blocks: sync moves events, not those).
+    checkpoints: Vec<(usize, Checkpoint)>,
+}
+
+impl World {
+    async fn new(seed: u64) -> World {
+        let genesis = Event::genesis("checkpoint properties").encode().unwrap();
+        let mut replicas = Vec::new();
+        for _ in 0..3 {
+            replicas.push(replica(&genesis).await);
+        }
+        World { rng: Rng::new(seed), replicas, adds: Vec::new(), checkpoints: Vec::new() }
+    }
+
+    async fn append(&mut self, i: usize) {
+        let n = self.rng.below(100) as u32;
+        let key = format!("k{}", self.rng.index(3));
+        let elem = self.rng.index(3) as u8;
+        let pick = self.rng.next_u64();
+        let r = &mut self.replicas[i];
+        match self.rng.index(9) {
+            0 => r.append(&CounterOp::Increment(u64::from(n))).await,
+            1 => r.append(&CounterOp::Decrement(u64::from(n))).await,
+            2 => r.append(&MapOp::Set { key, value: n }).await,
+            3 => r.append(&MapOp::<String, u32>::Delete { key }).await,
+            4 => r.append(&RegisterOp::Set(n)).await,
+            5 => r.append(&RegisterOp::<u32>::Clear).await,
+            6 | 7 => {
+                let cid = r.append(&SetOp::Add(elem)).await.unwrap();
+                self.adds.push((elem, cid));
+                Ok(cid)
+            }
+            _ => {
+                // Some of the element's adds, seen here or not.
+                let observed: Vec<Cid> = (self.adds.iter().filter(|(e, _)| *e == elem).enumerate())
+                    .filter(|(k, _)| pick >> (k % 64) & 1 == 1)
+                    .map(|(_, (_, c))| *c)
+                    .collect();
+                r.append(&SetOp::Remove { elem, observed }).await
+            }
+        }
+        .unwrap();
+    }
+
+    async fn deliver(&mut self, from: usize, to: usize, all: bool) {
+        let mut blocks = Vec::new();
+        for cid in self.replicas[from].order().collect::<Vec<_>>() {
+            if all || self.rng.chance(0.5) {
+                blocks.push(self.replicas[from].get(&cid).await.unwrap().unwrap());
+            }
+        }
+        self.rng.shuffle(&mut blocks);
+        self.replicas[to].ingest_many(blocks).await.unwrap();
+    }
+
+    async fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            let i = self.rng.index(3);
+            match self.rng.index(10) {
+                0..=5 => self.append(i).await,
+                6..=8 => {
+                    let to = self.rng.index(3);
+                    self.deliver(i, to, false).await;
+                }
+                _ => {
+                    let cp = Folds::checkpoint(&mut self.replicas[i]).await;
+                    self.checkpoints.push((i, cp));
+                }
+            }
+        }
+        for i in 1..3 {
+            self.deliver(i, 0, true).await;
+        }
+    }
+}
+
+/// Feeds a new replica the events of `from` below and including the
+/// checkpoint and its state block from `source`, then checks a fold of
+/// `reducer` resumed from the checkpoint there (a replica that, half the
+/// time, prunes everything the checkpoint covers), updated after each
+/// random batch of `from`'s other events, against the fold from the genesis
+/// over all of `from`.
+async fn resumed_equals_genesis<Red>(
+    reducer: Red,
+    name: &str,
+    (from, source): (&R, &MemoryBlockstore),
+    cp: &Checkpoint,
+    rng: &mut Rng,
+) -> bool
+where
+    Red: Resumable + Clone,
+    Red::State: PartialEq + Debug,
+{
+    let mut to = replica(&from.get(from.stream_id()).await.unwrap().unwrap()).await;
+    let dag = from.dag();
+    let past: HashSet<Cid> = dag.difference(&[cp.cid], &[]).unwrap().into_iter().map(|id| dag.cid(id)).collect();
+    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    for cid in from.order() {
+        let block = from.get(&cid).await.unwrap().unwrap();
+        if past.contains(&cid) { first.push(block) } else { rest.push(block) }
+    }
+    rng.shuffle(&mut first);
+    to.ingest_many(first).await.unwrap();
+    // The state block travels with the checkpoint.
+    let state = source.get(&cp.states[name]).await.unwrap().unwrap();
+    to.store().put(state).await.unwrap();
+    let mut resumed = Fold::resume(reducer.clone(), &to, cp, name).await.unwrap();
+    resumed.update(&to).await.unwrap();
+    // Half the time the new replica also drops the payloads the checkpoint covers.
+    if rng.chance(0.5) {
+        to.prune(PrunePolicy::Covered(cp.cid)).await.unwrap();
+    }
+    rng.shuffle(&mut rest);
+    while !rest.is_empty() {
+        let batch: Vec<Block> = rest.drain(..rest.len().min(1 + rng.index(6))).collect();
+        to.ingest_many(batch).await.unwrap();
+        resumed.update(&to).await.unwrap();
+    }
+    assert_eq!(to.len(), from.len());
+    let mut genesis = Fold::new(reducer);
+    genesis.update(from).await.unwrap();
+    assert_eq!(resumed.state(), genesis.state(), "{name}, resumed from {}", cp.cid);
+    true
+}
+
+fn qc(tests: u64) -> QuickCheck {
+    QuickCheck::new().tests(tests).max_tests(tests * 10).rng(Gen::new(24))
+}
+
+/// A fold resumed from any checkpoint of a random history (three replicas
+/// with concurrent branches; the events concurrent with the checkpoint
+/// arrive after it, in random batches; the resuming replica pruned or not)
+/// equals the fold from the genesis on a full replica, for each of the five
+/// ready-made reducers.
+#[test]
+fn prop_fold_resumed_from_any_checkpoint_equals_fold_from_genesis() {
+    fn p(seed: u64) -> bool {
+        block_on(async {
+            let mut w = World::new(seed).await;
+            w.run(60).await;
+            let mut rng = Rng::new(seed ^ 0x5eed);
+            let r0 = &w.replicas[0];
+            for (builder, cp) in &w.checkpoints {
+                let src = (r0, w.replicas[*builder].store().as_ref());
+                assert!(cp.check_trust(None, &[cp.cid]).is_ok());
+                cp.verify_against(r0, src.1).await.unwrap();
+                resumed_equals_genesis(Counter, "counter", src, cp, &mut rng).await;
+                resumed_equals_genesis(LwwMap::<String, u32>::new(), "map", src, cp, &mut rng).await;
+                resumed_equals_genesis(LwwRegister::<u32>::new(), "register", src, cp, &mut rng).await;
+                resumed_equals_genesis(AddWinsSet::<u8>::new(), "set", src, cp, &mut rng).await;
+                resumed_equals_genesis(Log::<Ipld>::new(), "log", src, cp, &mut rng).await;
+            }
+            true
+        })
+    }
+    qc(30).quickcheck(p as fn(u64) -> bool);
+}
+
+/// The worlds do what the property needs: checkpoints with events
+/// concurrent to them that sort below their cut.
+#[test]
+fn worlds_have_late_events_below_checkpoints() {
+    block_on(async {
+        let mut late = 0;
+        for seed in 0..10 {
+            let mut w = World::new(seed).await;
+            w.run(60).await;
+            let dag = w.replicas[0].dag();
+            for (_, cp) in &w.checkpoints {
+                let top = cp.parents.iter().map(|p| dag.height(dag.id(p).unwrap())).max().unwrap();
+                let outside = dag.difference(&dag.heads(), &cp.parents).unwrap();
+                late += outside.iter().filter(|id| dag.height(**id) <= top).count();
+            }
+        }
+        assert!(late > 20, "only {late} late events");
+    });
+}
+
+async fn counted(r: &mut R, n: u64) {
+    for i in 0..n {
+        r.append(&CounterOp::Increment(i)).await.unwrap();
+    }
+}
+
+/// The resumed fold reads no event below the cut, and the log puts an event
+/// concurrent with the checkpoint at its place in the order, not at the end.
+#[test]
+fn the_log_puts_a_late_event_at_its_place() {
+    block_on(async {
+        let genesis = Event::genesis("late log").encode().unwrap();
+        let (mut a, mut b) = (replica(&genesis).await, replica(&genesis).await);
+        let late = b.append(&"late, height 1").await.unwrap();
+        counted(&mut a, 3).await;
+        let mut log = Fold::new(Log::<Ipld>::new());
+        log.update(&a).await.unwrap();
+        let cp = checkpoint::build(&mut a, &[("log", &log)], &CheckpointConfig::default()).await.unwrap();
+        let mut resumed = Fold::resume(Log::<Ipld>::new(), &a, &cp, "log").await.unwrap();
+        let report = resumed.update(&a).await.unwrap();
+        assert_eq!((report.covered, report.applied), (4, 1)); // genesis + 3 below; the checkpoint applied
+        a.ingest(b.get(&late).await.unwrap().unwrap()).await.unwrap();
+        resumed.update(&a).await.unwrap();
+        let mut genesis_fold = Fold::new(Log::<Ipld>::new());
+        genesis_fold.update(&a).await.unwrap();
+        assert_eq!(resumed.state(), genesis_fold.state());
+        let heights: Vec<u64> = resumed.state().iter().map(|e| e.height).collect();
+        assert_eq!(heights, [1, 1, 2, 3, 4]);
+        assert!(resumed.state().iter().any(|e| e.cid == late));
+    });
+}
+
+/// Who may write a checkpoint on a stream with admins: an admin in its past.
+/// A writer's checkpoint is an ordinary event (the stream takes it) that
+/// nobody trusts; `latest` passes over it.
+#[test]
+fn a_checkpoint_by_a_writer_is_not_trusted() {
+    block_on(async {
+        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+        let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
+        let mut r = replica(&genesis).await;
+        r.set_signer(Some(admin.clone()));
+        r.grant(writer.public(), Role::Writer).await.unwrap();
+        let by_admin = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        r.set_signer(Some(writer.clone()));
+        let by_writer = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        assert!(r.contains(&by_writer.cid));
+        by_admin.check_trust_in(&r, &[]).unwrap();
+        match by_writer.check_trust_in(&r, &[]) {
+            Err(CheckpointError::Unauthorized { cid, author }) => {
+                assert_eq!((cid, author), (by_writer.cid, Some(writer.public())));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(checkpoint::latest(&r, &[]).await.unwrap(), Some(by_admin.clone()));
+        // After the first admin is revoked, its old checkpoint stays trusted
+        // (it was an admin in that checkpoint's past); a new admin's is too.
+        r.set_signer(Some(admin.clone()));
+        let second = Signer::from_seed(&[3; 32]);
+        r.grant(second.public(), Role::Admin).await.unwrap();
+        r.set_signer(Some(second.clone()));
+        r.revoke(admin.public()).await.unwrap();
+        let by_second = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        by_second.check_trust_in(&r, &[]).unwrap();
+        by_admin.check_trust_in(&r, &[]).unwrap();
+        // The user may always name a checkpoint they trust.
+        by_writer.check_trust_in(&r, &[by_writer.cid]).unwrap();
+    });
+}
+
+/// On an open stream a checkpoint is trusted only by its CID.
+#[test]
+fn an_open_stream_checkpoint_needs_its_cid() {
+    block_on(async {
+        let mut r = replica(&Event::genesis("open").encode().unwrap()).await;
+        counted(&mut r, 2).await;
+        let cp = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        assert!(matches!(cp.check_trust_in(&r, &[]), Err(CheckpointError::Untrusted { cid }) if cid == cp.cid));
+        cp.check_trust_in(&r, &[cp.cid]).unwrap();
+        assert_eq!(checkpoint::latest(&r, &[]).await.unwrap(), None);
+        assert_eq!(checkpoint::latest(&r, &[cp.cid]).await.unwrap(), Some(cp));
+    });
+}
+
+/// A replica with a checkpoint's blocks, for the hostile cases: `n` counter
+/// events, a checkpoint of the counter with 4-entry leaves and 3-way
+/// branches (so a lookup crosses several parts).
+async fn with_checkpoint(n: u64) -> (R, Checkpoint) {
+    let mut r = replica(&Event::genesis("hostile").encode().unwrap()).await;
+    counted(&mut r, n).await;
+    let mut counter = Fold::new(Counter);
+    counter.update(&r).await.unwrap();
+    let config = CheckpointConfig::with_shape(SkeletonShape::new(4, 3));
+    let cp = checkpoint::build(&mut r, &[("counter", &counter)], &config).await.unwrap();
+    (r, cp)
+}
+
+/// The blocks of `r`'s events it still holds (not pruned), in the order.
+async fn held_blocks(r: &R) -> Vec<Block> {
+    let mut out = Vec::new();
+    for cid in r.order() {
+        if let Ok(Some(b)) = r.get(&cid).await {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// A copy of `r`'s store where `cid` holds other bytes (a lying peer).
+async fn tampered(r: &R, cid: &Cid) -> MemoryBlockstore {
+    let store = MemoryBlockstore::new();
+    store.put_many(held_blocks(r).await).await.unwrap();
+    let mut bytes = r.store().get(cid).await.unwrap().unwrap().bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    store.put(Block::new_unchecked(*cid, bytes)).await.unwrap();
+    store
+}
+
+#[test]
+fn a_state_block_that_does_not_hash_is_refused() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(5).await;
+        let state = cp.states["counter"];
+        let store = tampered(&r, &state).await;
+        match cp.state_block(&store, "counter").await {
+            Err(CheckpointError::StateHash { cid, actual }) => assert!(cid == state && actual != state),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(cp.state_block(&store, "nope").await, Err(CheckpointError::NoSuchState { .. })));
+        let empty = MemoryBlockstore::new();
+        assert!(matches!(cp.state_block(&empty, "counter").await, Err(CheckpointError::StateMissing { .. })));
+        // The honest block loads, and a block of another reducer's state does not decode as this one.
+        let block = cp.state_block(r.store().as_ref(), "counter").await.unwrap();
+        assert_eq!(Counter.load(block.bytes()).unwrap(), 10);
+        assert!(LwwMap::<String, u32>::new().load(block.bytes()).is_err());
+    });
+}
+
+/// Every part of the skeleton can be fetched and checked alone, and a part
+/// that does not hash to its link is refused on the way down.
+#[test]
+fn a_skeleton_part_that_does_not_hash_is_refused() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(40).await;
+        let store = r.store().as_ref();
+        for cid in r.order().take(41) {
+            let entry = checkpoint::skeleton::lookup(store, &cp.skeleton, &cid).await.unwrap().unwrap();
+            let id = r.dag().id(&cid).unwrap();
+            assert_eq!((entry.cid, entry.height), (cid, r.dag().height(id)));
+            assert!(!entry.membership && !entry.checkpoint);
+        }
+        assert_eq!(checkpoint::skeleton::lookup(store, &cp.skeleton, &cp.cid).await.unwrap(), None);
+        let lying = tampered(&r, &cp.skeleton).await;
+        let any = r.order().nth(7).unwrap();
+        match checkpoint::skeleton::lookup(&lying, &cp.skeleton, &any).await {
+            Err(SkeletonError::Hash { cid, .. }) => assert_eq!(cid, cp.skeleton),
+            other => panic!("{other:?}"),
+        }
+        let missing = MemoryBlockstore::new();
+        assert!(matches!(
+            checkpoint::skeleton::lookup(&missing, &cp.skeleton, &any).await,
+            Err(SkeletonError::Missing { .. })
+        ));
+    });
+}
+
+/// A checkpoint whose skeleton is well formed but describes another history
+/// (here: an older cut's skeleton under a newer cut, with the count fixed).
+#[test]
+fn a_skeleton_that_does_not_match_the_history_is_refused() {
+    block_on(async {
+        let (mut r, old) = with_checkpoint(5).await;
+        old.verify_against(&r, r.store().as_ref()).await.unwrap();
+        counted(&mut r, 2).await;
+        let count = r.len() as u64;
+        let forged = Ipld::Map(
+            [(
+                "checkpoint".to_string(),
+                Ipld::Map(
+                    [
+                        ("count".to_string(), Ipld::Integer(count.into())),
+                        ("flagged".to_string(), Ipld::Link(old.flagged)),
+                        ("skeleton".to_string(), Ipld::Link(old.skeleton)),
+                        ("states".to_string(), Ipld::Map(Default::default())),
+                    ]
+                    .into(),
+                ),
+            )]
+            .into(),
+        );
+        let cid = r.append(&forged).await.unwrap();
+        let cp = Checkpoint::from_block(&r.get(&cid).await.unwrap().unwrap()).unwrap().unwrap();
+        match cp.verify_against(&r, r.store().as_ref()).await {
+            Err(CheckpointError::SkeletonMismatch { checkpoint, reason }) => {
+                assert_eq!(checkpoint, cid);
+                assert!(reason.contains("entries"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// A late event (concurrent with the checkpoint) checked against the
+/// skeleton alone: its parents' heights come from skeleton parts.
+#[test]
+fn a_late_event_whose_height_disagrees_with_the_skeleton_is_refused() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(20).await;
+        let store = r.store().as_ref();
+        let parent = r.order().nth(9).unwrap(); // height 9
+        let nothing_held = |_: &Cid| None;
+        let honest = Event::new(10, vec![parent], "late").encode().unwrap();
+        let entries = cp.check_late_event(store, &honest, nothing_held).await.unwrap();
+        assert_eq!(entries.iter().map(|e| (e.cid, e.height)).collect::<Vec<_>>(), [(parent, 9)]);
+        let lying = Event::new(3, vec![parent], "late").encode().unwrap();
+        match cp.check_late_event(store, &lying, nothing_held).await {
+            Err(CheckpointError::LateHeight { cid, claimed, expected }) => {
+                assert_eq!((cid, claimed, expected), (*lying.cid(), 3, 10));
+            }
+            other => panic!("{other:?}"),
+        }
+        let stranger = Event::genesis("elsewhere").encode().unwrap();
+        let orphan = Event::new(1, vec![*stranger.cid()], "late").encode().unwrap();
+        assert!(matches!(
+            cp.check_late_event(store, &orphan, nothing_held).await,
+            Err(CheckpointError::UnknownParent { parent, .. }) if parent == *stranger.cid()
+        ));
+        // A parent the replica holds needs no lookup.
+        let held = Event::new(10, vec![*stranger.cid()], "late").encode().unwrap();
+        assert!(cp.check_late_event(store, &held, |_: &Cid| Some(9)).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_malformed_checkpoint_payload_is_a_typed_error() {
+    block_on(async {
+        let mut r = replica(&Event::genesis("malformed").encode().unwrap()).await;
+        let bad = Ipld::Map([("checkpoint".to_string(), Ipld::Integer(5))].into());
+        let cid = r.append(&bad).await.unwrap();
+        let block = r.get(&cid).await.unwrap().unwrap();
+        assert!(matches!(Checkpoint::from_block(&block), Err(CheckpointError::Malformed { cid: c, .. }) if c == cid));
+        let plain = r.append(&"not a checkpoint").await.unwrap();
+        assert_eq!(Checkpoint::from_block(&r.get(&plain).await.unwrap().unwrap()).unwrap(), None);
+    });
+}
+
+/// `build` refuses a fold that is behind, and a state over the size limit;
+/// the replica gains no event either way.
+#[test]
+fn build_refuses_stale_or_oversized_states() {
+    block_on(async {
+        let mut r = replica(&Event::genesis("build").encode().unwrap()).await;
+        let mut log = Fold::new(Log::<Ipld>::new());
+        log.update(&r).await.unwrap();
+        counted(&mut r, 3).await;
+        let before = r.len();
+        let err = checkpoint::build(&mut r, &[("log", &log)], &CheckpointConfig::default()).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::FoldBehind { folded: 1, events: 4, .. }), "{err}");
+        log.update(&r).await.unwrap();
+        let mut tiny = CheckpointConfig::default();
+        tiny.max_state_bytes = 16;
+        let err = checkpoint::build(&mut r, &[("log", &log)], &tiny).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::StateTooLarge { max: 16, .. }), "{err}");
+        assert_eq!(r.len(), before);
+        // A state with no DAG-CBOR form (a sum beyond 64 bits) is refused by `save`.
+        assert!(matches!(Counter.save(&(1i128 << 70)), Err(merkle_clock::crdt::StateError::Encode(_))));
+    });
+}
+
+/// More heads than an event may have parents: `build` says so and appends
+/// nothing (an append first merges them).
+#[test]
+fn build_refuses_more_heads_than_an_event_may_have_parents() {
+    block_on(async {
+        let genesis = Event::genesis("heads").encode().unwrap();
+        let mut config = ReplicaConfig::default();
+        config.limits.max_parents = 2;
+        let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, config).await.unwrap();
+        for i in 0..3u32 {
+            let mut other = replica(&genesis).await;
+            let cid = other.append(&i).await.unwrap();
+            r.ingest(other.get(&cid).await.unwrap().unwrap()).await.unwrap();
+        }
+        let err = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::TooManyHeads { heads: 3, max: 2 }), "{err}");
+        assert_eq!(r.len(), 4);
+        r.append(&"merge").await.unwrap();
+        r.append(&"merge again").await.unwrap();
+        assert_eq!(r.heads().len(), 1);
+        checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+    });
+}
+
+/// A replica that pruned everything a checkpoint covers cannot fold from
+/// the genesis (a typed `Pruned` error), resumes from the checkpoint instead,
+/// and stays equal to a full replica's fold from the genesis as events
+/// concurrent with the checkpoint (forked below its cut) arrive.
+#[test]
+fn a_pruned_replica_folds_from_the_checkpoint_that_covers_its_history() {
+    block_on(async {
+        let genesis = Event::genesis("pruned").encode().unwrap();
+        let (mut pruned, mut full, mut other) =
+            (replica(&genesis).await, replica(&genesis).await, replica(&genesis).await);
+        counted(&mut pruned, 10).await;
+        // `other` forks at height 3, below the cut to come.
+        let shared = held_blocks(&pruned).await.into_iter().take(4).collect();
+        other.ingest_many(shared).await.unwrap();
+        let mut map = Fold::new(LwwMap::<String, u32>::new());
+        let mut counter = Fold::new(Counter);
+        map.update(&pruned).await.unwrap();
+        counter.update(&pruned).await.unwrap();
+        let cp = checkpoint::build(&mut pruned, &[("counter", &counter), ("map", &map)], &CheckpointConfig::default())
+            .await
+            .unwrap();
+        pruned.append(&MapOp::Set { key: "a".to_string(), value: 1u32 }).await.unwrap();
+        full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+        let report = pruned.prune(PrunePolicy::Covered(cp.cid)).await.unwrap();
+        assert_eq!(report.events, 10, "the ten increments; the genesis is kept");
+        let err = Fold::new(Counter).update(&pruned).await.unwrap_err();
+        assert!(matches!(err, FoldError::Store(StoreError::Pruned { .. })), "{err}");
+
+        let mut resumed_counter = Fold::resume(Counter, &pruned, &cp, "counter").await.unwrap();
+        let mut resumed_map = Fold::resume(LwwMap::<String, u32>::new(), &pruned, &cp, "map").await.unwrap();
+        for step in 0..3u32 {
+            other.append(&CounterOp::Increment(100)).await.unwrap();
+            other.append(&MapOp::Set { key: "a".to_string(), value: 10 + step }).await.unwrap();
+            let from_other = held_blocks(&other).await;
+            full.ingest_many(from_other.clone()).await.unwrap();
+            full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+            pruned.ingest_many(from_other).await.unwrap();
+            resumed_counter.update(&pruned).await.unwrap();
+            resumed_map.update(&pruned).await.unwrap();
+            let (mut c, mut m) = (Fold::new(Counter), Fold::new(LwwMap::<String, u32>::new()));
+            c.update(&full).await.unwrap();
+            m.update(&full).await.unwrap();
+            assert_eq!(full.len(), pruned.len());
+            assert_eq!(resumed_counter.state(), c.state(), "step {step}");
+            assert_eq!(resumed_map.state(), m.state(), "step {step}");
+        }
+        assert_eq!(*resumed_counter.state(), 45 + 300);
+
+        // Prune, checkpoint, prune again: the pruned replica writes the next
+        // checkpoint (its skeleton from the index where the bytes are gone),
+        // which checks against the full replica's history too.
+        resumed_counter.update(&pruned).await.unwrap();
+        let next = checkpoint::build(&mut pruned, &[("counter", &resumed_counter)], &CheckpointConfig::default())
+            .await
+            .unwrap();
+        next.verify_against(&pruned, pruned.store().as_ref()).await.unwrap();
+        full.ingest_many(held_blocks(&pruned).await).await.unwrap();
+        next.verify_against(&full, pruned.store().as_ref()).await.unwrap();
+        pruned.prune(PrunePolicy::Covered(next.cid)).await.unwrap();
+        let mut again = Fold::resume(Counter, &pruned, &next, "counter").await.unwrap();
+        again.update(&pruned).await.unwrap();
+        assert_eq!(*again.state(), 45 + 300);
+    });
+}
+
+/// A skeleton part (correctly hashed) that lies about its keys, and a chain
+/// of parts deeper than `MAX_DEPTH`: typed errors, no recursion.
+#[test]
+fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
+    block_on(async {
+        let store = MemoryBlockstore::new();
+        let digest = |b: u8| Ipld::Bytes(vec![b; 32]);
+        let put = |node: Ipld| {
+            let block = Block::from_bytes(serde_ipld_dagcbor::to_vec(&node).unwrap());
+            let cid = *block.cid();
+            (cid, block)
+        };
+        let node = |key: &str, items: Vec<Ipld>| Ipld::Map([(key.to_string(), Ipld::List(items))].into());
+        // A leaf holding digest 0x05, under a branch that says it starts at 0x01.
+        let (leaf, b) = put(node(
+            "entries",
+            vec![Ipld::List(vec![digest(5), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)])],
+        ));
+        store.put(b).await.unwrap();
+        let (root, b) = put(node("children", vec![Ipld::List(vec![digest(1), Ipld::Link(leaf)])]));
+        store.put(b).await.unwrap();
+        let target = Cid::new_v1(0x71, multihash_of(&[5; 32]));
+        match checkpoint::skeleton::lookup(&store, &root, &target).await {
+            Err(SkeletonError::Malformed { cid, .. }) => assert_eq!(cid, leaf),
+            other => panic!("{other:?}"),
+        }
+        // 40 branches, each with one child, over a leaf of digest 0x01.
+        let (mut top, b) = put(node(
+            "entries",
+            vec![Ipld::List(vec![digest(1), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)])],
+        ));
+        store.put(b).await.unwrap();
+        for _ in 0..40 {
+            let (cid, b) = put(node("children", vec![Ipld::List(vec![digest(1), Ipld::Link(top)])]));
+            store.put(b).await.unwrap();
+            top = cid;
+        }
+        let target = Cid::new_v1(0x71, multihash_of(&[1; 32]));
+        assert!(matches!(
+            checkpoint::skeleton::lookup(&store, &top, &target).await,
+            Err(SkeletonError::TooDeep { .. })
+        ));
+        assert!(matches!(checkpoint::skeleton::entries(&store, &top).await, Err(SkeletonError::TooDeep { .. })));
+    });
+}
+
+/// A BLAKE3 multihash with these digest bytes (a CID whose digest we choose).
+fn multihash_of(digest: &[u8; 32]) -> multihash::Multihash<64> {
+    multihash::Multihash::wrap(0x1e, digest).unwrap()
+}
+
+/// The skeleton flags membership events and checkpoints (a replica without
+/// the history fetches those in full).
+#[test]
+fn the_skeleton_flags_membership_events_and_checkpoints() {
+    block_on(async {
+        let admin = Signer::from_seed(&[1; 32]);
+        let mut r = replica(&auth::genesis(&"flags", &[admin.public()]).unwrap()).await;
+        r.set_signer(Some(admin));
+        let grant = r.grant(Signer::from_seed(&[2; 32]).public(), Role::Writer).await.unwrap();
+        let first = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        let plain = r.append(&"plain").await.unwrap();
+        let second = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
+        let store = r.store().as_ref();
+        let flags = |cid: Cid| async move {
+            let e = checkpoint::skeleton::lookup(store, &second.skeleton, &cid).await.unwrap().unwrap();
+            (e.membership, e.checkpoint)
+        };
+        assert_eq!(flags(grant).await, (true, false));
+        assert_eq!(flags(first.cid).await, (false, true));
+        assert_eq!(flags(plain).await, (false, false));
+        second.verify_against(&r, store).await.unwrap();
+        // The flagged tree holds what a replica without the history fetches in full.
+        let flagged: Vec<Cid> = second.flagged_entries(store).await.unwrap().into_iter().map(|e| e.cid).collect();
+        let mut want = vec![*r.stream_id(), grant, first.cid];
+        want.sort_by_key(|c| c.to_bytes());
+        assert_eq!(flagged, want);
+    });
+}
