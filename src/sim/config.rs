@@ -302,7 +302,9 @@ impl fmt::Display for SimReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// The node starts, with only the genesis (a fresh store from the factory).
+    /// The node starts, with only the genesis (a fresh store from the
+    /// factory); on a signed stream, with the genesis and the writers' grants
+    /// ([`Simulation::with_auth`](super::Simulation::with_auth)).
     Join(NodeId),
     /// The node shuts down: its replica and its store are dropped, the
     /// durable part of its sync states kept.

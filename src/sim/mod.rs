@@ -9,7 +9,7 @@
 //! Time advances in ticks. In each tick, in this order:
 //!
 //! 1. **Lifecycle.** Scheduled nodes join (late joiners start with only the
-//!    genesis), go down, come back up, and partitions heal.
+//!    genesis, and on a signed stream its grants), go down, come back up, and partitions heal.
 //! 2. **Appends.** Nodes append the local events due (payloads are random
 //!    bytes from the seed). A node that is down appends when it is back.
 //! 3. **Deliveries.** Every message due is delivered, by delivery time then
@@ -80,8 +80,8 @@
 //!
 //! [`Simulation::with_auth`] runs a signed stream ([`crate::auth`]): the
 //! genesis names some nodes' keys as admins, every node signs with its own
-//! key, and the first admin grants the others the writer role when it
-//! joins; a node appends once its replica knows its grant. An admin revokes
+//! key, and every node starts from the genesis and the first admin's grants
+//! of the writer role to all the others (its invitation). An admin revokes
 //! a writer with [`Action::Revoke`]; [`Action::KeepWriting`] has the revoked
 //! writer go on writing. Until it learns of its revocation its events are
 //! valid (concurrent with the revocation); after, its own replica refuses to
@@ -169,7 +169,7 @@ use std::time::Duration;
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use crate::auth::{self, AuthError, AuthorKey, Role, Signer};
+use crate::auth::{self, AuthError, AuthorKey, MemberOp, Role, Signer};
 use crate::block::{Block, short_cid};
 use crate::event::Event;
 use crate::replica::{AppendError, Ingest, Rejection, Replica, ReplicaConfig};
@@ -206,8 +206,7 @@ struct Node<P: Protocol> {
     neighbours: Box<[NodeId]>,
     /// Durable parts of the sessions while the node is down.
     saved: BTreeMap<NodeId, Vec<u8>>,
-    /// Writes that fell due and are not done yet: the node was down, or
-    /// (on a signed stream) it does not know its grant yet.
+    /// Writes that fell due while the node was down.
     owed: VecDeque<Owed>,
     /// Events this node appended.
     appended: u64,
@@ -221,25 +220,13 @@ enum Owed {
     Revoke(NodeId),
 }
 
-/// Where a node's key stands in its own replica's view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    /// It may write (or the stream is open).
-    Member,
-    /// It has not learned its grant yet.
-    Waiting,
-    /// Its key was revoked.
-    Revoked,
-}
-
 /// The signed policy of a run ([`Simulation::with_auth`]).
 struct Auth {
-    /// The nodes whose keys the genesis names as admins, ascending.
-    admins: Vec<NodeId>,
     /// Every node's key.
     signers: Vec<Signer>,
-    /// Whether the first admin has granted the others.
-    granted: bool,
+    /// The first admin's grants of the writer role to the other nodes: with
+    /// the genesis, every node's invitation.
+    grants: Vec<Block>,
     /// Nodes whose key an admin revoked, with the revocation.
     revoked: BTreeMap<NodeId, Cid>,
 }
@@ -435,11 +422,11 @@ impl<P: Protocol + Clone> Simulation<P> {
     /// Makes the run's stream a signed one ([`crate::auth`]): its genesis
     /// names the keys of `admins`, every node signs its events with its own
     /// Ed25519 key (derived from [`SimConfig::seed`] and the node's number,
-    /// so a seed still gives one run), and the first admin, when it joins,
-    /// grants every other node the writer role, in membership events that
-    /// reach the others through sync like any event. A node's appends wait
-    /// until its replica knows its grant. Schedules may then revoke keys
-    /// ([`Action::Revoke`]) and have revoked writers keep writing
+    /// so a seed still gives one run), and the first admin grants every
+    /// other node the writer role before the run, in a chain of membership
+    /// events on the genesis. Every node starts from its invitation: the
+    /// genesis and those grants (a late joiner too). Schedules may then
+    /// revoke keys ([`Action::Revoke`]) and have revoked writers keep writing
     /// ([`Action::KeepWriting`]).
     ///
     /// ```
@@ -479,8 +466,18 @@ impl<P: Protocol + Clone> Simulation<P> {
         let signers: Vec<Signer> = (0..self.nodes.len()).map(|n| node_signer(self.config.seed, n)).collect();
         let keys: Vec<AuthorKey> = admins.iter().map(|&a| signers[a].public()).collect();
         let payload = Ipld::String(format!("merkle-clock simulation {}", self.config.seed));
-        self.genesis = auth::genesis(&payload, &keys).map_err(|e| SimError::Config(format!("genesis: {e}")))?;
-        self.auth = Some(Auth { admins, signers, granted: false, revoked: BTreeMap::new() });
+        let encode = |e: crate::EncodeError| SimError::Config(format!("genesis and grants: {e}"));
+        self.genesis = auth::genesis(&payload, &keys).map_err(encode)?;
+        let stream = *self.genesis.cid();
+        let mut grants: Vec<Block> = Vec::new();
+        for (w, height) in (0..self.nodes.len()).filter(|w| !admins.contains(w)).zip(1..) {
+            let op = MemberOp::Grant { key: signers[w].public(), role: Role::Writer };
+            let parent = grants.last().map_or(stream, |g| *g.cid());
+            let grant = auth::signed_event(&stream, height, &[parent], Some(&op), &Ipld::Null, &signers[admins[0]]);
+            grants.push(grant.map_err(encode)?);
+        }
+        self.appended.extend(grants.iter().map(|g| *g.cid()));
+        self.auth = Some(Auth { signers, grants, revoked: BTreeMap::new() });
         Ok(self)
     }
 
@@ -498,6 +495,11 @@ impl<P: Protocol + Clone> Simulation<P> {
     /// refused every one, and no replica holds any.
     pub fn refused_after_revocation(&self) -> &BTreeMap<Cid, BTreeSet<NodeId>> {
         &self.refused_by
+    }
+
+    /// An event of [`Simulation::refused_after_revocation`], as its writer built it.
+    pub fn refused_block(&self, cid: &Cid) -> Option<&Block> {
+        self.refused.get(cid).map(|r| &r.block)
     }
 
     /// The schedule still to run (all of it before the run).
@@ -649,9 +651,9 @@ impl<P: Protocol + Clone> Simulation<P> {
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
                     replica.set_signer(self.signer(n).cloned());
+                    self.invite(t, n, &mut replica).await?;
                     self.start(t, n, store, replica);
                     self.trace.push(format!("{t} join n{n}"));
-                    self.grant_writers(t, n).await?;
                 }
                 Action::Down(n) => {
                     let node = &mut self.nodes[n];
@@ -693,66 +695,50 @@ impl<P: Protocol + Clone> Simulation<P> {
         }
         for n in 0..self.nodes.len() {
             while self.nodes[n].status == Status::Up {
-                let Some(&owed) = self.nodes[n].owed.front() else { break };
-                if !self.write(t, n, owed).await? {
-                    break;
-                }
-                self.nodes[n].owed.pop_front();
+                let Some(owed) = self.nodes[n].owed.pop_front() else { break };
+                self.write(t, n, owed).await?;
             }
         }
         Ok(())
     }
 
-    /// Node `n`, up, does a write it owes; `false` when it must wait (it
-    /// does not know its grant yet).
-    async fn write(&mut self, t: Tick, n: NodeId, owed: Owed) -> Result<bool, SimError> {
-        match (owed, self.standing(n)) {
-            (Owed::Revoke(writer), _) => self.revoke(t, n, writer).await?,
-            (_, Standing::Waiting) => return Ok(false),
-            (Owed::Append, Standing::Member) => self.append(t, n).await?,
-            (Owed::KeepWriting, Standing::Member) => {
+    /// Node `n`, up, does a write it owes.
+    async fn write(&mut self, t: Tick, n: NodeId, owed: Owed) -> Result<(), SimError> {
+        match (owed, self.knows_revoked(n)) {
+            (Owed::Revoke(writer), _) => self.revoke(t, n, writer).await,
+            (Owed::Append, false) => self.append(t, n).await,
+            (Owed::KeepWriting, false) => {
                 self.append(t, n).await?;
                 if self.auth.as_ref().is_some_and(|a| a.revoked.contains_key(&n)) {
                     self.report.concurrent_with_revocation += 1;
                 }
+                Ok(())
             }
-            (Owed::Append, Standing::Revoked) => {
+            (Owed::Append, true) => {
                 self.report.appends_refused += 1;
                 self.trace.push(format!("{t} append n{n} refused: revoked"));
+                Ok(())
             }
-            (Owed::KeepWriting, Standing::Revoked) => self.keep_writing(t, n).await?,
+            (Owed::KeepWriting, true) => self.keep_writing(t, n).await,
         }
-        Ok(true)
     }
 
-    /// Where node `n`'s key stands in its own replica's view (up).
-    fn standing(&self, n: NodeId) -> Standing {
+    /// Whether node `n` (up) knows its key was revoked: `false` on an open stream.
+    fn knows_revoked(&self, n: NodeId) -> bool {
         let replica = self.nodes[n].replica.as_ref().expect("an up node has a replica");
-        let (Some(members), Some(signer)) = (replica.members(), self.signer(n)) else { return Standing::Member };
-        let key = signer.public();
-        if members.revoked.contains_key(&key) {
-            Standing::Revoked
-        } else if members.role(&key).is_some() {
-            Standing::Member
-        } else {
-            Standing::Waiting
-        }
+        let (Some(members), Some(signer)) = (replica.members(), self.signer(n)) else { return false };
+        members.revoked.contains_key(&signer.public())
     }
 
-    /// On a signed stream, when the first admin `n` joins: it grants every
-    /// other node the writer role.
-    async fn grant_writers(&mut self, t: Tick, n: NodeId) -> Result<(), SimError> {
-        let Some(auth) = self.auth.as_mut() else { return Ok(()) };
-        if auth.granted || auth.admins.first() != Some(&n) {
-            return Ok(());
-        }
-        auth.granted = true;
-        let writers: Vec<(NodeId, AuthorKey)> =
-            (0..self.nodes.len()).filter(|w| !auth.admins.contains(w)).map(|w| (w, auth.signers[w].public())).collect();
-        for (w, key) in writers {
-            let replica = self.nodes[n].replica.as_mut().expect("an up node has a replica");
-            let cid = replica.grant(key, Role::Writer).await.map_err(|source| SimError::Append { node: n, source })?;
-            self.local_event(t, n, cid, &format!("grant n{n}>n{w}"));
+    /// On a signed stream, a joining node takes in its invitation: the
+    /// first admin's grants.
+    async fn invite(&mut self, t: Tick, n: NodeId, replica: &mut Replica<dyn StreamStore>) -> Result<(), SimError> {
+        let Some(auth) = &self.auth else { return Ok(()) };
+        let report =
+            replica.ingest_many(auth.grants.clone()).await.map_err(|source| SimError::Store { node: n, source })?;
+        if report.accepted.len() != auth.grants.len() {
+            self.report.errors += 1;
+            self.trace.push(format!("{t} error n{n} invitation: {:?}", report.outcomes));
         }
         Ok(())
     }
