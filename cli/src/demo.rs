@@ -162,8 +162,10 @@ impl Plan {
                 appends.entry(t).or_default().push(node);
             }
         }
-        let mut keep_writing: Vec<Tick> = (0..args.events).map(|_| rng.range(bounds[4], bounds[5] - 2)).collect();
-        keep_writing.sort_unstable();
+        // The revoked writer writes at an even pace from the revocation on:
+        // before it learns of it and after.
+        let span = (bounds[5] - 2 - bounds[4]) as usize;
+        let keep_writing: Vec<Tick> = (0..args.events).map(|k| bounds[4] + (k * span / args.events) as Tick).collect();
         Plan {
             nodes: n,
             late,
