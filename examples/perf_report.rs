@@ -746,7 +746,12 @@ fn auth_rows(out: &Out, quick: bool) {
             .f("bare_per_s", a.bare, 0)
             .f("ratio", a.ratio, 2)
             .i("events", n as u64)
-            .figure(format!("{} ev/s; bare sign+encode+hash {} ev/s", thousands(a.append), thousands(a.bare)))
+            .figure(format!(
+                "{} ev/s; bare sign+encode+hash {} ev/s: {:.2}",
+                thousands(a.append),
+                thousands(a.bare),
+                a.ratio
+            ))
             .target(">= 0.7", a.ratio >= AppendSigned::TARGET),
     );
     let m = auth_rows::membership_check_growth(big, rounds);
@@ -757,10 +762,11 @@ fn auth_rows(out: &Out, quick: bool) {
             .f("ratio", m.ratio, 2)
             .i("events", m.big as u64)
             .figure(format!(
-                "one event {:.1} µs at {} events, {:.1} µs at 1,000",
+                "one event {:.1} µs at {} events, {:.1} µs at 1,000: {:.2}",
                 m.large_us,
                 thousands(m.big as f64),
-                m.small_us
+                m.small_us,
+                m.ratio
             ))
             .target("<= 1.5", m.ratio <= MembershipGrowth::TARGET),
     );
