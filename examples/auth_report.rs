@@ -23,228 +23,49 @@
 //! machine is shared, and wall time would count other processes. Rounds
 //! alternate between the two sides of a ratio. `--quick` uses 100,000 events
 //! of history instead of 1,000,000.
+//!
+//! The measurements live in `common/auth_rows.rs`, which `perf_report`
+//! includes too (its rows of the same names).
 
-use std::sync::Arc;
-use std::time::Duration;
+#[path = "common/auth_rows.rs"]
+mod auth_rows;
 
-use futures::executor::block_on;
-use merkle_clock::auth::{self, Role, Signer};
-use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, ReplicaConfig};
+use auth_rows::{AppendSigned, IngestSigned, MembershipGrowth};
 
-type Mem = Replica<MemoryBlockstore>;
-
-fn fresh(genesis: &Block) -> Mem {
-    block_on(Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default())).expect("create")
-}
-
-/// A clock of this thread's CPU time (wall time if the kernel does not say).
-#[derive(Clone, Copy)]
-struct Instant(Duration, std::time::Instant);
-
-impl Instant {
-    fn cpu() -> Option<Duration> {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok().map(Duration::from_nanos)
-    }
-
-    fn now() -> Self {
-        Instant(Self::cpu().unwrap_or_default(), std::time::Instant::now())
-    }
-
-    fn elapsed(&self) -> Duration {
-        match Self::cpu() {
-            Some(now) => now - self.0,
-            None => self.1.elapsed(),
-        }
-    }
-}
-
-fn payload(i: usize) -> String {
-    format!("event {i:>8} {}", "x".repeat(100))
-}
-
-/// Times `f`, returning the best of `rounds`.
-fn best(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..rounds).map(|_| f()).min().expect("rounds")
-}
-
-/// A stream with `admin` and a granted `writer`; the grant block.
-fn signed_stream(admin: &Signer, writer: &Signer) -> (Block, Block) {
-    let genesis = auth::genesis(&"auth report", &[admin.public()]).expect("genesis");
-    let s = *genesis.cid();
-    let op = auth::MemberOp::Grant { key: writer.public(), role: Role::Writer };
-    let grant = auth::signed_event(&s, 1, &[s], Some(&op), &merkle_clock::Ipld::Null, admin).expect("grant");
-    (genesis, grant)
-}
-
-fn ingest_signed(n: usize, rounds: usize) {
-    let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-    let (genesis, grant) = signed_stream(&admin, &writer);
-    let s = *genesis.cid();
-    let mut signed = vec![grant.clone()];
-    let mut prev = *grant.cid();
-    for i in 0..n {
-        let b = auth::signed_event(&s, i as u64 + 2, &[prev], None, &payload(i), &writer).expect("event");
-        prev = *b.cid();
-        signed.push(b);
-    }
-    let open = Event::genesis("auth report, unsigned").encode().expect("genesis");
-    let mut unsigned = Vec::with_capacity(n);
-    let mut prev = *open.cid();
-    for i in 0..n {
-        let b = Event::new(i as u64 + 1, vec![prev], payload(i)).encode().expect("event");
-        prev = *b.cid();
-        unsigned.push(b);
-    }
-    // The bare verification's inputs, prepared outside the clock.
-    let key = ed25519_dalek::VerifyingKey::from_bytes(writer.public().as_bytes()).expect("key");
-    let inputs: Vec<(Vec<u8>, ed25519_dalek::Signature)> = signed[1..]
-        .iter()
-        .map(|b| {
-            let input = auth::signing_input(&s, b).expect("decodes").expect("signed");
-            let sig: [u8; 64] = b.bytes()[7..71].try_into().expect("64 bytes");
-            (input, ed25519_dalek::Signature::from_bytes(&sig))
-        })
-        .collect();
-    let ingest = |genesis: &Block, blocks: &[Block]| {
-        let mut r = fresh(genesis);
-        let t = Instant::now();
-        for chunk in blocks.chunks(1000) {
-            let report = block_on(r.ingest_many(chunk.to_vec())).expect("ingest");
-            assert_eq!(report.accepted.len(), chunk.len());
-        }
-        t.elapsed()
-    };
-    let (mut t_signed, mut t_unsigned, mut t_verify) = (Duration::MAX, Duration::MAX, Duration::MAX);
-    for _ in 0..rounds {
-        t_signed = t_signed.min(ingest(&genesis, &signed));
-        t_unsigned = t_unsigned.min(ingest(&open, &unsigned));
-        t_verify = t_verify.min({
-            let t = Instant::now();
-            for (input, sig) in &inputs {
-                key.verify_strict(input, sig).expect("verifies");
-            }
-            t.elapsed()
-        });
-    }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let ratio = (t_unsigned + t_verify).as_secs_f64() / t_signed.as_secs_f64();
-    println!(
-        "ingest_signed             {:.0} blocks/s signed; unsigned {:.0}/s, bare verify {:.0}/s; ratio {ratio:.2} (target >= 0.9) {}",
-        rate(t_signed),
-        rate(t_unsigned),
-        rate(t_verify),
-        if ratio >= 0.9 { "holds" } else { "MISSED" }
-    );
-}
-
-fn append_signed(n: usize, rounds: usize) {
-    let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-    let (genesis, grant) = signed_stream(&admin, &writer);
-    let s = *genesis.cid();
-    let payloads: Vec<String> = (0..n).map(payload).collect();
-    let (mut t_append, mut t_bare) = (Duration::MAX, Duration::MAX);
-    for _ in 0..rounds {
-        let mut r = fresh(&genesis);
-        block_on(r.ingest(grant.clone())).expect("grant");
-        r.set_signer(Some(writer.clone()));
-        let t = Instant::now();
-        for p in &payloads {
-            block_on(r.append(p)).expect("append");
-        }
-        t_append = t_append.min(t.elapsed());
-        let t = Instant::now();
-        let mut prev: Cid = *grant.cid();
-        for (i, p) in payloads.iter().enumerate() {
-            prev = *auth::signed_event(&s, i as u64 + 2, &[prev], None, p, &writer).expect("event").cid();
-        }
-        t_bare = t_bare.min(t.elapsed());
-    }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let ratio = t_bare.as_secs_f64() / t_append.as_secs_f64();
-    println!(
-        "append_signed             {:.0} events/s; bare sign+encode+hash {:.0}/s; ratio {ratio:.2} (target >= 0.7) {}",
-        rate(t_append),
-        rate(t_bare),
-        if ratio >= 0.7 { "holds" } else { "MISSED" }
-    );
-}
-
-/// A replica holding `history` signed events with 100 grants and
-/// revocations spread through it; the writer who writes the probes.
-fn history(history: usize) -> (Mem, Signer, Block) {
-    let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-    let (genesis, grant) = signed_stream(&admin, &writer);
-    let mut r = fresh(&genesis);
-    block_on(r.ingest(grant)).expect("grant");
-    let ops = 100;
-    let stretch = history / ops;
-    let others: Vec<Signer> = (0..ops / 2).map(|i| Signer::from_seed(&[10 + i as u8; 32])).collect();
-    let mut written = 0;
-    for k in 0..ops {
-        r.set_signer(Some(writer.clone()));
-        let payloads: Vec<String> = (written..written + stretch - 1).map(payload).collect();
-        written += payloads.len();
-        for chunk in payloads.chunks(10_000) {
-            block_on(r.append_many(chunk.iter())).expect("append");
-        }
-        r.set_signer(Some(admin.clone()));
-        let other = &others[k / 2];
-        if k % 2 == 0 {
-            block_on(r.grant(other.public(), Role::Writer)).expect("grant");
-        } else {
-            block_on(r.revoke(other.public())).expect("revoke");
-        }
-        written += 1;
-    }
-    (r, writer, genesis)
-}
-
-/// The best per-event cost of ingesting `probes` signed children of the head, one at a time.
-fn probe(r: &mut Mem, writer: &Signer, genesis: &Block, probes: usize, rounds: usize) -> Duration {
-    let s = *genesis.cid();
-    let mut best_round = Duration::MAX;
-    for round in 0..rounds {
-        let head = r.heads()[0];
-        let height = r.dag().height(r.dag().id(&head).expect("head"));
-        let mut blocks = Vec::with_capacity(probes);
-        let mut prev = head;
-        for i in 0..probes {
-            let b = auth::signed_event(&s, height + 1 + i as u64, &[prev], None, &payload(round * probes + i), writer)
-                .expect("probe");
-            prev = *b.cid();
-            blocks.push(b);
-        }
-        let t = Instant::now();
-        for b in blocks {
-            block_on(r.ingest(b)).expect("ingest");
-        }
-        best_round = best_round.min(t.elapsed());
-    }
-    best_round / probes as u32
-}
-
-fn membership_check_growth(big: usize, rounds: usize) {
-    let probes = 2_000;
-    let (mut small, w, g) = history(1_000);
-    let small_cost = probe(&mut small, &w, &g, probes, rounds);
-    drop(small);
-    let (mut large, w, g) = history(big);
-    let large_cost = best(1, || probe(&mut large, &w, &g, probes, rounds));
-    let ratio = large_cost.as_secs_f64() / small_cost.as_secs_f64();
-    println!(
-        "membership_check_growth   one event: {:.1} µs at {} events, {:.1} µs at 1,000; ratio {ratio:.2} (target <= 1.5) {}",
-        large_cost.as_secs_f64() * 1e6,
-        big,
-        small_cost.as_secs_f64() * 1e6,
-        if ratio <= 1.5 { "holds" } else { "MISSED" }
-    );
+fn holds(ok: bool) -> &'static str {
+    if ok { "holds" } else { "MISSED" }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (n, rounds, big) = if quick { (5_000, 3, 100_000) } else { (20_000, 5, 1_000_000) };
-    ingest_signed(n, rounds);
-    append_signed(n, rounds);
-    membership_check_growth(big, rounds);
+    let (n, rounds, big) = auth_rows::sizes(quick);
+    let i = auth_rows::ingest_signed(n, rounds);
+    println!(
+        "ingest_signed             {:.0} blocks/s signed; unsigned {:.0}/s, bare verify {:.0}/s; ratio {:.2} (target >= {}) {}",
+        i.signed,
+        i.unsigned,
+        i.verify,
+        i.ratio,
+        IngestSigned::TARGET,
+        holds(i.ratio >= IngestSigned::TARGET)
+    );
+    let a = auth_rows::append_signed(n, rounds);
+    println!(
+        "append_signed             {:.0} events/s; bare sign+encode+hash {:.0}/s; ratio {:.2} (target >= {}) {}",
+        a.append,
+        a.bare,
+        a.ratio,
+        AppendSigned::TARGET,
+        holds(a.ratio >= AppendSigned::TARGET)
+    );
+    let m = auth_rows::membership_check_growth(big, rounds);
+    println!(
+        "membership_check_growth   one event: {:.1} µs at {} events, {:.1} µs at 1,000; ratio {:.2} (target <= {}) {}",
+        m.large_us,
+        m.big,
+        m.small_us,
+        m.ratio,
+        MembershipGrowth::TARGET,
+        holds(m.ratio <= MembershipGrowth::TARGET)
+    );
 }

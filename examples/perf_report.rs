@@ -31,6 +31,10 @@
 //!   (reported as `value`), cross-checked with the growth of `VmRSS`
 //!   (`rss_value`); measured first, before anything else has touched the heap.
 //! - `open_redb_1m`: `Replica::open` of that redb file (a replay of its log).
+//! - `ingest_signed`, `append_signed`, `membership_check_growth`: the
+//!   signed-stream rows, measured by the code `auth_report` runs
+//!   (`examples/common/auth_rows.rs`, included here; its doc says what each
+//!   measures), in this thread's CPU time, best of several rounds.
 //! - `pail_*`: `benches/peers/pail_clock.mjs` (if its `node_modules` is
 //!   installed), run by this report on the same machine: its append rate
 //!   against ours on the same workload (10,000 single appends onto a fresh
@@ -52,6 +56,9 @@
 //!
 //! `--quick` (for CI) uses smaller sizes: 100k instead of 1M and fewer rounds.
 //! `--profile` runs one workload alone, for `valgrind --tool=callgrind`.
+
+#[path = "common/auth_rows.rs"]
+mod auth_rows;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -717,6 +724,54 @@ impl Out {
     }
 }
 
+/// The signed-stream rows, from the measurements `auth_report` prints.
+fn auth_rows(out: &Out, quick: bool) {
+    use auth_rows::{AppendSigned, IngestSigned, MembershipGrowth};
+    let (n, rounds, big) = auth_rows::sizes(quick);
+    let i = auth_rows::ingest_signed(n, rounds);
+    out.row(
+        &Row::new("ingest_signed")
+            .f("blocks_per_s", i.signed, 0)
+            .f("unsigned_per_s", i.unsigned, 0)
+            .f("verify_per_s", i.verify, 0)
+            .f("ratio", i.ratio, 2)
+            .i("events", n as u64)
+            .figure(format!("{} blocks/s; (unsigned + bare verify) / signed time {:.2}", thousands(i.signed), i.ratio))
+            .target(">= 0.9", i.ratio >= IngestSigned::TARGET),
+    );
+    let a = auth_rows::append_signed(n, rounds);
+    out.row(
+        &Row::new("append_signed")
+            .f("events_per_s", a.append, 0)
+            .f("bare_per_s", a.bare, 0)
+            .f("ratio", a.ratio, 2)
+            .i("events", n as u64)
+            .figure(format!(
+                "{} ev/s; bare sign+encode+hash {} ev/s: {:.2}",
+                thousands(a.append),
+                thousands(a.bare),
+                a.ratio
+            ))
+            .target(">= 0.7", a.ratio >= AppendSigned::TARGET),
+    );
+    let m = auth_rows::membership_check_growth(big, rounds);
+    out.row(
+        &Row::new("membership_check_growth")
+            .f("large_us", m.large_us, 2)
+            .f("small_us", m.small_us, 2)
+            .f("ratio", m.ratio, 2)
+            .i("events", m.big as u64)
+            .figure(format!(
+                "one event {:.1} µs at {} events, {:.1} µs at 1,000: {:.2}",
+                m.large_us,
+                thousands(m.big as f64),
+                m.small_us,
+                m.ratio
+            ))
+            .target("<= 1.5", m.ratio <= MembershipGrowth::TARGET),
+    );
+}
+
 // ------------------------------------------------------------------- main
 
 fn profile(what: &str, n: usize) {
@@ -989,6 +1044,8 @@ fn main() {
             .figure(format!("{} ev/s (wall: one fsync per append)", thousands(durable_wall))),
     );
     drop(dir);
+
+    auth_rows(&out, plan.quick);
 
     // The side-by-side with pail.
     let ours: Vec<OurMerge> = PAIL_HISTORIES

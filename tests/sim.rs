@@ -8,18 +8,25 @@ use std::collections::BTreeSet;
 
 use futures::executor::block_on;
 use merkle_clock::replica::Replica;
-use merkle_clock::sim::{Partition, Protocol, SimConfig, SimError, SimReport, Simulation, SyncProtocol};
+use merkle_clock::sim::{Action, Partition, Protocol, SimConfig, SimError, SimReport, Simulation, SyncProtocol};
 use merkle_clock::store::StreamStore;
 use merkle_clock::sync::{Received, SyncError, SyncLimits};
 use merkle_clock::{Block, Cid};
 
-/// Checks that the run converged, and verifies it from the replicas and stores.
+/// Checks that the run converged, that every scheduled append was made, and
+/// verifies it from the replicas and stores.
 fn check<P: Protocol + Clone>(sim: &Simulation<P>, report: &SimReport) {
-    assert!(report.converged, "did not converge: {report}");
-    assert_eq!(report.errors, 0, "protocol errors: {report}");
     let config = sim.config();
     let writers = config.writers.unwrap_or(config.nodes);
     assert_eq!(report.appended, writers * config.events_per_node, "{report}");
+    check_converged(sim, report);
+}
+
+/// Checks that the run converged, and verifies it from the replicas and stores.
+fn check_converged<P: Protocol + Clone>(sim: &Simulation<P>, report: &SimReport) {
+    assert!(report.converged, "did not converge: {report}");
+    assert_eq!(report.errors, 0, "protocol errors: {report}");
+    let config = sim.config();
     let mut union: BTreeSet<Cid> = sim.appended().clone();
     union.insert(*sim.genesis().cid());
     assert_eq!(report.events, union.len(), "{report}");
@@ -406,4 +413,78 @@ fn sim_custom_protocol() {
         let r = run_with(config, AllBlocks);
         assert_eq!(r.protocol, "all-blocks");
     }
+}
+
+/// A signed stream: n0, the admin, grants the others the writer role when it
+/// joins (each node appends once it knows its grant), then revokes n3, which
+/// keeps writing. What n3 wrote before it learned of the revocation is valid
+/// (concurrent with it); everything it wrote after, built by hand because its
+/// own replica refused, is refused by every replica, late joiner and
+/// restarted ones included, and held by none; the run still converges.
+#[test]
+fn sim_a_revoked_writer_is_refused_by_every_replica() {
+    let (mut refused, mut concurrent) = (0, 0);
+    for seed in 0..12 {
+        let (sim, r) = revoked_writer_run(seed);
+        check_converged(&sim, &r);
+        // Every scheduled append (less those n3 dropped, knowing it was
+        // revoked), the 4 grants, the revocation and the 8 writes of n3 less
+        // those refused. Of those, the ones made once the revocation existed
+        // (n0 may have been down at tick 16) are concurrent with it.
+        let config = sim.config();
+        let appends = config.nodes * config.events_per_node - r.appends_refused;
+        let valid_writes = 8 - r.refused_after_revocation;
+        assert_eq!(r.appended, appends + 4 + 1 + valid_writes, "{r}");
+        assert!(r.concurrent_with_revocation <= valid_writes, "{r}");
+        assert_eq!(sim.refused_after_revocation().len(), r.refused_after_revocation, "{r}");
+        assert_eq!(r.revocation_refusals, (r.refused_after_revocation * config.nodes) as u64, "{r}");
+        for (cid, by) in sim.refused_after_revocation() {
+            assert_eq!(by.len(), config.nodes, "{cid} refused by {by:?}: {r}");
+            for n in 0..config.nodes {
+                let replica = sim.replica(n).unwrap();
+                assert!(!replica.contains(cid), "n{n} holds {cid}: {r}");
+                assert_eq!(replica.pending().events, 0, "n{n}: {r}");
+            }
+        }
+        // A strict reading leaves out at least the writes made without knowing.
+        let strict = sim.replica(0).unwrap().written_after_revocation();
+        assert!(strict.len() >= r.concurrent_with_revocation, "{strict:?}: {r}");
+        let n3 = sim.signer(3).unwrap().public();
+        assert!(sim.replica(0).unwrap().members().unwrap().revoked.contains_key(&n3), "{r}");
+        refused += r.refused_after_revocation;
+        concurrent += r.concurrent_with_revocation;
+    }
+    assert!(refused > 0 && concurrent > 0, "both cases happened: {refused} refused, {concurrent} concurrent");
+    // The keys come from the seed: the same seed, the same run.
+    assert_eq!(revoked_writer_run(5).1, revoked_writer_run(5).1);
+}
+
+/// Five nodes on a faulty network, with a late joiner and two restarts, on
+/// a signed stream: n0 revokes n3 at tick 16, and n3 writes 8 events from
+/// then on, every third tick.
+fn revoked_writer_run(seed: u64) -> (Simulation, SimReport) {
+    let config = SimConfig { nodes: 5, late_joiners: 1, restarts: 2, keep_trace: true, ..faulty(seed) };
+    let sim = Simulation::new(config).unwrap().with_auth(&[0]).unwrap();
+    let mut schedule = sim.schedule().clone();
+    schedule.entry(16).or_default().push(Action::Revoke { admin: 0, writer: 3 });
+    for t in (16..40).step_by(3) {
+        schedule.entry(t).or_default().push(Action::KeepWriting(3));
+    }
+    let mut sim = sim.with_schedule(schedule).unwrap();
+    let report = sim.run().unwrap();
+    (sim, report)
+}
+
+/// A revocation needs a signed stream.
+#[test]
+fn sim_a_revocation_on_an_open_stream_is_a_config_error() {
+    let sim = Simulation::new(SimConfig::default()).unwrap();
+    let mut schedule = sim.schedule().clone();
+    schedule.entry(5).or_default().push(Action::Revoke { admin: 0, writer: 1 });
+    let mut sim = sim.with_schedule(schedule).unwrap();
+    assert!(matches!(sim.run(), Err(SimError::Config(_))));
+    let sim = Simulation::new(SimConfig::default()).unwrap();
+    assert!(matches!(sim.with_auth(&[]), Err(SimError::Config(_))));
+    let sim = Simulation::new(SimConfig::default()).unwrap();
+    assert!(matches!(sim.with_auth(&[4]), Err(SimError::Config(_))));
 }

@@ -10,9 +10,14 @@
 //! delivery are the simulator's. The demo only gives the simulator
 //!
 //! - a [`SimConfig`] (the faults, the timeout, the quiet-phase bound),
+//! - a signed stream ([`Simulation::with_auth`]): the genesis names n0's key
+//!   as the admin, each replica signs with its own key, and every replica
+//!   starts from its invitation: the genesis and n0's grants of the writer
+//!   role to the others,
 //! - an explicit [`Schedule`], its plan: which replica appends at which tick,
 //!   when the partition heals, when the late replica joins, when the
-//!   restarted one goes down and comes back up,
+//!   restarted one goes down and comes back up, when n0 revokes a writer and
+//!   when that writer goes on writing,
 //! - a store factory that creates, and after the restart reopens, a
 //!   [`RedbBlockstore`] in `DIR/node-i` (each an mclock store: try
 //!   `mclock --store DIR/node-0 log`),
@@ -28,9 +33,15 @@
 //!
 //! 1. a lossy network: every replica but the last writes;
 //! 2. a partition splits the writers in two halves, which go on writing;
-//! 3. the partition heals and the last replica joins late, with only the genesis;
+//! 3. the partition heals and the last replica joins late, with only its
+//!    invitation (the genesis and the grants);
 //! 4. one replica shuts down and later reopens its redb file;
-//! 5. the network turns perfect and anti-entropy runs until every replica
+//! 5. n0 revokes a writer's key, and the writer keeps writing: what it writes
+//!    before it learns of the revocation is valid (concurrent with it); what
+//!    it writes after, its own replica refuses to build, so it builds the
+//!    events by hand and pushes them to every replica, and every one refuses
+//!    them (the demo fails if one does not);
+//! 6. the network turns perfect and anti-entropy runs until every replica
 //!    holds the same events, heads and order (or a bound, and the demo fails).
 
 mod display;
@@ -48,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 use merkle_clock::sim::{Action, NodeId, Partition, Schedule, SimConfig, SimRng, Simulation, Tick};
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Cid, Ipld, StoreError, StreamStore};
+use merkle_clock::{Block, Cid, Ipld, StoreError, StreamStore};
 
 use crate::{Result, draw, store};
 use display::Display;
@@ -93,6 +104,10 @@ const MAX_QUIET_TICKS: Tick = 400;
 const DUP: f64 = 0.1;
 /// Most extra ticks of delay (reordering) while the network is faulty.
 const REORDER: Tick = 2;
+/// The phases of a run.
+const PHASES: usize = 6;
+/// The admin: the replica whose key the genesis names.
+const ADMIN: NodeId = 0;
 
 const TODOS: [&str; 16] = [
     "buy milk",
@@ -118,19 +133,23 @@ struct Plan {
     nodes: usize,
     late: NodeId,
     restarted: NodeId,
+    /// The writer whose key the admin revokes (when the revocation phase starts).
+    revoked: NodeId,
     split: usize,
     /// Phase boundaries: phase i runs over ticks `bounds[i]..bounds[i + 1]`.
-    bounds: [Tick; 5],
+    bounds: [Tick; PHASES],
     join_at: Tick,
     down_at: Tick,
     up_at: Tick,
     appends: BTreeMap<Tick, Vec<NodeId>>,
+    /// When the revoked writer writes anyway.
+    keep_writing: Vec<Tick>,
 }
 
 impl Plan {
     fn new(args: &Args, rng: &mut SimRng) -> Plan {
         let n = args.nodes;
-        let bounds = [0, 10, 26, 36, 48];
+        let bounds = [0, 10, 26, 36, 48, 60];
         let (join_at, down_at, up_at) = (28, 38, 44);
         let late = n - 1;
         let restarted = (n - 1) / 2;
@@ -143,11 +162,32 @@ impl Plan {
                 appends.entry(t).or_default().push(node);
             }
         }
-        Plan { nodes: n, late, restarted, split: (n - 1).div_ceil(2), bounds, join_at, down_at, up_at, appends }
+        // The revoked writer writes at an even pace from the revocation on:
+        // before it learns of it and after.
+        let span = (bounds[5] - 2 - bounds[4]) as usize;
+        let keep_writing: Vec<Tick> = (0..args.events).map(|k| bounds[4] + (k * span / args.events) as Tick).collect();
+        Plan {
+            nodes: n,
+            late,
+            restarted,
+            revoked: n - 2,
+            split: (n - 1).div_ceil(2),
+            bounds,
+            join_at,
+            down_at,
+            up_at,
+            appends,
+            keep_writing,
+        }
     }
 
     /// The first tick of the quiet network.
     fn calm_from(&self) -> Tick {
+        self.bounds[5]
+    }
+
+    /// The tick the admin revokes the writer.
+    fn revoke_at(&self) -> Tick {
         self.bounds[4]
     }
 
@@ -155,7 +195,7 @@ impl Plan {
         Partition::split(self.split, self.bounds[1], self.bounds[2])
     }
 
-    /// The simulator's parameters: the faults of the first four phases, the
+    /// The simulator's parameters: the faults of the first five phases, the
     /// driver's timeout and anti-entropy, the bound on the quiet phase.
     fn config(&self, args: &Args) -> SimConfig {
         SimConfig {
@@ -194,11 +234,15 @@ impl Plan {
                 at(t, Action::Append(n));
             }
         }
+        at(self.revoke_at(), Action::Revoke { admin: ADMIN, writer: self.revoked });
+        for &t in &self.keep_writing {
+            at(t, Action::KeepWriting(self.revoked));
+        }
         schedule
     }
 
     /// The name and description of each phase.
-    fn phases(&self, args: &Args) -> [(String, String); 5] {
+    fn phases(&self, args: &Args) -> [(String, String); PHASES] {
         let names = |range: std::ops::Range<usize>| range.map(|i| format!("n{i}")).collect::<Vec<_>>().join(" ");
         [
             (
@@ -216,13 +260,23 @@ impl Plan {
             ),
             (
                 "heal + late joiner".into(),
-                format!("the partition heals; n{} joins at tick {} with only the genesis", self.late, self.join_at),
+                format!("the partition heals; n{} joins at tick {} with only its invitation", self.late, self.join_at),
             ),
             (
                 "restart".into(),
                 format!(
                     "n{} shuts down at tick {}, reopens its redb file at tick {}",
                     self.restarted, self.down_at, self.up_at
+                ),
+            ),
+            (
+                "revocation".into(),
+                format!(
+                    "n{ADMIN} revokes n{}'s key at tick {}; n{} keeps writing ({} events)",
+                    self.revoked,
+                    self.revoke_at(),
+                    self.revoked,
+                    self.keep_writing.len()
                 ),
             ),
             ("quiet network".into(), "no more faults: anti-entropy until every replica agrees".into()),
@@ -324,6 +378,8 @@ struct Track {
     reopened_with: Option<u64>,
     /// Messages undeliverable by the end of the restart's downtime.
     down_undeliverable: u64,
+    /// When the revoked writer's replica learned of its revocation.
+    learned_at: Option<Tick>,
 }
 
 /// The final state, checked from every replica.
@@ -333,12 +389,17 @@ struct Verdict {
     /// Every replica is up and holds exactly the genesis and every event
     /// appended, with the same heads and order.
     agree: bool,
+    /// The events the revoked writer wrote after it learned of its
+    /// revocation, as it built them.
+    refused: Vec<Block>,
+    /// Every replica refused every one of them, and none holds any.
+    refused_everywhere: bool,
 }
 
 /// The per-tick presentation: what the hook the simulator calls does.
 struct Show<'a> {
     plan: Plan,
-    phases: [(String, String); 5],
+    phases: [(String, String); PHASES],
     display: Display<'a>,
     track: Track,
     stores: Rc<RefCell<Stores>>,
@@ -354,15 +415,21 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<ExitCode> {
     let (base, _cleanup) = store_dir(args)?;
     let mut master = SimRng::new(args.seed);
     let plan = Plan::new(args, &mut master.fork());
-    let sim = Simulation::new(plan.config(args))?.with_schedule(plan.schedule())?.with_payloads(payloads(args.seed));
+    let sim = Simulation::new(plan.config(args))?
+        .with_auth(&[ADMIN])?
+        .with_schedule(plan.schedule())?
+        .with_payloads(payloads(args.seed));
     let stores = Rc::new(RefCell::new(Stores::new(base.clone(), *sim.genesis().cid(), args.nodes)));
     let factory = Rc::clone(&stores);
     let mut sim = sim.with_stores(move |n| factory.borrow_mut().open(n));
 
     let mut display = Display::new(out, tty);
     display.line(&format!(
-        "mclock demo: {} replicas, {} events each, seed {}; every replica has its own redb store",
+        "mclock demo: {} replicas, {} events each, seed {}; every replica has its own redb store and signing key",
         args.nodes, args.events, args.seed
+    ))?;
+    display.line(&format!(
+        "the genesis names n{ADMIN}'s key as the admin; every replica starts from the genesis and n{ADMIN}'s grants of the writer role"
     ))?;
     display.line(&format!(
         "stores in {}{}",
@@ -372,7 +439,9 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<ExitCode> {
     display.line("")?;
 
     let phases = plan.phases(args);
-    let mut show = Show { plan, phases, display, track: Track::default(), stores, pause };
+    // Phase 1 counts the events appended in it: not the grants made before.
+    let track = Track { phase_events: sim.appended().len(), ..Track::default() };
+    let mut show = Show { plan, phases, display, track, stores, pause };
     show.begin(0)?;
     let report = sim.run_with(|sim, t| show.tick(sim, t)).await?;
     let Show { plan, mut display, mut track, stores, .. } = show;
@@ -395,6 +464,9 @@ pub async fn run(args: &Args, out: &mut dyn Write) -> Result<ExitCode> {
     if !verdict.agree {
         return Err("the replicas did not converge".into());
     }
+    if !verdict.refused_everywhere {
+        return Err("an event written after its author's revocation was not refused by every replica".into());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -407,8 +479,8 @@ impl Show<'_> {
             Some(&end) => (format!("ticks {t}–{}", end - 1), end - t, "ticks"),
             None => (format!("ticks {t}–"), self.plan.nodes as u64, "replicas agree"),
         };
-        self.display.line(&format!("[{}/5] {name:<19} {ticks:<12} {what}", phase + 1))?;
-        self.display.begin(&format!("[{}/5] {name}", phase + 1), len, unit);
+        self.display.line(&format!("[{}/{PHASES}] {name:<19} {ticks:<12} {what}", phase + 1))?;
+        self.display.begin(&format!("[{}/{PHASES}] {name}", phase + 1), len, unit);
         Ok(())
     }
 
@@ -480,6 +552,9 @@ impl Show<'_> {
         {
             track.joined_at = Some(t);
         }
+        if track.learned_at.is_none() && t >= p.revoke_at() && knows_revoked(sim, p.revoked) {
+            track.learned_at = Some(t);
+        }
         Ok(())
     }
 }
@@ -527,6 +602,12 @@ fn union(sim: &Simulation) -> BTreeSet<Cid> {
     all
 }
 
+/// Whether replica `n` knows its own key was revoked.
+fn knows_revoked(sim: &Simulation, n: NodeId) -> bool {
+    let (Some(replica), Some(signer)) = (sim.replica(n), sim.signer(n)) else { return false };
+    replica.members().is_some_and(|m| m.revoked.contains_key(&signer.public()))
+}
+
 fn holds_all(sim: &Simulation, n: NodeId, target: &BTreeSet<Cid>) -> bool {
     sim.replica(n).is_some_and(|r| target.iter().all(|c| r.contains(c)))
 }
@@ -550,10 +631,17 @@ fn verdict(sim: &Simulation, converged: bool) -> Result<Verdict> {
                 .is_some_and(|r| r.heads() == heads && r.order().eq(order.iter().copied()) && r.pending().events == 0)
         })
         && order.iter().copied().collect::<BTreeSet<Cid>>() == want;
-    Ok(Verdict { heads, order, agree })
+    let nodes = sim.config().nodes;
+    let refused_by = sim.refused_after_revocation();
+    let refused_everywhere = refused_by
+        .iter()
+        .all(|(cid, by)| by.len() == nodes && (0..nodes).all(|n| sim.replica(n).is_some_and(|r| !r.contains(cid))));
+    let refused = refused_by.keys().filter_map(|cid| sim.refused_block(cid).cloned()).collect();
+    Ok(Verdict { heads, order, agree, refused, refused_everywhere })
 }
 
-/// The picture of the final DAG, events coloured by the replica that wrote them.
+/// The picture of the final DAG, events coloured by the replica that wrote
+/// them, with the events every replica refused drawn beside it.
 async fn picture(args: &Args, plan: &Plan, sim: &Simulation, verdict: &Verdict) -> Result<draw::Picture> {
     let first = sim.replica(0).ok_or("replica n0 is not up")?;
     let heads = verdict.heads.len();
@@ -568,5 +656,7 @@ async fn picture(args: &Args, plan: &Plan, sim: &Simulation, verdict: &Verdict) 
         )),
         ..draw::Options::default()
     };
-    draw::build(first, &opts).await
+    let mut picture = draw::build(first, &opts).await?;
+    draw::add_refused(&mut picture, &verdict.refused);
+    Ok(picture)
 }

@@ -4,12 +4,15 @@
 //!
 //! Big DAGs are cut to a readable window: the last `max_layers` layers and at
 //! most `max_rows` events per layer (heads first); the picture says so.
+//!
+//! Events the replicas refused (not in the DAG: the demo's revoked writer's)
+//! can be added beside it ([`add_refused`]), drawn dashed red.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use merkle_clock::replica::Replica;
-use merkle_clock::{Cid, Event, EventId, Ipld, StreamStore, short_cid};
+use merkle_clock::{Block, Cid, Event, EventId, Ipld, StreamStore, short_cid};
 
 use crate::{Result, json};
 
@@ -43,6 +46,8 @@ pub struct Node {
     pub cut_parents: usize,
     pub head: bool,
     pub genesis: bool,
+    /// Not in the DAG: an event the replicas refused ([`add_refused`]).
+    pub refused: bool,
     /// Index into [`Picture::groups`].
     pub group: Option<usize>,
     /// The payload as one line of JSON (shortened), for tooltips.
@@ -112,20 +117,7 @@ pub async fn build<S: ?Sized + StreamStore>(replica: &Replica<S>, opts: &Options
             Some(b) => Event::<Ipld>::decode(b).map(|e| e.into_payload()).ok(),
             None => None,
         };
-        let group = match (&opts.color_by, &payload) {
-            (Some(key), Some(Ipld::Map(m))) => m.get(key).map(|v| match v {
-                Ipld::String(s) => s.clone(),
-                other => json::compact(other),
-            }),
-            _ => None,
-        };
-        let group = group.map(|g| match groups.iter().position(|x| *x == g) {
-            Some(i) => i,
-            None => {
-                groups.push(g);
-                groups.len() - 1
-            }
-        });
+        let group = group_of(opts.color_by.as_deref(), payload.as_ref(), &mut groups);
         let mut parents = Vec::new();
         let mut cut_parents = 0;
         for p in dag.parents(id) {
@@ -135,10 +127,6 @@ pub async fn build<S: ?Sized + StreamStore>(replica: &Replica<S>, opts: &Options
                 None => {} // hidden by the row cap
             }
         }
-        let mut payload = payload.as_ref().map(json::compact).unwrap_or_default();
-        if payload.chars().count() > 160 {
-            payload = payload.chars().take(157).collect::<String>() + "...";
-        }
         nodes.push(Node {
             cid: *cid,
             height: dag.height(id),
@@ -146,8 +134,9 @@ pub async fn build<S: ?Sized + StreamStore>(replica: &Replica<S>, opts: &Options
             cut_parents,
             head: is_head(id),
             genesis: id == EventId::GENESIS,
+            refused: false,
             group,
-            payload,
+            payload: tooltip(payload.as_ref()),
         });
     }
 
@@ -183,6 +172,79 @@ pub async fn build<S: ?Sized + StreamStore>(replica: &Replica<S>, opts: &Options
         notes.push(format!("{hidden} events left out: at most {} per layer, heads first", opts.max_rows));
     }
     Ok(Picture { title, notes, nodes, layers, groups, color_by: opts.color_by.clone() })
+}
+
+/// The group (colour) of a payload: the value of its `key`, as an index
+/// into `groups` (added there if new).
+fn group_of(key: Option<&str>, payload: Option<&Ipld>, groups: &mut Vec<String>) -> Option<usize> {
+    let group = match (key, payload) {
+        (Some(key), Some(Ipld::Map(m))) => m.get(key).map(|v| match v {
+            Ipld::String(s) => s.clone(),
+            other => json::compact(other),
+        }),
+        _ => None,
+    }?;
+    Some(match groups.iter().position(|x| *x == group) {
+        Some(i) => i,
+        None => {
+            groups.push(group);
+            groups.len() - 1
+        }
+    })
+}
+
+/// A payload as one line of JSON, shortened, for tooltips.
+fn tooltip(payload: Option<&Ipld>) -> String {
+    let mut text = payload.map(json::compact).unwrap_or_default();
+    if text.chars().count() > 160 {
+        text = text.chars().take(157).collect::<String>() + "...";
+    }
+    text
+}
+
+/// Adds events the replicas refused (not in the DAG the picture shows), each
+/// beside its parents, drawn dashed red. An event that is not a canonical
+/// event, or whose layer is left of the window, is left out.
+pub fn add_refused(p: &mut Picture, blocks: &[Block]) {
+    let mut added = 0;
+    for block in blocks {
+        let Ok(event) = Event::<Ipld>::decode(block) else { continue };
+        let height = event.height();
+        let (Some(first), Some(last)) = (p.layers.first(), p.layers.last()) else { return };
+        let (min_height, last_height) = (first.height, last.height);
+        if height < min_height || height > last_height + 1 {
+            continue;
+        }
+        if height == last_height + 1 {
+            p.layers.push(Layer { height, nodes: Vec::new(), hidden: 0 });
+        }
+        let mut parents = Vec::new();
+        let mut cut_parents = 0;
+        for parent in event.parents() {
+            match p.nodes.iter().position(|n| n.cid == *parent) {
+                Some(i) => parents.push(i),
+                None => cut_parents += 1,
+            }
+        }
+        let group = group_of(p.color_by.as_deref(), Some(event.payload()), &mut p.groups);
+        let i = p.nodes.len();
+        p.nodes.push(Node {
+            cid: *block.cid(),
+            height,
+            parents,
+            cut_parents,
+            head: false,
+            genesis: false,
+            refused: true,
+            group,
+            payload: tooltip(Some(event.payload())),
+        });
+        p.layers[(height - min_height) as usize].nodes.push(i);
+        added += 1;
+    }
+    if added > 0 {
+        p.notes.push(format!("{added} events dashed red: refused by the replicas, in no replica's DAG"));
+    }
 }
 
 /// A sort key that orders the digit runs of a text by value.
@@ -257,6 +319,8 @@ fn rows(p: &Picture) -> Vec<f64> {
 const PALETTE: [&str; 10] =
     ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#bab0ac"];
 const NEUTRAL: (&str, &str) = ("#f2f2f2", "#8c8c8c");
+/// The stroke of refused events and of the edges into them.
+const REFUSED: &str = "#d62728";
 
 /// The fill (a light tint) and stroke of a group's colour.
 fn colors(group: Option<usize>) -> (String, String) {
@@ -387,9 +451,11 @@ pub fn svg(p: &Picture) -> String {
             let (px, py) = pos(q);
             let (x1, y1) = (px + NODE_W, py + NODE_H / 2.0 + out_port.get(&(q, i)).copied().unwrap_or(0.0));
             let dx = ((x2 - x1) / 2.0).max(12.0);
+            let style =
+                if n.refused { format!(r#" stroke="{REFUSED}" stroke-dasharray="5 3""#) } else { String::new() };
             let _ = writeln!(
                 s,
-                r#"<path d="M {x1:.1} {y1:.1} C {:.1} {y1:.1}, {:.1} {y2:.1}, {x2:.1} {y2:.1}" marker-end="url(#arrow)"/>"#,
+                r#"<path d="M {x1:.1} {y1:.1} C {:.1} {y1:.1}, {:.1} {y2:.1}, {x2:.1} {y2:.1}"{style} marker-end="url(#arrow)"/>"#,
                 x1 + dx,
                 x2 - dx
             );
@@ -410,10 +476,18 @@ pub fn svg(p: &Picture) -> String {
     for (i, n) in p.nodes.iter().enumerate() {
         let (x, y0) = pos(i);
         let (fill, stroke) = colors(n.group);
-        let (sw, stroke) = if n.head { (3.0, "#111111".to_string()) } else { (1.5, stroke) };
+        let (sw, stroke) = match (n.head, n.refused) {
+            (true, _) => (3.0, "#111111".to_string()),
+            (_, true) => (2.5, REFUSED.to_string()),
+            _ => (1.5, stroke),
+        };
+        let dash = if n.refused { r#" stroke-dasharray="5 3""# } else { "" };
         let mut tip = format!("{}\nheight {}", n.cid, n.height);
         if n.head {
             tip.push_str("\nhead");
+        }
+        if n.refused {
+            tip.push_str("\nrefused by the replicas: its author was revoked in its past");
         }
         if !n.payload.is_empty() {
             let _ = write!(tip, "\npayload {}", n.payload);
@@ -421,7 +495,7 @@ pub fn svg(p: &Picture) -> String {
         let _ = writeln!(s, "<g><title>{}</title>", xml(&tip));
         let _ = writeln!(
             s,
-            r#"<rect x="{x:.1}" y="{y0:.1}" width="{NODE_W}" height="{NODE_H}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"/>"#
+            r#"<rect x="{x:.1}" y="{y0:.1}" width="{NODE_W}" height="{NODE_H}" rx="7" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"{dash}/>"#
         );
         let _ = writeln!(
             s,
@@ -446,6 +520,14 @@ pub fn svg(p: &Picture) -> String {
                 y0 + NODE_H + 13.0
             );
         }
+        if n.refused {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10.5" font-weight="bold" fill="{REFUSED}" text-anchor="middle">REFUSED</text>"##,
+                x + NODE_W / 2.0,
+                y0 - 4.0
+            );
+        }
         s.push_str("</g>\n");
     }
 
@@ -459,6 +541,20 @@ pub fn svg(p: &Picture) -> String {
     );
     let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#333">head</text>"##, lx + 28.0, ly + 1.5);
     lx += 80.0;
+    if p.nodes.iter().any(|n| n.refused) {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{lx:.1}" y="{:.1}" width="22" height="14" rx="4" fill="#ffffff" stroke="{REFUSED}" stroke-width="2.5" stroke-dasharray="5 3"/>"##,
+            ly - 10.0
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#333">refused</text>"##,
+            lx + 28.0,
+            ly + 1.5
+        );
+        lx += 90.0;
+    }
     let _ = writeln!(
         s,
         r##"<text x="{lx:.1}" y="{:.1}" font-size="12" fill="#333">parent → child · column = height</text>"##,
@@ -520,6 +616,9 @@ pub fn dot(p: &Picture) -> String {
         if n.genesis {
             attrs.push_str(", xlabel=\"genesis\"");
         }
+        if n.refused {
+            let _ = write!(attrs, ", style=\"rounded,filled,dashed\", color=\"{REFUSED}\", xlabel=\"refused\"");
+        }
         let _ = writeln!(s, "  e{i} [{attrs}, tooltip=\"{}\"];", n.cid);
     }
     for (i, n) in p.nodes.iter().enumerate() {
@@ -554,6 +653,9 @@ pub fn mermaid(p: &Picture) -> String {
         if n.head {
             label.push_str(" HEAD");
         }
+        if n.refused {
+            label.push_str(" REFUSED");
+        }
         let _ = writeln!(s, "  e{i}[\"{}\"]", q(&label));
     }
     for (i, n) in p.nodes.iter().enumerate() {
@@ -571,6 +673,9 @@ pub fn mermaid(p: &Picture) -> String {
     for (i, n) in p.nodes.iter().enumerate() {
         if n.head {
             let _ = writeln!(s, "  style e{i} stroke:#111,stroke-width:3px");
+        }
+        if n.refused {
+            let _ = writeln!(s, "  style e{i} stroke:{REFUSED},stroke-width:2px,stroke-dasharray:5 3");
         }
     }
     s

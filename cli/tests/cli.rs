@@ -237,14 +237,25 @@ fn demo_converges_deterministically_and_draws() {
     let d = tmp.path();
     let args = ["demo", "--nodes", "3", "--events", "3", "--seed", "7", "--tick-ms", "0", "-o", "pic.svg"];
     let out = ok(d, &args);
-    for phase in ["[1/5] lossy network", "[2/5] partition", "[3/5] heal + late joiner", "[4/5] restart", "[5/5] quiet"]
-    {
+    let phases =
+        ["[1/6] lossy network", "[2/6] partition", "[3/6] heal + late joiner", "[4/6] restart", "[5/6] revocation"];
+    for phase in phases.into_iter().chain(["[6/6] quiet"]) {
         assert!(out.contains(phase), "{out}");
     }
-    assert!(out.contains("converged    yes: all 3 replicas hold the same 10 events"), "{out}");
+    // 9 appends, 2 grants and a revocation by n0, and what n1 wrote before it
+    // learned of its revocation; what it wrote after was refused everywhere.
+    let events = out.lines().find(|l| l.trim_start().starts_with("events ")).expect("an events line");
+    let total = demo_events(&out);
+    assert!(events.contains("9 appended (3 replicas × 3) + 2 grants (the invitation) and 1 revocation by n0"), "{out}");
+    assert!(out.contains(&format!("converged    yes: all 3 replicas hold the same {total} events")), "{out}");
+    let revoked = out.lines().find(|l| l.trim_start().starts_with("revoked ")).expect("a revocation line");
+    assert!(revoked.contains("writer n1 (by n0 at tick 48; it learned at tick"), "{out}");
+    assert!(revoked.contains("events refused by all 3 replicas, held by none"), "{out}");
     assert!(out.contains("nothing lost"), "{out}");
     let svg = std::fs::read_to_string(d.join("pic.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+    // The refused events are drawn, marked.
+    assert_eq!(svg.contains("REFUSED"), !revoked.contains(": 0 events refused"), "{out}");
     let heads: Vec<&str> = out
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("heads"))
@@ -262,12 +273,18 @@ fn demo_converges_deterministically_and_draws() {
     assert_eq!(std::fs::read_to_string(d.join("pic.svg")).unwrap(), svg);
 
     // --keep leaves real stores behind.
-    ok(d, &["demo", "--nodes", "3", "--events", "2", "--tick-ms", "0", "--keep", "stores", "-o", "k.svg"]);
+    let kept = ok(d, &["demo", "--nodes", "3", "--events", "2", "--tick-ms", "0", "--keep", "stores", "-o", "k.svg"]);
     let log0 = ok(d, &["--store", "stores/node-0", "log"]);
     assert_eq!(log0, ok(d, &["--store", "stores/node-2", "log"]));
     // The restarted replica's file, reopened in the run, holds the same stream.
     assert_eq!(log0, ok(d, &["--store", "stores/node-1", "log"]));
-    assert_eq!(log0.lines().count(), 7);
+    assert_eq!(log0.lines().count(), demo_events(&kept), "{kept}");
+}
+
+/// The events the demo's summary counts.
+fn demo_events(out: &str) -> usize {
+    let events = out.lines().find(|l| l.trim_start().starts_with("events ")).expect("an events line");
+    events.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number of events")
 }
 
 /// The demo's output without the lines that name a temporary directory or a duration.

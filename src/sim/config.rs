@@ -132,7 +132,7 @@ pub enum SimError {
         #[source]
         source: StoreError,
     },
-    /// A local append failed.
+    /// A local append, grant or revocation failed.
     #[error("node {node}: {source}")]
     Append {
         /// The node.
@@ -193,6 +193,26 @@ pub struct SimReport {
     pub restarts: usize,
     /// Late joins done.
     pub late_joins: usize,
+    /// On a signed stream ([`Simulation::with_auth`](super::Simulation::with_auth)):
+    /// appends ([`Action::Append`]) the node's own replica refused because
+    /// the node's key was revoked in its past. An honest writer drops them,
+    /// as `mclock append` fails.
+    pub appends_refused: usize,
+    /// Writes by a revoked writer ([`Action::KeepWriting`]) that its replica
+    /// let through because it had not yet learned of its revocation: valid
+    /// events, concurrent with the revocation, in [`SimReport::appended`]
+    /// ([`Replica::written_after_revocation`](crate::Replica::written_after_revocation)
+    /// lists them).
+    pub concurrent_with_revocation: usize,
+    /// Events a revoked writer built by hand after its replica refused them
+    /// ([`Action::KeepWriting`] once it knew of its revocation), each
+    /// offered to every replica
+    /// ([`Simulation::refused_after_revocation`](super::Simulation::refused_after_revocation)).
+    pub refused_after_revocation: usize,
+    /// Offers of those events that a replica refused because their author
+    /// was revoked in their past ([`AuthError::Revoked`](crate::auth::AuthError::Revoked)):
+    /// at quiescence, `refused_after_revocation` times [`SimConfig::nodes`].
+    pub revocation_refusals: u64,
     /// BLAKE3 of the trace (one line per step, each ending in `\n`), in hex.
     pub trace_hash: String,
     /// The number of trace lines.
@@ -226,6 +246,10 @@ impl SimReport {
             anti_entropy: 0,
             restarts,
             late_joins,
+            appends_refused: 0,
+            concurrent_with_revocation: 0,
+            refused_after_revocation: 0,
+            revocation_refusals: 0,
             trace_hash: String::new(),
             trace_lines: 0,
             trace: Vec::new(),
@@ -259,7 +283,18 @@ impl fmt::Display for SimReport {
             self.restarts,
             self.late_joins,
             &self.trace_hash[..16.min(self.trace_hash.len())],
-        )
+        )?;
+        if self.refused_after_revocation + self.concurrent_with_revocation + self.appends_refused > 0 {
+            write!(
+                f,
+                " refused_after_revocation={} refusals={} concurrent_with_revocation={} appends_refused={}",
+                self.refused_after_revocation,
+                self.revocation_refusals,
+                self.concurrent_with_revocation,
+                self.appends_refused
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -267,7 +302,9 @@ impl fmt::Display for SimReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// The node starts, with only the genesis (a fresh store from the factory).
+    /// The node starts, with only the genesis (a fresh store from the
+    /// factory); on a signed stream, with the genesis and the writers' grants
+    /// ([`Simulation::with_auth`](super::Simulation::with_auth)).
     Join(NodeId),
     /// The node shuts down: its replica and its store are dropped, the
     /// durable part of its sync states kept.
@@ -275,7 +312,28 @@ pub enum Action {
     /// The node comes back: its store reopens and so does its replica.
     Up(NodeId),
     /// The node appends one event (when it is down, as soon as it is back).
+    /// On a signed stream it waits until it knows its grant, and drops the
+    /// event if its replica knows its key was revoked
+    /// ([`SimReport::appends_refused`]).
     Append(NodeId),
+    /// On a signed stream, the node (whose key an admin revoked) keeps
+    /// writing. While its replica does not know of the revocation this is
+    /// an ordinary append, valid and concurrent with the revocation
+    /// ([`SimReport::concurrent_with_revocation`]). Once it knows, its
+    /// replica refuses to build the event, so the node builds it by hand on
+    /// its heads ([`auth::signed_event`](crate::auth::signed_event)) and
+    /// offers it to every replica (its own included), each once it holds the
+    /// event's parents: every one must refuse it
+    /// ([`SimReport::refused_after_revocation`]).
+    KeepWriting(NodeId),
+    /// On a signed stream, node `admin` revokes the key of node `writer`
+    /// (when the admin is down, as soon as it is back).
+    Revoke {
+        /// The node that revokes, an admin.
+        admin: NodeId,
+        /// The node whose key is revoked.
+        writer: NodeId,
+    },
     /// Partition `i` of [`SimConfig::partitions`] heals: the nodes it
     /// separated reconnect.
     Heal(usize),
@@ -385,7 +443,7 @@ pub(super) fn sort_within_ticks(schedule: &mut Schedule) {
         actions.sort_by_key(|a| match a {
             Action::Join(_) | Action::Up(_) => 0,
             Action::Down(_) => 1,
-            Action::Append(_) => 2,
+            Action::Append(_) | Action::KeepWriting(_) | Action::Revoke { .. } => 2,
             Action::Heal(_) => 3,
         });
     }

@@ -9,7 +9,7 @@
 //! Time advances in ticks. In each tick, in this order:
 //!
 //! 1. **Lifecycle.** Scheduled nodes join (late joiners start with only the
-//!    genesis), go down, come back up, and partitions heal.
+//!    genesis, and on a signed stream its grants), go down, come back up, and partitions heal.
 //! 2. **Appends.** Nodes append the local events due (payloads are random
 //!    bytes from the seed). A node that is down appends when it is back.
 //! 3. **Deliveries.** Every message due is delivered, by delivery time then
@@ -75,6 +75,23 @@
 //! and anti-entropy runs until every replica holds the same heads and order
 //! — quiescence — or [`SimConfig::max_ticks`] more ticks have passed, and
 //! then [`SimReport::converged`] is `false`. A run always ends.
+//!
+//! # Who may write
+//!
+//! [`Simulation::with_auth`] runs a signed stream ([`crate::auth`]): the
+//! genesis names some nodes' keys as admins, every node signs with its own
+//! key, and every node starts from the genesis and the first admin's grants
+//! of the writer role to all the others (its invitation). An admin revokes
+//! a writer with [`Action::Revoke`]; [`Action::KeepWriting`] has the revoked
+//! writer go on writing. Until it learns of its revocation its events are
+//! valid (concurrent with the revocation); after, its own replica refuses to
+//! build them, so the simulator builds each by hand on the writer's heads and
+//! offers it to every replica once that replica holds its parents (a writer
+//! pushing to everyone, the worst it can do: through sync it would reach
+//! fewer, since no replica that refuses an event relays it). Every replica
+//! must refuse every one ([`SimReport::refused_after_revocation`],
+//! [`Simulation::refused_after_revocation`]); a replica that takes one counts
+//! as an error. Quiescence then also waits for every offer to be made.
 //!
 //! # Determinism
 //!
@@ -144,7 +161,7 @@ mod config;
 mod network;
 mod wakes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,9 +169,10 @@ use std::time::Duration;
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 
+use crate::auth::{self, AuthError, AuthorKey, MemberOp, Role, Signer};
 use crate::block::{Block, short_cid};
 use crate::event::Event;
-use crate::replica::{Replica, ReplicaConfig};
+use crate::replica::{AppendError, Ingest, Rejection, Replica, ReplicaConfig};
 use crate::store::{StoreError, StreamStore};
 use crate::sync::{SessionConfig, Sessions};
 
@@ -188,10 +206,37 @@ struct Node<P: Protocol> {
     neighbours: Box<[NodeId]>,
     /// Durable parts of the sessions while the node is down.
     saved: BTreeMap<NodeId, Vec<u8>>,
-    /// Appends that fell due while the node was down.
-    owed: usize,
+    /// Writes that fell due while the node was down.
+    owed: VecDeque<Owed>,
     /// Events this node appended.
     appended: u64,
+}
+
+/// A write a node owes: the actions of the schedule that write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    Append,
+    KeepWriting,
+    Revoke(NodeId),
+}
+
+/// The signed policy of a run ([`Simulation::with_auth`]).
+struct Auth {
+    /// Every node's key.
+    signers: Vec<Signer>,
+    /// The first admin's grants of the writer role to the other nodes: with
+    /// the genesis, every node's invitation.
+    grants: Vec<Block>,
+    /// Nodes whose key an admin revoked, with the revocation.
+    revoked: BTreeMap<NodeId, Cid>,
+}
+
+/// An event a revoked writer built by hand, and the replicas offered it.
+struct Refused {
+    block: Block,
+    parents: Vec<Cid>,
+    /// Nodes that took the offer in (each once it held the parents).
+    offered: BTreeSet<NodeId>,
 }
 
 struct Trace {
@@ -224,6 +269,10 @@ pub struct Simulation<P: Protocol + Clone = SyncProtocol> {
     trace: Trace,
     report: SimReport,
     appended: BTreeSet<Cid>,
+    auth: Option<Auth>,
+    refused: BTreeMap<Cid, Refused>,
+    /// The nodes each refused event was refused by (kept for callers).
+    refused_by: BTreeMap<Cid, BTreeSet<NodeId>>,
     /// Nodes whose driver ticks at the next driver tick (see [`Wakes`]).
     wakes: Wakes,
     now: Tick,
@@ -291,7 +340,7 @@ impl<P: Protocol + Clone> Simulation<P> {
                 sessions: Sessions::with_seed(protocol.clone(), sessions.clone(), seeds.next_u64()),
                 neighbours,
                 saved: BTreeMap::new(),
-                owed: 0,
+                owed: VecDeque::new(),
                 appended: 0,
             })
             .collect();
@@ -322,6 +371,9 @@ impl<P: Protocol + Clone> Simulation<P> {
             trace,
             report,
             appended: BTreeSet::new(),
+            auth: None,
+            refused: BTreeMap::new(),
+            refused_by: BTreeMap::new(),
             wakes: Wakes::new(n_nodes),
             now: 0,
             ran: false,
@@ -349,7 +401,10 @@ impl<P: Protocol + Clone> Simulation<P> {
     pub fn with_schedule(mut self, mut schedule: Schedule) -> Result<Self, SimError> {
         for action in schedule.values().flatten() {
             let ok = match *action {
-                Action::Join(n) | Action::Down(n) | Action::Up(n) | Action::Append(n) => n < self.nodes.len(),
+                Action::Join(n) | Action::Down(n) | Action::Up(n) | Action::Append(n) | Action::KeepWriting(n) => {
+                    n < self.nodes.len()
+                }
+                Action::Revoke { admin, writer } => admin < self.nodes.len() && writer < self.nodes.len(),
                 Action::Heal(p) => p < self.config.partitions.len(),
             };
             if !ok {
@@ -362,6 +417,94 @@ impl<P: Protocol + Clone> Simulation<P> {
             schedule.range(1..).flat_map(|(_, a)| a).filter(|a| matches!(a, Action::Join(_))).count();
         self.schedule = schedule;
         Ok(self)
+    }
+
+    /// Makes the run's stream a signed one ([`crate::auth`]): its genesis
+    /// names the keys of `admins`, every node signs its events with its own
+    /// Ed25519 key (derived from [`SimConfig::seed`] and the node's number,
+    /// so a seed still gives one run), and the first admin grants every
+    /// other node the writer role before the run, in a chain of membership
+    /// events on the genesis. Every node starts from its invitation: the
+    /// genesis and those grants (a late joiner too). Schedules may then
+    /// revoke keys ([`Action::Revoke`]) and have revoked writers keep writing
+    /// ([`Action::KeepWriting`]).
+    ///
+    /// ```
+    /// use merkle_clock::sim::{Action, SimConfig, Simulation};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = SimConfig { seed: 3, nodes: 4, events_per_node: 2, loss: 0.1, ..SimConfig::default() };
+    /// let sim = Simulation::new(config)?.with_auth(&[0])?;
+    /// let mut schedule = sim.schedule().clone();
+    /// schedule.entry(20).or_default().push(Action::Revoke { admin: 0, writer: 2 });
+    /// for t in 24..30 {
+    ///     schedule.entry(t).or_default().push(Action::KeepWriting(2));
+    /// }
+    /// let mut sim = sim.with_schedule(schedule)?;
+    /// let report = sim.run()?;
+    /// assert!(report.converged, "{report}");
+    /// // What n2 wrote once it knew was refused by all four replicas; none holds it.
+    /// for (cid, refused_by) in sim.refused_after_revocation() {
+    ///     assert_eq!(refused_by.len(), 4);
+    ///     assert!((0..4).all(|n| sim.replica(n).is_some_and(|r| !r.contains(cid))));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SimError::Config`] when `admins` is empty or names a node that is
+    /// not in the configuration.
+    pub fn with_auth(mut self, admins: &[NodeId]) -> Result<Self, SimError> {
+        let mut admins = admins.to_vec();
+        admins.sort_unstable();
+        admins.dedup();
+        if admins.is_empty() || admins.iter().any(|&a| a >= self.nodes.len()) {
+            return Err(SimError::Config(format!(
+                "admins {admins:?} must name some of the {} nodes",
+                self.nodes.len()
+            )));
+        }
+        let signers: Vec<Signer> = (0..self.nodes.len()).map(|n| node_signer(self.config.seed, n)).collect();
+        let keys: Vec<AuthorKey> = admins.iter().map(|&a| signers[a].public()).collect();
+        let payload = Ipld::String(format!("merkle-clock simulation {}", self.config.seed));
+        let encode = |e: crate::EncodeError| SimError::Config(format!("genesis and grants: {e}"));
+        self.genesis = auth::genesis(&payload, &keys).map_err(encode)?;
+        let stream = *self.genesis.cid();
+        let mut grants: Vec<Block> = Vec::new();
+        for (w, height) in (0..self.nodes.len()).filter(|w| !admins.contains(w)).zip(1..) {
+            let op = MemberOp::Grant { key: signers[w].public(), role: Role::Writer };
+            let parent = grants.last().map_or(stream, |g| *g.cid());
+            let grant = auth::signed_event(&stream, height, &[parent], Some(&op), &Ipld::Null, &signers[admins[0]]);
+            grants.push(grant.map_err(encode)?);
+        }
+        self.appended.extend(grants.iter().map(|g| *g.cid()));
+        self.auth = Some(Auth { signers, grants, revoked: BTreeMap::new() });
+        Ok(self)
+    }
+
+    /// A node's signing key, on a signed stream ([`Simulation::with_auth`]).
+    ///
+    /// # Panics
+    /// If `node` is not below [`SimConfig::nodes`].
+    pub fn signer(&self, node: NodeId) -> Option<&Signer> {
+        self.auth.as_ref().map(|a| &a.signers[node])
+    }
+
+    /// The events revoked writers built by hand once their replica refused
+    /// them ([`Action::KeepWriting`]), each with the nodes that refused it
+    /// because its author was revoked in its past. At quiescence every node
+    /// refused every one, and no replica holds any.
+    pub fn refused_after_revocation(&self) -> &BTreeMap<Cid, BTreeSet<NodeId>> {
+        &self.refused_by
+    }
+
+    /// An event of [`Simulation::refused_after_revocation`], as its writer built it.
+    pub fn refused_block(&self, cid: &Cid) -> Option<&Block> {
+        self.refused.get(cid).map(|r| &r.block)
+    }
+
+    /// The schedule still to run (all of it before the run).
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// Payloads from `f(node, k)` for node's `k`-th append (from 0) instead
@@ -454,6 +597,11 @@ impl<P: Protocol + Clone> Simulation<P> {
             return Err(SimError::AlreadyRan.into());
         }
         self.ran = true;
+        if self.auth.is_none()
+            && let Some(a) = self.schedule.values().flatten().find(|a| matches!(a, Action::Revoke { .. }))
+        {
+            return Err(SimError::Config(format!("{a:?} needs a signed stream (Simulation::with_auth)")).into());
+        }
         let calm_from = self.config.fault_ticks;
         let bound = calm_from.saturating_add(self.config.max_ticks);
         loop {
@@ -463,6 +611,7 @@ impl<P: Protocol + Clone> Simulation<P> {
             }
             self.lifecycle(t).await?;
             self.deliver(t).await;
+            self.offer_refused(t).await?;
             if t.is_multiple_of(self.config.sync_interval.max(1)) {
                 self.tick_drivers(t).await;
             }
@@ -498,9 +647,11 @@ impl<P: Protocol + Clone> Simulation<P> {
             match action {
                 Action::Join(n) => {
                     let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
-                    let replica = Replica::create(store.clone(), &self.genesis, ReplicaConfig::default())
+                    let mut replica = Replica::create(store.clone(), &self.genesis, ReplicaConfig::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
+                    replica.set_signer(self.signer(n).cloned());
+                    self.invite(t, n, &mut replica).await?;
                     self.start(t, n, store, replica);
                     self.trace.push(format!("{t} join n{n}"));
                 }
@@ -516,16 +667,19 @@ impl<P: Protocol + Clone> Simulation<P> {
                 Action::Up(n) => {
                     let store = (self.stores)(n).map_err(|source| SimError::Store { node: n, source })?;
                     let stream = *self.genesis.cid();
-                    let replica = Replica::open(store.clone(), &stream, ReplicaConfig::default())
+                    let mut replica = Replica::open(store.clone(), &stream, ReplicaConfig::default())
                         .await
                         .map_err(|source| SimError::Open { node: n, source })?;
+                    replica.set_signer(self.signer(n).cloned());
                     for (peer, bytes) in std::mem::take(&mut self.nodes[n].saved) {
                         self.nodes[n].sessions.connect_with(peer, &bytes, at(t));
                     }
                     self.trace.push(format!("{t} up n{n} events={}", replica.len()));
                     self.start(t, n, store, replica);
                 }
-                Action::Append(n) => self.nodes[n].owed += 1,
+                Action::Append(n) => self.nodes[n].owed.push_back(Owed::Append),
+                Action::KeepWriting(n) => self.nodes[n].owed.push_back(Owed::KeepWriting),
+                Action::Revoke { admin, writer } => self.nodes[admin].owed.push_back(Owed::Revoke(writer)),
                 Action::Heal(p) => {
                     self.trace.push(format!("{t} heal p{p}"));
                     let partition = self.network.partitions[p].clone();
@@ -540,9 +694,140 @@ impl<P: Protocol + Clone> Simulation<P> {
             }
         }
         for n in 0..self.nodes.len() {
-            while self.nodes[n].owed > 0 && self.nodes[n].status == Status::Up {
-                self.nodes[n].owed -= 1;
+            while self.nodes[n].status == Status::Up {
+                let Some(owed) = self.nodes[n].owed.pop_front() else { break };
+                self.write(t, n, owed).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `n`, up, does a write it owes.
+    async fn write(&mut self, t: Tick, n: NodeId, owed: Owed) -> Result<(), SimError> {
+        match (owed, self.knows_revoked(n)) {
+            (Owed::Revoke(writer), _) => self.revoke(t, n, writer).await,
+            (Owed::Append, false) => self.append(t, n).await,
+            (Owed::KeepWriting, false) => {
                 self.append(t, n).await?;
+                if self.auth.as_ref().is_some_and(|a| a.revoked.contains_key(&n)) {
+                    self.report.concurrent_with_revocation += 1;
+                }
+                Ok(())
+            }
+            (Owed::Append, true) => {
+                self.report.appends_refused += 1;
+                self.trace.push(format!("{t} append n{n} refused: revoked"));
+                Ok(())
+            }
+            (Owed::KeepWriting, true) => self.keep_writing(t, n).await,
+        }
+    }
+
+    /// Whether node `n` (up) knows its key was revoked: `false` on an open stream.
+    fn knows_revoked(&self, n: NodeId) -> bool {
+        let replica = self.nodes[n].replica.as_ref().expect("an up node has a replica");
+        let (Some(members), Some(signer)) = (replica.members(), self.signer(n)) else { return false };
+        members.revoked.contains_key(&signer.public())
+    }
+
+    /// On a signed stream, a joining node takes in its invitation: the
+    /// first admin's grants.
+    async fn invite(&mut self, t: Tick, n: NodeId, replica: &mut Replica<dyn StreamStore>) -> Result<(), SimError> {
+        let Some(auth) = &self.auth else { return Ok(()) };
+        let report =
+            replica.ingest_many(auth.grants.clone()).await.map_err(|source| SimError::Store { node: n, source })?;
+        if report.accepted.len() != auth.grants.len() {
+            self.report.errors += 1;
+            self.trace.push(format!("{t} error n{n} invitation: {:?}", report.outcomes));
+        }
+        Ok(())
+    }
+
+    /// Admin `n` revokes node `writer`'s key.
+    async fn revoke(&mut self, t: Tick, n: NodeId, writer: NodeId) -> Result<(), SimError> {
+        let key = self.signer(writer).map(Signer::public).expect("a revocation runs on a signed stream");
+        let replica = self.nodes[n].replica.as_mut().expect("an up node has a replica");
+        let cid = replica.revoke(key).await.map_err(|source| SimError::Append { node: n, source })?;
+        if let Some(auth) = self.auth.as_mut() {
+            auth.revoked.entry(writer).or_insert(cid);
+        }
+        self.local_event(t, n, cid, &format!("revoke n{n}>n{writer}"));
+        Ok(())
+    }
+
+    /// Records an event node `n` made: the expected set, the trace, a wake.
+    fn local_event(&mut self, t: Tick, n: NodeId, cid: Cid, what: &str) {
+        self.wakes.wake(n);
+        let replica = self.nodes[n].replica.as_ref().expect("an up node has a replica");
+        let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
+        self.appended.insert(cid);
+        self.trace.push(format!("{t} {what} {} h{height}", short_cid(&cid)));
+    }
+
+    /// Node `n`, revoked and knowing it, writes anyway: its replica refuses
+    /// to build the event, so it is built by hand on the node's heads, to be
+    /// offered to every replica ([`Simulation::offer_refused`]).
+    async fn keep_writing(&mut self, t: Tick, n: NodeId) -> Result<(), SimError> {
+        let node = &mut self.nodes[n];
+        let payload = (self.payloads)(n, node.appended);
+        node.appended += 1;
+        let replica = node.replica.as_mut().expect("an up node has a replica");
+        // Its own replica refuses first: the writer is told no.
+        let refusal = match replica.append(&payload).await {
+            Err(AppendError::Rejected(Rejection::Auth(e @ AuthError::Revoked { .. }))) => e,
+            Err(source) => return Err(SimError::Append { node: n, source }),
+            Ok(cid) => {
+                // Its replica should have refused: a bug, counted, and the event is one of the run's.
+                self.report.errors += 1;
+                self.local_event(t, n, cid, &format!("error append n{n} although revoked"));
+                return Ok(());
+            }
+        };
+        let parents = replica.heads();
+        let dag = replica.dag();
+        let height = parents.iter().filter_map(|p| dag.id(p)).map(|id| dag.height(id)).max().unwrap_or(0) + 1;
+        let signer = self.auth.as_ref().map(|a| &a.signers[n]).expect("a revoked node is on a signed stream");
+        let block = auth::signed_event(replica.stream_id(), height, &parents, None, &payload, signer)
+            .map_err(|e| SimError::Append { node: n, source: AppendError::Encode(e) })?;
+        let cid = *block.cid();
+        self.report.refused_after_revocation += 1;
+        self.trace.push(format!(
+            "{t} keep-writing n{n} {} h{height} refused by its replica: {}",
+            short_cid(&cid),
+            short_cid(refusal.cid())
+        ));
+        self.refused_by.insert(cid, BTreeSet::new());
+        self.refused.insert(cid, Refused { block, parents, offered: BTreeSet::new() });
+        Ok(())
+    }
+
+    /// Offers every event a revoked writer built by hand to every live
+    /// replica that holds its parents and was not offered it yet. Each must
+    /// refuse it ([`AuthError::Revoked`]); anything else counts as an error.
+    async fn offer_refused(&mut self, t: Tick) -> Result<(), SimError> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        for (cid, r) in &mut self.refused {
+            for (n, node) in self.nodes.iter_mut().enumerate() {
+                let Some(replica) = node.replica.as_mut() else { continue };
+                if r.offered.contains(&n) || !r.parents.iter().all(|p| replica.contains(p)) {
+                    continue;
+                }
+                r.offered.insert(n);
+                let outcome =
+                    replica.ingest(r.block.clone()).await.map_err(|source| SimError::Store { node: n, source })?;
+                match outcome {
+                    Ingest::Rejected(Rejection::Auth(AuthError::Revoked { .. })) => {
+                        self.refused_by.entry(*cid).or_default().insert(n);
+                        self.report.revocation_refusals += 1;
+                        self.trace.push(format!("{t} refuse n{n} {}", short_cid(cid)));
+                    }
+                    other => {
+                        self.report.errors += 1;
+                        self.trace.push(format!("{t} error n{n} {}: not refused: {other:?}", short_cid(cid)));
+                    }
+                }
             }
         }
         Ok(())
@@ -584,12 +869,9 @@ impl<P: Protocol + Clone> Simulation<P> {
         let node = &mut self.nodes[n];
         let payload = (self.payloads)(n, node.appended);
         node.appended += 1;
-        self.wakes.wake(n);
         let replica = node.replica.as_mut().expect("an up node has a replica");
         let cid = replica.append(&payload).await.map_err(|source| SimError::Append { node: n, source })?;
-        let height = replica.dag().id(&cid).map_or(0, |id| replica.dag().height(id));
-        self.appended.insert(cid);
-        self.trace.push(format!("{t} append n{n} {} h{height}", short_cid(&cid)));
+        self.local_event(t, n, cid, &format!("append n{n}"));
         Ok(())
     }
 
@@ -695,9 +977,12 @@ impl<P: Protocol + Clone> Simulation<P> {
         let mut replicas = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
             match (&node.replica, node.status) {
-                (Some(r), Status::Up) => replicas.push(r),
+                (Some(r), Status::Up) if node.owed.is_empty() => replicas.push(r),
                 _ => return false,
             }
+        }
+        if self.refused.values().any(|r| r.offered.len() < self.nodes.len()) {
+            return false;
         }
         let first = replicas[0];
         let heads = first.heads();
@@ -750,6 +1035,14 @@ fn network_graph(c: &SimConfig, rng: &mut SimRng) -> Vec<Box<[NodeId]>> {
         }
     }
     graph.into_iter().map(|peers| peers.into_iter().collect()).collect()
+}
+
+/// Node `n`'s signing key in a run seeded `seed`.
+fn node_signer(seed: u64, n: NodeId) -> Signer {
+    let mut h = blake3::Hasher::new_derive_key("merkle-clock simulation node key v1");
+    h.update(&seed.to_le_bytes());
+    h.update(&(n as u64).to_le_bytes());
+    Signer::from_seed(h.finalize().as_bytes())
 }
 
 /// `len` and the first 4 bytes of the message's BLAKE3, for the trace.

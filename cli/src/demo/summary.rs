@@ -4,7 +4,7 @@ use merkle_clock::sim::{SimReport, Simulation, Tick};
 use merkle_clock::{cid_of, short_cid};
 
 use super::display::{Display, human_bytes};
-use super::{Args, MAX_QUIET_TICKS, Plan, Track, Verdict};
+use super::{ADMIN, Args, MAX_QUIET_TICKS, Plan, Track, Verdict};
 use crate::{Result, draw};
 
 /// The simulator's counters the demo reports, as a plain value, so a phase
@@ -109,6 +109,20 @@ impl Track {
                     self.down_undeliverable.saturating_sub(self.phase_start.undeliverable)
                 )
             }
+            4 => {
+                let r = sim.progress();
+                let learned = match self.learned_at {
+                    Some(at) => format!("n{} learned of its revocation at tick {at}", p.revoked),
+                    None => format!("n{} has not learned of its revocation yet", p.revoked),
+                };
+                format!(
+                    "      done: {learned}; of its {} writes, {} came before (valid: concurrent with the revocation) and {} after, refused so far {} times",
+                    p.keep_writing.len(),
+                    r.concurrent_with_revocation,
+                    r.refused_after_revocation,
+                    r.revocation_refusals
+                )
+            }
             _ => match self.converged_at {
                 Some(at) => format!(
                     "      done: all {} replicas agree {} ticks after the network went quiet ({} messages)",
@@ -144,14 +158,18 @@ pub(super) fn summary(
     display.line("")?;
     display.line("summary")?;
     display.line(&format!(
-        "  replicas     {} (n{} joined late with only the genesis, n{} restarted from its redb file)",
+        "  replicas     {} (n{} joined late with only its invitation, n{} restarted from its redb file)",
         p.nodes, p.late, p.restarted
     ))?;
+    let grants = p.nodes - 1;
+    let concurrent = report.concurrent_with_revocation;
+    let written = appended - grants - 1 - concurrent;
     display.line(&format!(
-        "  events       {} = 1 genesis + {appended} appended ({} replicas × {})",
+        "  events       {} = 1 genesis + {written} appended ({} replicas × {}) + {grants} grants (the invitation) and 1 revocation by n{ADMIN} + {concurrent} by n{} concurrent with its revocation",
         appended + 1,
         p.nodes,
-        args.events
+        args.events,
+        p.revoked
     ))?;
     display.line(&format!(
         "  ticks        {} (faults until tick {}, {})",
@@ -186,18 +204,37 @@ pub(super) fn summary(
     } else {
         display.line("  converged    NO: the replicas differ")?;
     }
+    display.line(&revoked_line(p, sim, track, verdict))?;
     display.line(&format!("  order        fingerprint {} on every replica", short_cid(&cid_of(&fingerprint))))?;
     for (i, h) in heads.iter().enumerate() {
         display.line(&format!("  {}{h}", if i == 0 { "heads        " } else { "             " }))?;
     }
     let total_layers = picture.layers.last().map_or(0, |l| l.height) + 1;
+    let refused = picture.nodes.iter().filter(|n| n.refused).count();
     display.line(&format!(
-        "  picture      {} ({} events in {} of {total_layers} layers, coloured by replica)",
+        "  picture      {} ({} events in {} of {total_layers} layers, coloured by replica; {refused} refused events dashed red)",
         args.output.display(),
-        picture.nodes.len(),
+        picture.nodes.len() - refused,
         picture.layers.len()
     ))?;
     Ok(())
+}
+
+/// The summary's line on the revoked writer.
+fn revoked_line(p: &Plan, sim: &Simulation, track: &Track, verdict: &Verdict) -> String {
+    let r = sim.progress();
+    let learned = track.learned_at.map_or("it never learned of it".into(), |at| format!("it learned at tick {at}"));
+    let refused = if verdict.refused_everywhere {
+        format!("{} events refused by all {} replicas, held by none", r.refused_after_revocation, p.nodes)
+    } else {
+        format!("{} events, NOT refused by every replica", r.refused_after_revocation)
+    };
+    format!(
+        "  revoked      writer n{} (by n{ADMIN} at tick {}; {learned}): {refused}; {} written before it learned are valid, concurrent with the revocation",
+        p.revoked,
+        p.revoke_at(),
+        r.concurrent_with_revocation
+    )
 }
 
 /// The tick a run converged at, if it did.
