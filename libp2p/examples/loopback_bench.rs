@@ -43,6 +43,15 @@ fn number(name: &str, default: usize) -> usize {
 fn config() -> NodeConfig {
     let mut c = NodeConfig::default();
     c.announce_interval = Duration::from_secs(2);
+    if let Some(ms) = arg("--forward-delay-ms") {
+        c.forward_delay = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    if let Some(ms) = arg("--debounce-ms") {
+        c.announce_debounce = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    if let Some(ms) = arg("--heartbeat-ms") {
+        c.gossip_heartbeat = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
     c
 }
 
