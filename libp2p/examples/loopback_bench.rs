@@ -43,6 +43,15 @@ fn number(name: &str, default: usize) -> usize {
 fn config() -> NodeConfig {
     let mut c = NodeConfig::default();
     c.announce_interval = Duration::from_secs(2);
+    if let Some(ms) = arg("--forward-delay-ms") {
+        c.forward_delay = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    if let Some(ms) = arg("--debounce-ms") {
+        c.announce_debounce = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    if let Some(ms) = arg("--heartbeat-ms") {
+        c.gossip_heartbeat = Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
     c
 }
 
@@ -63,6 +72,8 @@ struct Totals {
     requests: u64,
     responses: u64,
     sync_bytes: u64,
+    sync_bytes_received: u64,
+    announcement_bytes: u64,
     bytes_read: u64,
     duplicate: u64,
     from_announcements: u64,
@@ -76,6 +87,8 @@ impl Totals {
         self.requests += s.requests_sent;
         self.responses += s.requests_served;
         self.sync_bytes += s.sync_bytes_sent;
+        self.sync_bytes_received += s.sync_bytes_received;
+        self.announcement_bytes += s.announcement_bytes_received;
         self.bytes_read += s.bytes_read;
         self.duplicate += s.blocks_duplicate;
         self.from_announcements += s.events_from_announcements;
@@ -88,6 +101,8 @@ impl Totals {
             requests: self.requests - o.requests,
             responses: self.responses - o.responses,
             sync_bytes: self.sync_bytes - o.sync_bytes,
+            sync_bytes_received: self.sync_bytes_received - o.sync_bytes_received,
+            announcement_bytes: self.announcement_bytes - o.announcement_bytes,
             bytes_read: self.bytes_read - o.bytes_read,
             duplicate: self.duplicate - o.duplicate,
             from_announcements: self.from_announcements - o.from_announcements,
@@ -202,9 +217,12 @@ async fn converge(n: usize, events: usize, payload: &str, json: bool) {
         );
     } else {
         println!(
-            "converge  {n:>3} nodes x {per_node} events: {took:>9.2?} (appends took {appended:.2?}); bytes read {:.2} MiB for {:.2} MiB needed: ratio {ratio:.3}; messages/node {msgs:.1} (announcements {}, sync requests {}, responses {}); events via announcements {}, pulls {}, duplicate blocks {}, session restarts {}",
+            "converge  {n:>3} nodes x {per_node} events: {took:>9.2?} (appends took {appended:.2?}); bytes read {:.2} MiB for {:.2} MiB needed: ratio {ratio:.3} (announcements delivered {:.3}, sync messages {:.3}, the rest: gossip copies, control, envelopes, framing {:.3}); messages/node {msgs:.1} (announcements {}, sync requests {}, responses {}); events via announcements {}, pulls {}, duplicate blocks {}, session restarts {}",
             t.bytes_read as f64 / (1u64 << 20) as f64,
             needed as f64 / (1u64 << 20) as f64,
+            t.announcement_bytes as f64 / needed as f64,
+            t.sync_bytes_received as f64 / needed as f64,
+            t.bytes_read.saturating_sub(t.announcement_bytes + t.sync_bytes_received) as f64 / needed as f64,
             t.announcements,
             t.requests,
             t.responses,
@@ -230,6 +248,16 @@ fn peak_rss_mib() -> f64 {
     kb / 1024.0
 }
 
+/// CPU seconds the process used so far (every thread; /proc, in clock ticks
+/// of 10 ms): on a shared machine, what a run cost whatever the wait.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A node with `c` events serves a node with only the genesis.
 async fn catchup(c: usize, payload: &str, json: bool) {
     let genesis = Event::genesis("loopback bench: catch-up").encode().expect("genesis");
@@ -251,9 +279,10 @@ async fn catchup(c: usize, payload: &str, json: bool) {
     // The local rate: `ingest_many` of the same blocks into a fresh replica.
     let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
     let mut served = Replica::create(store, &genesis, ReplicaConfig::default()).await.expect("replica");
-    let began = Instant::now();
+    let (began, cpu_began) = (Instant::now(), cpu_seconds());
     let report = served.ingest_many(blocks).await.expect("ingest");
     let local = began.elapsed();
+    let local_cpu = cpu_seconds() - cpu_began;
     assert_eq!(report.accepted.len(), c);
     drop(report);
     let local_rate = c as f64 / local.as_secs_f64();
@@ -261,10 +290,12 @@ async fn catchup(c: usize, payload: &str, json: bool) {
     let a = spawn_with(served).await;
     let b = spawn(&genesis).await;
     let before = totals(&[&a, &b]).await;
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     b.dial(a.listen_addr().await.expect("addr")).await.expect("dial");
     let took = wait(&[&a, &b], stream, c + 1, start, Duration::from_secs(1200)).await;
+    let cpu = cpu_seconds() - cpu_start;
     let t = totals(&[&a, &b]).await.minus(before);
+    let joiner = b.stats().await.expect("stats");
     let rate = c as f64 / took.as_secs_f64();
     let ratio = rate / local_rate;
     if json {
@@ -273,13 +304,17 @@ async fn catchup(c: usize, payload: &str, json: bool) {
         );
     } else {
         println!(
-            "catch-up  {c} events ({:.1} MiB of blocks): {took:.2?}, {rate:.0} events/s; local ingest_many {local:.2?}, {local_rate:.0} events/s; ratio {ratio:.3}; messages {} (announcements {}, sync requests {}, responses {}), sync bytes {:.1} MiB; peak RSS of the process {:.0} MiB",
+            "catch-up  {c} events ({:.1} MiB of blocks): {took:.2?}, {rate:.0} events/s; local ingest_many {local:.2?}, {local_rate:.0} events/s; ratio {ratio:.3}; CPU of the process: {cpu:.2} s for the catch-up (both nodes), {local_cpu:.2} s for ingest_many; messages {} (announcements {}, sync requests {}, responses {}), sync bytes {:.1} MiB (received by the joiner {:.1} MiB, duplicate blocks {}); pulls {}, session restarts {}; peak RSS of the process {:.0} MiB",
             bytes as f64 / (1u64 << 20) as f64,
             t.messages(),
             t.announcements,
             t.requests,
             t.responses,
             t.sync_bytes as f64 / (1u64 << 20) as f64,
+            joiner.sync_bytes_received as f64 / (1u64 << 20) as f64,
+            joiner.blocks_duplicate,
+            t.pulls,
+            t.restarts,
             peak_rss_mib(),
         );
     }

@@ -204,6 +204,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     }
                 };
                 self.stats.announcements_received += 1;
+                self.stats.announcement_bytes_received += message.data.len() as u64;
                 let author = message.source.unwrap_or(propagation_source);
                 if self.announcements.receiver_count() > 0 {
                     let heard = TransportAnnouncement {

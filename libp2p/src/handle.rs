@@ -80,6 +80,10 @@ pub struct Stats {
     pub announcements_sent: u64,
     /// Well-formed announcements received.
     pub announcements_received: u64,
+    /// Bytes of those announcements (gossipsub's copies of one it already
+    /// delivered, its envelope and its control messages are not in it:
+    /// they are in `bytes_read` only).
+    pub announcement_bytes_received: u64,
     /// Gossip messages that did not decode or named the wrong stream.
     pub gossip_garbage: u64,
     /// Requests carrying a sync message sent.
@@ -102,6 +106,9 @@ pub struct Stats {
     pub sync_bytes_sent: u64,
     /// Encoded sync message bytes received (in requests and responses).
     pub sync_bytes_received: u64,
+    /// Bytes of the largest sync message sent: a long catch-up goes in
+    /// parts of at most [`SyncLimits::max_message_bytes`](crate::SyncLimits::max_message_bytes).
+    pub largest_sync_message: u64,
     /// The session drivers' counters, summed over the streams: messages
     /// made and taken, restarts by cause (timeouts, reconnects, failures,
     /// caps, anti-entropy).
@@ -150,6 +157,14 @@ pub struct Stats {
     /// Inbound request failures reported by request-response (frames that
     /// did not parse, closed connections).
     pub inbound_failures: u64,
+}
+
+impl Stats {
+    /// A sync message of `bytes` went out (in a request or a response).
+    pub(crate) fn note_sync_sent(&mut self, bytes: usize) {
+        self.sync_bytes_sent += bytes as u64;
+        self.largest_sync_message = self.largest_sync_message.max(bytes as u64);
+    }
 }
 
 pub(crate) type ReadJob<S> = Box<dyn FnOnce(Option<&Replica<S>>) + Send>;

@@ -103,7 +103,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             let mut start: Vec<PeerId> = Vec::new();
             let mut ended: Vec<Cid> = Vec::new();
             for (cid, want) in &slot.pulls.wants {
-                let busy = self.outbox.is_busy(want.peer, stream, now);
+                // A peer sending us a long reply in parts is busy too: a
+                // pull would restart that exchange and bring its parts again.
+                let busy = self.outbox.is_busy(want.peer, stream, now)
+                    || slot.sessions.state(&want.peer).is_some_and(|s| s.expecting_more());
                 if want.started {
                     if !busy {
                         ended.push(*cid);

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use merkle_clock::sync::Received;
+use merkle_clock::sync::{Message, Received};
 use merkle_clock::{Cid, StreamStore};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -49,8 +49,9 @@ pub(crate) enum Offer {
 pub(crate) struct Outbox {
     busy: HashMap<(PeerId, Cid), VecDeque<Vec<u8>>>,
     /// Pairs whose request we answered with a message, until when we expect
-    /// their next one (no request of ours to them meanwhile).
-    serving: HashMap<(PeerId, Cid), Instant>,
+    /// their next one (no request of ours to them meanwhile), and whether
+    /// that message was a part that more follow.
+    serving: HashMap<(PeerId, Cid), (Instant, bool)>,
 }
 
 impl Outbox {
@@ -62,15 +63,22 @@ impl Outbox {
     /// Whether an exchange with the pair is under way at `now`, in either
     /// direction: then no new request of ours goes to it.
     pub(crate) fn is_busy(&self, peer: PeerId, stream: Cid, now: Instant) -> bool {
-        self.is_sending(peer, stream) || self.serving.get(&(peer, stream)).is_some_and(|t| *t > now)
+        self.is_sending(peer, stream) || self.serving.get(&(peer, stream)).is_some_and(|(t, _)| *t > now)
+    }
+
+    /// Whether we are sending the pair a long reply in parts, each answering
+    /// its next request (expected before the grace ends).
+    pub(crate) fn is_serving_parts(&self, peer: PeerId, stream: Cid, now: Instant) -> bool {
+        self.serving.get(&(peer, stream)).is_some_and(|(t, part)| *part && *t > now)
     }
 
     /// We answered a request of the pair: with a message (`Some`: its next
-    /// request is expected until then), or with nothing (the exchange ended).
-    pub(crate) fn served(&mut self, peer: PeerId, stream: Cid, until: Option<Instant>) {
+    /// request is expected until then; `part`: the message said more
+    /// follow), or with nothing (the exchange ended).
+    pub(crate) fn served(&mut self, peer: PeerId, stream: Cid, until: Option<Instant>, part: bool) {
         match until {
             Some(t) => {
-                self.serving.insert((peer, stream), t);
+                self.serving.insert((peer, stream), (t, part));
             }
             None => {
                 self.serving.remove(&(peer, stream));
@@ -183,7 +191,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
 
     fn request(&mut self, peer: PeerId, stream: Cid, message: Vec<u8>) {
         self.stats.requests_sent += 1;
-        self.stats.sync_bytes_sent += message.len() as u64;
+        self.stats.note_sync_sent(message.len());
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::Sync { stream, message });
         self.requests.insert(id, Pending::Sync(peer, stream));
     }
@@ -298,13 +306,28 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             SyncRequest::Sync { stream, message } => {
                 self.stats.requests_served += 1;
                 self.stats.sync_bytes_received += message.len() as u64;
+                if let Some(answer) = self.go_on(peer, stream, &message).await {
+                    // A part with more to follow: answered before it is
+                    // taken in, so the peer makes the next one meanwhile.
+                    self.stats.note_sync_sent(answer.len());
+                    let part = Message::says_more(&answer);
+                    self.outbox.served(peer, stream, Some(Instant::now() + self.config.exchange_grace), part);
+                    if self.swarm.behaviour_mut().sync.send_response(channel, SyncResponse::Message(answer)).is_err() {
+                        debug!(%peer, "the response could not be sent (the connection closed)");
+                    }
+                    if let Some(SyncResponse::Message(reply)) = self.take_in(peer, stream, &message).await {
+                        self.send_sync(peer, stream, reply);
+                    }
+                    return;
+                }
                 let response = self.take_in(peer, stream, &message).await;
                 if let Some(SyncResponse::Message(m)) = &response {
-                    self.stats.sync_bytes_sent += m.len() as u64;
+                    self.stats.note_sync_sent(m.len());
                     // Its answer probably follows: no request of ours meanwhile.
-                    self.outbox.served(peer, stream, Some(Instant::now() + self.config.exchange_grace));
+                    let until = Instant::now() + self.config.exchange_grace;
+                    self.outbox.served(peer, stream, Some(until), Message::says_more(m));
                 } else {
-                    self.outbox.served(peer, stream, None);
+                    self.outbox.served(peer, stream, None, false);
                 }
                 response.unwrap_or(SyncResponse::Done)
             }
@@ -312,6 +335,21 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         };
         if self.swarm.behaviour_mut().sync.send_response(channel, response).is_err() {
             debug!(%peer, "the response could not be sent (the connection closed)");
+        }
+    }
+
+    /// Asks the stream's driver whether a message from `peer` is a part
+    /// that more follow, and if so for the answer to send before it is taken
+    /// in (`Sessions::go_on`).
+    async fn go_on(&mut self, peer: PeerId, stream: Cid, message: &[u8]) -> Option<Vec<u8>> {
+        let now = self.now();
+        let slot = self.streams.get_mut(&stream)?;
+        match slot.sessions.go_on(&slot.replica, &peer, message, now).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(%peer, %stream, "making a sync message failed: {e}");
+                None
+            }
         }
     }
 
@@ -353,6 +391,32 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         match response {
             SyncResponse::Message(bytes) => {
                 self.stats.sync_bytes_received += bytes.len() as u64;
+                if let Some(answer) = self.go_on(p, stream, &bytes).await {
+                    // A part with more to follow: our answer goes now (after
+                    // what already waits), so the peer makes the next part
+                    // while we take this one in; the pair stays busy with it.
+                    let first = match self.outbox.offer(p, stream, answer, usize::MAX) {
+                        Offer::Send(answer) => Some(answer),
+                        _ => self.outbox.next(p, stream),
+                    };
+                    if let Some(first) = first {
+                        self.request(p, stream, first);
+                    }
+                    match self.take_in(p, stream, &bytes).await {
+                        Some(SyncResponse::Message(reply)) => self.send_sync(p, stream, reply),
+                        Some(_) => self.outbox.clear(p, stream),
+                        None => {}
+                    }
+                    return;
+                }
+                if self.outbox.is_serving_parts(p, stream, Instant::now())
+                    && let Some(slot) = self.streams.get_mut(&stream)
+                {
+                    // Our parts answer its requests: what we owe goes in the
+                    // next one, not in a second exchange beside it (parts
+                    // would cross and arrive out of order).
+                    slot.sessions.hold_reply(&p);
+                }
                 match self.take_in(p, stream, &bytes).await {
                     Some(SyncResponse::Message(reply)) => {
                         // Behind what already waits (the pair is still busy).
@@ -446,12 +510,12 @@ mod tests {
         assert!(!o.is_busy(peer, stream, now));
         // Their request, answered with a message: busy until the grace ends
         // or the exchange ends.
-        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        o.served(peer, stream, Some(now + Duration::from_secs(1)), false);
         assert!(o.is_busy(peer, stream, now) && !o.is_sending(peer, stream));
         assert!(!o.is_busy(peer, stream, now + Duration::from_secs(2)));
-        o.served(peer, stream, None);
+        o.served(peer, stream, None, false);
         assert!(!o.is_busy(peer, stream, now));
-        o.served(peer, stream, Some(now + Duration::from_secs(1)));
+        o.served(peer, stream, Some(now + Duration::from_secs(1)), false);
         o.remove_peer(peer);
         assert!(!o.is_busy(peer, stream, now));
     }

@@ -49,7 +49,11 @@ fn node_config() -> NodeConfig {
 }
 
 async fn spawn_with(store: Arc<dyn StreamStore>, genesis: &Block) -> Handle {
-    let handle = Node::<dyn StreamStore>::spawn(node_config()).unwrap();
+    spawn_configured(node_config(), store, genesis).await
+}
+
+async fn spawn_configured(config: NodeConfig, store: Arc<dyn StreamStore>, genesis: &Block) -> Handle {
+    let handle = Node::<dyn StreamStore>::spawn(config).unwrap();
     let replica = Replica::create(store, genesis, ReplicaConfig::default()).await.unwrap();
     handle.add_stream(replica).await.unwrap();
     handle
@@ -203,6 +207,45 @@ async fn late_joiner_catches_up() {
         converge(&[&a, &b, &c, &d], stream, 361).await;
         let s = d.stats().await.unwrap();
         assert_eq!(s.events_received, 360, "{s:?}");
+    })
+    .await
+    .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_part_catch_up_brings_every_event_once_in_parts_within_the_limit() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("multi-part catch-up");
+        let stream = *g.cid();
+        // Small limits: 2,000 events of about 850 bytes take a few dozen parts.
+        let mut config = node_config();
+        config.sync_limits.max_message_bytes = 128 << 10;
+        config.sync_limits.max_blocks = 100;
+        let a = spawn_configured(config.clone(), Arc::new(MemoryBlockstore::new()), &g).await;
+        let payload = "p".repeat(800);
+        a.append_many(stream, (0..2000).map(|i| format!("{i} {payload}"))).await.unwrap();
+        let d = spawn_configured(config.clone(), Arc::new(MemoryBlockstore::new()), &g).await;
+        d.dial(a.listen_addr().await.unwrap()).await.unwrap();
+        converge(&[&a, &d], stream, 2001).await;
+
+        let cids: Vec<Cid> = a.read(stream, |r| r.order().skip(1).collect()).await.unwrap();
+        let block_bytes: u64 = a.get(stream, cids).await.unwrap().iter().flatten().map(|b| b.len() as u64).sum();
+        let (sa, sd) = (a.stats().await.unwrap(), d.stats().await.unwrap());
+        // Every event once: no part came twice, none from elsewhere.
+        assert_eq!(sd.events_received, 2000, "{sd:?}");
+        assert_eq!(sd.blocks_duplicate, 0, "{sd:?}");
+        assert_eq!(sa.sync_garbage + sd.sync_garbage, 0, "{sa:?} {sd:?}");
+        // In parts, none beyond the configured limit (memory stays within it).
+        let limit = config.sync_limits.max_message_bytes as u64;
+        assert!(sa.largest_sync_message <= limit && sd.largest_sync_message <= limit, "{sa:?} {sd:?}");
+        assert!(sd.sessions.messages_received >= block_bytes / limit, "{sd:?}");
+        // What the server sent is the events' bytes and a little per part.
+        assert!(
+            sa.sync_bytes_sent < block_bytes + block_bytes / 10,
+            "{} for {block_bytes}: {sa:?}",
+            sa.sync_bytes_sent
+        );
     })
     .await
     .expect("test took too long");

@@ -190,6 +190,20 @@ pub trait Protocol {
         state: &mut Self::State,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, SyncError>>;
 
+    /// Whether the encoded `message` is a part that more parts follow: a
+    /// transport may then answer it before taking it in
+    /// ([`Sessions::go_on`]). Default: `false`.
+    fn says_more(&self, message: &[u8]) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// A message that only asks the peer to go on with the parts it is
+    /// sending, for when we have nothing else to say. Default: `None`.
+    fn go_on(&self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Takes in an encoded message from the peer.
     ///
     /// # Errors
@@ -275,6 +289,16 @@ impl Protocol for Bloom {
         state: &mut SyncState,
     ) -> Result<Option<Vec<u8>>, SyncError> {
         Ok(super::generate_message(replica, state).await?.map(|m| m.encode()))
+    }
+
+    fn says_more(&self, message: &[u8]) -> bool {
+        Message::says_more(message)
+    }
+
+    fn go_on(&self) -> Option<Vec<u8>> {
+        // Empty and unnumbered: what the protocol itself sends to a peer
+        // that said more follows when there is nothing else to say.
+        Some(Message::default().encode())
     }
 
     async fn receive<S: ?Sized + StreamStore>(
@@ -500,6 +524,9 @@ struct Peer<St> {
     /// Settled, then our heads changed and the tick did not push them
     /// ([`SessionConfig::push`] is `false`): no timeout, no tick message.
     quiet: bool,
+    /// [`Sessions::go_on`] answered the message being received (its reply
+    /// waits for the next part), or [`Sessions::hold_reply`] held it.
+    answered: bool,
 }
 
 /// Every sync session of one replica with its peers: the per-peer states,
@@ -637,6 +664,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 failures: 0,
                 paused_until: Duration::ZERO,
                 quiet: false,
+                answered: false,
             }),
         );
         false
@@ -659,6 +687,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 failures: 0,
                 paused_until: Duration::ZERO,
                 quiet: false,
+                answered: false,
             }),
         );
     }
@@ -762,6 +791,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         p.calm = now;
         p.backoff = 0;
         p.quiet = false;
+        let answered = std::mem::take(&mut p.answered);
         let received = match self.protocol.receive(replica, &mut p.state, message).await {
             Ok(r) => {
                 (p.failures, p.paused_until) = (0, Duration::ZERO);
@@ -774,11 +804,61 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
             }
         };
         self.stats.messages_received += 1;
-        let reply = self.speak(replica, peer, now).await?;
+        let reply = if answered { None } else { self.speak(replica, peer, now).await? };
         if let Some(p) = self.peers.get_mut(peer) {
             p.was_settled = self.protocol.settled(replica, &p.state);
         }
         Ok(Reply { received, reply })
+    }
+
+    /// For a message from `peer` that says more parts follow, before it is
+    /// given to [`Sessions::receive`]: the answer to send now, so that the
+    /// peer makes its next part while this one is taken in (a long catch-up
+    /// then costs the larger of the two sides' work, not their sum, and no
+    /// round trip per part). The answer is what is owed so far (the
+    /// acknowledgement of the previous part, with our heads), or a bare
+    /// request to go on; the `receive` that follows returns no reply, since
+    /// the next part brings the next chance to speak (and if none comes,
+    /// [`Sessions::tick`] says what is owed). `None` for any other message,
+    /// and for a peer not connected or paused.
+    ///
+    /// At most one part is taken in while the next is made: memory stays
+    /// within two messages of [`SyncLimits::max_message_bytes`] per peer.
+    ///
+    /// # Errors
+    /// [`SyncError::Store`] when the store fails.
+    pub async fn go_on<S: ?Sized + StreamStore>(
+        &mut self,
+        replica: &Replica<S>,
+        peer: &P,
+        message: &[u8],
+        now: Duration,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        if !self.protocol.says_more(message) || self.peers.get(peer).is_none_or(|p| now < p.paused_until) {
+            return Ok(None);
+        }
+        let answer = match self.speak(replica, peer, now).await? {
+            Some(m) => Some(m),
+            None => self.protocol.go_on().inspect(|m| {
+                self.stats.messages_sent += 1;
+                self.stats.bytes_sent += m.len() as u64;
+            }),
+        };
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.answered = answer.is_some();
+        }
+        Ok(answer)
+    }
+
+    /// The next message from `peer` is taken in without a reply: the
+    /// transport has an exchange with it under way whose next request will
+    /// carry what we owe (a long reply in parts, [`Sessions::go_on`]), and a
+    /// second one beside it would make parts cross. What is owed stays owed:
+    /// the next [`Sessions::speak`] or tick says it.
+    pub fn hold_reply(&mut self, peer: &P) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.answered = true;
+        }
     }
 
     /// Makes the next message for `peer` now, if there is something to say

@@ -333,6 +333,26 @@ impl Message {
         }
         Ok(())
     }
+
+    /// Whether the encoded message `bytes` says more blocks follow (the
+    /// `more` flag), read from its first three items only: a receiver may
+    /// answer such a part before taking it in, so that the sender makes the
+    /// next one meanwhile. Bytes that are not a message say no.
+    ///
+    /// ```
+    /// use merkle_clock::sync::Message;
+    /// let mut part = Message::default();
+    /// part.more = true;
+    /// assert!(Message::says_more(&part.encode()));
+    /// assert!(!Message::says_more(&Message::default().encode()));
+    /// assert!(!Message::says_more(b"noise"));
+    /// ```
+    pub fn says_more(bytes: &[u8]) -> bool {
+        let mut r = Reader::new(bytes);
+        matches!(r.head(), Ok((MAJOR_ARRAY, _, 1..)))
+            && matches!(r.head(), Ok((MAJOR_UINT, _, VERSION)))
+            && matches!(r.head(), Ok((MAJOR_UINT, _, flags)) if flags & FLAG_MORE != 0)
+    }
 }
 
 /// Whether a block can travel embedded: exactly one canonical DAG-CBOR map.

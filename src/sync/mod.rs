@@ -156,7 +156,7 @@ pub use message::{Message, SyncError, SyncLimits, VERSION};
 pub use naive::{NaiveState, naive_generate, naive_receive};
 pub use state::SyncState;
 
-use state::{HeadsPrint, Session};
+use state::{Backlog, HeadsPrint, Session};
 
 /// What [`receive_message`] (or [`naive_receive`]) did with a message's blocks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -227,8 +227,9 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
         open_session(dag, state, &my_heads, &mut msg)?;
     }
     let view = PeerView::of(dag, &state.session);
-    let (mut out, exact) =
-        if changed { lacking(dag, &mut state.session, &my_heads, &view)? } else { (Vec::new(), false) };
+    let max = state.limits.max_blocks;
+    let Lacking { ids: mut out, exact, rest } =
+        if changed { lacking(dag, &mut state.session, &my_heads, &view, max)? } else { Lacking::default() };
     let mut wanted = answer_wants(dag, &mut state.session, &view, &mut out)?;
     // Never offer a block we no longer have; say so for those asked for.
     let before = out.len();
@@ -241,7 +242,12 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     out.sort_unstable_by_key(|id| dag.key(*id));
     out.dedup();
     let overhead = msg.filter.as_ref().map_or(0, |f| f.bits().len()) + LINK_BYTES * (my_heads.len() + msg.since.len());
-    let (blocks, truncated) = fill(replica, state, &out, &wanted, overhead).await?;
+    let (blocks, cut) = fill(replica, state, &out, &wanted, overhead).await?;
+    let truncated = cut || rest;
+    if changed && !exact && !truncated && !skipped && state.session.their_filter.is_some() {
+        // Everything its filter lacks is on its way: next time, only what is new.
+        state.session.filtered = Some(my_heads.clone());
+    }
     // Once everything it lacks is on its way, it will hold exactly our history
     // (not when pruned events of it could not be sent).
     let predicts = exact && !truncated && !skipped;
@@ -303,28 +309,85 @@ impl PeerView {
     }
 }
 
-/// Step 2: the events the peer lacks, not sent yet in this session, and
-/// whether that is exact (all its heads are known) rather than the filter's guess.
-fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView) -> Result<(Vec<EventId>, bool), SyncError> {
+/// Step 2's answer: at most `max` events the peer lacks, not sent yet in
+/// this session, ascending by order key.
+#[derive(Default)]
+struct Lacking {
+    ids: Vec<EventId>,
+    /// All the peer's heads are known: `ids` and `rest` are exactly what it
+    /// lacks, not the filter's guess.
+    exact: bool,
+    /// More than `max` lack: the rest go in later messages.
+    rest: bool,
+}
+
+/// Step 2: the events the peer lacks, not sent yet in this session (at most
+/// `max` of them), and whether that is exact (all its heads are known)
+/// rather than the filter's guess.
+///
+/// The exact difference is kept (a `Backlog`) while it goes
+/// out over several messages, as long as our heads are the same and the
+/// peer's grew only by what we sent: a part costs what it carries, not a
+/// walk of the whole difference. A filter's answer checks, once it was
+/// given in full, only the events added since (`Session::filtered`).
+fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView, max: usize) -> Result<Lacking, SyncError> {
     if view.all_known {
-        let diff = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
-        // Blocks no longer in the difference have arrived: forget them.
-        if !s.sent.is_empty() {
-            let live: HashSet<&Digest> = diff.iter().map(|id| dag.digest(*id)).collect();
-            s.sent.retain(|d, _| live.contains(d));
-            // A long session's table would otherwise keep its largest size
-            // (104 bytes a slot) for as long as the session lives.
-            if s.sent.capacity() > 4 * s.sent.len().max(8) {
-                s.sent.shrink_to_fit();
+        let mine = HeadsPrint::of(my_heads);
+        if let Some(b) = &mut s.backlog {
+            b.skip_sent(dag, &s.sent);
+        }
+        match &mut s.backlog {
+            Some(b) if b.mine == mine && b.holds_for(dag, &view.theirs) => {
+                if b.theirs != view.theirs {
+                    // What the peer gained since (a walk of that only) has
+                    // arrived: forget those blocks.
+                    for id in dag.difference(&view.theirs, &b.theirs).map_err(unknown)? {
+                        s.sent.remove(dag.digest(id));
+                    }
+                    shrink(&mut s.sent);
+                    b.theirs.clone_from(&view.theirs);
+                }
+            }
+            _ => {
+                let mut ids = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
+                // Blocks no longer in the difference have arrived: forget them.
+                if !s.sent.is_empty() {
+                    let live: HashSet<&Digest> = ids.iter().map(|id| dag.digest(*id)).collect();
+                    s.sent.retain(|d, _| live.contains(d));
+                    shrink(&mut s.sent);
+                }
+                ids.sort_unstable_by_key(|id| dag.key(*id));
+                s.backlog = Some(Backlog { mine, theirs: view.theirs.clone(), ids, next: 0 });
             }
         }
-        let out = diff.into_iter().filter(|id| !s.sent.contains_key(dag.digest(*id))).collect();
-        return Ok((out, true));
+        let b = s.backlog.as_mut().expect("set above");
+        b.skip_sent(dag, &s.sent);
+        let mut rest = b.ids[b.next..].iter().filter(|id| !s.sent.contains_key(dag.digest(**id)));
+        let ids: Vec<EventId> = rest.by_ref().take(max).copied().collect();
+        let rest = rest.next().is_some();
+        return Ok(Lacking { ids, exact: true, rest });
     }
-    let Some(filter) = &s.their_filter else { return Ok((Vec::new(), false)) };
-    let candidates = dag.difference(my_heads, &view.base).map_err(unknown)?;
+    let Some(filter) = &s.their_filter else { return Ok(Lacking::default()) };
+    let mut base = view.base.clone();
+    let incremental = s.filtered.as_ref().is_some_and(|f| {
+        base.extend(f.iter().filter(|c| dag.contains(c)));
+        true
+    });
+    let candidates = dag.difference(my_heads, &base).map_err(unknown)?;
     let sent = &s.sent;
-    Ok((select(dag, &candidates, filter, |_| false, |id| sent.contains_key(dag.digest(id))), false))
+    let counted = |id| sent.contains_key(dag.digest(id));
+    let mut ids = select(dag, &candidates, filter, |_| false, counted, incremental);
+    let rest = ids.len() > max;
+    ids.truncate(max);
+    Ok(Lacking { ids, exact: false, rest })
+}
+
+/// A long session's table would otherwise keep its largest size (104 bytes
+/// a slot) for as long as the session lives.
+fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(8) {
+        map.shrink_to_fit();
+    }
 }
 
 /// Step 3: answers the peer's wants into `out` (the wanted events and their
@@ -343,7 +406,7 @@ fn answer_wants(dag: &Dag, s: &mut Session, view: &PeerView, out: &mut Vec<Event
     let candidates = dag.difference(&wanted, &view.base).map_err(unknown)?;
     let forced: HashSet<EventId> = wanted.iter().filter_map(|c| dag.id(c)).collect();
     let picked = match (&s.their_filter, view.all_known) {
-        (Some(filter), false) => select(dag, &candidates, filter, |id| forced.contains(&id), |_| false),
+        (Some(filter), false) => select(dag, &candidates, filter, |id| forced.contains(&id), |_| false, false),
         _ => candidates,
     };
     let ack = s.their_ack;
@@ -545,6 +608,7 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
         since.dedup();
         s.their_filter = Some(filter);
         s.their_since = since;
+        s.filtered = None;
         s.owe_reply = true;
     }
     for w in want {
@@ -571,18 +635,23 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
 /// Candidates (ascending by height) the filter does not hold, and every
 /// candidate with a parent that is picked or `counted` (already sent), except
 /// the `counted` ones themselves. `forced` candidates are always picked.
+/// `above_checked`: the candidates are only the events above those already
+/// checked against this filter, so a parent that is not a candidate but was
+/// sent counts too.
 fn select(
     dag: &Dag,
     candidates: &[EventId],
     filter: &BloomFilter,
     forced: impl Fn(EventId) -> bool,
     counted: impl Fn(EventId) -> bool,
+    above_checked: bool,
 ) -> Vec<EventId> {
     let mut lacking: HashSet<EventId> = HashSet::new();
     let mut out = Vec::new();
     for &id in candidates {
-        let lacks =
-            forced(id) || dag.parents(id).any(|p| lacking.contains(&p)) || !filter.contains_digest(dag.digest(id));
+        let lacks = forced(id)
+            || dag.parents(id).any(|p| lacking.contains(&p) || (above_checked && counted(p)))
+            || !filter.contains_digest(dag.digest(id));
         let already = counted(id);
         if lacks || already {
             lacking.insert(id);

@@ -12,6 +12,7 @@ use super::bloom::BloomFilter;
 use super::message::{SyncError, SyncLimits};
 use crate::block::{Digest, digest_of};
 use crate::cbor::{self, MAJOR_ARRAY, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
+use crate::dag::{Dag, EventId};
 
 /// The version of [`SyncState::encode`]'s format.
 const STATE_VERSION: u64 = 1;
@@ -106,6 +107,54 @@ pub(crate) struct Session {
     /// Our heads when we last made (or declined to make) a message (only
     /// ever compared: kept as a print).
     pub last_heads: Option<HeadsPrint>,
+    /// What the peer lacks, in order, while it goes out over several
+    /// messages: computed once, not for every part.
+    pub backlog: Option<Backlog>,
+    /// Our heads when the peer's filter was last answered in full: the
+    /// events at or below them were checked against it, and the next
+    /// answer to the same filter checks only the events above them.
+    pub filtered: Option<Vec<Cid>>,
+}
+
+/// The events the peer lacks (`difference(our heads, its heads)`) in the
+/// total order, and how far into them our messages got: a difference too
+/// large for one message is computed once and sent part by part, instead of
+/// computed again over the whole history for every part.
+#[derive(Clone)]
+pub(crate) struct Backlog {
+    /// Our heads when it was computed.
+    pub mine: HeadsPrint,
+    /// The peer's heads it holds against (sorted).
+    pub theirs: Vec<Cid>,
+    /// The difference, ascending by order key.
+    pub ids: Vec<EventId>,
+    /// `ids[..next]` were sent.
+    pub next: usize,
+}
+
+impl Backlog {
+    /// Moves past the events at the front that were sent.
+    pub fn skip_sent(&mut self, dag: &Dag, sent: &HashMap<Digest, u64>) {
+        while self.ids.get(self.next).is_some_and(|id| sent.contains_key(dag.digest(*id))) {
+            self.next += 1;
+        }
+    }
+
+    /// Whether the backlog still holds against the peer's heads `theirs`
+    /// (sorted): each is one it held before, or an event we already sent
+    /// from the backlog. The peer's history then grew only by what we sent,
+    /// whose ancestors come earlier in the order: none of `ids[next..]`
+    /// reached it.
+    pub fn holds_for(&self, dag: &Dag, theirs: &[Cid]) -> bool {
+        let sent = &self.ids[..self.next];
+        theirs.iter().all(|h| {
+            self.theirs.binary_search(h).is_ok()
+                || dag.id(h).is_some_and(|id| {
+                    let key = dag.key(id);
+                    sent.binary_search_by(|x| dag.key(*x).cmp(&key)).is_ok()
+                })
+        })
+    }
 }
 
 /// A fingerprint of a list of heads: BLAKE3 of their count and of each
@@ -197,6 +246,13 @@ impl SyncState {
     /// never counts, because a message may be lost.
     pub fn their_heads(&self) -> Option<&[Cid]> {
         self.session.their_heads.as_deref()
+    }
+
+    /// Whether the peer's last message said more blocks follow: a long reply
+    /// of its is coming in parts (starting a new session now would make it
+    /// start over).
+    pub fn expecting_more(&self) -> bool {
+        self.session.their_more
     }
 
     /// Drops the session (the ephemeral part), keeping the shared heads: the
