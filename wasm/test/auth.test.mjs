@@ -2,6 +2,8 @@
 // revocations, authors, and refusals that name their reason and author.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { createPublicKey, verify } from 'node:crypto'
+import { CID } from 'multiformats/cid'
 import { Replica, cidOf, generateSecretKey, publicKey } from '../js/node.js'
 
 const adminKey = generateSecretKey()
@@ -131,4 +133,26 @@ test('refusals name the rule: a stranger, a forged signature, a writer granting,
   assert.equal((await a.ingest(await w.getBlock(concurrent))).status, 'accepted')
   assert.deepEqual(a.writtenAfterRevocation(), [concurrent])
   assert.deepEqual(a.members().revoked, { [writer]: revocation })
+})
+
+test('a signature verifies with Node\'s own Ed25519 over the signing input DESIGN.md gives', async () => {
+  const { a, w } = await team()
+  await a.grant(writer)
+  await copy(a, w)
+  w.setSigner(writerKey)
+  const block = await w.getBlock(await w.append({ text: 'checked elsewhere' }))
+  // {"sig": <64 bytes>, "author", "height", "parents", "payload"}: a 5-entry
+  // map whose first entry is the signature (map head, "sig", a 64-byte head).
+  assert.equal(block[0], 0xa5)
+  const sig = block.subarray(7, 71)
+  // The signing input: the domain, the stream's CID in binary, then the map without "sig".
+  const input = Buffer.concat([
+    Buffer.from('merkle-clock/event-signature/v1'),
+    CID.parse(w.streamId).bytes,
+    Uint8Array.of(0xa4),
+    block.subarray(71)
+  ])
+  const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(writer, 'hex').toString('base64url') }, format: 'jwk' })
+  assert.ok(verify(null, input, key, sig), 'the writer\'s signature')
+  assert.ok(!verify(null, Buffer.concat([input, Uint8Array.of(0)]), key, sig), 'and over nothing else')
 })
