@@ -68,3 +68,15 @@ test('the README signed-stream example: grant, author, revoke, a late event refu
     ['rejected', 'unauthorized', 'revoked', alice, revocation]
   )
 })
+
+// The signed-stream lines of the repository README's JavaScript section.
+test('the repository README signed-stream example', async () => {
+  const { generateSecretKey, publicKey } = await import('merkle-clock-wasm')
+  const adminKey = generateSecretKey(); const aliceKey = generateSecretKey()
+  const team = await Replica.create(Replica.genesis('team notes', { admins: [publicKey(adminKey)] }))
+  team.setSigner(adminKey)
+  await team.grant(publicKey(aliceKey), 'writer')
+  team.setSigner(aliceKey)
+  const note = await team.append('hello')
+  assert.equal((await team.get(note)).author, publicKey(aliceKey))
+})
