@@ -25,19 +25,8 @@
 import { parseArgs } from 'node:util'
 import { Replica, cidOf } from '../js/node.js'
 import { encodePayload } from '../js/payload.js'
+import { eventData } from './workload.mjs'
 
-const PAYLOAD_BYTES = 128
-
-/** As side_by_side.mjs: `{payload}`, 128 bytes from an LCG seeded by i. */
-const eventData = (i) => {
-  const payload = new Uint8Array(PAYLOAD_BYTES)
-  let x = (i * 2654435761 + 1) >>> 0
-  for (let j = 0; j < PAYLOAD_BYTES; j++) {
-    x = (x * 1103515245 + 12345) >>> 0
-    payload[j] = x >>> 24
-  }
-  return { payload }
-}
 
 /** CPU nanoseconds per event of `f(n)` (which does n events): the best of `runs`. */
 const perEvent = async (n, runs, f) => {

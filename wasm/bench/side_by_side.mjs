@@ -52,6 +52,7 @@ import { advance, EventBlock } from '@web3-storage/pail/clock'
 import { MemoryBlockstore as PailBlockstore } from '@web3-storage/pail/block'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 import { Replica, blockstoreAdapter } from '../js/node.js'
+import { PAYLOAD_BYTES, eventData } from './workload.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -73,18 +74,6 @@ const best = (events, runs) => ({
   wall: Math.max(...runs.map((r) => events / r.wall)),
   cpu: Math.max(...runs.map((r) => events / r.cpu))
 })
-const PAYLOAD_BYTES = 128
-
-/** The same event data as pail_clock.mjs: `{payload}`, 128 bytes from an LCG seeded by i. */
-const eventData = (i) => {
-  const payload = new Uint8Array(PAYLOAD_BYTES)
-  let x = (i * 2654435761 + 1) >>> 0
-  for (let j = 0; j < PAYLOAD_BYTES; j++) {
-    x = (x * 1103515245 + 12345) >>> 0
-    payload[j] = x >>> 24
-  }
-  return { payload }
-}
 
 // ------------------------------------------------------------------ pail (as pail_clock.mjs)
 
