@@ -4,7 +4,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createPublicKey, verify } from 'node:crypto'
 import { CID } from 'multiformats/cid'
-import { Replica, cidOf, generateSecretKey, publicKey } from '../js/node.js'
+import { MemoryBlockstore } from 'blockstore-core/memory'
+import { Replica, blockstoreAdapter, cidOf, generateSecretKey, publicKey } from '../js/node.js'
 
 const adminKey = generateSecretKey()
 const writerKey = generateSecretKey()
@@ -155,4 +156,26 @@ test('a signature verifies with Node\'s own Ed25519 over the signing input DESIG
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(writer, 'hex').toString('base64url') }, format: 'jwk' })
   assert.ok(verify(null, input, key, sig), 'the writer\'s signature')
   assert.ok(!verify(null, Buffer.concat([input, Uint8Array.of(0)]), key, sig), 'and over nothing else')
+})
+
+test('a signed stream reopened from a JS store keeps its policy, members and authors; the signer is set again', async () => {
+  const blockstore = new MemoryBlockstore()
+  const meta = new Map()
+  const genesis = Replica.genesis({ app: 'team notes' }, { admins: [admin] })
+  const before = await Replica.create(genesis, blockstoreAdapter(blockstore, { meta }))
+  before.setSigner(adminKey)
+  await before.grant(writer)
+  before.setSigner(writerKey)
+  const note = await before.append('kept')
+
+  const after = await Replica.open(before.streamId, blockstoreAdapter(blockstore, { meta }))
+  assert.deepEqual(after.policy(), { open: false, admins: [admin] })
+  assert.deepEqual(after.members(), before.members())
+  assert.equal((await after.get(note)).author, writer)
+  assert.equal(after.signer, undefined, 'a key is never stored with the stream')
+  await assert.rejects(after.append('no key yet'), (e) => e.code === 'needs_signer')
+  after.setSigner(writerKey)
+  const next = await after.append('continued')
+  assert.deepEqual(after.heads(), [next])
+  assert.equal((await after.get(next)).author, writer)
 })
