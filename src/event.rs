@@ -225,9 +225,40 @@ pub(crate) fn encode_with_digests<P: Serialize>(
     Ok((out, payload_start))
 }
 
+/// How a payload is written into an event: any [`Serialize`] value through
+/// `serde_ipld_dagcbor`, or [`EncodedPayload`] bytes copied as they are.
+/// Either way [`check_block`] then checks the written payload (canonical,
+/// one item, within the depth limit), so both make the same block of the
+/// same value.
+pub(crate) trait WritePayload {
+    /// Appends the payload's DAG-CBOR bytes to `out`.
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<P: Serialize> WritePayload for P {
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        serde_ipld_dagcbor::to_writer(&mut *out, self).map_err(|e| EncodeError::Payload { message: e.to_string() })
+    }
+}
+
+/// A payload given as the bytes of one canonical DAG-CBOR item (what a
+/// caller that encodes payloads itself has, e.g. the JS package). It goes
+/// into the event as it is, with no decode and re-encode; bytes that are not
+/// exactly one canonical item within the limits are refused with
+/// [`EncodeError::Payload`] or [`EncodeError::TooDeep`], never rewritten.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodedPayload<'a>(pub &'a [u8]);
+
+impl WritePayload for EncodedPayload<'_> {
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.extend_from_slice(self.0);
+        Ok(())
+    }
+}
+
 /// [`encode_with_digests`] into a buffer the caller reuses (cleared first).
 /// Returns where the payload starts.
-pub(crate) fn encode_into<P: Serialize>(
+pub(crate) fn encode_into<P: WritePayload + ?Sized>(
     out: &mut Vec<u8>,
     height: u64,
     parents: &[Digest],
@@ -259,7 +290,7 @@ pub(crate) fn check_shape(height: u64, parents: &[Digest], limits: &Limits) -> R
 
 /// Writes the envelope's last two entries, `parents` and `payload`; returns
 /// where the payload starts.
-pub(crate) fn write_parents_and_payload<P: Serialize>(
+pub(crate) fn write_parents_and_payload<P: WritePayload + ?Sized>(
     out: &mut Vec<u8>,
     parents: &[Digest],
     payload: &P,
@@ -271,12 +302,14 @@ pub(crate) fn write_parents_and_payload<P: Serialize>(
     }
     out.extend_from_slice(&PAYLOAD_KEY);
     let payload_start = out.len();
-    serde_ipld_dagcbor::to_writer(&mut *out, payload).map_err(|e| EncodeError::Payload { message: e.to_string() })?;
+    payload.write_payload(out)?;
     Ok(payload_start)
 }
 
 /// A whole encoded block within the size limit, its payload (the last value,
-/// from `payload_start`) within the depth limit.
+/// from `payload_start`) one canonical DAG-CBOR item within the depth limit
+/// and the block's end (an [`EncodedPayload`] is checked here and nowhere
+/// else).
 pub(crate) fn check_block(block: &[u8], payload_start: usize, limits: &Limits) -> Result<(), EncodeError> {
     if block.len() > limits.max_block_bytes {
         return Err(EncodeError::TooLarge { size: block.len(), max: limits.max_block_bytes });
@@ -285,8 +318,15 @@ pub(crate) fn check_block(block: &[u8], payload_start: usize, limits: &Limits) -
     let max_depth = limits.payload_depth();
     reader.skip_value(max_depth).map_err(|e| match e {
         CborError::TooDeep { .. } => EncodeError::TooDeep { max: max_depth },
-        other => EncodeError::Payload { message: other.reason().to_string() },
+        CborError::Malformed { offset, reason } | CborError::NotCanonical { offset, reason } => {
+            EncodeError::Payload { message: format!("{reason} at byte {offset} of the payload") }
+        }
     })?;
+    if reader.remaining() != 0 {
+        return Err(EncodeError::Payload {
+            message: format!("{} bytes after the payload's one DAG-CBOR item", reader.remaining()),
+        });
+    }
     Ok(())
 }
 

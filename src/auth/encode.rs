@@ -89,7 +89,7 @@ fn write_member(out: &mut Vec<u8>, op: &MemberOp) {
 /// "payload"}`; the signing input is [`DOMAIN`], the stream's CID, then the
 /// same map without `sig` (see [`signing_input`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_signed_into<P: Serialize>(
+pub(crate) fn encode_signed_into<P: crate::event::WritePayload + ?Sized>(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     stream: &Cid,

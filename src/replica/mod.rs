@@ -32,7 +32,7 @@ use crate::dag::{Dag, EventId};
 use crate::error::EncodeError;
 #[cfg(doc)]
 use crate::event::Limits;
-use crate::event::{Header, encode_into};
+use crate::event::{EncodedPayload, Header, WritePayload, encode_into};
 use crate::store::{StoreError, StreamStore};
 use ipld_core::ipld::Ipld;
 
@@ -585,9 +585,56 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         Ok(out)
     }
 
+    /// [`Replica::append`] of a payload given as its DAG-CBOR bytes (one
+    /// canonical item, as `serde_ipld_dagcbor` or any canonical DAG-CBOR
+    /// encoder writes it): the bytes go into the event as they are, with no
+    /// decode and re-encode, and make the same block as `append` of the
+    /// decoded value. For callers that encode payloads themselves (the JS
+    /// package).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
+    /// # futures::executor::block_on(async {
+    /// # let genesis = Event::genesis("notes").encode()?;
+    /// let mut r = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, ReplicaConfig::default()).await?;
+    /// let bytes = serde_ipld_dagcbor::to_vec(&"buy milk").expect("a string encodes");
+    /// let cid = r.append_encoded(&bytes).await?;
+    /// assert_eq!(r.get(&cid).await?.expect("held").decode::<String>()?.payload(), "buy milk");
+    /// // Not canonical DAG-CBOR (a 16-bit float): refused, not rewritten.
+    /// assert!(r.append_encoded(&[0xf9, 0x3c, 0x00]).await.is_err());
+    /// # Ok::<(), merkle_clock::Error>(())
+    /// # })?;
+    /// # Ok::<(), merkle_clock::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Replica::append`]; [`AppendError::Encode`] when the bytes are not
+    /// exactly one canonical DAG-CBOR item within the limits.
+    pub async fn append_encoded(&mut self, payload: &[u8]) -> Result<Cid, AppendError> {
+        let last = self.append_batch(std::iter::once(&EncodedPayload(payload)), None, None).await?;
+        Ok(last.expect("one payload, one event"))
+    }
+
+    /// [`Replica::append_many`] of payloads given as their DAG-CBOR bytes
+    /// (each as [`Replica::append_encoded`] takes it), in one store commit.
+    ///
+    /// # Errors
+    /// As [`Replica::append_encoded`]; the replica is unchanged.
+    pub async fn append_many_encoded<'a>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Cid>, AppendError> {
+        let payloads: Vec<EncodedPayload<'_>> = payloads.into_iter().map(EncodedPayload).collect();
+        let mut out = Vec::with_capacity(payloads.len());
+        self.append_batch(payloads.iter(), None, Some(&mut out)).await?;
+        Ok(out)
+    }
+
     /// Appends the events of `payloads` in one commit; pushes their CIDs to
-    /// `out` and returns the last one.
-    async fn append_batch<'p, P: Serialize + 'p>(
+    /// `out` and returns the last one. `payloads` are values to serialize
+    /// or [`EncodedPayload`] bytes (the `append_encoded` path).
+    async fn append_batch<'p, P: WritePayload + ?Sized + 'p>(
         &mut self,
         payloads: impl Iterator<Item = &'p P>,
         member: Option<MemberOp>,
@@ -705,5 +752,121 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             // (their parents are all known) and come back when re-sent.
             tracing::warn!(error = %e, "could not commit events released by a local append");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use futures::executor::block_on;
+    use ipld_core::ipld::Ipld;
+
+    use super::{AppendError, Replica, ReplicaConfig};
+    use crate::auth::{self, Role, Signer};
+    use crate::error::EncodeError;
+    use crate::{Block, Event, MemoryBlockstore, cid_of};
+
+    /// Payloads that exercise every DAG-CBOR kind the encoders must agree on.
+    fn payloads() -> Vec<Ipld> {
+        let map = |entries: &[(&str, Ipld)]| {
+            Ipld::Map(entries.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<BTreeMap<_, _>>())
+        };
+        vec![
+            map(&[("payload", Ipld::Bytes((0..128).collect()))]),
+            Ipld::Null,
+            Ipld::Bool(true),
+            Ipld::Integer(-(1 << 64)),
+            Ipld::Integer(u64::MAX.into()),
+            Ipld::Float(-0.5),
+            Ipld::Float(1e300),
+            Ipld::String("héllo, wörld".to_owned()),
+            Ipld::List(vec![Ipld::Integer(1), Ipld::List(vec![]), Ipld::Link(cid_of(b"x"))]),
+            // Keys in canonical order: by length, then bytes ("b" before "aa").
+            map(&[("aa", Ipld::Integer(2)), ("b", Ipld::Integer(1)), ("é", map(&[("z", Ipld::Null)]))]),
+        ]
+    }
+
+    fn cbor(p: &Ipld) -> Vec<u8> {
+        serde_ipld_dagcbor::to_vec(p).expect("IPLD encodes")
+    }
+
+    /// Two replicas of one stream: one appends values, one their bytes.
+    async fn pair(genesis: &Block) -> (Replica<MemoryBlockstore>, Replica<MemoryBlockstore>) {
+        let open = || Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default());
+        (open().await.expect("create"), open().await.expect("create"))
+    }
+
+    async fn same_blocks(a: &Replica<MemoryBlockstore>, b: &Replica<MemoryBlockstore>) {
+        let (order_a, order_b): (Vec<_>, Vec<_>) = (a.order().collect(), b.order().collect());
+        assert_eq!(order_a, order_b);
+        for cid in &order_a {
+            let (x, y) = (a.get(cid).await.expect("store"), b.get(cid).await.expect("store"));
+            assert_eq!(x.expect("held").bytes(), y.expect("held").bytes(), "{cid}");
+        }
+    }
+
+    #[test]
+    fn append_encoded_makes_the_blocks_append_makes_one_at_a_time_and_in_batches() {
+        block_on(async {
+            let genesis = Event::genesis("encoded").encode().expect("genesis");
+            let (mut by_value, mut by_bytes) = pair(&genesis).await;
+            for p in payloads() {
+                let cid = by_value.append(&p).await.expect("append");
+                assert_eq!(by_bytes.append_encoded(&cbor(&p)).await.expect("append_encoded"), cid);
+            }
+            let many = by_value.append_many(payloads()).await.expect("append_many");
+            let encoded: Vec<Vec<u8>> = payloads().iter().map(cbor).collect();
+            assert_eq!(by_bytes.append_many_encoded(encoded.iter().map(Vec::as_slice)).await.expect("many"), many);
+            same_blocks(&by_value, &by_bytes).await;
+        });
+    }
+
+    #[test]
+    fn append_encoded_signs_the_same_events_on_a_stream_with_admins() {
+        block_on(async {
+            let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+            let genesis = auth::genesis(&"signed", &[admin.public()]).expect("genesis");
+            let (mut by_value, mut by_bytes) = pair(&genesis).await;
+            for r in [&mut by_value, &mut by_bytes] {
+                r.set_signer(Some(admin.clone()));
+                r.grant(writer.public(), Role::Writer).await.expect("grant");
+                r.set_signer(Some(writer.clone()));
+            }
+            for p in payloads() {
+                let cid = by_value.append(&p).await.expect("append");
+                assert_eq!(by_bytes.append_encoded(&cbor(&p)).await.expect("append_encoded"), cid);
+            }
+            same_blocks(&by_value, &by_bytes).await;
+        });
+    }
+
+    #[test]
+    fn append_encoded_refuses_bytes_that_are_not_one_canonical_item_and_changes_nothing() {
+        block_on(async {
+            let genesis = Event::genesis("refusals").encode().expect("genesis");
+            let (mut r, _) = pair(&genesis).await;
+            let mut deep = vec![0x81; 200];
+            deep.push(0xf6);
+            let refused: [(&str, Vec<u8>); 6] = [
+                ("empty", vec![]),
+                ("two items", vec![0xf6, 0xf6]),
+                ("truncated", vec![0x82, 0x01]),
+                ("a 16-bit float", vec![0xf9, 0x3c, 0x00]),
+                ("an integer not in its shortest form", vec![0x18, 0x01]),
+                ("keys out of order", vec![0xa2, 0x62, b'a', b'a', 0x01, 0x61, b'b', 0x02]),
+            ];
+            for (what, bytes) in refused {
+                let e = r.append_encoded(&bytes).await.expect_err(what);
+                assert!(matches!(e, AppendError::Encode(EncodeError::Payload { .. })), "{what}: {e:?}");
+            }
+            let e = r.append_encoded(&deep).await.expect_err("too deep");
+            assert!(matches!(e, AppendError::Encode(EncodeError::TooDeep { .. })), "{e:?}");
+            assert!(r.append_many_encoded([&[0xf6][..], &[0x18, 0x01]]).await.is_err());
+            assert_eq!(r.len(), 1, "nothing appended");
+            assert_eq!(r.heads(), vec![*genesis.cid()]);
+            r.append_encoded(&[0xf6]).await.expect("a good payload after the refusals");
+        });
     }
 }

@@ -4,7 +4,7 @@
 //
 //   bash wasm/build.sh && cd wasm && npm ci
 //   node bench/side_by_side.mjs [--json] [--events N] [--histories 1000,5000,20000]
-//                               [--native-events-per-s R | --no-native]
+//                               [--native-events-per-s R | --no-native] [--baseline DIR]
 //
 // Rows (one JSON object per line with --json):
 // - wasm_append: single `await replica.append(data)`s of `{payload: <128
@@ -29,6 +29,9 @@
 //   by this script; or pass the native rate with --native-events-per-s);
 //   wasm_native_ratio_many: the same for appendMany over `append_many`.
 // - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
+// - wasm_append_baseline, wasm_append_many_baseline (with --baseline DIR,
+//   the wasm/ folder of another commit with its package built): that
+//   build's rates in this same process, and this build's speedup over it.
 //
 // Every rate twice: by the wall clock (events_per_s, ratio) and by CPU time
 // (cpu_events_per_s, cpu_ratio: the process's user + system time in Node,
@@ -49,6 +52,7 @@ import { advance, EventBlock } from '@web3-storage/pail/clock'
 import { MemoryBlockstore as PailBlockstore } from '@web3-storage/pail/block'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 import { Replica, blockstoreAdapter } from '../js/node.js'
+import { PAYLOAD_BYTES, eventData } from './workload.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -70,18 +74,6 @@ const best = (events, runs) => ({
   wall: Math.max(...runs.map((r) => events / r.wall)),
   cpu: Math.max(...runs.map((r) => events / r.cpu))
 })
-const PAYLOAD_BYTES = 128
-
-/** The same event data as pail_clock.mjs: `{payload}`, 128 bytes from an LCG seeded by i. */
-const eventData = (i) => {
-  const payload = new Uint8Array(PAYLOAD_BYTES)
-  let x = (i * 2654435761 + 1) >>> 0
-  for (let j = 0; j < PAYLOAD_BYTES; j++) {
-    x = (x * 1103515245 + 12345) >>> 0
-    payload[j] = x >>> 24
-  }
-  return { payload }
-}
 
 // ------------------------------------------------------------------ pail (as pail_clock.mjs)
 
@@ -132,8 +124,9 @@ const pailMergeReads = async (history, forkDepth) => {
 
 const genesis = Replica.genesis('side by side')
 
-const wasmAppendRun = async (datas, many) => {
-  const r = await Replica.create(genesis)
+/** `Replica` of the package measured: this one, or another build's (--baseline). */
+const wasmAppendRun = async (datas, many, Package = Replica) => {
+  const r = await Package.create(Package === Replica ? genesis : Package.genesis('side by side'))
   const t = await timed(async () => {
     if (many) await r.appendMany(datas)
     else for (const d of datas) await r.append(d)
@@ -143,11 +136,11 @@ const wasmAppendRun = async (datas, many) => {
   return t
 }
 
-const wasmAppendRate = async (events, many) => {
-  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)), many)
+const wasmAppendRate = async (events, many, Package = Replica) => {
+  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)), many, Package)
   const datas = Array.from({ length: events }, (_, i) => eventData(i))
   const runs = []
-  for (let k = 0; k < 5; k++) runs.push(await wasmAppendRun(datas, many))
+  for (let k = 0; k < 5; k++) runs.push(await wasmAppendRun(datas, many, Package))
   return best(events, runs)
 }
 
@@ -221,6 +214,7 @@ const main = async () => {
       events: { type: 'string', default: '10000' },
       histories: { type: 'string', default: '1000,5000,20000' },
       'native-events-per-s': { type: 'string' },
+      baseline: { type: 'string' },
       'no-native': { type: 'boolean', default: false }
     }
   })
@@ -251,6 +245,24 @@ const main = async () => {
   })
   emit(appendRow('wasm_append', wasm))
   emit(appendRow('wasm_append_many', wasmMany))
+
+  if (values.baseline) {
+    // Another build of the package (another commit's wasm/, built), in this
+    // same process right after this one's: before/after on equal terms.
+    const { Replica: Baseline } = await import(path.resolve(values.baseline, 'js/node.js'))
+    for (const [metric, many, now] of [['wasm_append_baseline', false, wasm], ['wasm_append_many_baseline', true, wasmMany]]) {
+      const before = await wasmAppendRate(events, many, Baseline)
+      emit({
+        metric,
+        baseline: values.baseline,
+        events_per_s: round(before.wall, 1),
+        cpu_events_per_s: round(before.cpu, 1),
+        cpu_ratio_to_pail: round(before.cpu / pail.cpu, 1),
+        speedup: round(now.wall / before.wall, 2),
+        cpu_speedup: round(now.cpu / before.cpu, 2)
+      })
+    }
+  }
 
   for (const history of histories) {
     const reads = await wasmMergeReads(history, 1)

@@ -14,21 +14,46 @@ const guarded = (f) => {
   }
 }
 
+/**
+ * A new secret key: 32 random bytes (an Ed25519 seed, as @noble/curves'
+ * `ed25519.utils.randomSecretKey()` makes), from `crypto.getRandomValues`.
+ * Keep it secret; `publicKey(secretKey)` is the author it signs as.
+ * @returns {Uint8Array}
+ */
+export const generateSecretKey = () => crypto.getRandomValues(new Uint8Array(32))
+
 /** @param {{ Replica: any }} wasm the generated module */
 export function install ({ Replica }) {
-  /** The genesis block (Uint8Array) of a new stream with this payload. */
-  Replica.genesis = (payload) => Replica.genesisEncoded(encodePayload(payload))
+  /**
+   * The genesis block (Uint8Array) of a new stream with this payload. With
+   * `admins` (public keys: 32 bytes or 64 hex digits), only events signed by
+   * the stream's members are taken: these admins, and whom they grant.
+   */
+  Replica.genesis = (payload, { admins } = {}) => Replica.genesisEncoded(encodePayload(payload), admins)
+
+  /**
+   * A signed event built by hand, as bytes (for tools and tests; replicas
+   * build theirs on their heads): `{stream, height, parents, payload}`.
+   */
+  Replica.signedEvent = ({ stream, height, parents, payload }, secretKey) =>
+    Replica.signedEventEncoded(stream, height, parents, encodePayload(payload), secretKey)
 
   /** Appends an event with this payload; resolves to its CID string. */
   Replica.prototype.append = function append (payload) {
-    return guarded(() => this.appendEncoded(encodePayload(payload)))
+    // As `guarded`, without a closure per call: this is the hot path.
+    try {
+      return this.appendEncoded(encodePayload(payload))
+    } catch (e) {
+      return Promise.reject(e)
+    }
   }
 
   /** Appends one event per payload, each on the previous, in one commit. */
   Replica.prototype.appendMany = function appendMany (payloads) {
     return guarded(() => {
       if (!Array.isArray(payloads)) throw merkleClockError('invalid_argument', 'appendMany takes an array of payloads')
-      return this.appendManyEncoded(encodePayloads(payloads))
+      const { bytes, ends } = encodePayloads(payloads)
+      return this.appendManyEncoded(bytes, ends)
     })
   }
 }

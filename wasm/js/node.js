@@ -10,5 +10,6 @@ install(wasm)
 // Links in payloads come back as multiformats CIDs.
 wasm.setCidFactory((bytes) => CID.decode(bytes))
 
-export const { Replica, SyncDriver, cidOf, setCidFactory } = wasm
+export const { Replica, SyncDriver, cidOf, publicKey, setCidFactory } = wasm
+export { generateSecretKey } from './api.js'
 export { blockstoreAdapter } from './blockstore.js'

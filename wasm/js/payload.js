@@ -223,16 +223,20 @@ function write (w, v, depth) {
 const shared = new Writer()
 
 /**
- * The DAG-CBOR bytes of one payload, or of several (a CBOR sequence: each
- * item after the other). The result is a view of a buffer that the next call
- * overwrites: hand it to wasm (which copies it) at once.
+ * The DAG-CBOR bytes of several payloads, each after the other, and where
+ * each ends. `bytes` is a view of a buffer that the next call overwrites:
+ * hand it to wasm (which copies it) at once.
  * @param {unknown[]} values
- * @returns {Uint8Array}
+ * @returns {{bytes: Uint8Array, ends: Uint32Array}}
  */
 export function encodePayloads (values) {
   shared.len = 0
-  for (let i = 0; i < values.length; i++) write(shared, values[i], 0)
-  return shared.buf.subarray(0, shared.len)
+  const ends = new Uint32Array(values.length)
+  for (let i = 0; i < values.length; i++) {
+    write(shared, values[i], 0)
+    ends[i] = shared.len
+  }
+  return { bytes: shared.buf.subarray(0, shared.len), ends }
 }
 
 /** @param {unknown} value @returns {Uint8Array} as encodePayloads */

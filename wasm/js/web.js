@@ -8,7 +8,8 @@ import { install } from './api.js'
 
 install(generated)
 
-export { Replica, SyncDriver, cidOf, setCidFactory } from '../pkg/web/merkle_clock_wasm.js'
+export { Replica, SyncDriver, cidOf, publicKey, setCidFactory } from '../pkg/web/merkle_clock_wasm.js'
+export { generateSecretKey } from './api.js'
 export { blockstoreAdapter } from './blockstore.js'
 
 /** @param {string | URL | Request | BufferSource | WebAssembly.Module} [wasm] */

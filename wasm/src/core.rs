@@ -1,12 +1,16 @@
 //! Every item of the merkle-clock core API that this crate uses, in one
 //! place, so that a rename in the core is a change to this file alone.
 
+pub(crate) use merkle_clock::auth::{
+    AuthError, AuthorKey, MemberOp, Members, Policy, Role, Signer, author_of, genesis as signed_genesis, member_op_of,
+    signed_event,
+};
 pub(crate) use merkle_clock::car::{CarLimits, read_car, write_car};
 pub(crate) use merkle_clock::replica::ReplicaConfig;
 pub(crate) use merkle_clock::replica::{AppendError, OpenError, Rejection};
 pub(crate) use merkle_clock::store::{Blockstore, StoreError, StreamStore};
 pub(crate) use merkle_clock::sync::{Bloom, Received, SessionConfig, Sessions};
-pub(crate) use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, MemoryBlockstore, Replica};
+pub(crate) use merkle_clock::{Block, Cid, ClockOrder, EncodeError, Event, Ingest, Ipld, MemoryBlockstore, Replica};
 
 /// The one replica type of the JS API: over any store, the in-memory one or a
 /// JS blockstore.

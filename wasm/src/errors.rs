@@ -7,7 +7,11 @@
 //! - `busy`: a synchronous method called while an async operation on the same
 //!   replica (or driver) is in flight: await it first;
 //! - `encode`: the payload cannot be encoded within the limits;
-//! - `rejected`: a validator refused an appended event;
+//! - `rejected`: a validator refused an appended event, or the replicas would
+//!   refuse it on the grounds of its author (the error then has `reason`,
+//!   and `auth`, `cid`, `author` as a rejected outcome does);
+//! - `needs_signer`: an append, grant or revocation on a stream whose
+//!   genesis names admins, with no signer set;
 //! - `open`: the genesis block is not a genesis event, `create` of a stream
 //!   the store holds, `open` of one it does not;
 //! - `store`: the blockstore or the meta store failed (its error's message is

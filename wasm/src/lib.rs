@@ -8,6 +8,7 @@
 //! - payloads: their DAG-CBOR bytes (written on the JS side by
 //!   `wasm/js/payload.js`) decoded, and IPLD back to JS values (`values.rs`),
 //! - CID strings written and read without detours (`cidtext.rs`),
+//! - signing keys and membership in the forms of `@noble/curves` (`keys.rs`),
 //! - a `StreamStore` over an async JS blockstore, with heads and log in a JS
 //!   meta store so a stream can be reopened (`store.rs`), and
 //! - a queue (an async mutex) per replica and per driver, so that JS may call
@@ -29,6 +30,8 @@ mod core;
 mod driver;
 #[cfg(target_arch = "wasm32")]
 mod errors;
+#[cfg(target_arch = "wasm32")]
+mod keys;
 #[cfg(target_arch = "wasm32")]
 mod replica;
 #[cfg(target_arch = "wasm32")]

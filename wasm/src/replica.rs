@@ -9,14 +9,13 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::core::{
-    AppendError, Block, CarLimits, ClockOrder, DynReplica, Event, Ingest, Ipld, MemoryBlockstore, OpenError, Rejection,
-    StreamStore, read_car, write_car,
+    AppendError, Block, CarLimits, ClockOrder, DynReplica, EncodeError, Event, Ingest, Ipld, MemoryBlockstore,
+    OpenError, Rejection, StreamStore, author_of, member_op_of, read_car, signed_event, signed_genesis, write_car,
 };
 use crate::errors::{busy, error, invalid};
+use crate::keys::{key_arg, key_js, keys_arg, member_op_js, members_js, policy_js, role_arg, secret_arg, set_auth};
 use crate::store::JsStore;
-use crate::values::{
-    bytes_arg, cid_arg, cid_js, cid_strings, cids_arg, from_ipld, payload_from_cbor, payloads_from_cbor,
-};
+use crate::values::{bytes_arg, cid_arg, cid_js, cid_strings, cids_arg, from_ipld, payload_from_cbor};
 
 /// A replica of one stream (a Merkle clock): its DAG of events, their total
 /// order, and a store for their blocks.
@@ -60,24 +59,45 @@ pub(crate) fn outcome(o: &Ingest) -> JsValue {
     obj.into()
 }
 
-/// `{status, reason, message}` for a rejection.
+/// `{status, reason, message}` for a rejection; for one on the grounds of
+/// its author also `auth`, `cid`, `author` and `revocation` (see
+/// [`set_auth`]).
 pub(crate) fn rejection(why: &Rejection, status: &str) -> JsValue {
-    rejected(status, why.reason().as_str(), &why.to_string())
+    let obj = rejected(status, why.reason().as_str(), &why.to_string());
+    if let Rejection::Auth(e) = why {
+        set_auth(&obj, e);
+    }
+    obj.into()
 }
 
-fn rejected(status: &str, reason: &str, message: &str) -> JsValue {
+fn rejected(status: &str, reason: &str, message: &str) -> Object {
     let obj = Object::new();
     set(&obj, "status", &str_value(status));
     set(&obj, "reason", &str_value(reason));
     set(&obj, "message", &str_value(message));
-    obj.into()
+    obj
 }
 
 fn append_error(e: AppendError) -> JsValue {
     match e {
         AppendError::Store(e) => error("store", e),
+        // Payload bytes that are not one canonical DAG-CBOR item: only bytes
+        // handed to `appendEncoded` directly can be (payload.js writes
+        // canonical ones).
+        AppendError::Encode(e @ EncodeError::Payload { .. }) => {
+            invalid(format!("the payload is not canonical DAG-CBOR: {e}"))
+        }
         AppendError::Encode(e) => error("encode", e),
-        AppendError::Rejected(e) => error("rejected", e),
+        AppendError::Rejected(why) => {
+            let e = error("rejected", &why);
+            let obj: &Object = e.unchecked_ref();
+            set(obj, "reason", &str_value(why.reason().as_str()));
+            if let Rejection::Auth(auth) = &why {
+                set_auth(obj, auth);
+            }
+            e
+        }
+        e @ AppendError::NeedsSigner { .. } => error("needs_signer", e),
         e => error("append", e),
     }
 }
@@ -95,15 +115,22 @@ fn store_error(e: impl std::fmt::Display) -> JsValue {
     error("store", e)
 }
 
-/// The event of a block as `{cid, height, parents, payload}`.
+/// The event of a block as `{cid, height, parents, payload}`, with `author`
+/// when it is signed and `member` when it is a membership event.
 fn event_js(block: &Block) -> Result<JsValue, JsValue> {
-    let event =
-        Event::<Ipld>::decode(block).map_err(|e| error("store", format!("a stored block is not an event: {e}")))?;
+    let stored = |e| error("store", format!("a stored block is not an event: {e}"));
+    let event = Event::<Ipld>::decode(block).map_err(stored)?;
     let obj = Object::new();
     set(&obj, "cid", &cid_js(block.cid()));
     set(&obj, "height", &JsValue::from_f64(event.height() as f64));
     set(&obj, "parents", &cid_strings(event.parents()));
     set(&obj, "payload", &from_ipld(event.payload()));
+    if let Some(author) = author_of(block).map_err(stored)? {
+        set(&obj, "author", &key_js(&author));
+    }
+    if let Some(op) = member_op_of(block).map_err(stored)? {
+        set(&obj, "member", &member_op_js(&op));
+    }
     Ok(obj.into())
 }
 
@@ -150,12 +177,50 @@ impl JsReplica {
 #[wasm_bindgen(js_class = Replica)]
 impl JsReplica {
     /// The genesis block (DAG-CBOR bytes) of a new stream whose genesis
-    /// payload has these DAG-CBOR bytes. `Replica.genesis(payload)` (in
+    /// payload has these DAG-CBOR bytes. `admins` (an array of public keys,
+    /// or omitted): the stream then only takes events signed by its members,
+    /// these admins to begin with. `Replica.genesis(payload, {admins})` (in
     /// `wasm/js/api.js`) encodes a JS value and calls this.
     #[wasm_bindgen(js_name = genesisEncoded)]
-    pub fn genesis_encoded(payload: &[u8]) -> Result<Uint8Array, JsValue> {
+    pub fn genesis_encoded(payload: &[u8], admins: JsValue) -> Result<Uint8Array, JsValue> {
         let payload = payload_from_cbor(payload)?;
-        let block = Event::genesis(payload).encode().map_err(|e| error("encode", e))?;
+        let block = if admins.is_undefined() || admins.is_null() {
+            Event::genesis(payload).encode()
+        } else {
+            let admins = keys_arg(&admins)?;
+            if admins.is_empty() {
+                return Err(invalid("admins must name at least one key (omit it for an open stream)"));
+            }
+            signed_genesis(&payload, &admins)
+        }
+        .map_err(|e| error("encode", e))?;
+        Ok(Uint8Array::from(&block.bytes()[..]))
+    }
+
+    /// A signed event built by hand (for tools and tests: a replica's
+    /// `append`, `grant` and `revoke` build theirs on its heads): on the
+    /// stream `stream` (a CID string), at `height` on `parents` (CID
+    /// strings), with a payload of these DAG-CBOR bytes, signed with
+    /// `secretKey`. Returns the block's bytes. `Replica.signedEvent({stream,
+    /// height, parents, payload}, secretKey)` encodes a JS value and calls
+    /// this.
+    #[wasm_bindgen(js_name = signedEventEncoded)]
+    pub fn signed_event_encoded(
+        stream: JsValue,
+        height: f64,
+        parents: JsValue,
+        payload: &[u8],
+        secret_key: JsValue,
+    ) -> Result<Uint8Array, JsValue> {
+        let stream = cid_arg(&stream)?;
+        if !(height.fract() == 0.0 && (1.0..=9_007_199_254_740_991.0).contains(&height)) {
+            return Err(invalid("a signed event's height is an integer ≥ 1"));
+        }
+        let parents = cids_arg(&parents)?;
+        let payload = payload_from_cbor(payload)?;
+        let signer = secret_arg(&secret_key)?;
+        let block =
+            signed_event(&stream, height as u64, &parents, None, &payload, &signer).map_err(|e| error("encode", e))?;
         Ok(Uint8Array::from(&block.bytes()[..]))
     }
 
@@ -265,34 +330,127 @@ impl JsReplica {
         .to_owned())
     }
 
-    /// Appends an event whose payload has these DAG-CBOR bytes on top of
-    /// the current heads. Resolves to its CID string. `append(payload)` (in
-    /// `wasm/js/api.js`) encodes a JS value and calls this.
+    /// Appends an event whose payload has these DAG-CBOR bytes (one
+    /// canonical item) on top of the current heads, signed when a signer is
+    /// set. Resolves to its CID string. The bytes go into the event as they
+    /// are (`Replica::append_encoded`): no decode and re-encode in wasm.
+    /// `append(payload)` (in `wasm/js/api.js`) encodes a JS value and calls
+    /// this.
     #[wasm_bindgen(js_name = appendEncoded)]
-    pub fn append_encoded(&self, payload: &[u8]) -> Promise {
+    pub fn append_encoded(&self, payload: Vec<u8>) -> Promise {
         let inner = self.inner.clone();
-        let payload = payload_from_cbor(payload);
         future_to_promise(async move {
-            let payload = payload?;
             let mut replica = inner.lock().await;
-            let cid = replica.append(&payload).await.map_err(append_error)?;
+            let cid = replica.append_encoded(&payload).await.map_err(append_error)?;
             Ok(cid_js(&cid))
         })
     }
 
-    /// Appends one event per payload of a CBOR sequence (the payloads'
-    /// DAG-CBOR bytes one after the other), each on the previous, in one
-    /// store commit. Resolves to their CID strings. `appendMany(payloads)`
-    /// (in `wasm/js/api.js`) encodes JS values and calls this.
+    /// Appends one event per payload, each on the previous, in one store
+    /// commit: `payloads` holds their DAG-CBOR bytes one after the other,
+    /// `ends` where each ends (ascending, the last one the length). Resolves
+    /// to their CID strings. `appendMany(payloads)` (in `wasm/js/api.js`)
+    /// encodes JS values and calls this.
     #[wasm_bindgen(js_name = appendManyEncoded)]
-    pub fn append_many_encoded(&self, payloads: &[u8]) -> Promise {
+    pub fn append_many_encoded(&self, payloads: Vec<u8>, ends: Vec<u32>) -> Promise {
         let inner = self.inner.clone();
-        let payloads = payloads_from_cbor(payloads);
         future_to_promise(async move {
-            let payloads = payloads?;
+            let mut start = 0;
+            let mut items = Vec::with_capacity(ends.len());
+            for &end in &ends {
+                let end = end as usize;
+                if end < start || end > payloads.len() {
+                    return Err(invalid("ends must ascend within the payload bytes"));
+                }
+                items.push(&payloads[start..end]);
+                start = end;
+            }
+            if start != payloads.len() {
+                return Err(invalid("the last of ends must be the length of the payload bytes"));
+            }
             let mut replica = inner.lock().await;
-            let cids = replica.append_many(payloads.iter()).await.map_err(append_error)?;
+            let cids = replica.append_many_encoded(items).await.map_err(append_error)?;
             Ok(cid_strings(&cids).into())
+        })
+    }
+
+    /// Sets the key that signs this replica's appends, grants and
+    /// revocations: a secret key (32 bytes), or `null` for unsigned appends
+    /// (which only an open stream takes). A stream whose genesis names
+    /// admins needs one before any append.
+    #[wasm_bindgen(js_name = setSigner)]
+    pub fn set_signer(&self, secret_key: JsValue) -> Result<(), JsValue> {
+        let signer =
+            if secret_key.is_undefined() || secret_key.is_null() { None } else { Some(secret_arg(&secret_key)?) };
+        let mut guard = self.inner.try_lock().ok_or_else(busy)?;
+        guard.set_signer(signer);
+        Ok(())
+    }
+
+    /// The public key (hex) of the signer, or `undefined`.
+    #[wasm_bindgen(getter)]
+    pub fn signer(&self) -> Result<JsValue, JsValue> {
+        self.with(|r| r.signer().map_or(JsValue::UNDEFINED, |s| key_js(&s.public())))
+    }
+
+    /// What the genesis says about who may write: `{open: true}`, or
+    /// `{open: false, admins: [key…]}` (its admins, hex).
+    pub fn policy(&self) -> Result<JsValue, JsValue> {
+        self.with(|r| policy_js(&r.policy()))
+    }
+
+    /// The membership at the current heads: `{roles: {key: 'writer' |
+    /// 'admin'}, revoked: {key: revocationCid}}` (keys hex), or `undefined`
+    /// on an open stream.
+    pub fn members(&self) -> Result<JsValue, JsValue> {
+        self.with(|r| r.members().map_or(JsValue::UNDEFINED, |m| members_js(&m)))
+    }
+
+    /// The membership that the event `cid`'s causal past establishes (the
+    /// event included), as `members()`; `undefined` on an open stream or for
+    /// an event not in the DAG.
+    #[wasm_bindgen(js_name = membersAt)]
+    pub fn members_at(&self, cid: JsValue) -> Result<JsValue, JsValue> {
+        let cid = cid_arg(&cid)?;
+        self.with(|r| r.members_at(&cid).map_or(JsValue::UNDEFINED, |m| members_js(&m)))
+    }
+
+    /// The events by authors revoked at the current heads that no
+    /// revocation of them precedes (written concurrently with it: valid,
+    /// but an application may hide them), in the total order. Empty on an
+    /// open stream.
+    #[wasm_bindgen(js_name = writtenAfterRevocation)]
+    pub fn written_after_revocation(&self) -> Result<Array, JsValue> {
+        self.with(|r| cid_strings(&r.written_after_revocation()))
+    }
+
+    /// Makes `key` (a public key) a member with `role` (`'writer'`, the
+    /// default, or `'admin'`), in a membership event signed by this
+    /// replica's signer, an admin. Resolves to the event's CID string;
+    /// rejects with code `rejected` (and `reason`, `auth`, `author`) when
+    /// replicas would refuse it, `needs_signer` without a signer.
+    pub fn grant(&self, key: JsValue, role: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let args = key_arg(&key).and_then(|key| Ok((key, role_arg(&role)?)));
+        future_to_promise(async move {
+            let (key, role) = args?;
+            let mut replica = inner.lock().await;
+            let cid = replica.grant(key, role).await.map_err(append_error)?;
+            Ok(cid_js(&cid))
+        })
+    }
+
+    /// Revokes `key` for good, in a membership event signed by this
+    /// replica's signer, an admin. Its later events (those that descend
+    /// from the revocation) are refused everywhere. As `grant` otherwise.
+    pub fn revoke(&self, key: JsValue) -> Promise {
+        let inner = self.inner.clone();
+        let key = key_arg(&key);
+        future_to_promise(async move {
+            let key = key?;
+            let mut replica = inner.lock().await;
+            let cid = replica.revoke(key).await.map_err(append_error)?;
+            Ok(cid_js(&cid))
         })
     }
 
@@ -313,7 +471,7 @@ impl JsReplica {
         future_to_promise(async move {
             let block = match block? {
                 Ok(block) => block,
-                Err(e) => return Ok(rejected("rejected", "block", &e.to_string())),
+                Err(e) => return Ok(rejected("rejected", "block", &e.to_string()).into()),
             };
             let mut replica = inner.lock().await;
             let o = replica.ingest(block).await.map_err(store_error)?;

@@ -83,14 +83,6 @@ pub(crate) fn payload_from_cbor(bytes: &[u8]) -> Result<Ipld, JsValue> {
     serde_ipld_dagcbor::from_slice(bytes).map_err(|e| invalid(format!("the payload is not DAG-CBOR: {e}")))
 }
 
-/// Payloads from a CBOR sequence: DAG-CBOR items one after the other.
-pub(crate) fn payloads_from_cbor(bytes: &[u8]) -> Result<Vec<Ipld>, JsValue> {
-    serde_ipld_dagcbor::de::Deserializer::from_slice(bytes)
-        .into_iter::<Ipld>()
-        .map(|p| p.map_err(|e| invalid(format!("a payload is not DAG-CBOR: {e}"))))
-        .collect()
-}
-
 /// IPLD as a JS value, per the table above. Recursion is bounded by the
 /// decoder's depth limit (127).
 pub(crate) fn from_ipld(ipld: &Ipld) -> JsValue {

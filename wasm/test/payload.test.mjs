@@ -48,11 +48,14 @@ test('prop_payload_encoder_matches_ipld_dag_cbor', () => {
   }
 })
 
-test('a batch is a CBOR sequence of the same bytes', () => {
+test('a batch is a CBOR sequence of the same bytes, with where each ends', () => {
   const values = [1, 'two', { three: [3] }, new Uint8Array(5000)]
   const parts = values.map(reference)
   const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  const expectedEnds = []
   let at = 0
-  for (const p of parts) { joined.set(p, at); at += p.length }
-  assert.equal(hex(encodePayloads(values)), hex(joined))
+  for (const p of parts) { joined.set(p, at); at += p.length; expectedEnds.push(at) }
+  const { bytes, ends } = encodePayloads(values)
+  assert.equal(hex(bytes), hex(joined))
+  assert.deepEqual([...ends], expectedEnds)
 })

@@ -43,3 +43,40 @@ test('the repository README example: ingest, appendMany, reopen', async () => {
   assert.deepEqual(again.heads(), carol.heads())
   assert.deepEqual(again.order(), carol.order())
 })
+
+// The "Signed streams" example of wasm/README.md, as written there.
+test('the README signed-stream example: grant, author, revoke, a late event refused', async () => {
+  const { generateSecretKey, publicKey } = await import('merkle-clock-wasm')
+  const adminKey = generateSecretKey(); const aliceKey = generateSecretKey()
+  const admin = publicKey(adminKey); const alice = publicKey(aliceKey)
+  const genesis = Replica.genesis({ app: 'team notes' }, { admins: [admin] })
+
+  const a = await Replica.create(genesis)
+  a.setSigner(adminKey)
+  await a.grant(alice, 'writer')
+  a.setSigner(aliceKey)
+  const note = await a.append('hello from alice')
+  assert.equal((await a.get(note)).author, alice)
+  a.setSigner(adminKey)
+  const revocation = await a.revoke(alice)
+  assert.deepEqual(a.members(), { roles: { [admin]: 'admin' }, revoked: { [alice]: revocation } })
+
+  const late = Replica.signedEvent({ stream: a.streamId, height: 4, parents: a.heads(), payload: 'still here' }, aliceKey)
+  const outcome = await a.ingest(late)
+  assert.deepEqual(
+    [outcome.status, outcome.reason, outcome.auth, outcome.author, outcome.revocation],
+    ['rejected', 'unauthorized', 'revoked', alice, revocation]
+  )
+})
+
+// The signed-stream lines of the repository README's JavaScript section.
+test('the repository README signed-stream example', async () => {
+  const { generateSecretKey, publicKey } = await import('merkle-clock-wasm')
+  const adminKey = generateSecretKey(); const aliceKey = generateSecretKey()
+  const team = await Replica.create(Replica.genesis('team notes', { admins: [publicKey(adminKey)] }))
+  team.setSigner(adminKey)
+  await team.grant(publicKey(aliceKey), 'writer')
+  team.setSigner(aliceKey)
+  const note = await team.append('hello')
+  assert.equal((await team.get(note)).author, publicKey(aliceKey))
+})

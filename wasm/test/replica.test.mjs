@@ -91,12 +91,14 @@ test('values DAG-CBOR cannot hold are refused with a typed error', async () => {
   assert.equal(r.length, 1, 'nothing was appended')
 })
 
-test('payload bytes handed to wasm directly are checked: not DAG-CBOR, not canonical, nested 100,000 deep, a bad link', async () => {
+test('payload bytes handed to wasm directly are checked: not DAG-CBOR, not canonical, nested 100,000 deep, a bad link, bad ends', async () => {
   const r = await Replica.create(genesis)
   await rejectsWith(r.appendEncoded(new Uint8Array([0xff])), 'invalid_argument')
   await rejectsWith(r.appendEncoded(new Uint8Array([0x01, 0x02])), 'invalid_argument') // trailing bytes
-  await rejectsWith(r.appendEncoded(new Uint8Array(100000).fill(0x81)), 'invalid_argument') // [[[[…
-  await rejectsWith(r.appendManyEncoded(new Uint8Array([0x01, 0x5f])), 'invalid_argument') // unclosed
+  await rejectsWith(r.appendEncoded(new Uint8Array(100000).fill(0x81)), 'encode') // [[[[… beyond the depth limit
+  await rejectsWith(r.appendManyEncoded(new Uint8Array([0x01, 0x5f]), new Uint32Array([1, 2])), 'invalid_argument') // unclosed
+  await rejectsWith(r.appendManyEncoded(new Uint8Array([0x01, 0x02]), new Uint32Array([1])), 'invalid_argument') // ends short
+  await rejectsWith(r.appendManyEncoded(new Uint8Array([0x01, 0x02]), new Uint32Array([2, 1])), 'invalid_argument') // ends descend
   await rejectsWith(r.appendEncoded(new Uint8Array([0xd8, 0x2a, 0x42, 0x00, 0x01])), 'invalid_argument')
   assert.throws(() => Replica.genesisEncoded(new Uint8Array([0x9f])), (e) => e.code === 'invalid_argument')
   await rejectsWith(r.appendMany('not an array'), 'invalid_argument')
