@@ -30,7 +30,7 @@
 //!   stops telling them apart: the time since the session was last calm
 //!   (capped at timeout × 2^`max_backoff`), back-off (capped at
 //!   `max_backoff`), failures (capped at `max_backoff` + 1), the pause left,
-//!   whether it was settled; the session's message count is left out (the
+//!   whether it was settled, whether it is quiet (push off); the session's message count is left out (the
 //!   cap, [`SessionConfig::max_session_messages`](crate::sync::SessionConfig),
 //!   is never reached within the depth bound);
 //! - each sync state, field by field, except that a Bloom filter is seen as
@@ -393,6 +393,8 @@ pub(crate) struct PeerClock {
     pub sent: u32,
     pub failures: u32,
     pub paused_for: Duration,
+    /// Settled, then our heads changed, and push is off.
+    pub quiet: bool,
 }
 
 impl PeerClock {
@@ -406,6 +408,7 @@ impl PeerClock {
         h.flag(self.was_settled);
         h.num(u64::from(self.failures.min(max + 1)));
         h.num(self.paused_for.as_millis() as u64);
+        h.flag(self.quiet);
         if s.max_session_messages as usize <= cfg.max_depth {
             h.num(u64::from(self.sent.min(s.max_session_messages)));
         }
