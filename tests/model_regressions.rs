@@ -63,17 +63,40 @@ fn a_lost_push_is_sent_again() {
     kept(&two(1, 1), Mutation::NeverResend, NEVER_RESEND, Property::Lockup);
 }
 
-/// A receiver that drops blocks it did not ask for never takes in a pushed event.
+/// A receiver that drops blocks it did not ask for never takes in a pushed
+/// event: the sender's later answers, rightly, do not bring it again, and
+/// the first one that leaves it out breaks the one-round-trip property
+/// (before the pair falls silent one event apart).
 #[test]
 fn a_pushed_block_is_taken_in() {
-    kept(&two(2, 1), Mutation::DropUnasked, DROP_UNASKED, Property::Liveness);
+    kept(&two(2, 1), Mutation::DropUnasked, DROP_UNASKED, Property::RoundTrip);
+}
+
+/// A filter that says it holds everything: the answer to it brings
+/// nothing, and the peers fall back on wants, one round trip per level of
+/// missing history. n1 answers n0's filter (e1) without e2, which the
+/// filter does not hold (the one-round-trip property).
+#[test]
+fn the_answer_to_a_filter_brings_what_it_does_not_hold() {
+    kept(&two(2, 1), Mutation::FilterHoldsAll, FILTER_HOLDS_ALL, Property::RoundTrip);
+}
+
+/// With push off (the libp2p node's setting: announcements carry new
+/// events, a peer that lacks an announced head pulls it), every property
+/// holds too.
+#[test]
+fn push_off_one_append_one_loss_holds_exhaustively() {
+    let out = model::check(&two(1, 1).pull());
+    assert!(out.violation.is_none(), "{}", out.violation.unwrap());
+    assert!(out.complete && out.states > 10, "{out:?}");
 }
 
 /// The checker finds each mutation in a small configuration (the example
 /// `model_check` does it on the CI configurations).
 #[test]
 fn the_checker_catches_the_mutations() {
-    for m in [Mutation::NeverResend, Mutation::HeadsOnSend, Mutation::AckedPredictionSettles] {
+    for m in [Mutation::NeverResend, Mutation::HeadsOnSend, Mutation::AckedPredictionSettles, Mutation::FilterHoldsAll]
+    {
         assert!(model::check_mutation(&[two(2, 1)], m).is_some(), "{m:?} went unnoticed");
     }
 }
@@ -81,6 +104,7 @@ fn the_checker_catches_the_mutations() {
 /// Found by `model_check` on the first CI configuration.
 const NEVER_RESEND: &str = "a0 d0 l0";
 const DROP_UNASKED: &str = "a0 a0 d1";
+const FILTER_HOLDS_ALL: &str = "a0 a1";
 
 #[test]
 fn traces_read_and_write() {

@@ -1006,6 +1006,7 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
                 sent: p.sent,
                 failures: p.failures,
                 paused_for: p.paused_until.saturating_sub(now),
+                quiet: p.quiet,
             };
             (peer, &p.state, clock)
         });

@@ -118,11 +118,10 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
                 return Some(w.log);
             }
         }
-        // Show the run from the failing state too, when that is where it failed.
-        if matches!(v.property, Property::Lockup | Property::Liveness | Property::Chatter) {
-            w.log.push("— from here, with no more loss, every message delivered and every replica ticking:".into());
-            let _ = settle(&mut w).await;
-        }
+        // The trace replays without a violation: it failed in the run from
+        // its last state, which the steps show too.
+        w.log.push("— from here, with no more loss, every message delivered and every replica ticking:".into());
+        let _ = settle(&mut w).await;
         Some(w.log)
     });
     v.steps = steps.unwrap_or_default();
@@ -286,6 +285,17 @@ async fn settle(w: &mut World) -> Result<(), Violation> {
             }
         }
         let before = w.next_id;
+        if !w.cfg.session.push && !w.agree() {
+            // With push off, peers announce their heads periodically (the
+            // libp2p node's gossip): a lost announcement is made good.
+            let mut words = String::from("every replica announces its heads");
+            for i in 0..n {
+                w.announce(i, &[], &mut words).await?;
+            }
+            if w.verbose {
+                w.log.push(words);
+            }
+        }
         w.apply(Action::Advance).await?;
         if w.next_id == before && w.net.is_empty() {
             silent += 1;

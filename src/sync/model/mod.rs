@@ -30,7 +30,7 @@
 //!   stops telling them apart: the time since the session was last calm
 //!   (capped at timeout × 2^`max_backoff`), back-off (capped at
 //!   `max_backoff`), failures (capped at `max_backoff` + 1), the pause left,
-//!   whether it was settled; the session's message count is left out (the
+//!   whether it was settled, whether it is quiet (push off); the session's message count is left out (the
 //!   cap, [`SessionConfig::max_session_messages`](crate::sync::SessionConfig),
 //!   is never reached within the depth bound);
 //! - each sync state, field by field, except that a Bloom filter is seen as
@@ -40,7 +40,20 @@
 //!   same way;
 //! - the budgets spent and the partition.
 //!
-//! Absolute time, counters and statistics are left out. The salts are the
+//! Absolute time, counters and statistics are left out. Each filter is also
+//! seen with which events of the run its sender held (the one-round-trip
+//! oracle tells a false positive from a true one by it).
+//!
+//! **Symmetry.** An appended event names no author (`e1`, `e2`, …): the
+//! same append by another replica with the same parents is the same block.
+//! So two states that differ only by a renaming of the replicas hold the
+//! same blocks under other names, and the fingerprint is the least over the
+//! renamings the configuration cannot tell apart (all of them, except that
+//! n0 stays n0 when it may be cut off, and appenders stay appenders). The
+//! renamed state draws other salts (each driver is seeded by its index):
+//! the same caveat as below.
+//!
+//! The salts are the
 //! one thing this merges that could matter: two merged states would draw
 //! different salts next, so a false positive seen on one path is not tried on
 //! the other. Small filters have many false positives, so both kinds of
@@ -56,10 +69,16 @@
 //! sends anything while two replicas differ), **liveness** (from every
 //! state, with no more loss and the partition healed, a fair run — every
 //! message delivered, time advancing, every replica ticking — brings every
-//! replica to the same events and then to silence), and **no chatter** (a
+//! replica to the same events and then to silence), **no chatter** (a
 //! tick repeated at once says nothing; once synced, a pair says at most a
 //! few acknowledgements and filters before falling silent for good; at most
-//! [`ModelConfig::max_in_flight`] messages are ever in flight).
+//! [`ModelConfig::max_in_flight`] messages are ever in flight), and **one
+//! round trip** (step 2 of the protocol, [`crate::sync`]: while a run has
+//! lost nothing, every message a replica sends a peer whose filter it holds
+//! brings, with what the peer holds or has on its way, every event the
+//! replica holds that the peer lacked when it made the filter, except those
+//! the filter holds falsely; the oracle reads the filter's bits with every
+//! mutation off).
 
 mod explore;
 mod world;
@@ -106,6 +125,9 @@ pub struct ModelConfig {
     pub max_states: usize,
     /// The most messages in flight at once (the no-chatter bound).
     pub max_in_flight: usize,
+    /// States that differ only by a renaming of the replicas are one
+    /// (symmetry reduction; see the module docs).
+    pub symmetry: bool,
 }
 
 impl ModelConfig {
@@ -134,7 +156,23 @@ impl ModelConfig {
             max_depth: 40,
             max_states: 2_000_000,
             max_in_flight: 4 * replicas * (replicas - 1),
+            symmetry: true,
         }
+    }
+
+    /// The libp2p node's setting: [`SessionConfig::push`] off. An append is
+    /// announced to every peer (heads and the new block, a message that may
+    /// be lost like any other) and the sessions take the peers to hold it
+    /// ([`Sessions::delivered`](crate::sync::Sessions::delivered)); a peer
+    /// that lacks an announced head pulls it with a fresh session
+    /// ([`Sessions::resync`](crate::sync::Sessions::resync)); a tick skips
+    /// a peer with a message of ours on its way
+    /// ([`Sessions::tick_skipping`](crate::sync::Sessions::tick_skipping));
+    /// in the fair run that checks liveness, replicas that differ announce
+    /// their heads every step, as the node does periodically.
+    pub fn pull(mut self) -> Self {
+        self.session.push = false;
+        self
     }
 
     /// Time advances by this much per [`Action::Advance`].
@@ -168,6 +206,13 @@ impl ModelConfig {
                 warm: true,
                 ..ModelConfig::new("3 replicas (met), 1 append, a partition that heals", 3, 1)
             },
+            ModelConfig { losses: 1, ..ModelConfig::new("2 replicas, 2 appends, 1 loss, push off", 2, 2).pull() },
+            ModelConfig {
+                losses: 1,
+                duplicates: 1,
+                warm: true,
+                ..ModelConfig::new("3 replicas (met), 2 appends, 1 loss, 1 duplicate, push off", 3, 2).pull()
+            },
         ]
     }
 
@@ -182,6 +227,7 @@ impl ModelConfig {
                 ..ModelConfig::new("2 replicas, 4 appends, 2 losses, 1 duplicate, partition, restart", 2, 4)
             },
             ModelConfig { losses: 1, warm: true, ..ModelConfig::new("3 replicas (met), 2 appends, 1 loss", 3, 2) },
+            ModelConfig::new("3 replicas, 2 appends (first contact)", 3, 2),
             ModelConfig {
                 losses: 1,
                 partition: true,
@@ -291,6 +337,10 @@ pub enum Property {
     /// Messages that say nothing new: a repeated tick speaks, a synced pair
     /// keeps talking, too many messages in flight.
     Chatter,
+    /// One round trip: in a run that lost nothing, a replica answered a
+    /// peer's filter without an event the peer lacked, that the filter did
+    /// not hold and that no message on its way brings.
+    RoundTrip,
     /// A replica or driver returned an error (every peer here is honest).
     Error,
 }
@@ -343,6 +393,8 @@ pub(crate) struct PeerClock {
     pub sent: u32,
     pub failures: u32,
     pub paused_for: Duration,
+    /// Settled, then our heads changed, and push is off.
+    pub quiet: bool,
 }
 
 impl PeerClock {
@@ -356,6 +408,7 @@ impl PeerClock {
         h.flag(self.was_settled);
         h.num(u64::from(self.failures.min(max + 1)));
         h.num(self.paused_for.as_millis() as u64);
+        h.flag(self.quiet);
         if s.max_session_messages as usize <= cfg.max_depth {
             h.num(u64::from(self.sent.min(s.max_session_messages)));
         }

@@ -15,10 +15,17 @@ use super::{Action, ModelConfig, Violation};
 use crate::block::{cid_of, digest_of, short_cid};
 use crate::event::Event;
 use crate::replica::{Replica, ReplicaConfig};
-use crate::store::MemoryBlockstore;
-use crate::sync::{Bloom, Message, Sessions, SyncState};
+use crate::store::{Blockstore, MemoryBlockstore};
+use crate::sync::mutation;
+use crate::sync::{Bloom, BloomFilter, Message, Sessions, SyncState};
 
 type R = Replica<MemoryBlockstore>;
+
+/// A replica's own hash, and its peers' (each with the peer's index).
+type NodeHash = ([u8; 32], Vec<(usize, [u8; 32])>);
+
+/// A filter sent: its sender, the filter, the events its sender held then.
+pub(super) type SentFilter = (usize, BloomFilter, BTreeSet<Cid>);
 
 /// One replica and its driver.
 pub(super) struct Node {
@@ -39,6 +46,9 @@ pub(super) struct InFlight {
     /// Time advanced once since it was sent: it must arrive (or be lost)
     /// before time advances again.
     pub late: bool,
+    /// A gossip announcement (heads and new blocks, with
+    /// [`SessionConfig::push`](crate::sync::SessionConfig) off), not a sync message.
+    pub announce: bool,
 }
 
 /// The partition between n0 and the other replicas.
@@ -65,6 +75,11 @@ pub(super) struct World {
     pub delays: usize,
     pub restarts: usize,
     pub partition: Partition,
+    /// A message was cut off by the partition.
+    pub cut: bool,
+    /// Every filter sent: its sender, the filter, and the events its sender
+    /// held when it made it (the oracle of the one-round-trip property).
+    pub filters: Vec<SentFilter>,
     /// What each step did, in words (only when `verbose`).
     pub log: Vec<String>,
     pub verbose: bool,
@@ -100,6 +115,8 @@ impl World {
             delays: 0,
             restarts: 0,
             partition: Partition::Never,
+            cut: false,
+            filters: Vec::new(),
             log: Vec::new(),
             verbose: false,
         })
@@ -156,9 +173,9 @@ impl World {
             out.push(Action::Advance);
         }
         // Identical messages between the same peers are one choice.
-        let mut seen: BTreeSet<(usize, usize, &[u8])> = BTreeSet::new();
+        let mut seen: BTreeSet<(usize, usize, bool, &[u8])> = BTreeSet::new();
         for (k, m) in self.net.iter().enumerate() {
-            if !seen.insert((m.from, m.to, &m.bytes)) {
+            if !seen.insert((m.from, m.to, m.announce, &m.bytes)) {
                 continue;
             }
             out.push(Action::Deliver(k));
@@ -227,15 +244,99 @@ impl World {
         s
     }
 
-    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>, why: &str) -> String {
+    /// Sends a message, telling it after `words` (the step so far, logged
+    /// with it when the message breaks a property).
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>, why: &str, words: &mut String) -> Result<(), Violation> {
+        self.post(from, to, bytes, false, why, words)
+    }
+
+    fn post(
+        &mut self,
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+        announce: bool,
+        why: &str,
+        words: &mut String,
+    ) -> Result<(), Violation> {
         self.next_id += 1;
         let id = self.next_id;
         let what = self.describe(&bytes);
-        if self.cut(from, to) {
-            return format!("{why}message {id} n{from}→n{to} ({what}) is cut off by the partition");
+        let kind = if announce { "announcement" } else { "message" };
+        let _ = write!(words, "{why}{kind} {id} n{from}→n{to} ({what})");
+        if let Err(v) = if announce { Ok(()) } else { self.one_round_trip(from, to, &bytes) } {
+            if self.verbose {
+                self.log.push(std::mem::take(words));
+            }
+            return Err(v);
         }
-        self.net.push(InFlight { id, from, to, bytes, late: false });
-        format!("{why}message {id} n{from}→n{to} ({what})")
+        if self.cut(from, to) {
+            self.cut = true;
+            words.push_str(" is cut off by the partition");
+            return Ok(());
+        }
+        self.net.push(InFlight { id, from, to, bytes, late: false, announce });
+        Ok(())
+    }
+
+    /// Replica `i` holds `cid`, in its DAG or waiting for parents.
+    fn has(&self, i: usize, cid: &Cid) -> bool {
+        let r = &self.nodes[i].replica;
+        r.dag().contains(cid) || r.is_pending(cid)
+    }
+
+    /// A message in flight to `replica` carries `cid`.
+    fn on_its_way(&self, replica: usize, cid: &Cid) -> bool {
+        self.net.iter().filter(|m| m.to == replica).any(|m| {
+            Message::decode(&m.bytes, &crate::sync::SyncLimits::default())
+                .is_ok_and(|m| m.blocks.iter().any(|b| cid_of(b) == *cid))
+        })
+    }
+
+    /// Nothing was lost so far: no message lost or cut off, no restart.
+    pub fn lossless(&self) -> bool {
+        self.losses == 0 && !self.cut && self.restarts == 0
+    }
+
+    /// One round trip (step 2 of the protocol): records the filter `bytes`
+    /// carries; and once `from` holds `to`'s filter, every message it sends
+    /// `to` brings, with what `to` holds or has on its way, every event
+    /// `from` holds that `to` lacked when it made the filter, except those
+    /// the filter holds falsely. Checked while the run has lost nothing
+    /// (what was sent earlier in the session has arrived or is on its way).
+    fn one_round_trip(&mut self, from: usize, to: usize, bytes: &[u8]) -> Result<(), Violation> {
+        let Ok(m) = Message::decode(bytes, &crate::sync::SyncLimits::default()) else { return Ok(()) };
+        if let Some(f) = &m.filter {
+            let held = self.blocks(from).into_iter().collect();
+            self.filters.push((from, f.clone(), held));
+        }
+        if !self.lossless() {
+            return Ok(());
+        }
+        let Some(theirs) = self.nodes[from].sessions.state(&to).and_then(|s| s.session.their_filter.as_ref()) else {
+            return Ok(());
+        };
+        let Some((_, f, held)) = self.filters.iter().find(|(i, f, _)| *i == to && f.salt() == theirs.salt()) else {
+            return Err(Violation::error(format!("n{from} holds a filter n{to} never sent")));
+        };
+        let brought: BTreeSet<Cid> = m.blocks.iter().map(|b| cid_of(b)).collect();
+        let withheld = self.blocks(from).into_iter().find(|c| {
+            !held.contains(c)
+                && !digest_of(c).is_some_and(|d| mutation::with(None, || f.contains_digest(&d)))
+                && !brought.contains(c)
+                && !self.has(to, c)
+                && !self.on_its_way(to, c)
+        });
+        match withheld {
+            None => Ok(()),
+            Some(c) => Err(Violation::new(
+                super::Property::RoundTrip,
+                format!(
+                    "n{from} answers n{to}'s filter without {}, which the filter does not hold and n{to} lacks",
+                    self.label(&c)
+                ),
+            )),
+        }
     }
 
     /// Performs `action`. A protocol error is a violation: every peer here is honest.
@@ -243,10 +344,17 @@ impl World {
         let step = match action {
             Action::Append(i) => {
                 let label = format!("e{}", self.appended.len() + 1);
-                let payload = format!("{label} by n{i}");
+                // The event names not its author: the same append by another
+                // replica, with the same parents, is the same block, which
+                // the symmetry reduction relies on.
+                let payload = label.clone();
                 let cid = self.nodes[i].replica.append(&payload).await.map_err(|e| Violation::error(e.to_string()))?;
                 self.appended.push((cid, label.clone()));
-                format!("n{i} appends {label}; {}", self.tick(i).await?)
+                let mut words = format!("n{i} appends {label}");
+                if !self.cfg.session.push {
+                    self.announce(i, &[cid], &mut words).await?;
+                }
+                format!("{words}; {}", self.tick(i).await?)
             }
             Action::Tick(i) => self.tick(i).await?,
             Action::Advance => {
@@ -264,6 +372,7 @@ impl World {
                 }
                 words
             }
+            Action::Deliver(k) if self.net[k].announce => self.announced(k).await?,
             Action::Deliver(k) => {
                 let m = self.net.remove(k);
                 let what = self.describe(&m.bytes);
@@ -278,8 +387,7 @@ impl World {
                 }
                 let mut words = format!("message {} n{}→n{} ({what}) arrives", m.id, m.from, m.to);
                 if let Some(r) = reply.reply {
-                    let said = self.send(m.to, m.from, r, "; it answers with ");
-                    words.push_str(&said);
+                    self.send(m.to, m.from, r, "; it answers with ", &mut words)?;
                 }
                 words.push_str("; ");
                 words.push_str(&self.tick(m.to).await?);
@@ -303,6 +411,7 @@ impl World {
                 let before = self.net.len();
                 let net = std::mem::take(&mut self.net);
                 self.net = net.into_iter().filter(|m| (m.from == 0) == (m.to == 0)).collect();
+                self.cut |= self.net.len() < before;
                 format!("n0 is cut off from the others ({} message(s) in flight lost)", before - self.net.len())
             }
             Action::Heal => {
@@ -322,19 +431,76 @@ impl World {
     }
 
     /// Replica `i`'s driver ticks; a second tick at once must say nothing.
-    async fn tick(&mut self, i: usize) -> Result<String, Violation> {
+    /// Replica `i` announces its heads and the blocks of `fresh` to every
+    /// peer, as the libp2p node's gossip does with push off: its sessions
+    /// then take the peers to hold them ([`Sessions::delivered`]).
+    pub async fn announce(&mut self, i: usize, fresh: &[Cid], words: &mut String) -> Result<(), Violation> {
         let node = &mut self.nodes[i];
-        let due = node.sessions.tick(&node.replica, self.now).await.map_err(|e| Violation::error(e.to_string()))?;
+        let store = |e: crate::store::StoreError| Violation::error(format!("n{i}'s store: {e}"));
+        let blocks = node.replica.store().get_many(fresh).await.map_err(store)?;
+        let blocks = blocks.into_iter().flatten().map(|b| b.into_parts().1).collect();
+        let bytes = Message { heads: node.replica.heads(), blocks, ..Message::default() }.encode();
+        node.sessions.delivered(fresh);
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            self.post(i, j, bytes.clone(), true, ", ", words)?;
+        }
+        Ok(())
+    }
+
+    /// Announcement `k` arrives: its blocks are taken in, and if the
+    /// announcer's heads are still missing, a fresh session pulls them from
+    /// it (as the libp2p node does, [`Sessions::resync`]).
+    async fn announced(&mut self, k: usize) -> Result<String, Violation> {
+        let m = self.net.remove(k);
+        let what = self.describe(&m.bytes);
+        let msg = Message::decode(&m.bytes, &crate::sync::SyncLimits::default())
+            .map_err(|e| Violation::error(format!("announcement {}: {e}", m.id)))?;
+        let node = &mut self.nodes[m.to];
+        let blocks = msg.blocks.into_iter().map(crate::block::Block::from_bytes).collect();
+        let report = node.replica.ingest_many(blocks).await.map_err(|e| Violation::error(e.to_string()))?;
+        node.sessions.delivered(&report.accepted);
+        let mut words = format!("announcement {} n{}→n{} ({what}) arrives", m.id, m.from, m.to);
+        if msg.heads.iter().any(|h| !node.replica.dag().contains(h)) {
+            node.sessions.resync(m.from, self.now);
+            let _ = write!(words, "; n{} lacks a head and pulls from n{}", m.to, m.from);
+        }
+        words.push_str("; ");
+        words.push_str(&self.tick(m.to).await?);
+        Ok(words)
+    }
+
+    /// With push off (the libp2p node), a peer with a message of `i`'s on
+    /// its way is busy: the tick skips it, what it is owed waits for its
+    /// answer ([`Sessions::tick_skipping`]).
+    fn busy(&self, i: usize) -> Vec<usize> {
+        if self.cfg.session.push {
+            return Vec::new();
+        }
+        self.net.iter().filter(|m| m.from == i && !m.announce).map(|m| m.to).collect()
+    }
+
+    async fn tick(&mut self, i: usize) -> Result<String, Violation> {
+        let busy = self.busy(i);
+        let node = &mut self.nodes[i];
+        let due = node
+            .sessions
+            .tick_skipping(&node.replica, self.now, |p| busy.contains(p))
+            .await
+            .map_err(|e| Violation::error(e.to_string()))?;
         let mut words = format!("n{i} ticks");
         for (p, why) in &due.restarts {
             let _ = write!(words, ", restarts its session with n{p} ({why})");
         }
         for m in due.messages {
-            let said = self.send(i, m.peer, m.message, ", sends ");
-            words.push_str(&said);
+            self.send(i, m.peer, m.message, ", sends ", &mut words)?;
         }
+        let busy = self.busy(i);
         let node = &mut self.nodes[i];
-        let again = node.sessions.tick(&node.replica, self.now).await.map_err(|e| Violation::error(e.to_string()))?;
+        let again = node
+            .sessions
+            .tick_skipping(&node.replica, self.now, |p| busy.contains(p))
+            .await
+            .map_err(|e| Violation::error(e.to_string()))?;
         if !again.messages.is_empty() {
             if self.verbose {
                 self.log.push(words);
@@ -386,46 +552,110 @@ impl World {
     /// The state as the checker sees it: a hash of everything that decides
     /// what happens next, and of nothing else (see the module docs).
     pub fn fingerprint(&self) -> [u8; 32] {
-        let mut h = Fp(blake3::Hasher::new());
         let universe: Vec<Cid> = std::iter::once(self.genesis).chain(self.appended.iter().map(|(c, _)| *c)).collect();
-        h.num(self.appended.len() as u64);
-        h.cids(&universe);
-        for node in &self.nodes {
-            let r = &node.replica;
-            h.cids(&self.blocks_of(r));
-            let pending: Vec<Cid> = universe.iter().filter(|c| r.is_pending(c)).copied().collect();
-            h.cids(&pending);
-            let (anti, peers) = node.sessions.model_view(self.now);
-            h.num(anti.map_or(u64::MAX, |d| d.as_millis() as u64));
-            for (peer, state, clock) in peers {
-                h.num(*peer as u64);
-                clock.hash(&self.cfg, &mut h);
-                hash_state(state, &universe, &mut h);
-            }
-        }
-        let mut msgs: Vec<[u8; 32]> = self
+        let digest = |f: &dyn Fn(&mut Fp)| -> [u8; 32] {
+            let mut h = Fp(blake3::Hasher::new());
+            f(&mut h);
+            h.0.finalize().into()
+        };
+        // Each replica, apart from the names of its peers: its events, its
+        // pending events, and each peer's clocks and state.
+        let nodes: Vec<NodeHash> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let r = &node.replica;
+                let (anti, peers) = node.sessions.model_view(self.now);
+                let own = digest(&|h| {
+                    h.cids(&self.blocks_of(r));
+                    let pending: Vec<Cid> = universe.iter().filter(|c| r.is_pending(c)).copied().collect();
+                    h.cids(&pending);
+                    h.num(anti.map_or(u64::MAX, |d| d.as_millis() as u64));
+                });
+                let peers = peers
+                    .into_iter()
+                    .map(|(peer, state, clock)| {
+                        let d = digest(&|h| {
+                            clock.hash(&self.cfg, h);
+                            hash_state(state, &universe, &self.filters, h);
+                        });
+                        (*peer, d)
+                    })
+                    .collect();
+                (own, peers)
+            })
+            .collect();
+        let msgs: Vec<(usize, usize, [u8; 32])> = self
             .net
             .iter()
             .map(|m| {
-                let mut mh = Fp(blake3::Hasher::new());
-                mh.num(m.from as u64);
-                mh.num(m.to as u64);
-                mh.num(u64::from(m.late));
-                hash_message(&m.bytes, &universe, &mut mh);
-                mh.0.finalize().into()
+                let d = digest(&|h| {
+                    h.num(u64::from(m.late));
+                    h.flag(m.announce);
+                    hash_message(&m.bytes, &universe, &self.filters, h);
+                });
+                (m.from, m.to, d)
             })
             .collect();
-        msgs.sort_unstable();
-        h.num(msgs.len() as u64);
-        for m in msgs {
-            h.0.update(&m);
+        // The least hash over the renamings of the replicas that the
+        // configuration cannot tell apart (symmetry reduction).
+        self.symmetries()
+            .iter()
+            .map(|pi| {
+                let mut h = Fp(blake3::Hasher::new());
+                h.num(self.appended.len() as u64);
+                h.cids(&universe);
+                let mut order: Vec<usize> = (0..nodes.len()).collect();
+                order.sort_unstable_by_key(|&i| pi[i]);
+                for i in order {
+                    let (own, peers) = &nodes[i];
+                    h.0.update(own);
+                    let mut renamed: Vec<(usize, [u8; 32])> = peers.iter().map(|(p, d)| (pi[*p], *d)).collect();
+                    renamed.sort_unstable();
+                    for (p, d) in renamed {
+                        h.num(p as u64);
+                        h.0.update(&d);
+                    }
+                }
+                let mut renamed: Vec<(usize, usize, [u8; 32])> =
+                    msgs.iter().map(|(f, t, d)| (pi[*f], pi[*t], *d)).collect();
+                renamed.sort_unstable();
+                h.num(renamed.len() as u64);
+                for (f, t, d) in renamed {
+                    h.num(f as u64);
+                    h.num(t as u64);
+                    h.0.update(&d);
+                }
+                h.num(self.losses as u64);
+                h.num(self.duplicates as u64);
+                h.num(self.delays as u64);
+                h.num(self.restarts as u64);
+                h.num(self.partition as u64);
+                h.flag(self.cut);
+                h.0.finalize().into()
+            })
+            .min()
+            .expect("the identity is a symmetry")
+    }
+
+    /// The renamings of the replicas (`pi[old] = new`) that map the
+    /// configuration onto itself: every permutation, except that n0 stays
+    /// n0 when it may be cut off, and the appenders stay appenders.
+    fn symmetries(&self) -> Vec<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut all: Vec<Vec<usize>> = vec![Vec::new()];
+        for _ in 0..n {
+            all = all
+                .iter()
+                .flat_map(|p| (0..n).filter(|i| !p.contains(i)).map(|i| [p.as_slice(), &[i]].concat()))
+                .collect();
         }
-        h.num(self.losses as u64);
-        h.num(self.duplicates as u64);
-        h.num(self.delays as u64);
-        h.num(self.restarts as u64);
-        h.num(self.partition as u64);
-        h.0.finalize().into()
+        let appenders = self.cfg.appenders.unwrap_or(n);
+        all.retain(|pi| (!self.cfg.partition || pi[0] == 0) && (0..n).all(|i| (i < appenders) == (pi[i] < appenders)));
+        if !self.cfg.symmetry {
+            all.truncate(1);
+        }
+        all
     }
 
     fn blocks_of(&self, r: &R) -> Vec<Cid> {
@@ -474,21 +704,23 @@ impl Fp {
         }
     }
 
-    /// A filter, as what it says of each event of the universe: its salt and
-    /// bits only matter through that.
-    fn filter(&mut self, f: Option<&crate::sync::BloomFilter>, universe: &[Cid]) {
+    /// A filter, as what it says of each event of the universe and whether
+    /// its sender held it: its salt and bits only matter through that.
+    fn filter(&mut self, f: Option<&BloomFilter>, universe: &[Cid], sent: &[SentFilter]) {
         match f {
             None => self.num(u64::MAX),
             Some(f) => {
+                let held = sent.iter().find(|(_, g, _)| g.salt() == f.salt()).map(|(_, _, held)| held);
                 for c in universe {
                     self.flag(digest_of(c).is_some_and(|d| f.contains_digest(&d)));
+                    self.flag(held.is_some_and(|h| h.contains(c)));
                 }
             }
         }
     }
 }
 
-fn hash_state(state: &SyncState, universe: &[Cid], h: &mut Fp) {
+fn hash_state(state: &SyncState, universe: &[Cid], sent: &[SentFilter], h: &mut Fp) {
     h.cids(&state.shared);
     let s = &state.session;
     for b in [s.hello, s.filter_sent, s.their_more, s.prompted, s.owe_ack, s.owe_reply, s.dirty] {
@@ -501,7 +733,7 @@ fn hash_state(state: &SyncState, universe: &[Cid], h: &mut Fp) {
     h.opt_cids(s.their_heads.as_ref());
     h.opt_cids(s.predicted.as_ref());
     h.opt_print(s.last_heads.as_ref());
-    h.filter(s.their_filter.as_ref(), universe);
+    h.filter(s.their_filter.as_ref(), universe, sent);
     h.cids(&s.their_since);
     h.cids(&s.their_wants);
     let mut sent: Vec<([u8; 32], u64)> = s.sent.iter().map(|(d, n)| (*d, *n)).collect();
@@ -515,7 +747,7 @@ fn hash_state(state: &SyncState, universe: &[Cid], h: &mut Fp) {
     h.cids(&asked);
 }
 
-fn hash_message(bytes: &[u8], universe: &[Cid], h: &mut Fp) {
+fn hash_message(bytes: &[u8], universe: &[Cid], sent: &[SentFilter], h: &mut Fp) {
     let Ok(m) = Message::decode(bytes, &crate::sync::SyncLimits::default()) else {
         h.0.update(bytes);
         return;
@@ -526,7 +758,7 @@ fn hash_message(bytes: &[u8], universe: &[Cid], h: &mut Fp) {
     h.num(m.ack);
     h.num(m.heads.len() as u64);
     h.cids(&m.heads);
-    h.filter(m.filter.as_ref(), universe);
+    h.filter(m.filter.as_ref(), universe, sent);
     h.cids(&m.since);
     h.cids(&m.want);
     let blocks: Vec<Cid> = m.blocks.iter().map(|b| cid_of(b)).collect();
