@@ -195,7 +195,7 @@ fn pruned_bytes_per_event(dir: &Path, events: usize, keep: usize, json: bool) {
         println!(
             "{{\"metric\":\"pruned_bytes_per_event\",\"disk\":{disk:.1},\"resident\":{resident:.1},\
              \"resident_dag\":{:.1},\"resident_pruned_bitset\":{:.3},\"resident_rest\":{store_part:.1},\
-             \"full_disk_per_event\":{:.1},\"events\":{events},\"pruned\":{pruned}}}",
+             \"full_file_bytes_per_event_uncompacted\":{:.1},\"events\":{events},\"pruned\":{pruned}}}",
             per(dag_bytes),
             per(bitset_bytes),
             full_size as f64 / (events + 1) as f64,
@@ -204,7 +204,10 @@ fn pruned_bytes_per_event(dir: &Path, events: usize, keep: usize, json: bool) {
         return;
     }
     println!("stream: {events} events of {PAYLOAD}-byte payloads in redb (built in {:.1} s)", built.as_secs_f64());
-    println!("  full file: {full_size} bytes, {:.1} bytes an event", full_size as f64 / (events + 1) as f64);
+    println!(
+        "  full file (as written, not compacted): {full_size} bytes, {:.1} bytes an event",
+        full_size as f64 / (events + 1) as f64
+    );
     println!("pruned to the newest {keep}: {pruned} events, {} bytes of blocks, in {prune_seconds:.2} s", report.bytes);
     println!("  file after compact: {pruned_size} bytes; the kept events alone: {base_size} bytes");
     println!("  disk per pruned event: {disk:.1} bytes (goal: at most 64)");
