@@ -6,6 +6,9 @@
 //! kills it with SIGKILL at a random moment, then reopens the store and checks
 //! that every block verifies, every head's ancestry is complete, and no
 //! append reported durable is lost. Each `crash_` test runs many kill points.
+//! In the `prune` mode the child also prunes every few appends (and prints
+//! `pruned <count>` once a prune returned): a kill during a prune leaves the
+//! old pruned set or the new one, never a part, and a returned prune stays.
 #![cfg(all(unix, feature = "redb"))]
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 // SplitMix64, seeded: every generated structure is a function of its seed.
+use merkle_clock::replica::PrunePolicy;
 use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::store::{Durability, RedbBlockstore};
 use merkle_clock::{Blockstore, Cid, Event, Replica, ReplicaConfig, StreamStore};
@@ -36,7 +40,7 @@ fn crash_child() {
     block_on(async {
         let durability = if mode == "batched" { Durability::Eventual } else { Durability::Immediate };
         let store = Arc::new(RedbBlockstore::open_with(&path, durability).unwrap());
-        let mut replica = Replica::create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
+        let mut replica = Replica::open_or_create(store.clone(), &genesis(), ReplicaConfig::default()).await.unwrap();
         let mut out = std::io::stdout().lock();
         let payload = vec![7u8; 100];
         for i in 0u64.. {
@@ -54,6 +58,10 @@ fn crash_child() {
                 _ => {
                     let cid = replica.append(&(i, payload.clone())).await.unwrap();
                     writeln!(out, "durable {cid}").unwrap();
+                    if mode == "prune" && i % 4 == 3 {
+                        replica.prune(PrunePolicy::KeepNewest(5)).await.unwrap();
+                        writeln!(out, "pruned {}", replica.metrics().pruned).unwrap();
+                    }
                 }
             }
             out.flush().unwrap();
@@ -61,8 +69,11 @@ fn crash_child() {
     });
 }
 
-/// Runs the child once in `dir`, kills it after `delay`, returns the CIDs it reported durable.
-fn run_and_kill(dir: &Path, mode: &str, delay: Duration) -> Vec<Cid> {
+/// Runs the child once in `dir`, kills it after `delay` (counted, when
+/// `after_lines` is given, from the child's printing that many lines: a kill
+/// point measured in its progress, not in a loaded machine's time), returns
+/// the CIDs it reported durable and the largest pruned count it reported.
+fn run_and_kill(dir: &Path, mode: &str, delay: Duration, after_lines: Option<usize>) -> (Vec<Cid>, u64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
@@ -73,26 +84,40 @@ fn run_and_kill(dir: &Path, mode: &str, delay: Duration) -> Vec<Cid> {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let pruned = Arc::new(Mutex::new(0u64));
+    let (lines_tx, lines) = std::sync::mpsc::channel();
     let reader = {
-        let seen = seen.clone();
+        let (seen, pruned) = (seen.clone(), pruned.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                let _ = lines_tx.send(());
                 if let Some(cid) = line.strip_prefix("durable ") {
                     seen.lock().unwrap().push(Cid::try_from(cid).unwrap());
+                } else if let Some(n) = line.strip_prefix("pruned ") {
+                    *pruned.lock().unwrap() = n.parse().unwrap();
                 }
             }
         })
     };
+    for _ in 0..after_lines.unwrap_or(0) {
+        // Bounded: a child that stops printing is killed all the same.
+        if lines.recv_timeout(Duration::from_secs(60)).is_err() {
+            break;
+        }
+    }
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     reader.join().unwrap();
-    Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+    let pruned = *pruned.lock().unwrap();
+    (Arc::try_unwrap(seen).unwrap().into_inner().unwrap(), pruned)
 }
 
-/// Reopens the store and checks it; returns the number of events.
-fn check_store(dir: &Path, durable: &[Cid]) -> usize {
+/// Reopens the store and checks it; returns the number of events. At least
+/// `pruned` events must be pruned, and the pruned ones must be the oldest
+/// after the genesis (what `KeepNewest` prunes of a chain), all of them.
+fn check_store(dir: &Path, durable: &[Cid], pruned: u64) -> usize {
     block_on(async {
         let store = Arc::new(RedbBlockstore::open(dir.join("store.redb")).unwrap());
         let g = genesis();
@@ -110,12 +135,17 @@ fn check_store(dir: &Path, durable: &[Cid]) -> usize {
         // ancestry is complete.
         // (The first `get` builds the store's keydir from the recovered log.)
         let order: Vec<Cid> = replica.order().collect();
-        for cid in &order {
+        let held = order.iter().position(|c| c != g.cid() && !replica.is_pruned(c)).unwrap_or(order.len());
+        assert!(order[held..].iter().all(|c| !replica.is_pruned(c)), "the pruned events are not a prefix");
+        assert_eq!(replica.metrics().pruned as usize, held.saturating_sub(1), "the pruned events are not a prefix");
+        assert!(replica.metrics().pruned >= pruned, "a prune that returned is lost");
+        for cid in order.iter().filter(|c| !replica.is_pruned(c)) {
             let block = store.get(cid).await.unwrap().expect("logged block is stored");
             block.verify().unwrap();
         }
-        let blocks = store.get_many(&order).await.unwrap();
-        assert!(blocks.iter().zip(&order).all(|(b, c)| b.as_ref().is_some_and(|b| b.cid() == c)));
+        let kept: Vec<Cid> = order.iter().filter(|c| !replica.is_pruned(c)).copied().collect();
+        let blocks = store.get_many(&kept).await.unwrap();
+        assert!(blocks.iter().zip(&kept).all(|(b, c)| b.as_ref().is_some_and(|b| b.cid() == c)));
         assert_eq!(store.heads(g.cid()).await.unwrap().unwrap(), replica.heads());
         for cid in durable {
             assert!(replica.contains(cid), "append {cid} was reported durable but is lost");
@@ -129,15 +159,31 @@ fn kill_points(mode: &str, seed: u64, iterations: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut durable = Vec::new();
     let mut last_len = 0;
+    let mut pruned = 0;
     for i in 0..iterations {
         // Kill early (during open/recovery) sometimes, mid-stream mostly.
-        let delay = Duration::from_millis(if i % 5 == 0 { rng.next_u64() % 15 } else { 20 + rng.next_u64() % 120 });
-        durable.extend(run_and_kill(dir.path(), mode, delay));
-        let len = check_store(dir.path(), &durable);
+        let (delay, after_lines) = if mode == "prune" {
+            // After some progress, within a few milliseconds: inside a prune often.
+            (Duration::from_micros(rng.next_u64() % 3_000), Some(rng.index(30)))
+        } else if i % 5 == 0 {
+            (Duration::from_millis(rng.next_u64() % 15), None)
+        } else {
+            (Duration::from_millis(20 + rng.next_u64() % 120), None)
+        };
+        let (reported, pruned_now) = run_and_kill(dir.path(), mode, delay, after_lines);
+        durable.extend(reported);
+        pruned = pruned.max(pruned_now);
+        let len = check_store(dir.path(), &durable, pruned);
         assert!(len >= last_len, "the store lost events: {len} < {last_len}");
         last_len = len;
     }
-    eprintln!("{mode}: {iterations} kill points, {} events survived, {} reported durable", last_len, durable.len());
+    eprintln!(
+        "{mode}: {iterations} kill points, {last_len} events survived, {} reported durable, {pruned} reported pruned",
+        durable.len()
+    );
+    if mode == "prune" {
+        assert!(pruned > 0, "no prune returned before a kill: the kill points missed pruning");
+    }
 }
 
 #[test]
@@ -146,6 +192,14 @@ fn crash_durable_appends_survive_sigkill() {
         return;
     }
     kill_points("durable", 1, 30);
+}
+
+#[test]
+fn crash_pruning_survives_sigkill_whole_or_not_at_all() {
+    if std::env::var(DIR_VAR).is_ok() {
+        return;
+    }
+    kill_points("prune", 3, 25);
 }
 
 #[test]

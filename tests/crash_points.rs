@@ -12,6 +12,11 @@
 //! of the log, the log must be a prefix of the full run's log (commits are
 //! atomic), and every append that returned as durable before the crash must
 //! be there.
+//!
+//! A second workload prunes in the middle (`Replica::prune`): a crash at any
+//! sync point leaves either nothing pruned or exactly what the prune pruned
+//! (one atomic transaction), and a prune that returned under `Immediate` is
+//! there.
 #![cfg(feature = "redb")]
 
 use std::fmt;
@@ -19,9 +24,9 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::executor::block_on;
-use merkle_clock::replica::OpenError;
+use merkle_clock::replica::{OpenError, PrunePolicy};
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Block, BlockSet, Blockstore, Cid, Event, Replica, ReplicaConfig, StoreError, StreamStore, heads};
+use merkle_clock::{Block, Blockstore, Cid, Event, Replica, ReplicaConfig, StoreError, StreamStore};
 use redb::StorageBackend;
 
 /// What a crash at sync point `k` leaves on disk.
@@ -201,19 +206,33 @@ struct Run {
     created: u64,
     durable: Vec<(Cid, u64)>,
     log: Vec<Cid>,
+    /// What the prune pruned (empty for the workload without one), and the
+    /// syncs completed when it returned (durable from then on, under
+    /// `Immediate`).
+    pruned: Vec<Cid>,
+    pruned_at: u64,
+}
+
+/// Where the workload prunes, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prune {
+    Never,
+    /// After this round, keep the newest 4 events.
+    AfterRound(u32),
 }
 
 /// Appends on a replica over `backend`: single appends and `append_many`
 /// batches. Under `Immediate` an append is durable when it returns; under
 /// `Eventual`, when the next `flush` returns. The store is dropped at the end
 /// (a clean drop makes pending writes durable: more sync points).
-fn workload(backend: &CrashBackend, durability: Durability) -> Run {
+fn workload(backend: &CrashBackend, durability: Durability, prune: Prune) -> Run {
     block_on(async {
         let store = Arc::new(RedbBlockstore::with_backend(backend.clone(), durability).expect("a fresh store"));
         let created = backend.syncs();
         let g = genesis();
         let mut replica = Replica::create(store.clone(), &g, ReplicaConfig::default()).await.expect("create");
         let mut durable = Vec::new();
+        let (mut pruned, mut pruned_at) = (Vec::new(), u64::MAX);
         let mut unflushed = vec![*g.cid()];
         let acknowledge = |cids: &mut Vec<Cid>, durable: &mut Vec<(Cid, u64)>| {
             durable.extend(cids.drain(..).map(|c| (c, backend.syncs())));
@@ -235,12 +254,20 @@ fn workload(backend: &CrashBackend, durability: Durability) -> Run {
                 }
                 _ => {}
             }
+            if prune == Prune::AfterRound(round) {
+                replica.prune(PrunePolicy::KeepNewest(4)).await.expect("prune");
+                pruned = replica.order().filter(|c| replica.is_pruned(c)).collect();
+                // Durable when it returns only under `Immediate` (else at the next flush: not checked).
+                if durability == Durability::Immediate {
+                    pruned_at = backend.syncs();
+                }
+            }
         }
         let log = store.read_log(g.cid(), 0, usize::MAX).await.expect("read_log");
         assert_eq!(log.len(), replica.len(), "the log holds every event");
         drop(replica);
         drop(store);
-        Run { created, durable, log }
+        Run { created, durable, log, pruned, pruned_at }
     })
 }
 
@@ -275,17 +302,37 @@ fn check_survivor(image: Vec<u8>, full: &Run, kept_syncs: u64, what: &str) -> us
     block_on(async {
         let log = store.read_log(g.cid(), 0, usize::MAX).await.expect("read_log");
         assert_eq!(log, full.log[..log.len()], "{what}: the surviving log is a prefix of the full run's");
-        let mut blocks = Vec::with_capacity(log.len());
-        for cid in &log {
-            let block =
-                store.get(cid).await.expect("get").unwrap_or_else(|| panic!("{what}: {cid} logged, not stored"));
-            block.verify().unwrap_or_else(|e| panic!("{what}: logged block {cid} does not verify: {e}"));
-            blocks.push(block);
+        let entries = store.read_log_entries(g.cid(), 0, usize::MAX).await.expect("read_log_entries");
+        for e in &entries {
+            let got = store.get(&e.cid).await.expect("get");
+            match (e.pruned, got) {
+                (true, None) => {}
+                (false, Some(block)) => {
+                    block
+                        .verify()
+                        .unwrap_or_else(|err| panic!("{what}: logged block {} does not verify: {err}", e.cid));
+                    let header = merkle_clock::LoggedEvent::from_block(&block).expect("an event");
+                    assert_eq!((header.height, &header.parents), (e.height, &e.parents), "{what}: the log's header");
+                }
+                (pruned, got) => panic!("{what}: {} pruned {pruned}, stored {:?}", e.cid, got.map(|b| b.len())),
+            }
         }
+        // Either nothing is pruned or exactly what the prune pruned; and a
+        // prune that returned before the kept syncs is there.
+        let pruned: Vec<Cid> = entries.iter().filter(|e| e.pruned).map(|e| e.cid).collect();
+        let mut want = full.pruned.clone();
+        want.sort_unstable();
+        let mut got = pruned.clone();
+        got.sort_unstable();
+        assert!(got.is_empty() || got == want, "{what}: a torn prune: {} of {} pruned", got.len(), want.len());
+        if kept_syncs >= full.pruned_at {
+            assert_eq!(got, want, "{what}: a prune that returned is lost");
+        }
+        assert!(pruned.iter().all(|c| replica.is_pruned(c)), "{what}: the replica does not know what is pruned");
         let mut stored_heads = store.heads(g.cid()).await.expect("heads").expect("a logged stream has heads");
         stored_heads.sort_unstable();
-        let set = BlockSet::from_blocks(blocks).expect("logged blocks decode");
-        let mut log_heads = heads(&set);
+        let referenced: std::collections::HashSet<&Cid> = entries.iter().flat_map(|e| &e.parents).collect();
+        let mut log_heads: Vec<Cid> = entries.iter().map(|e| e.cid).filter(|c| !referenced.contains(c)).collect();
         log_heads.sort_unstable();
         assert_eq!(stored_heads, log_heads, "{what}: the stored heads are not the log's heads");
         let mut replica_heads = replica.heads();
@@ -294,7 +341,8 @@ fn check_survivor(image: Vec<u8>, full: &Run, kept_syncs: u64, what: &str) -> us
         assert_eq!(replica.len(), log.len(), "{what}: the reopened replica holds the log");
         for cid in &must_survive {
             assert!(replica.contains(cid), "{what}: durable append {cid} lost");
-            assert!(store.has(cid).await.expect("has"), "{what}: durable append {cid} not stored");
+            let held = store.has(cid).await.expect("has") || replica.is_pruned(cid);
+            assert!(held, "{what}: durable append {cid} neither stored nor pruned");
         }
         log.len()
     })
@@ -303,9 +351,9 @@ fn check_survivor(image: Vec<u8>, full: &Run, kept_syncs: u64, what: &str) -> us
 /// Runs the workload once to count its sync points, then crashes it at each
 /// one in each way and checks what survives. Returns how many crash images
 /// held each surviving log length, for the caller's sanity checks.
-fn crash_at_every_sync_point(durability: Durability) -> Vec<usize> {
+fn crash_at_every_sync_point(durability: Durability, prune: Prune) -> Vec<usize> {
     let probe = CrashBackend::default();
-    let full = workload(&probe, durability);
+    let full = workload(&probe, durability, prune);
     let total = probe.syncs();
     assert!(total >= 2, "{durability:?}: only {total} sync points");
     assert!(!full.durable.is_empty());
@@ -314,7 +362,7 @@ fn crash_at_every_sync_point(durability: Durability) -> Vec<usize> {
         for crash in Crash::ALL {
             let what = format!("{durability:?}, {crash:?} at sync {k} of {total}");
             let backend = CrashBackend::crashing_at(k, crash);
-            let run = workload(&backend, durability);
+            let run = workload(&backend, durability, prune);
             assert!(backend.crashed(), "{what}: the crash point was never reached");
             // The workload is deterministic: the same syncs, the same log, the same acknowledgements.
             assert_eq!(backend.syncs(), total, "{what}: a rerun made another number of syncs");
@@ -331,7 +379,7 @@ fn crash_at_every_sync_point(durability: Durability) -> Vec<usize> {
 
 #[test]
 fn crash_at_every_sync_point_keeps_every_immediate_append() {
-    let survivors = crash_at_every_sync_point(Durability::Immediate);
+    let survivors = crash_at_every_sync_point(Durability::Immediate, Prune::Never);
     // Every append is its own durable commit: crash images hold many different prefixes.
     let distinct = survivors.iter().filter(|&&n| n > 0).count();
     assert!(distinct >= 8, "only {distinct} distinct surviving logs: {survivors:?}");
@@ -339,10 +387,21 @@ fn crash_at_every_sync_point_keeps_every_immediate_append() {
 
 #[test]
 fn crash_at_every_sync_point_keeps_every_flushed_eventual_append() {
-    let survivors = crash_at_every_sync_point(Durability::Eventual);
+    let survivors = crash_at_every_sync_point(Durability::Eventual, Prune::Never);
     // Only the flushes (and the clean drop) make appends durable.
     let distinct = survivors.iter().filter(|&&n| n > 0).count();
     assert!(distinct >= 2, "only {distinct} distinct surviving logs: {survivors:?}");
+}
+
+/// A prune between appends: at every sync point and every kind of crash,
+/// the image holds nothing pruned or the whole prune, never a part; once the
+/// prune returned it is there (checked in `check_survivor`).
+#[test]
+fn crash_at_every_sync_point_leaves_a_prune_whole_or_absent() {
+    for durability in [Durability::Immediate, Durability::Eventual] {
+        let survivors = crash_at_every_sync_point(durability, Prune::AfterRound(1));
+        assert!(survivors.iter().filter(|&&n| n > 0).count() >= 2, "{durability:?}: {survivors:?}");
+    }
 }
 
 /// The backend itself: a crash during a sync keeps the previous durable

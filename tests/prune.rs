@@ -12,7 +12,7 @@ use merkle_clock::auth::Role;
 use merkle_clock::replica::{PruneError, PrunePolicy};
 use merkle_clock::sim::SimRng as Rng;
 use merkle_clock::store::RedbBlockstore;
-use merkle_clock::sync::{Message, SyncLimits, SyncState, generate_message, receive_message};
+use merkle_clock::sync::{Message, SessionConfig, Sessions, SyncLimits, SyncState, generate_message, receive_message};
 use merkle_clock::{
     Block, Cid, ClockOrder, Event, Ingest, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError, StreamStore,
 };
@@ -243,8 +243,7 @@ fn a_full_replica_syncing_from_a_pruned_one_is_told_what_is_pruned_and_goes_quie
         let mut pruned = replica_of(MemoryBlockstore::new(), &blocks).await;
         pruned.prune(PrunePolicy::KeepNewest(10)).await.unwrap();
         let before = clock_of(&pruned);
-        let mut fresh =
-            Replica::create(Arc::new(MemoryBlockstore::new()), &blocks[0], ReplicaConfig::default()).await.unwrap();
+        let mut fresh = replica_of(MemoryBlockstore::new(), &blocks[..1]).await;
         let mine = fresh.append(&"a local event").await.unwrap();
         let (mut to_fresh, mut to_pruned) = (SyncState::with_seed(1), SyncState::with_seed(2));
         sync_until_quiet(&mut pruned, &mut to_fresh, &mut fresh, &mut to_pruned, 20).await;
@@ -284,5 +283,42 @@ fn wants_for_pruned_blocks_are_answered_pruned() {
         for b in &answer.blocks {
             assert!(!pruned.is_pruned(&merkle_clock::cid_of(b)), "a pruned block was sent");
         }
+    });
+}
+
+/// The session driver surfaces it too: after the sessions go quiet, the
+/// full side's `Sessions::unavailable` lists exactly the missing events,
+/// every one of them pruned on the only peer.
+#[test]
+fn sessions_list_what_no_peer_can_supply() {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+    let blocks = random_stream(17, 40);
+    block_on(async {
+        let mut pruned = replica_of(MemoryBlockstore::new(), &blocks).await;
+        pruned.prune(PrunePolicy::KeepNewest(5)).await.unwrap();
+        let mut fresh = replica_of(MemoryBlockstore::new(), &blocks[..1]).await;
+        let now = Duration::ZERO;
+        let (mut at_pruned, mut at_fresh) =
+            (Sessions::new(SessionConfig::default()), Sessions::new(SessionConfig::default()));
+        assert!(at_fresh.unavailable(&fresh).is_empty(), "no peer, nothing listed");
+        let mut to_fresh: VecDeque<Vec<u8>> =
+            at_pruned.speak(&pruned, &"fresh", now).await.unwrap().into_iter().collect();
+        let mut to_pruned: VecDeque<Vec<u8>> =
+            at_fresh.speak(&fresh, &"pruned", now).await.unwrap().into_iter().collect();
+        for _ in 0..100 {
+            if let Some(m) = to_fresh.pop_front() {
+                to_pruned.extend(at_fresh.receive(&mut fresh, &"pruned", &m, now).await.unwrap().reply);
+            } else if let Some(m) = to_pruned.pop_front() {
+                to_fresh.extend(at_pruned.receive(&mut pruned, &"fresh", &m, now).await.unwrap().reply);
+            } else {
+                break;
+            }
+        }
+        assert!(to_fresh.is_empty() && to_pruned.is_empty(), "the sessions did not go quiet");
+        let unavailable = at_fresh.unavailable(&fresh);
+        assert!(!unavailable.is_empty());
+        assert_eq!(unavailable, fresh.missing());
+        assert!(unavailable.iter().all(|c| pruned.is_pruned(c)));
     });
 }

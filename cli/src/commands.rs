@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use merkle_clock::auth::Role;
 use merkle_clock::car::{CarLimits, CarWriter, read_car};
-use merkle_clock::replica::Replica;
+use merkle_clock::replica::{PrunePolicy, Replica};
 use merkle_clock::store::Durability;
 use merkle_clock::sync::{SessionConfig, SessionStats, Sessions};
 use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short_cid};
@@ -40,6 +40,7 @@ pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<Ex
                 writeln!(out, "{head}")?;
             }
         }
+        Command::Prune { keep } => prune(dir, keep, out).await?,
         Command::Show { cid, json } => show(dir, &cid, json, out).await?,
         Command::Compare { left, right } => compare(dir, &left, &right, out).await?,
         Command::ExportCar { file } => export_car(dir, &file, out).await?,
@@ -112,25 +113,80 @@ async fn append(dir: &Path, payload: &str, key: Option<&Path>, out: &mut dyn Wri
     Ok(())
 }
 
-/// Calls `f` with each event in the total order: position, CID, block.
+/// Calls `f` with each event in the total order: position, CID, block
+/// (`None` for a pruned event).
 async fn walk<S: ?Sized + StreamStore>(
     replica: &Replica<S>,
-    mut f: impl FnMut(usize, &Cid, &Block) -> Result<()>,
+    mut f: impl FnMut(usize, &Cid, Option<&Block>) -> Result<()>,
 ) -> Result<()> {
     let order: Vec<Cid> = replica.order().collect();
     for (page_no, page) in order.chunks(PAGE).enumerate() {
         let blocks = replica.store().get_many(page).await?;
         for (i, (cid, block)) in page.iter().zip(blocks).enumerate() {
-            let block = block.ok_or_else(|| format!("{cid}: in the log but not in the store"))?;
-            f(page_no * PAGE + i, cid, &block)?;
+            if block.is_none() && !replica.is_pruned(cid) {
+                return Err(format!("{cid}: in the log but not in the store").into());
+            }
+            f(page_no * PAGE + i, cid, block.as_ref())?;
         }
     }
+    Ok(())
+}
+
+/// Prints a pruned event's line of `log`: what the clock still knows of it.
+fn log_pruned(replica: &Local, pos: usize, cid: &Cid, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let dag = replica.dag();
+    let id = dag.id(cid).ok_or_else(|| format!("unknown event {cid}"))?;
+    let h = dag.height(id);
+    if as_json {
+        let mut parents: Vec<String> = dag.parents(id).map(|p| dag.cid(p).to_string()).collect();
+        parents.sort_unstable();
+        let line = json!({ "position": pos, "height": h, "cid": cid.to_string(), "parents": parents, "pruned": true });
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(out, "{pos:>5}  h{h:<4} {}  (pruned)", short_cid(cid))?;
+    }
+    Ok(())
+}
+
+/// `mclock prune --keep N`.
+async fn prune(dir: &Path, keep: usize, out: &mut dyn Write) -> Result<()> {
+    let mut replica = store::open(dir).await?;
+    let before_file = store::db_size(dir)?;
+    let before: Vec<Cid> = replica.order().filter(|c| !replica.is_pruned(c)).collect();
+    let report = replica.prune(PrunePolicy::KeepNewest(keep)).await?;
+    let gone: Vec<Cid> = before.into_iter().filter(|c| replica.is_pruned(c)).collect();
+    let total = replica.metrics().pruned;
+    drop(replica);
+    let after_file = store::compact(dir)?;
+    match (gone.first(), gone.last()) {
+        (Some(first), Some(last)) => writeln!(
+            out,
+            "pruned {} event{} ({} … {} in the total order), {} bytes of blocks",
+            report.events,
+            if report.events == 1 { "" } else { "s" },
+            short_cid(first),
+            short_cid(last),
+            report.bytes
+        )?,
+        _ => writeln!(out, "pruned nothing")?,
+    }
+    writeln!(
+        out,
+        "kept the newest {keep}, and {} more that are never pruned (the genesis, heads, membership events); {total} pruned in all",
+        report.kept
+    )?;
+    writeln!(
+        out,
+        "store file: {before_file} -> {after_file} bytes ({} bytes freed)",
+        before_file.saturating_sub(after_file)
+    )?;
     Ok(())
 }
 
 async fn log(dir: &Path, as_json: bool, out: &mut dyn Write) -> Result<()> {
     let replica = store::open(dir).await?;
     walk(&replica, |pos, cid, block| {
+        let Some(block) = block else { return log_pruned(&replica, pos, cid, as_json, out) };
         let event = Event::<Ipld>::decode(block)?;
         let signed = keys::author_column(block);
         if as_json {
@@ -184,7 +240,10 @@ fn resolve(replica: &Local, text: &str) -> Result<Cid> {
 async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Result<()> {
     let replica = store::open(dir).await?;
     let cid = resolve(&replica, text)?;
-    let block = replica.get(&cid).await?.ok_or_else(|| format!("{cid}: in the DAG but not in the store"))?;
+    let block = match replica.get(&cid).await {
+        Err(merkle_clock::StoreError::Pruned { .. }) => return show_pruned(&replica, &cid, as_json, out),
+        other => other?.ok_or_else(|| format!("{cid}: in the DAG but not in the store"))?,
+    };
     let event = Event::<Ipld>::decode(&block)?;
     let dag = replica.dag();
     let id = dag.id(&cid).ok_or_else(|| format!("unknown event {cid}"))?;
@@ -235,6 +294,40 @@ async fn show(dir: &Path, text: &str, as_json: bool, out: &mut dyn Write) -> Res
     Ok(())
 }
 
+/// `show` of a pruned event: its place in the clock, and that its bytes are gone.
+fn show_pruned(replica: &Local, cid: &Cid, as_json: bool, out: &mut dyn Write) -> Result<()> {
+    let dag = replica.dag();
+    let id = dag.id(cid).ok_or_else(|| format!("unknown event {cid}"))?;
+    let sorted = |it: &mut dyn Iterator<Item = merkle_clock::EventId>| {
+        let mut v: Vec<Cid> = it.map(|i| dag.cid(i)).collect();
+        v.sort_unstable();
+        v
+    };
+    let parents = sorted(&mut dag.parents(id));
+    let children = sorted(&mut dag.children(id));
+    if as_json {
+        let v = json!({
+            "cid": cid.to_string(),
+            "height": dag.height(id),
+            "parents": parents.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "children": children.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "head": children.is_empty(),
+            "pruned": true,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    writeln!(out, "cid       {cid}")?;
+    writeln!(out, "height    {}", dag.height(id))?;
+    for (label, cids) in [("parents   ", &parents), ("children  ", &children)] {
+        for (i, c) in cids.iter().enumerate() {
+            writeln!(out, "{}{c}  ({})", if i == 0 { label } else { "          " }, short_cid(c))?;
+        }
+    }
+    writeln!(out, "pruned    yes: its payload was dropped by `mclock prune`; its place in the clock is kept")?;
+    Ok(())
+}
+
 async fn compare(dir: &Path, left: &[String], right: &[String], out: &mut dyn Write) -> Result<()> {
     let replica = store::open(dir).await?;
     let a: Vec<Cid> = left.iter().map(|t| resolve(&replica, t)).collect::<Result<_>>()?;
@@ -254,7 +347,15 @@ async fn export_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
     let heads = replica.heads();
     let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut car = CarWriter::new(BufWriter::new(file), &heads)?;
-    walk(&replica, |_, _, block| Ok(car.write(block)?)).await?;
+    let mut pruned = 0u64;
+    walk(&replica, |_, _, block| match block {
+        Some(block) => Ok(car.write(block)?),
+        None => {
+            pruned += 1;
+            Ok(())
+        }
+    })
+    .await?;
     let (blocks, bytes) = (car.blocks_written(), car.bytes_written());
     let file = car.finish()?.into_inner().map_err(|e| format!("cannot write {}: {}", path.display(), e.error()))?;
     file.sync_all().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -266,6 +367,9 @@ async fn export_car(dir: &Path, path: &Path, out: &mut dyn Write) -> Result<()> 
         heads.len(),
         if heads.len() == 1 { "" } else { "s" }
     )?;
+    if pruned > 0 {
+        writeln!(out, "left out {pruned} pruned events: the file holds the events this store still has")?;
+    }
     Ok(())
 }
 

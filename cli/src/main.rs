@@ -96,6 +96,16 @@ enum Command {
     },
     /// Prints the current heads, one CID per line.
     Heads,
+    /// Drops the bytes of old events, keeping the newest N (in the total
+    /// order) and, always, the genesis, the heads and the membership events.
+    /// A pruned event keeps its place in the clock (height, parents); `log`
+    /// marks it and `show` says it was pruned. Prints what it pruned and
+    /// the bytes freed (the file is compacted).
+    Prune {
+        /// How many of the newest events keep their bytes.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+    },
     /// Prints one event: height, parents, children, payload.
     Show {
         /// A CID, or a unique tail of one (as `log` prints it).

@@ -76,6 +76,21 @@ pub fn set_stream(dir: &Path, stream: &Cid) -> Result<()> {
     Ok(())
 }
 
+/// The size of a store directory's database file, in bytes.
+pub fn db_size(dir: &Path) -> Result<u64> {
+    let db = dir.join(DB_FILE);
+    Ok(fs::metadata(&db).map_err(|e| format!("cannot read {}: {e}", db.display()))?.len())
+}
+
+/// Compacts a store directory's database (gives what pruning freed back to
+/// the file system); returns the file's new size.
+pub fn compact(dir: &Path) -> Result<u64> {
+    let mut db = open_db(dir, Durability::Immediate)?;
+    while db.compact()? {}
+    db.close()?;
+    db_size(dir)
+}
+
 /// Opens the replica of the current stream of an existing store directory.
 pub async fn open(dir: &Path) -> Result<Local> {
     let db = open_db(dir, Durability::Immediate)?;

@@ -632,8 +632,10 @@ impl RedbBlockstore {
                         continue; // pruned before
                     }
                     let key = log_key(&skey, *pos);
+                    // Removed and read in one descent; an error below drops
+                    // the transaction uncommitted, so nothing changes.
                     let (skel, len, in_blocks) = {
-                        let Some(value) = log.get(key.as_slice()).map_err(be)? else {
+                        let Some(value) = log.remove(key.as_slice()).map_err(be)? else {
                             return Err(StoreError::Corrupt(format!("{}: no such entry to prune {cid}", what())));
                         };
                         let logged = Logged::decode(value.value(), &what)?;
@@ -653,7 +655,6 @@ impl RedbBlockstore {
                             }
                         }
                     };
-                    log.remove(key.as_slice()).map_err(be)?;
                     if in_blocks {
                         blocks.remove(cid.to_bytes().as_slice()).map_err(be)?;
                     }
