@@ -18,7 +18,7 @@
 //!   1,000,000 events of history over after 1,000, each history with 100
 //!   grants and revocations spread through it. Target: at most 1.5.
 //!
-//! Every figure is the best of several rounds, in this thread's CPU time
+//! Every figure is the CPU time of this thread summed over several rounds
 //! (`/proc/thread-self/schedstat`; wall time where that is missing): the
 //! machine is shared, and wall time would count other processes. Rounds
 //! alternate between the two sides of a ratio. `--quick` uses 100,000 events
@@ -29,6 +29,8 @@
 
 #[path = "common/auth_rows.rs"]
 mod auth_rows;
+#[path = "common/cpu.rs"]
+mod cpu;
 
 use auth_rows::{AppendSigned, IngestSigned, MembershipGrowth};
 

@@ -59,13 +59,15 @@
 
 #[path = "common/auth_rows.rs"]
 mod auth_rows;
+#[path = "common/cpu.rs"]
+mod cpu;
+
+use cpu::{Stopwatch, Took};
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -156,56 +158,6 @@ fn mem_replica(genesis: &Block) -> Replica<MemoryBlockstore> {
 
 fn per_s(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
-}
-
-/// This thread's CPU time so far, from `/proc/thread-self/schedstat` (the
-/// scheduler's runtime, in ns; it lags by at most one tick, so only runs of
-/// a good fraction of a second use it). `None` where there is no such file.
-fn thread_cpu() -> Option<Duration> {
-    use std::os::unix::fs::FileExt;
-    static SCHEDSTAT: OnceLock<Option<File>> = OnceLock::new();
-    let file = SCHEDSTAT.get_or_init(|| File::open("/proc/thread-self/schedstat").ok()).as_ref()?;
-    let mut buf = [0u8; 96];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    let ns: u64 = std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
-}
-
-/// Wall and CPU time of one run. On a shared machine the CPU time is the
-/// figure that counts: it leaves out the time other processes had the core.
-#[derive(Clone, Copy)]
-struct Took {
-    wall: Duration,
-    cpu: Duration,
-}
-
-impl Took {
-    /// Nothing yet: `add` keeps the least wall time and sums CPU time.
-    const START: Took = Took { wall: Duration::MAX, cpu: Duration::ZERO };
-
-    /// The best wall time (the round least disturbed) and the total CPU time:
-    /// the CPU clock ticks in steps of a few ms, so its errors average out
-    /// over rounds, where a minimum would pick them.
-    fn add(self, other: Took) -> Took {
-        Took { wall: self.wall.min(other.wall), cpu: self.cpu + other.cpu }
-    }
-}
-
-struct Stopwatch {
-    wall: Instant,
-    cpu: Option<Duration>,
-}
-
-impl Stopwatch {
-    fn start() -> Self {
-        Stopwatch { cpu: thread_cpu(), wall: Instant::now() }
-    }
-
-    fn stop(&self) -> Took {
-        let wall = self.wall.elapsed();
-        let cpu = self.cpu.zip(thread_cpu()).map_or(wall, |(a, b)| b.saturating_sub(a));
-        Took { wall, cpu }
-    }
 }
 
 // ---------------------------------------------------------------- workloads
@@ -879,7 +831,7 @@ fn main() {
             "{heap:.1} B (heap_bytes/len; VmRSS growth {rss_text} B), {} events",
             thousands(plan.index_events as f64)
         ))
-        .target("<= 120", heap <= 120.0),
+        .target("<= 64", heap <= 64.0),
     );
 
     // append_mem against bare, alternating rounds.

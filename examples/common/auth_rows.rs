@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cpu::Stopwatch;
+
 use futures::executor::block_on;
 use merkle_clock::auth::{self, Role, Signer};
 use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, ReplicaConfig};
@@ -17,35 +19,8 @@ fn fresh(genesis: &Block) -> Mem {
     block_on(Replica::create(Arc::new(MemoryBlockstore::new()), genesis, ReplicaConfig::default())).expect("create")
 }
 
-/// A clock of this thread's CPU time (wall time if the kernel does not say).
-#[derive(Clone, Copy)]
-struct Instant(Duration, std::time::Instant);
-
-impl Instant {
-    fn cpu() -> Option<Duration> {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        s.split_whitespace().next()?.parse::<u64>().ok().map(Duration::from_nanos)
-    }
-
-    fn now() -> Self {
-        Instant(Self::cpu().unwrap_or_default(), std::time::Instant::now())
-    }
-
-    fn elapsed(&self) -> Duration {
-        match Self::cpu() {
-            Some(now) => now - self.0,
-            None => self.1.elapsed(),
-        }
-    }
-}
-
 fn payload(i: usize) -> String {
     format!("event {i:>8} {}", "x".repeat(100))
-}
-
-/// Times `f`, returning the best of `rounds`.
-fn best(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..rounds).map(|_| f()).min().expect("rounds")
 }
 
 /// A stream with `admin` and a granted `writer`; the grant block.
@@ -74,7 +49,7 @@ impl IngestSigned {
     pub const TARGET: f64 = 0.9;
 }
 
-/// Measures `ingest_signed` over `n` events, best of `rounds`.
+/// Measures `ingest_signed` over `n` events, CPU time summed over `rounds`.
 pub fn ingest_signed(n: usize, rounds: usize) -> IngestSigned {
     let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
     let (genesis, grant) = signed_stream(&admin, &writer);
@@ -106,26 +81,26 @@ pub fn ingest_signed(n: usize, rounds: usize) -> IngestSigned {
         .collect();
     let ingest = |genesis: &Block, blocks: &[Block]| {
         let mut r = fresh(genesis);
-        let t = Instant::now();
+        let t = Stopwatch::start();
         for chunk in blocks.chunks(1000) {
             let report = block_on(r.ingest_many(chunk.to_vec())).expect("ingest");
             assert_eq!(report.accepted.len(), chunk.len());
         }
-        t.elapsed()
+        t.stop().cpu
     };
-    let (mut t_signed, mut t_unsigned, mut t_verify) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut t_signed, mut t_unsigned, mut t_verify) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
-        t_signed = t_signed.min(ingest(&genesis, &signed));
-        t_unsigned = t_unsigned.min(ingest(&open, &unsigned));
-        t_verify = t_verify.min({
-            let t = Instant::now();
+        t_signed += ingest(&genesis, &signed);
+        t_unsigned += ingest(&open, &unsigned);
+        t_verify += {
+            let t = Stopwatch::start();
             for (input, sig) in &inputs {
                 key.verify_strict(input, sig).expect("verifies");
             }
-            t.elapsed()
-        });
+            t.stop().cpu
+        };
     }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let rate = |d: Duration| (n * rounds) as f64 / d.as_secs_f64();
     IngestSigned {
         signed: rate(t_signed),
         unsigned: rate(t_unsigned),
@@ -149,30 +124,30 @@ impl AppendSigned {
     pub const TARGET: f64 = 0.7;
 }
 
-/// Measures `append_signed` over `n` events, best of `rounds`.
+/// Measures `append_signed` over `n` events, CPU time summed over `rounds`.
 pub fn append_signed(n: usize, rounds: usize) -> AppendSigned {
     let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
     let (genesis, grant) = signed_stream(&admin, &writer);
     let s = *genesis.cid();
     let payloads: Vec<String> = (0..n).map(payload).collect();
-    let (mut t_append, mut t_bare) = (Duration::MAX, Duration::MAX);
+    let (mut t_append, mut t_bare) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
         let mut r = fresh(&genesis);
         block_on(r.ingest(grant.clone())).expect("grant");
         r.set_signer(Some(writer.clone()));
-        let t = Instant::now();
+        let t = Stopwatch::start();
         for p in &payloads {
             block_on(r.append(p)).expect("append");
         }
-        t_append = t_append.min(t.elapsed());
-        let t = Instant::now();
+        t_append += t.stop().cpu;
+        let t = Stopwatch::start();
         let mut prev: Cid = *grant.cid();
         for (i, p) in payloads.iter().enumerate() {
             prev = *auth::signed_event(&s, i as u64 + 2, &[prev], None, p, &writer).expect("event").cid();
         }
-        t_bare = t_bare.min(t.elapsed());
+        t_bare += t.stop().cpu;
     }
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let rate = |d: Duration| (n * rounds) as f64 / d.as_secs_f64();
     AppendSigned { append: rate(t_append), bare: rate(t_bare), ratio: t_bare.as_secs_f64() / t_append.as_secs_f64() }
 }
 
@@ -206,10 +181,10 @@ fn history(history: usize) -> (Mem, Signer, Block) {
     (r, writer, genesis)
 }
 
-/// The best per-event cost of ingesting `probes` signed children of the head, one at a time.
+/// The per-event cost of ingesting `probes` signed children of the head, one at a time (CPU time over `rounds`).
 fn probe(r: &mut Mem, writer: &Signer, genesis: &Block, probes: usize, rounds: usize) -> Duration {
     let s = *genesis.cid();
-    let mut best_round = Duration::MAX;
+    let mut total = Duration::ZERO;
     for round in 0..rounds {
         let head = r.heads()[0];
         let height = r.dag().height(r.dag().id(&head).expect("head"));
@@ -221,13 +196,13 @@ fn probe(r: &mut Mem, writer: &Signer, genesis: &Block, probes: usize, rounds: u
             prev = *b.cid();
             blocks.push(b);
         }
-        let t = Instant::now();
+        let t = Stopwatch::start();
         for b in blocks {
             block_on(r.ingest(b)).expect("ingest");
         }
-        best_round = best_round.min(t.elapsed());
+        total += t.stop().cpu;
     }
-    best_round / probes as u32
+    total / (probes * rounds) as u32
 }
 
 /// `membership_check_growth`'s figures.
@@ -247,14 +222,14 @@ impl MembershipGrowth {
     pub const TARGET: f64 = 1.5;
 }
 
-/// Measures `membership_check_growth` at `big` events over 1,000, best of `rounds`.
+/// Measures `membership_check_growth` at `big` events over 1,000, over `rounds`.
 pub fn membership_check_growth(big: usize, rounds: usize) -> MembershipGrowth {
     let probes = 2_000;
     let (mut small, w, g) = history(1_000);
     let small_cost = probe(&mut small, &w, &g, probes, rounds);
     drop(small);
     let (mut large, w, g) = history(big);
-    let large_cost = best(1, || probe(&mut large, &w, &g, probes, rounds));
+    let large_cost = probe(&mut large, &w, &g, probes, rounds);
     MembershipGrowth {
         big,
         large_us: large_cost.as_secs_f64() * 1e6,
