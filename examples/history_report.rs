@@ -14,10 +14,12 @@
 //!   fresh process (this example run again with `--resident`) opens the
 //!   pruned store and a `Replica` over it; its RSS after the open minus its
 //!   RSS before, over the pruned events (the kept 1% are counted in, so
-//!   this overstates a little). Split into the replica's index (the `Dag`'s
-//!   own heap accounting, `Dag::heap_bytes`), the pruned bitset, and the
-//!   rest (redb's page cache of what the open read, allocator slack): the
-//!   `Dag` dominates (about 98 bytes an event today; being shrunk).
+//!   this overstates a little), with redb's page cache bounded to 4 MiB
+//!   (`RedbConfig::cache_bytes`; `resident_default_cache` is the same with
+//!   redb's default of 1 GiB, which keeps the pages of the whole log the
+//!   open read). Split into the replica's index (the `Dag`'s own heap
+//!   accounting, `Dag::heap_bytes`), the pruned bitset, and the rest
+//!   (redb's cache, allocator slack).
 //! - `prune`: the seconds `Replica::prune` takes for those events (one
 //!   atomic redb transaction, fsynced), wall time.
 //!
@@ -34,23 +36,33 @@ use std::time::Instant;
 
 use futures::executor::block_on;
 use merkle_clock::replica::PrunePolicy;
-use merkle_clock::store::{Durability, RedbBlockstore};
+use merkle_clock::store::{Durability, RedbBlockstore, RedbConfig};
 use merkle_clock::{Block, Cid, Event, Replica, ReplicaConfig, StreamStore};
 
 /// The payload of every event: 128 bytes.
 const PAYLOAD: usize = 128;
 /// Events appended per store commit while building the stream.
 const BATCH: usize = 1_000;
+/// The page cache of the `resident` row's open (`RedbConfig::cache_bytes`):
+/// small, so that the row shows what the replica holds, not what redb caches.
+const SMALL_CACHE: usize = 4 << 20;
 
 struct Args {
     json: bool,
     events: usize,
     keep: usize,
     resident: Option<String>,
+    cache_bytes: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { json: false, events: 1_000_000, keep: 10_000, resident: None };
+    let mut a = Args {
+        json: false,
+        events: 1_000_000,
+        keep: 10_000,
+        resident: None,
+        cache_bytes: RedbConfig::default().cache_bytes,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut number = |what: &str| -> usize {
@@ -62,6 +74,7 @@ fn args() -> Args {
             "--events" => a.events = number("--events"),
             "--keep" => a.keep = number("--keep"),
             "--resident" => a.resident = it.next(),
+            "--cache-bytes" => a.cache_bytes = number("--cache-bytes"),
             other => {
                 panic!("unknown argument {other}; usage: history_report [--json] [--quick] [--events N] [--keep K]")
             }
@@ -95,10 +108,13 @@ fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The child run: opens the store at `path` and prints `rss_delta dag_bytes pruned_bitset_bytes pruned`.
-fn resident(path: &str) {
+/// The child run: opens the store at `path` with a page cache of at most
+/// `cache_bytes` and prints `rss_delta dag_bytes pruned_bitset_bytes pruned`.
+fn resident(path: &str, cache_bytes: usize) {
     let before = rss();
-    let store = Arc::new(RedbBlockstore::open(path).expect("open the pruned store"));
+    let mut config = RedbConfig::default();
+    config.cache_bytes = cache_bytes;
+    let store = Arc::new(RedbBlockstore::open_config(path, &config).expect("open the pruned store"));
     let replica = block_on(Replica::open(store, genesis().cid(), ReplicaConfig::default())).expect("open the replica");
     let after = rss();
     println!(
@@ -148,7 +164,7 @@ fn baseline(path: &Path, kept: &[Block]) -> u64 {
 fn main() {
     let args = args();
     if let Some(path) = &args.resident {
-        resident(path);
+        resident(path, args.cache_bytes);
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -178,16 +194,21 @@ fn pruned_bytes_per_event(dir: &Path, events: usize, keep: usize, json: bool) {
     let base_size = baseline(&dir.join("baseline.redb"), &kept);
     let disk = pruned_size.saturating_sub(base_size) as f64 / pruned as f64;
 
-    let out = std::process::Command::new(std::env::current_exe().expect("this example"))
-        .args(["--resident", path.to_str().expect("a UTF-8 path")])
-        .output()
-        .expect("the resident run");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let [rss_delta, dag_bytes, bitset_bytes, reopened_pruned] = fields[..] else {
-        panic!("the resident run printed {line:?} ({})", String::from_utf8_lossy(&out.stderr));
+    let open = |cache_bytes: usize| {
+        let out = std::process::Command::new(std::env::current_exe().expect("this example"))
+            .args(["--resident", path.to_str().expect("a UTF-8 path"), "--cache-bytes", &cache_bytes.to_string()])
+            .output()
+            .expect("the resident run");
+        let line = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let [rss_delta, dag_bytes, bitset_bytes, reopened_pruned] = fields[..] else {
+            panic!("the resident run printed {line:?} ({})", String::from_utf8_lossy(&out.stderr));
+        };
+        assert_eq!(reopened_pruned, pruned, "the reopened replica counts every pruned event");
+        (rss_delta, dag_bytes, bitset_bytes)
     };
-    assert_eq!(reopened_pruned, pruned, "the reopened replica counts every pruned event");
+    let (rss_delta, dag_bytes, bitset_bytes) = open(SMALL_CACHE);
+    let (rss_default_cache, _, _) = open(RedbConfig::default().cache_bytes);
     let per = |b: u64| b as f64 / pruned as f64;
     let resident = per(rss_delta);
     let store_part = per(rss_delta.saturating_sub(dag_bytes));
@@ -195,9 +216,11 @@ fn pruned_bytes_per_event(dir: &Path, events: usize, keep: usize, json: bool) {
         println!(
             "{{\"metric\":\"pruned_bytes_per_event\",\"disk\":{disk:.1},\"resident\":{resident:.1},\
              \"resident_dag\":{:.1},\"resident_pruned_bitset\":{:.3},\"resident_rest\":{store_part:.1},\
+             \"resident_cache_bytes\":{SMALL_CACHE},\"resident_default_cache\":{:.1},\
              \"full_file_bytes_per_event_uncompacted\":{:.1},\"events\":{events},\"pruned\":{pruned}}}",
             per(dag_bytes),
             per(bitset_bytes),
+            per(rss_default_cache),
             full_size as f64 / (events + 1) as f64,
         );
         println!("{{\"metric\":\"prune\",\"events\":{pruned},\"seconds\":{prune_seconds:.3}}}");
@@ -213,8 +236,10 @@ fn pruned_bytes_per_event(dir: &Path, events: usize, keep: usize, json: bool) {
     println!("  disk per pruned event: {disk:.1} bytes (goal: at most 64)");
     println!(
         "  resident per pruned event (a fresh process opening the replica): {resident:.1} bytes: \
-         the Dag {:.1}, the pruned bitset {:.3}, the rest (redb cache, allocator) {store_part:.1}",
+         the Dag {:.1}, the pruned bitset {:.3}, the rest (redb's cache of {SMALL_CACHE} bytes, allocator) \
+         {store_part:.1}; with redb's default cache (1 GiB) {:.1}",
         per(dag_bytes),
         per(bitset_bytes),
+        per(rss_default_cache),
     );
 }

@@ -25,7 +25,7 @@ mod memory;
 mod redb;
 
 #[cfg(feature = "redb")]
-pub use self::redb::{Durability, RedbBlockstore};
+pub use self::redb::{Durability, RedbBlockstore, RedbConfig};
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use fault::{FaultOp, FaultPlan, FaultyStore};

@@ -66,6 +66,38 @@ pub enum Durability {
     Eventual,
 }
 
+/// How a [`RedbBlockstore`] file is opened ([`RedbBlockstore::open_config`]).
+/// `#[non_exhaustive]`: start from [`RedbConfig::default()`] and change fields.
+///
+/// ```
+/// use merkle_clock::store::{Durability, RedbConfig};
+///
+/// let mut config = RedbConfig::default();
+/// config.durability = Durability::Eventual;
+/// config.cache_bytes = 16 << 20;
+/// assert_eq!(RedbConfig::default().cache_bytes, 1 << 30);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedbConfig {
+    /// When a write becomes durable. Default: [`Durability::Immediate`].
+    pub durability: Durability,
+    /// Most memory redb's page cache holds, in bytes. Default: 1 GiB (redb's
+    /// own default). The cache keeps the pages reads and writes touched,
+    /// up to this bound: opening a replica over a long stream reads its
+    /// whole log once, so with the default the process keeps about 40 bytes
+    /// per event of cached pages after the open (`history_report`'s
+    /// `resident_rest`). A smaller cache costs re-reads of pages, not
+    /// correctness.
+    pub cache_bytes: usize,
+}
+
+impl Default for RedbConfig {
+    fn default() -> Self {
+        RedbConfig { durability: Durability::Immediate, cache_bytes: 1 << 30 }
+    }
+}
+
 /// A persistent [`StreamStore`] in one [redb](https://docs.rs/redb) file (or
 /// in memory, for tests): per stream its heads and its log, which holds the
 /// stream's event blocks themselves, plus a table for blocks stored on their own.
@@ -206,12 +238,20 @@ impl RedbBlockstore {
     /// # Errors
     /// As [`RedbBlockstore::open`].
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_config(path, &RedbConfig { durability, ..RedbConfig::default() })
+    }
+
+    /// Opens (or creates) the database file at `path` as `config` says.
+    ///
+    /// # Errors
+    /// As [`RedbBlockstore::open`].
+    pub fn open_config(path: impl AsRef<Path>, config: &RedbConfig) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if !path.exists() {
             create_atomically(path)?;
         }
-        let db = Database::builder().create(path).map_err(be)?;
-        Self::init(db, Some(path.to_path_buf()), durability)
+        let db = Database::builder().set_cache_size(config.cache_bytes).create(path).map_err(be)?;
+        Self::init(db, Some(path.to_path_buf()), config.durability)
     }
 
     /// A store in memory (redb's in-memory backend), for tests. Nothing
