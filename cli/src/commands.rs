@@ -498,7 +498,8 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
         None => return Err(format!("the store at {} holds no stream", other.display()).into()),
     };
     let (before_here, before_there) = (here.len(), there.len());
-    let (rounds, here_stats, there_stats) = reconcile(&mut here, &mut there).await?;
+    let Reconciled { rounds, here: here_stats, there: there_stats, unavailable_here, unavailable_there } =
+        reconcile(&mut here, &mut there).await?;
     let messages = here_stats.messages_sent + there_stats.messages_sent;
     let (sent, received) = (here_stats.bytes_sent, there_stats.bytes_sent);
     let equal = here.heads() == there.heads();
@@ -513,10 +514,47 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "there: +{} events, now {} events", there.len() - before_there, there.len())?;
     let heads: Vec<String> = here.heads().iter().map(short_cid).collect();
     writeln!(out, "heads: {} ({})", heads.join(" "), if equal { "the same on both" } else { "DIFFERENT" })?;
+    for (side, gone, pruner) in [("here", &unavailable_here, "there"), ("there", &unavailable_there, "here")] {
+        if !gone.is_empty() {
+            let shown: Vec<String> = gone.iter().take(5).map(short_cid).collect();
+            let more = if gone.len() > 5 { format!(" and {} more", gone.len() - 5) } else { String::new() };
+            writeln!(
+                out,
+                "unavailable {side}: {} the store {pruner} pruned ({}{more}); fetch them elsewhere or start from a \
+                 checkpoint",
+                events(gone.len()),
+                shown.join(" ")
+            )?;
+        }
+    }
     if !equal {
+        let gone = unavailable_here.len() + unavailable_there.len();
+        if gone > 0 {
+            return Err(format!(
+                "the stores did not converge: {} pruned where {} asked for",
+                events(gone),
+                if gone == 1 { "it was" } else { "they were" }
+            )
+            .into());
+        }
         return Err("the stores did not converge".into());
     }
     Ok(())
+}
+
+/// "1 event", "4 events".
+fn events(n: usize) -> String {
+    format!("{n} event{}", if n == 1 { "" } else { "s" })
+}
+
+/// What `reconcile` did: round trips, each side's counters, and the events
+/// each side still lacks that the other said it pruned.
+struct Reconciled {
+    rounds: u32,
+    here: SessionStats,
+    there: SessionStats,
+    unavailable_here: Vec<Cid>,
+    unavailable_there: Vec<Cid>,
 }
 
 /// The two sides of `sync --with`, as their session drivers name each other.
@@ -532,9 +570,8 @@ const MAX_ROUNDS: u32 = 1000;
 /// Reconciles two local replicas through two session drivers, one per side,
 /// as two processes would over a lossless wire: each connects the other,
 /// ticks, and every message is delivered and answered until both are quiet.
-/// Returns the round trips (passes in which messages moved both ways) and
-/// each side's counters.
-async fn reconcile(here: &mut Local, there: &mut Local) -> Result<(u32, SessionStats, SessionStats)> {
+/// Round trips are passes in which messages moved both ways.
+async fn reconcile(here: &mut Local, there: &mut Local) -> Result<Reconciled> {
     // Nothing is lost in-process: no timeouts, and no anti-entropy in one call.
     let config = SessionConfig { timeout: None, anti_entropy: None, ..SessionConfig::default() };
     let (mut a, mut b) = (Sessions::new(config.clone()), Sessions::new(config));
@@ -546,7 +583,13 @@ async fn reconcile(here: &mut Local, there: &mut Local) -> Result<(u32, SessionS
         let mut to_there: Vec<Vec<u8>> = a.tick(here, now).await?.messages.into_iter().map(|m| m.message).collect();
         let mut to_here: Vec<Vec<u8>> = b.tick(there, now).await?.messages.into_iter().map(|m| m.message).collect();
         if to_there.is_empty() && to_here.is_empty() {
-            return Ok((rounds, a.stats(), b.stats()));
+            return Ok(Reconciled {
+                rounds,
+                here: a.stats(),
+                there: b.stats(),
+                unavailable_here: a.unavailable(here),
+                unavailable_there: b.unavailable(there),
+            });
         }
         while !to_there.is_empty() || !to_here.is_empty() {
             rounds += 1;

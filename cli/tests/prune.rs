@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, ok};
+use common::{fails, ok, run};
 use serde_json::Value;
 
 #[test]
@@ -57,4 +57,32 @@ fn prune_without_a_count_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
     let err = fails(tmp.path(), &["prune"]);
     assert!(err.contains("--keep"), "{err}");
+}
+
+/// `sync --with` a pruned store: the fresh side is told the parent it lacks
+/// (below the kept events, which wait for it) was pruned, and says so, with
+/// a clear error; nothing either side held is lost.
+#[test]
+fn sync_with_a_pruned_store_names_what_it_cannot_supply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["--store", "full", "init", "--genesis", "\"pruned peer\""]);
+    for i in 0..6 {
+        ok(d, &["--store", "full", "append", &format!("{{\"n\": {i}}}")]);
+    }
+    ok(d, &["--store", "full", "prune", "--keep", "2"]);
+    ok(d, &["--store", "fresh", "init", "--genesis", "\"pruned peer\""]);
+    for _ in 0..2 {
+        let out = run(d, &["--store", "fresh", "sync", "--with", "full"]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{stdout}");
+        assert!(stdout.contains("unavailable here: 1 event the store there pruned"), "{stdout}");
+        assert_eq!(
+            stderr.trim(),
+            "error: the stores did not converge: 1 event pruned where it was asked for",
+            "{stdout}"
+        );
+        // The pruned side loses nothing.
+        assert_eq!(ok(d, &["--store", "full", "log", "--json"]).lines().count(), 7);
+    }
 }
