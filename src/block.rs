@@ -148,7 +148,7 @@ impl std::hash::Hasher for KeyedHasher {
 /// multiplication is a call to a library routine that returns through
 /// memory, a fifth of the in-memory store's time per append) the same value
 /// from four 32 × 32 → 64-bit products, which wasm's 64-bit integers compute
-/// natively: [`fold_mul_limbs`].
+/// natively (`fold_mul_limbs`).
 #[inline]
 pub(crate) fn fold_mul(a: u64, b: u64) -> u64 {
     #[cfg(target_pointer_width = "64")]
