@@ -572,8 +572,7 @@ impl DigestHasher {
     fn hash(&self, d: &Digest) -> u64 {
         let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
         let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
-        let m = u128::from(w0 ^ self.k0) * u128::from(w1 ^ self.k1);
-        (m as u64) ^ ((m >> 64) as u64)
+        crate::block::fold_mul(w0 ^ self.k0, w1 ^ self.k1)
     }
 }
 

@@ -14,13 +14,17 @@
 // - encode: the payload's DAG-CBOR bytes written in JS (`encodePayload`);
 // - hash: BLAKE3 of an event block and its CID string (`cidOf`), in wasm;
 // - append_encoded: `await replica.appendEncoded(bytes)` of payloads already
-//   encoded (the wasm side of an append: the bytes copied in, the event
-//   written, hashed, committed to the store, indexed, the CID string out, a
-//   promise);
-// - append: the whole `await replica.append(data)`.
-// The rest of append_encoded, beyond call, hash and await, is the core's own
-// work (event bytes, the store's commit, the DAG index): native code does
-// the same in `cargo run --release --example wasm_native_append`.
+//   encoded (the bytes copied in by wasm-bindgen's glue, the event written,
+//   hashed, committed to the store, indexed, the CID string out through the
+//   glue, a promise made in wasm);
+// - append: the whole `await replica.append(data)` (the payload encoded
+//   straight into wasm memory, the append finished within the call on the
+//   in-memory store, the CID text read back from wasm memory: see
+//   wasm/src/staging.rs);
+// - core: append minus encode, hash, call and await: the core's own work
+//   (event bytes, the store's commit, the DAG index) and the little glue
+//   left. Native code does the same in
+//   `cargo run --release --example wasm_native_append`.
 
 import { parseArgs } from 'node:util'
 import { Replica, cidOf } from '../js/node.js'
@@ -77,7 +81,7 @@ const main = async () => {
   })
   parts.append_encoded = await appendRuns((r, i) => r.appendEncoded(encoded[i]))
   parts.append = await appendRuns((r, i) => r.append(datas[i]))
-  parts.core = parts.append_encoded - parts.call - parts.hash - parts.await
+  parts.core = parts.append - parts.encode - parts.call - parts.hash - parts.await
 
   for (const [part, ns] of Object.entries(parts)) {
     const row = { metric: 'wasm_append_part', part, events: n, ns_per_event: Math.round(ns) }

@@ -31,7 +31,8 @@
 // - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
 // - wasm_append_baseline, wasm_append_many_baseline (with --baseline DIR,
 //   the wasm/ folder of another commit with its package built): that
-//   build's rates in this same process, and this build's speedup over it.
+//   build's rates in this same process (its runs alternating with this
+//   build's), and this build's speedup over it.
 //
 // Every rate twice: by the wall clock (events_per_s, ratio) and by CPU time
 // (cpu_events_per_s, cpu_ratio: the process's user + system time in Node,
@@ -136,12 +137,21 @@ const wasmAppendRun = async (datas, many, Package = Replica) => {
   return t
 }
 
-const wasmAppendRate = async (events, many, Package = Replica) => {
-  await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)), many, Package)
+/**
+ * The best rates of `packages` (this build's Replica, and another build's
+ * with --baseline), their runs interleaved so that a change in the
+ * machine's load falls on both alike.
+ */
+const wasmAppendRates = async (events, many, packages) => {
+  for (const Package of packages) {
+    await wasmAppendRun(Array.from({ length: 1000 }, (_, i) => eventData(i)), many, Package)
+  }
   const datas = Array.from({ length: events }, (_, i) => eventData(i))
-  const runs = []
-  for (let k = 0; k < 5; k++) runs.push(await wasmAppendRun(datas, many, Package))
-  return best(events, runs)
+  const runs = packages.map(() => [])
+  for (let k = 0; k < 5; k++) {
+    for (const [i, Package] of packages.entries()) runs[i].push(await wasmAppendRun(datas, many, Package))
+  }
+  return runs.map((r) => best(events, r))
 }
 
 /** A JS blockstore whose get() calls are counted. */
@@ -229,9 +239,14 @@ const main = async () => {
     if (values.json) console.log(JSON.stringify(row))
   }
 
-  const wasm = await wasmAppendRate(events, false)
+  // Another build of the package (another commit's wasm/, built), measured
+  // in this same process, its runs interleaved with this one's: before/after
+  // on equal terms.
+  const packages = [Replica]
+  if (values.baseline) packages.push((await import(path.resolve(values.baseline, 'js/node.js'))).Replica)
+  const [wasm, wasmBefore] = await wasmAppendRates(events, false, packages)
   const pail = await pailAppendRate(events)
-  const wasmMany = await wasmAppendRate(events, true)
+  const [wasmMany, wasmManyBefore] = await wasmAppendRates(events, true, packages)
   const appendRow = (metric, w) => ({
     metric,
     events,
@@ -247,11 +262,7 @@ const main = async () => {
   emit(appendRow('wasm_append_many', wasmMany))
 
   if (values.baseline) {
-    // Another build of the package (another commit's wasm/, built), in this
-    // same process right after this one's: before/after on equal terms.
-    const { Replica: Baseline } = await import(path.resolve(values.baseline, 'js/node.js'))
-    for (const [metric, many, now] of [['wasm_append_baseline', false, wasm], ['wasm_append_many_baseline', true, wasmMany]]) {
-      const before = await wasmAppendRate(events, many, Baseline)
+    for (const [metric, before, now] of [['wasm_append_baseline', wasmBefore, wasm], ['wasm_append_many_baseline', wasmManyBefore, wasmMany]]) {
       emit({
         metric,
         baseline: values.baseline,

@@ -3,7 +3,7 @@
 // payloads encode them here (payload.js) and hand the wasm module one byte
 // string, which is much faster than reading JS objects from inside wasm.
 
-import { encodePayload, encodePayloads, merkleClockError } from './payload.js'
+import { StagedWriter, encodePayload, encodePayloads, merkleClockError } from './payload.js'
 
 /** A promise rejected with what `f` throws, else `f`'s promise. */
 const guarded = (f) => {
@@ -22,8 +22,12 @@ const guarded = (f) => {
  */
 export const generateSecretKey = () => crypto.getRandomValues(new Uint8Array(32))
 
-/** @param {{ Replica: any }} wasm the generated module */
-export function install ({ Replica }) {
+/** @param {any} wasm the generated module */
+export function install (wasm) {
+  const { Replica } = wasm
+  /** The staging buffer's writer, made at the first append (after a browser's init). */
+  let staged = null
+
   /**
    * The genesis block (Uint8Array) of a new stream with this payload. With
    * `admins` (public keys: 32 bytes or 64 hex digits), only events signed by
@@ -38,11 +42,17 @@ export function install ({ Replica }) {
   Replica.signedEvent = ({ stream, height, parents, payload }, secretKey) =>
     Replica.signedEventEncoded(stream, height, parents, encodePayload(payload), secretKey)
 
-  /** Appends an event with this payload; resolves to its CID string. */
+  /**
+   * Appends an event with this payload; resolves to its CID string. The
+   * payload is encoded into wasm memory and the append runs in the same
+   * call when it can (the in-memory store); else it queues (appendEncoded).
+   */
   Replica.prototype.append = function append (payload) {
     // As `guarded`, without a closure per call: this is the hot path.
     try {
-      return this.appendEncoded(encodePayload(payload))
+      const w = staged ?? (staged = new StagedWriter(wasm))
+      const n = this.appendStaged(w.stage(payload))
+      return n === 0 ? wasm.takeParked() : Promise.resolve(w.cidText(n))
     } catch (e) {
       return Promise.reject(e)
     }

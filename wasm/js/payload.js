@@ -35,16 +35,21 @@ const invalid = (message) => merkleClockError('invalid_argument', message)
 
 /** A growable byte buffer, reused from call to call. */
 class Writer {
-  constructor () {
-    this.buf = new Uint8Array(4096)
+  constructor (size = 4096) {
+    this.buf = new Uint8Array(size)
     this.view = new DataView(this.buf.buffer)
     this.len = 0
   }
 
   reserve (n) {
     if (this.len + n <= this.buf.length) return
-    let size = this.buf.length * 2
+    let size = Math.max(this.buf.length * 2, 64)
     while (size < this.len + n) size *= 2
+    this.grow(size)
+  }
+
+  /** Makes `buf` at least `size` bytes, keeping the first `len`. */
+  grow (size) {
     const buf = new Uint8Array(size)
     buf.set(this.buf.subarray(0, this.len))
     this.buf = buf
@@ -244,4 +249,53 @@ export function encodePayload (value) {
   shared.len = 0
   write(shared, value, 0)
   return shared.buf.subarray(0, shared.len)
+}
+
+const textDecoder = new TextDecoder()
+
+/** The length of an event CID's text (`bafyr4i…`: CIDv1, DAG-CBOR, BLAKE3-256). */
+const EVENT_CID_TEXT = 59
+
+/**
+ * A writer over the wasm module's staging buffer (wasm/src/staging.rs):
+ * `append` encodes a payload straight into wasm memory and reads the new
+ * event's CID text from there, so nothing is copied or allocated to cross.
+ * The views are made again when wasm memory grew (which detaches them) or
+ * the buffer did; wasm keeps the buffer's bytes when it grows it.
+ */
+export class StagedWriter extends Writer {
+  /** @param {any} wasm the generated module (after its init, in browsers) */
+  constructor (wasm) {
+    super(0)
+    this.wasm = wasm
+    this.memory = wasm.wasmMemory()
+    this.bind(0)
+  }
+
+  bind (size) {
+    const at = this.wasm.stagingReserve(size)
+    const length = this.wasm.stagingLength()
+    const buffer = this.memory.buffer
+    this.buf = new Uint8Array(buffer, at, length)
+    this.view = new DataView(buffer, at, length)
+    this.cid = this.buf.subarray(0, EVENT_CID_TEXT)
+  }
+
+  grow (size) {
+    this.bind(size)
+  }
+
+  /** Encodes `value` at the start of the staging buffer; its length. */
+  stage (value) {
+    if (this.buf.byteLength === 0) this.bind(0)
+    this.len = 0
+    write(this, value, 0)
+    return this.len
+  }
+
+  /** The CID text of `n` bytes that wasm wrote at the start of the buffer. */
+  cidText (n) {
+    if (this.buf.byteLength === 0) this.bind(0)
+    return textDecoder.decode(n === EVENT_CID_TEXT ? this.cid : this.buf.subarray(0, n))
+  }
 }

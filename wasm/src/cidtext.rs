@@ -15,20 +15,21 @@ const MAX_CID: usize = 96;
 
 /// The CID's canonical string (what `Cid::to_string` prints).
 pub(crate) fn to_text(cid: &Cid) -> String {
+    with_text(cid, |text| String::from_utf8_lossy(text).into_owned())
+}
+
+/// `f` of the CID's canonical string's bytes (ASCII), without a `String`.
+pub(crate) fn with_text<R>(cid: &Cid, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut text = [0u8; 1 + MAX_CID * 8 / 5 + 1];
     match write_text(cid, &mut text) {
-        Some(n) => String::from_utf8_lossy(&text[..n]).into_owned(),
-        None => cid.to_string(),
+        Some(n) => f(&text[..n]),
+        None => f(cid.to_string().as_bytes()),
     }
 }
 
 /// The CID's canonical string as a JS string, without a `String` between.
 pub(crate) fn to_js(cid: &Cid) -> wasm_bindgen::JsValue {
-    let mut text = [0u8; 1 + MAX_CID * 8 / 5 + 1];
-    match write_text(cid, &mut text).map(|n| std::str::from_utf8(&text[..n])) {
-        Some(Ok(s)) => wasm_bindgen::JsValue::from_str(s),
-        _ => wasm_bindgen::JsValue::from_str(&cid.to_string()),
-    }
+    with_text(cid, |text| wasm_bindgen::JsValue::from_str(std::str::from_utf8(text).unwrap_or_default()))
 }
 
 /// Writes a CIDv1's base32 string into `out`; its length, or `None` for a
@@ -47,21 +48,27 @@ fn write_text(cid: &Cid, out: &mut [u8; 1 + MAX_CID * 8 / 5 + 1]) -> Option<usiz
     };
     out[0] = b'b';
     let mut at = 1;
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &byte in &raw[..n] {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out[at] = ALPHABET[((acc >> bits) & 31) as usize];
-            at += 1;
-        }
+    // Five bytes are eight characters: take them 40 bits at a time (the
+    // last group padded with zero bits).
+    let (groups, rest) = raw[..n].as_chunks::<5>();
+    for group in groups {
+        out[at..at + 8].copy_from_slice(&base32_group(group));
+        at += 8;
     }
-    if bits > 0 {
-        out[at] = ALPHABET[((acc << (5 - bits)) & 31) as usize];
-        at += 1;
+    if !rest.is_empty() {
+        let mut last = [0u8; 5];
+        last[..rest.len()].copy_from_slice(rest);
+        let chars = (rest.len() * 8).div_ceil(5);
+        out[at..at + chars].copy_from_slice(&base32_group(&last)[..chars]);
+        at += chars;
     }
     Some(at)
+}
+
+/// The eight base32 characters of five bytes.
+fn base32_group(bytes: &[u8; 5]) -> [u8; 8] {
+    let bits = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    std::array::from_fn(|i| ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize])
 }
 
 /// An event CID's binary form (v1, DAG-CBOR, BLAKE3-256: `01 71 1e 20` and

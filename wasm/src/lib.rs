@@ -9,6 +9,8 @@
 //!   `wasm/js/payload.js`) decoded, and IPLD back to JS values (`values.rs`),
 //! - CID strings written and read without detours (`cidtext.rs`),
 //! - signing keys and membership in the forms of `@noble/curves` (`keys.rs`),
+//! - a staging buffer in wasm memory for single appends' payloads and CIDs
+//!   (`staging.rs`),
 //! - a `StreamStore` over an async JS blockstore, with heads and log in a JS
 //!   meta store so a stream can be reopened (`store.rs`), and
 //! - a queue (an async mutex) per replica and per driver, so that JS may call
@@ -36,6 +38,8 @@ mod keys;
 mod replica;
 #[cfg(target_arch = "wasm32")]
 mod spawn;
+#[cfg(target_arch = "wasm32")]
+mod staging;
 #[cfg(target_arch = "wasm32")]
 mod store;
 #[cfg(all(target_arch = "wasm32", feature = "testing"))]

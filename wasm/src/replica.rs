@@ -1,9 +1,11 @@
 //! The `Replica` class: one stream on one node.
 
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
-use crate::spawn::promise as future_to_promise;
+use crate::spawn::{poll_once, promise as future_to_promise};
 use futures::lock::Mutex;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -14,6 +16,7 @@ use crate::core::{
 };
 use crate::errors::{busy, error, invalid};
 use crate::keys::{key_arg, key_js, keys_arg, member_op_js, members_js, policy_js, role_arg, secret_arg, set_auth};
+use crate::staging;
 use crate::store::JsStore;
 use crate::values::{bytes_arg, cid_arg, cid_js, cid_strings, cids_arg, from_ipld, payload_from_cbor};
 
@@ -27,6 +30,9 @@ use crate::values::{bytes_arg, cid_arg, cid_js, cid_strings, cids_arg, from_ipld
 #[wasm_bindgen(js_name = Replica)]
 pub struct JsReplica {
     pub(crate) inner: Rc<Mutex<DynReplica>>,
+    /// Whether the store is the in-memory one, whose methods never wait: an
+    /// append then finishes within the call (`appendStaged`).
+    in_memory: bool,
 }
 
 pub(crate) fn set(obj: &Object, key: &str, value: &JsValue) {
@@ -156,18 +162,21 @@ fn report_js(outcomes: &[Ingest], accepted: &[crate::core::Cid]) -> Object {
     obj
 }
 
-/// The genesis block and the store of `create` and `openOrCreate`.
-fn genesis_and_store(genesis: &JsValue, store: JsValue) -> Result<(Block, Arc<dyn StreamStore>), JsValue> {
+/// The genesis block and the store of `create` and `openOrCreate`, and
+/// whether that is the in-memory one.
+fn genesis_and_store(genesis: &JsValue, store: JsValue) -> Result<(Block, Arc<dyn StreamStore>, bool), JsValue> {
     let genesis = bytes_arg(genesis, "the genesis block")?;
-    let store: Arc<dyn StreamStore> = if store.is_undefined() || store.is_null() {
-        Arc::new(MemoryBlockstore::new())
-    } else {
-        Arc::new(JsStore::new(store)?)
-    };
-    Ok((Block::from_bytes(genesis), store))
+    let in_memory = store.is_undefined() || store.is_null();
+    let store: Arc<dyn StreamStore> =
+        if in_memory { Arc::new(MemoryBlockstore::new()) } else { Arc::new(JsStore::new(store)?) };
+    Ok((Block::from_bytes(genesis), store, in_memory))
 }
 
 impl JsReplica {
+    fn new(replica: DynReplica, in_memory: bool) -> Self {
+        JsReplica { inner: Rc::new(Mutex::new(replica)), in_memory }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&DynReplica) -> R) -> Result<R, JsValue> {
         let guard = self.inner.try_lock().ok_or_else(busy)?;
         Ok(f(&guard))
@@ -232,9 +241,9 @@ impl JsReplica {
     pub fn create(genesis: JsValue, store: JsValue) -> Promise {
         let setup = genesis_and_store(&genesis, store);
         future_to_promise(async move {
-            let (genesis, store) = setup?;
+            let (genesis, store, in_memory) = setup?;
             let replica = crate::core::create(store, &genesis).await.map_err(open_error)?;
-            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+            Ok(JsReplica::new(replica, in_memory).into())
         })
     }
 
@@ -245,9 +254,9 @@ impl JsReplica {
     pub fn open_or_create(genesis: JsValue, store: JsValue) -> Promise {
         let setup = genesis_and_store(&genesis, store);
         future_to_promise(async move {
-            let (genesis, store) = setup?;
+            let (genesis, store, in_memory) = setup?;
             let replica = crate::core::open_or_create(store, &genesis).await.map_err(open_error)?;
-            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+            Ok(JsReplica::new(replica, in_memory).into())
         })
     }
 
@@ -265,7 +274,7 @@ impl JsReplica {
         future_to_promise(async move {
             let (stream, store) = setup?;
             let replica = crate::core::open(store, &stream).await.map_err(open_error)?;
-            Ok(JsReplica { inner: Rc::new(Mutex::new(replica)) }.into())
+            Ok(JsReplica::new(replica, false).into())
         })
     }
 
@@ -344,6 +353,44 @@ impl JsReplica {
             let cid = replica.append_encoded(&payload).await.map_err(append_error)?;
             Ok(cid_js(&cid))
         })
+    }
+
+    /// `appendEncoded` of the first `len` bytes of the staging buffer
+    /// (`staging.rs`), the path of `append` (in `wasm/js/api.js`): returns
+    /// the length of the new event's CID text, written at the start of the
+    /// staging buffer. When the append cannot finish at once (a JS store, or
+    /// a call in flight on this replica) it queues as `appendEncoded` does
+    /// and returns 0; its promise is then `takeParked()`'s. Throws what
+    /// `appendEncoded`'s promise would reject with.
+    #[wasm_bindgen(js_name = appendStaged)]
+    pub fn append_staged(&self, len: u32) -> Result<u32, JsValue> {
+        if self.in_memory
+            && let Some(mut replica) = self.inner.try_lock()
+        {
+            // Nothing can wait: the lock is ours and the in-memory store's
+            // methods return at once. So the append runs here, on the staged
+            // bytes where they are, with no future boxed and no promise.
+            let done = staging::with_payload(len, |payload| poll_once(pin!(replica.append_encoded(payload))))?;
+            return match done {
+                Poll::Ready(Ok(cid)) => Ok(staging::put_cid(&cid)),
+                Poll::Ready(Err(e)) => Err(append_error(e)),
+                Poll::Pending => Err(error("store", "the in-memory store waited")),
+            };
+        }
+        let payload = staging::with_payload(len, <[u8]>::to_vec)?;
+        let inner = self.inner.clone();
+        let mut append = Box::pin(async move {
+            let mut replica = inner.lock().await;
+            replica.append_encoded(&payload).await.map_err(append_error)
+        });
+        match poll_once(append.as_mut()) {
+            Poll::Ready(Ok(cid)) => Ok(staging::put_cid(&cid)),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => {
+                staging::park(wasm_bindgen_futures::future_to_promise(async move { Ok(cid_js(&append.await?)) }));
+                Ok(0)
+            }
+        }
     }
 
     /// Appends one event per payload, each on the previous, in one store

@@ -2,6 +2,7 @@
 //! work finishes at once (the in-memory store never waits).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use js_sys::Promise;
@@ -18,10 +19,16 @@ where
     F: Future<Output = Result<JsValue, JsValue>> + 'static,
 {
     let mut future = Box::pin(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    match future.as_mut().poll(&mut cx) {
+    match poll_once(future.as_mut()) {
         Poll::Ready(Ok(v)) => Promise::resolve(&v),
         Poll::Ready(Err(e)) => Promise::reject(&e),
         Poll::Pending => future_to_promise(future),
     }
+}
+
+/// Polls `future` once, with a waker that does nothing: for a future that
+/// may finish at once, before it is handed to an executor (or, when nothing
+/// it awaits can wait, instead of one).
+pub(crate) fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
 }

@@ -111,6 +111,30 @@ test('payload bytes handed to wasm directly are checked: not DAG-CBOR, not canon
   assert.equal(await other.append({ a: 2, b: 1 }), a, 'the same block as the JS value makes')
 })
 
+test('append writes payloads straight into wasm memory: past the staging buffer, across memory growth, the blocks appendEncoded makes', async () => {
+  const { encodePayload } = await import('../js/payload.js')
+  const staged = await Replica.create(genesis)
+  const direct = await Replica.create(genesis)
+  const big = new Uint8Array(300_000).map((_, i) => i * 7)
+  const payloads = [
+    { small: 1 },
+    { bytes: big }, // the staging buffer grows (wasm keeps what was written)
+    'x'.repeat(70_000),
+    { after: 'growth' }
+  ]
+  for (const p of payloads) {
+    const cid = await staged.append(p)
+    assert.equal(cid, await direct.appendEncoded(encodePayload(p).slice()), 'the same event')
+    assert.equal(cidOf(await staged.getBlock(cid)), cid, 'the CID text read back is the block\'s')
+    // Wasm memory grows (which detaches JS's views of it) between appends.
+    await staged.appendMany(Array.from({ length: 2000 }, (_, i) => ({ filler: big.subarray(0, 100), i })))
+    await direct.appendMany(Array.from({ length: 2000 }, (_, i) => ({ filler: big.subarray(0, 100), i })))
+  }
+  await rejectsWith(staged.append({ bad: undefined }), 'invalid_argument')
+  assert.deepEqual(staged.heads(), direct.heads())
+  assert.deepEqual((await staged.get(await staged.append({ last: true }))).payload, { last: true })
+})
+
 test('ingest in any order: pending until the parents arrive', async () => {
   const alice = await Replica.create(genesis)
   const cids = await alice.appendMany(Array.from({ length: 20 }, (_, i) => ({ i })))
