@@ -179,8 +179,9 @@ pub struct Dag {
     /// The events without children, in no particular order.
     heads: Vec<u32>,
     order: Order,
-    /// How many anchors ([`Dag::insert_anchor`]) the index holds.
-    anchors: u32,
+    /// The anchors ([`Dag::insert_anchor`]), by id: a shallow replica's cut
+    /// and late events' parents, few.
+    anchors: Vec<u32>,
 }
 
 impl fmt::Debug for Dag {
@@ -214,7 +215,7 @@ impl Dag {
             hasher: DigestHasher::new(),
             heads: Vec::new(),
             order: Order::default(),
-            anchors: 0,
+            anchors: Vec::new(),
         };
         dag.push_node(&digest, 0, [].into_iter());
         Ok(dag)
@@ -456,8 +457,9 @@ impl Dag {
         {
             self.heads.swap_remove(pos);
         }
-        self.anchors += 1;
-        Ok(Inserted::New(EventId(self.push_node(&digest, height, [].into_iter()))))
+        let id = self.push_node(&digest, height, [].into_iter());
+        self.anchors.push(id);
+        Ok(Inserted::New(EventId(id)))
     }
 
     /// Whether the event is an anchor: held without its parents
@@ -468,7 +470,12 @@ impl Dag {
 
     /// Whether the index holds any anchor (a shallow replica's).
     pub fn has_anchors(&self) -> bool {
-        self.anchors > 0
+        !self.anchors.is_empty()
+    }
+
+    /// The anchors, by arrival.
+    pub fn anchors(&self) -> impl ExactSizeIterator<Item = EventId> + '_ {
+        self.anchors.iter().map(|&i| EventId(i))
     }
 
     /// Adds a node whose parents are in the index (ids ascending by CID
@@ -577,7 +584,7 @@ impl Dag {
                     floor = floor_of(&remaining);
                 }
             }
-            if stuck.is_none() && self.anchors > 0 && self.nodes.is_anchor(id) {
+            if stuck.is_none() && !self.anchors.is_empty() && self.nodes.is_anchor(id) {
                 stuck = Some(id);
             }
             for &p in self.nodes.parent_ids(id) {
@@ -687,7 +694,10 @@ impl Dag {
 
     /// Approximate heap bytes held by the index (capacity, not length).
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.heap_bytes() + self.table.allocation_size() + self.heads.capacity() * 4 + self.order.heap_bytes()
+        self.nodes.heap_bytes()
+            + self.table.allocation_size()
+            + (self.heads.capacity() + self.anchors.capacity()) * 4
+            + self.order.heap_bytes()
     }
 }
 

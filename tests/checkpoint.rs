@@ -723,8 +723,7 @@ impl Folds {
 async fn shallow(from: &R, source: &MemoryBlockstore, cp: &Checkpoint) -> R {
     let config = ReplicaConfig::default();
     let store = Arc::new(MemoryBlockstore::new());
-    let (r, fetched) =
-        Replica::bootstrap(store, source, from.stream_id(), &cp.cid, &[cp.cid], config).await.unwrap();
+    let (r, fetched) = Replica::bootstrap(store, source, from.stream_id(), &cp.cid, &[cp.cid], config).await.unwrap();
     assert_eq!(fetched.checkpoint, *cp);
     r
 }
@@ -928,5 +927,64 @@ fn a_shallow_replica_admits_late_events_by_the_skeleton_and_rejects_wrong_height
         let reopened = Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
         assert_eq!(reopened.order().collect::<Vec<_>>(), thin.order().collect::<Vec<_>>());
         assert!(reopened.is_pruned(&parent));
+    });
+}
+
+/// Syncs `a` and `b` with the ordinary protocol until both are silent,
+/// letting `thin` (which of them is shallow: `b`) admit late events after
+/// each exchange; returns every CID either side wanted and every block
+/// either side sent.
+async fn sync_with_shallow(a: &mut R, b: &mut R, cp: &Checkpoint, source: &MemoryBlockstore) -> (Vec<Cid>, Vec<Cid>) {
+    use merkle_clock::sync::{SyncState, generate_message, receive_message};
+    let (mut to_b, mut to_a) = (SyncState::with_seed(1), SyncState::with_seed(2));
+    let (mut wanted, mut sent) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let from_a = generate_message(a, &mut to_b).await.unwrap();
+        let from_b = generate_message(b, &mut to_a).await.unwrap();
+        if from_a.is_none() && from_b.is_none() {
+            return (wanted, sent);
+        }
+        for m in from_a.iter().chain(&from_b) {
+            wanted.extend(m.want.iter().copied());
+            sent.extend(m.blocks.iter().map(|bytes| merkle_clock::cid_of(bytes)));
+        }
+        if let Some(m) = from_a {
+            receive_message(b, &mut to_a, m).await.unwrap();
+        }
+        if let Some(m) = from_b {
+            receive_message(a, &mut to_b, m).await.unwrap();
+        }
+        b.admit_late(cp, source).await.unwrap();
+    }
+    panic!("no quiescence in 20 exchanges");
+}
+
+/// Events after the cut, and a late one concurrent with the checkpoint,
+/// reach a shallow replica by the ordinary sync protocol from a full peer;
+/// nobody asks for or sends an event of the checkpoint's past, and both
+/// end with the same heads and the same counter.
+#[test]
+fn a_shallow_replica_syncs_with_a_full_one_and_never_moves_the_past() {
+    block_on(async {
+        let (mut full, cp) = with_checkpoint(40).await;
+        let source = full.store().clone(); // skeleton and states: the builder's
+        let mut thin = shallow(&full, &source, &cp).await;
+        counted(&mut full, 10).await;
+        let below = full.order().nth(20).unwrap();
+        let late = Event::new(21, vec![below], "late").encode().unwrap();
+        assert_eq!(full.ingest(late.clone()).await.unwrap(), Ingest::Accepted);
+        // The shallow side writes too.
+        thin.append(&CounterOp::Increment(1000)).await.unwrap();
+        let dag = full.dag();
+        let past: HashSet<Cid> = dag.difference(&cp.parents, &[]).unwrap().into_iter().map(|id| dag.cid(id)).collect();
+        let (wanted, sent) = sync_with_shallow(&mut full, &mut thin, &cp, &source).await;
+        assert!(wanted.iter().chain(&sent).all(|c| !past.contains(c)), "the past never moves");
+        assert!(thin.contains(late.cid()) && thin.is_pruned(&below));
+        assert_eq!(thin.heads(), full.heads());
+        let mut a = Fold::resume(Counter, &thin, &cp, "counter").await.unwrap();
+        a.update(&thin).await.unwrap();
+        let mut b = Fold::new(Counter);
+        b.update(&full).await.unwrap();
+        assert_eq!(a.state(), b.state());
     });
 }

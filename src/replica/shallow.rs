@@ -38,8 +38,8 @@ use thiserror::Error;
 use super::{OpenError, Rejection, Replica, ReplicaConfig};
 use crate::auth::{MemberIndex, Members, Policy};
 use crate::block::{Block, Digest, cid_from_digest};
-use crate::error::BlockError;
 use crate::checkpoint::{self, Checkpoint, CheckpointError, skeleton};
+use crate::error::BlockError;
 use crate::event::{Header, Limits};
 use crate::store::{Blockstore, LoggedEvent, StoreError, StreamStore};
 use crate::{EventId, Ingest};
@@ -222,7 +222,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let cp = Checkpoint::from_block(&cp_block)?.ok_or(CheckpointError::NotACheckpoint { cid: *checkpoint })?;
 
         // The flagged events, in full: the membership below the cut.
-        let policy = crate::auth::policy_of(&genesis_block).map_err(|e| OpenError::Genesis(e.into()))?;
+        let policy = crate::auth::policy_of(&genesis_block).map_err(OpenError::Genesis)?;
         let mut members = match &policy {
             Policy::Open => None,
             Policy::Admins(admins) => Some(MemberIndex::new(admins.clone())),

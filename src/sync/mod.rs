@@ -269,7 +269,10 @@ const LINK_BYTES: usize = 41;
 /// Step 1: our filter of the events beyond the heads both sides last
 /// shared opens the session.
 fn open_session(dag: &Dag, state: &mut SyncState, my_heads: &[Cid], msg: &mut Message) -> Result<(), SyncError> {
-    let since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
+    let mut since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
+    // A shallow replica counts from its anchors too: the history below them
+    // is a checkpoint's, which it does not want and peers must not send.
+    since.extend(dag.anchors().map(|id| dag.cid(id)));
     let mut base = since.clone();
     base.push(dag.genesis());
     let ids = dag.difference(my_heads, &base).map_err(unknown)?;
