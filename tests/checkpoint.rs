@@ -988,3 +988,63 @@ fn a_shallow_replica_syncs_with_a_full_one_and_never_moves_the_past() {
         assert_eq!(a.state(), b.state());
     });
 }
+
+/// On a stream with admins, a shallow bootstrap trusts a checkpoint by an
+/// admin in its past, judged by the flagged membership events alone, and
+/// then judges new events by that membership: a writer granted below the
+/// cut may write after it. A writer's checkpoint is refused, and so are
+/// late events (`SignedLate`, nothing lost) and a reopen.
+#[test]
+fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_events() {
+    block_on(async {
+        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+        let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
+        let mut full = replica(&genesis).await;
+        full.set_signer(Some(admin.clone()));
+        full.grant(writer.public(), Role::Writer).await.unwrap();
+        full.set_signer(Some(writer.clone()));
+        counted(&mut full, 10).await;
+        let by_writer = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        full.set_signer(Some(admin.clone()));
+        let cp = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let source = full.store().clone();
+        let config = ReplicaConfig::default;
+        let refused = Replica::bootstrap(
+            Arc::new(MemoryBlockstore::new()),
+            source.as_ref(),
+            genesis.cid(),
+            &by_writer.cid,
+            &[],
+            config(),
+        )
+        .await;
+        assert!(matches!(
+            refused.map(|_| ()),
+            Err(ShallowError::Checkpoint(CheckpointError::Unauthorized { author, .. })) if author == Some(writer.public())
+        ));
+        let (mut thin, _) = Replica::bootstrap(
+            Arc::new(MemoryBlockstore::new()),
+            source.as_ref(),
+            genesis.cid(),
+            &cp.cid,
+            &[],
+            config(),
+        )
+        .await
+        .unwrap();
+        full.set_signer(Some(writer.clone()));
+        let after = full.append(&CounterOp::Increment(7)).await.unwrap();
+        assert_eq!(thin.ingest(full.get(&after).await.unwrap().unwrap()).await.unwrap(), Ingest::Accepted);
+        // A late event by the writer, on a branch from below the cut.
+        let mut side = replica(&genesis).await;
+        side.ingest_many(held_blocks(&full).await.into_iter().take(4).collect()).await.unwrap();
+        side.set_signer(Some(writer.clone()));
+        let late = side.append(&CounterOp::Increment(5)).await.unwrap();
+        thin.ingest(side.get(&late).await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(thin.pending().events, 1);
+        assert!(matches!(thin.admit_late(&cp, source.as_ref()).await, Err(ShallowError::SignedLate)));
+        assert_eq!(thin.pending().events, 1, "nothing lost");
+        let reopened = Replica::open(thin.store().clone(), thin.stream_id(), config()).await;
+        assert!(matches!(reopened.map(|_| ()), Err(OpenError::ShallowSigned { .. })));
+    });
+}

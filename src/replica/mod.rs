@@ -211,10 +211,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// [`OpenError::Store`] (including [`StoreError::Corrupt`] when the log,
     /// the blocks and the heads disagree).
     pub async fn open(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
-        Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await
+        let replica = Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await?;
+        if replica.members.is_some() && replica.dag.has_anchors() {
+            return Err(OpenError::ShallowSigned { stream: *stream });
+        }
+        Ok(replica)
     }
 
-    async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
+    pub(super) async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
         let mut members = Self::load_policy(&store, stream).await?;
@@ -269,7 +273,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     if let Some(index) = members.as_mut() {
                         // Never a membership event (those are not pruned): its
                         // state is its parents'; its author is not known. An
-                        // anchor's is the genesis's until `bootstrap` sets it.
+                        // anchor's is the genesis's until `bootstrap` sets it
+                        // (`open` refuses a shallow replica with admins).
                         let past = if anchor {
                             index.state(EventId::GENESIS).clone()
                         } else {

@@ -285,7 +285,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         if !cut.is_empty() {
             store.append_skeleton(genesis, &cut, &heads).await?;
         }
-        let mut replica = Self::open(store, genesis, config).await?;
+        let mut replica = Self::open_inner(store, genesis, config).await?;
         if let (Some(index), Some(state)) = (replica.members.as_mut(), state) {
             for id in replica.dag.order().filter(|id| replica.dag.is_anchor(*id)) {
                 index.set_state(id, state.clone());
