@@ -131,19 +131,7 @@ fn resident(path: &str) {
 fn build(path: &Path, events: usize) -> Replica<RedbBlockstore> {
     let store = Arc::new(RedbBlockstore::open_with(path, Durability::Eventual).expect("a new store"));
     let mut replica = block_on(Replica::create(store.clone(), &genesis(), ReplicaConfig::default())).expect("create");
-    let mut payload = vec![0u8; PAYLOAD];
-    let mut done = 0;
-    while done < events {
-        let n = BATCH.min(events - done);
-        let batch: Vec<serde_bytes::ByteBuf> = (0..n)
-            .map(|i| {
-                payload[..8].copy_from_slice(&((done + i) as u64).to_le_bytes());
-                serde_bytes::ByteBuf::from(payload.clone())
-            })
-            .collect();
-        block_on(replica.append_many(batch)).expect("append");
-        done += n;
-    }
+    append_events(&mut replica, 0, events);
     store.flush().expect("flush");
     replica
 }

@@ -7,7 +7,7 @@
 //! | part | bytes per event |
 //! | --- | --- |
 //! | digest (a column of 32-byte lines) | 32 |
-//! | height (`u32`: at most the event's id) | 4 |
+//! | height (`u32`: at most the event's id plus the greatest anchor's height) | 4 |
 //! | the only parent's id, or where a merge's parent list starts | 4, + 4 × (parents + 1) per merge |
 //! | has-children bit (how heads are known) | 1/8 |
 //! | id table: a `u32` and a control byte per bucket, at most 7/8 full | 5.7 to 11.4 |

@@ -52,12 +52,16 @@ impl Folds {
             set: Fold::new(AddWinsSet::new()),
             log: Fold::new(Log::new()),
         };
-        f.counter.update(r).await.unwrap();
-        f.map.update(r).await.unwrap();
-        f.register.update(r).await.unwrap();
-        f.set.update(r).await.unwrap();
-        f.log.update(r).await.unwrap();
+        f.update(r).await;
         f
+    }
+
+    async fn update(&mut self, r: &R) {
+        self.counter.update(r).await.unwrap();
+        self.map.update(r).await.unwrap();
+        self.register.update(r).await.unwrap();
+        self.set.update(r).await.unwrap();
+        self.log.update(r).await.unwrap();
     }
 
     async fn checkpoint(r: &mut R) -> Checkpoint {
@@ -701,11 +705,7 @@ impl Folds {
             set: Fold::resume(AddWinsSet::new(), r, cp, "set").await.unwrap(),
             log: Fold::resume(Log::new(), r, cp, "log").await.unwrap(),
         };
-        f.counter.update(r).await.unwrap();
-        f.map.update(r).await.unwrap();
-        f.register.update(r).await.unwrap();
-        f.set.update(r).await.unwrap();
-        f.log.update(r).await.unwrap();
+        f.update(r).await;
         f
     }
 
