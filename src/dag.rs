@@ -452,11 +452,7 @@ impl Dag {
         if height == 0 || height >= MAX_ANCHOR_HEIGHT {
             return Err(InsertError::AnchorOutOfRange { cid: *cid, height });
         }
-        if self.nodes.set_has_children(0)
-            && let Some(pos) = self.heads.iter().position(|&h| h == 0)
-        {
-            self.heads.swap_remove(pos);
-        }
+        self.cover_raw(0);
         let id = self.push_node(&digest, height, [].into_iter());
         self.anchors.push(id);
         Ok(Inserted::New(EventId(id)))
@@ -466,6 +462,25 @@ impl Dag {
     /// ([`Dag::insert_anchor`]).
     pub fn is_anchor(&self, id: EventId) -> bool {
         self.nodes.is_anchor(id.0)
+    }
+
+    /// Marks an event as having a child the index does not hold: an anchor
+    /// below a checkpoint's cut (an ancestor of the cut), which is never a
+    /// head.
+    pub(crate) fn cover(&mut self, id: EventId) {
+        self.cover_raw(id.0);
+    }
+
+    fn cover_raw(&mut self, id: u32) {
+        if self.nodes.set_has_children(id)
+            && let Some(pos) = self.heads.iter().position(|&h| h == id)
+        {
+            self.heads.swap_remove(pos);
+        }
+    }
+
+    pub(crate) fn is_anchor_raw(&self, id: u32) -> bool {
+        self.nodes.is_anchor(id)
     }
 
     /// Whether the index holds any anchor (a shallow replica's).

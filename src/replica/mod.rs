@@ -99,6 +99,10 @@ pub struct Replica<S: ?Sized + StreamStore> {
     /// checkpoint's skeleton and not found there, which peers may be asked
     /// for ([`Replica::admit_late`]).
     outside_cut: std::collections::HashSet<Digest>,
+    /// On a replica with anchors: events whose parents are all anchors or
+    /// the genesis, waiting for [`Replica::admit_late`] to tell whether
+    /// they are below the checkpoint's cut.
+    suspects: Vec<(Block, Header)>,
 }
 
 /// Buffers a local append reuses from call to call, so that a single append
@@ -300,6 +304,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         let mut heads = stored_heads;
         heads.sort_unstable();
+        // Anchors below a checkpoint's cut have children the log does not
+        // hold: they are heads in the index only, never in the store.
+        let covered: Vec<EventId> = dag.anchors().filter(|id| heads.binary_search(&dag.cid(*id)).is_err()).collect();
+        for id in covered {
+            dag.cover(id);
+        }
         if heads != dag.heads() {
             return Err(
                 StoreError::Corrupt(format!("stored heads of {stream} differ from the heads of its log")).into()
@@ -319,6 +329,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             verifier: auth::Verifier::default(),
             pruned,
             outside_cut: Default::default(),
+            suspects: Vec::new(),
         })
     }
 

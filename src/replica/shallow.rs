@@ -26,6 +26,15 @@
 //! Until a missing parent was looked up, a replica with anchors does not ask
 //! peers for it ([`Replica::missing`]): it may be below the cut, and nobody
 //! need hold its bytes.
+//!
+//! An event whose parents are all anchors or the genesis may itself be
+//! below the cut (a peer may send the checkpoint's past). It waits too
+//! (parked, at most [`ReplicaConfig::max_pending_events`]) until
+//! `admit_late` looks it up: in the skeleton, it joins as an anchor and its
+//! bytes are dropped; not, it is ingested. Every other event has a parent
+//! held in full (the checkpoint, an event after it or a late one), so it is
+//! outside the checkpoint's past and goes through at once. Anchors that are
+//! not in the cut are ancestors of it: never heads.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +123,16 @@ pub struct LateReport {
     pub parts: u64,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// The skeleton entry of `digest` under `checkpoint`, each part checked.
+async fn lookup<B: ?Sized + Blockstore>(
+    source: &B,
+    checkpoint: &Checkpoint,
+    digest: &Digest,
+) -> Result<Option<skeleton::SkeletonEntry>, ShallowError> {
+    let cid = cid_from_digest(digest);
+    Ok(skeleton::lookup(source, &checkpoint.skeleton, &cid).await.map_err(CheckpointError::from)?)
 }
 
 /// A source read through, counting blocks and bytes.
@@ -291,6 +310,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 index.set_state(id, state.clone());
             }
         }
+        // The checkpoint is not below its own cut.
+        replica.outside_cut.insert(crate::block::digest_of(&cp.cid).expect("an event CID"));
         match replica.ingest(cp_block).await? {
             Ingest::Accepted | Ingest::Duplicate => {}
             Ingest::Rejected(r) => return Err(r.into()),
@@ -322,48 +343,88 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         source: &B,
     ) -> Result<LateReport, ShallowError> {
         let source = Counting::new(source);
-        let mut wanted: Vec<Digest> = self
-            .pending
-            .waiting
-            .keys()
-            .filter(|d| {
-                !self.pending.events.contains_key(*d) && self.dag.find(d).is_none() && !self.outside_cut.contains(*d)
-            })
-            .copied()
-            .collect();
-        wanted.sort_unstable();
         let mut report = LateReport::default();
-        if wanted.is_empty() {
-            return Ok(report);
-        }
-        if self.members.is_some() {
-            return Err(ShallowError::SignedLate);
-        }
-        let mut anchors = Vec::new();
-        let mut outside = HashSet::new();
-        for d in wanted {
-            let cid = cid_from_digest(&d);
-            match skeleton::lookup(&source, &checkpoint.skeleton, &cid).await.map_err(CheckpointError::from)? {
-                Some(entry) => anchors.push(entry),
-                None => {
-                    outside.insert(d);
+        // Each round looks up what waits; anchoring a parent can park its
+        // waiters (their parents are then all anchors), the next round
+        // looks those up. Every round that changes nothing ends it.
+        loop {
+            let mut wanted: Vec<Digest> = self
+                .pending
+                .waiting
+                .keys()
+                .filter(|d| {
+                    !self.pending.events.contains_key(*d)
+                        && self.dag.find(d).is_none()
+                        && !self.outside_cut.contains(*d)
+                })
+                .copied()
+                .collect();
+            wanted.sort_unstable();
+            let suspects = std::mem::take(&mut self.suspects);
+            if wanted.is_empty() && suspects.is_empty() {
+                break;
+            }
+            if self.members.is_some() {
+                self.suspects = suspects;
+                return Err(ShallowError::SignedLate);
+            }
+            let mut anchors = Vec::new();
+            let mut outside = HashSet::new();
+            let mut cleared = Vec::new();
+            let looked_up: Result<(), ShallowError> = async {
+                for d in &wanted {
+                    match lookup(&source, checkpoint, d).await? {
+                        Some(entry) => anchors.push(entry),
+                        None => {
+                            outside.insert(*d);
+                        }
+                    }
                 }
+                for (block, header) in &suspects {
+                    let d = crate::block::digest_of(block.cid()).expect("event CIDs");
+                    match lookup(&source, checkpoint, &d).await? {
+                        // Below the cut: held as its skeleton, like the cut.
+                        Some(entry) if entry.height == header.height => anchors.push(entry),
+                        Some(_) | None => {
+                            outside.insert(d);
+                            cleared.push(block.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = looked_up {
+                self.suspects = suspects;
+                return Err(e);
+            }
+            report.outside += (outside.len() - cleared.len()) as u64;
+            self.outside_cut.extend(outside);
+            report.anchored += anchors.len() as u64;
+            self.anchor(&anchors, &checkpoint.parents).await?;
+            if !cleared.is_empty() {
+                self.ingest_many(cleared).await?;
             }
         }
         (report.parts, report.bytes) = source.totals();
-        report.outside = outside.len() as u64;
-        self.outside_cut.extend(outside);
+        Ok(report)
+    }
+
+    /// Adds skeleton entries as anchors (store first, index second) and
+    /// releases what waited for them. Those not in the cut are ancestors of
+    /// it: never heads.
+    async fn anchor(&mut self, anchors: &[skeleton::SkeletonEntry], cut: &[Cid]) -> Result<(), StoreError> {
         if anchors.is_empty() {
-            return Ok(report);
+            return Ok(());
         }
-        // Store first, index second.
         let entries: Vec<LoggedEvent> = anchors
             .iter()
             .map(|e| LoggedEvent { cid: e.cid, height: e.height, parents: e.parents.clone(), pruned: true })
             .collect();
         let mut heads = self.dag.heads();
-        heads.extend(entries.iter().map(|e| e.cid));
+        heads.extend(entries.iter().map(|e| e.cid).filter(|c| cut.contains(c)));
         heads.sort_unstable();
+        heads.dedup();
         self.store.append_skeleton(&self.stream, &entries, &heads).await?;
         let mut cids = Vec::with_capacity(entries.len());
         for e in &entries {
@@ -373,11 +434,36 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 .map_err(|err| StoreError::Corrupt(format!("a skeleton entry the index refuses: {err}")))?
                 .id();
             self.pruned.insert(id);
+            if !cut.contains(&e.cid) {
+                self.dag.cover(id);
+            }
             cids.push(e.cid);
         }
-        report.anchored = cids.len() as u64;
-        self.release_waiters(&cids).await?;
-        Ok(report)
+        self.release_waiters(&cids).await
+    }
+
+    /// Whether an event whose parents are all held may be in the
+    /// checkpoint's past, on a replica with anchors: every parent is an
+    /// anchor or the genesis (an event with a parent held in full, which is
+    /// the checkpoint, after it or a late event, is not), and
+    /// [`Replica::admit_late`] did not find it outside the skeleton yet.
+    pub(super) fn may_be_below_cut(&self, digest: &Digest, header: &Header) -> bool {
+        !self.outside_cut.contains(digest)
+            && header.parents.iter().all(|p| self.dag.find(p).is_some_and(|id| id == 0 || self.dag.is_anchor_raw(id)))
+    }
+
+    /// Holds an event that may be below the cut until
+    /// [`Replica::admit_late`] looks it up; at most
+    /// [`ReplicaConfig::max_pending_events`] wait, the oldest go first.
+    pub(super) fn park(&mut self, block: Block, header: Header) {
+        if self.suspects.iter().any(|(b, _)| b.cid() == block.cid()) {
+            return;
+        }
+        if self.suspects.len() >= self.config.max_pending_events.max(1) {
+            self.suspects.remove(0);
+            self.metrics.evicted += 1;
+        }
+        self.suspects.push((block, header));
     }
 
     /// Whether a missing parent may be asked of peers: always on a full
