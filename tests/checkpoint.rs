@@ -773,7 +773,9 @@ fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
                 for state in cp.states.values() {
                     pruned.store().put(source.get(state).await.unwrap().unwrap()).await.unwrap();
                 }
-                for r in [&thin, &pruned] {
+                let reopened =
+                    Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
+                for r in [&thin, &reopened, &pruned] {
                     assert_eq!(r.heads(), full.heads());
                     let held: Vec<Cid> = full.order().filter(|c| r.contains(c)).collect();
                     assert_eq!(r.order().collect::<Vec<_>>(), held);

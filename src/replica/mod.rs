@@ -241,7 +241,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 None => Vec::new(),
             };
             for (i, entry) in page.into_iter().enumerate() {
-                if entry.parents.is_empty() {
+                if entry.parents.is_empty() && entry.cid == *stream {
                     continue; // the genesis
                 }
                 let corrupt =
@@ -254,7 +254,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 // A skeleton-only entry whose parents the log does not hold
                 // is an anchor: below the checkpoint a shallow replica
                 // started from (`Replica::bootstrap`).
-                let anchor = entry.pruned && parents.iter().any(|p| dag.find(p).is_none());
+                // (`admit_late` logs anchors without parents, so they replay
+                // as anchors even when their parents are held.)
+                let anchor = entry.pruned && (parents.is_empty() || parents.iter().any(|p| dag.find(p).is_none()));
                 let inserted = if anchor {
                     dag.insert_anchor(&entry.cid, entry.height)
                 } else {

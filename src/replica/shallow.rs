@@ -277,7 +277,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 .map_err(CheckpointError::from)?
                 .ok_or(CheckpointError::UnknownParent { cid: cp.cid, parent: *parent })?;
             expected = expected.max(entry.height + 1);
-            cut.push(LoggedEvent { cid: entry.cid, height: entry.height, parents: entry.parents, pruned: true });
+            // Logged without parents: an anchor, on every replay.
+            cut.push(LoggedEvent { cid: entry.cid, height: entry.height, parents: Vec::new(), pruned: true });
         }
         if cp.height != expected {
             return Err(CheckpointError::LateHeight { cid: cp.cid, claimed: cp.height, expected }.into());
@@ -292,10 +293,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         // Everything checked: write the genesis, the blocks held in full,
         // the cut as skeleton-only entries, then take the checkpoint.
         store.commit(genesis, std::slice::from_ref(&genesis_block), &[*genesis]).await?;
-        // A flagged event of the cut is an anchor like the rest of it.
-        flagged.retain(|b| !cp.parents.contains(b.cid()));
-        flagged.extend(states);
-        store.put_many(flagged).await?;
+        // The flagged events served the trust and membership checks; they
+        // are below the cut, so they are not kept (a store logs a block it
+        // holds as held, not as a skeleton-only anchor).
+        drop(flagged);
+        store.put_many(states).await?;
         let mut heads: Vec<Cid> = cut.iter().map(|e| e.cid).collect();
         if heads.is_empty() {
             heads.push(*genesis);
@@ -348,6 +350,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         // waiters (their parents are then all anchors), the next round
         // looks those up. Every round that changes nothing ends it.
         loop {
+            let suspects = std::mem::take(&mut self.suspects);
+            let parked: HashSet<Digest> =
+                suspects.iter().filter_map(|(b, _)| crate::block::digest_of(b.cid())).collect();
             let mut wanted: Vec<Digest> = self
                 .pending
                 .waiting
@@ -356,11 +361,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     !self.pending.events.contains_key(*d)
                         && self.dag.find(d).is_none()
                         && !self.outside_cut.contains(*d)
+                        && !parked.contains(*d)
                 })
                 .copied()
                 .collect();
             wanted.sort_unstable();
-            let suspects = std::mem::take(&mut self.suspects);
             if wanted.is_empty() && suspects.is_empty() {
                 break;
             }
@@ -400,6 +405,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             }
             report.outside += (outside.len() - cleared.len()) as u64;
             self.outside_cut.extend(outside);
+            anchors.sort_unstable_by_key(|e| e.cid);
+            anchors.dedup_by_key(|e| e.cid);
             report.anchored += anchors.len() as u64;
             self.anchor(&anchors, &checkpoint.parents).await?;
             if !cleared.is_empty() {
@@ -419,7 +426,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         let entries: Vec<LoggedEvent> = anchors
             .iter()
-            .map(|e| LoggedEvent { cid: e.cid, height: e.height, parents: e.parents.clone(), pruned: true })
+            .map(|e| LoggedEvent { cid: e.cid, height: e.height, parents: Vec::new(), pruned: true })
             .collect();
         let mut heads = self.dag.heads();
         heads.extend(entries.iter().map(|e| e.cid).filter(|c| cut.contains(c)));
