@@ -92,6 +92,13 @@ impl World {
         World { rng: Rng::new(seed), replicas, adds: Vec::new(), checkpoints: Vec::new() }
     }
 
+    /// A world after 60 random steps.
+    async fn ran(seed: u64) -> World {
+        let mut w = World::new(seed).await;
+        w.run(60).await;
+        w
+    }
+
     async fn append(&mut self, i: usize) {
         let n = self.rng.below(100) as u32;
         let key = format!("k{}", self.rng.index(3));
@@ -216,8 +223,7 @@ fn qc(tests: u64) -> QuickCheck {
 fn prop_fold_resumed_from_any_checkpoint_equals_fold_from_genesis() {
     fn p(seed: u64) -> bool {
         block_on(async {
-            let mut w = World::new(seed).await;
-            w.run(60).await;
+            let w = World::ran(seed).await;
             let mut rng = Rng::new(seed ^ 0x5eed);
             let r0 = &w.replicas[0];
             for (builder, cp) in &w.checkpoints {
@@ -243,8 +249,7 @@ fn worlds_have_late_events_below_checkpoints() {
     block_on(async {
         let mut late = 0;
         for seed in 0..10 {
-            let mut w = World::new(seed).await;
-            w.run(60).await;
+            let w = World::ran(seed).await;
             let dag = w.replicas[0].dag();
             for (_, cp) in &w.checkpoints {
                 let top = cp.parents.iter().map(|p| dag.height(dag.id(p).unwrap())).max().unwrap();
@@ -288,17 +293,24 @@ fn the_log_puts_a_late_event_at_its_place() {
     });
 }
 
+/// A stream with an admin (key seed 1) who granted a writer (seed 2): the
+/// admin, the writer, the genesis and the admin's replica.
+async fn team() -> (Signer, Signer, Block, R) {
+    let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+    let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
+    let mut r = replica(&genesis).await;
+    r.set_signer(Some(admin.clone()));
+    r.grant(writer.public(), Role::Writer).await.unwrap();
+    (admin, writer, genesis, r)
+}
+
 /// Who may write a checkpoint on a stream with admins: an admin in its past.
 /// A writer's checkpoint is an ordinary event (the stream takes it) that
 /// nobody trusts; `latest` passes over it.
 #[test]
 fn a_checkpoint_by_a_writer_is_not_trusted() {
     block_on(async {
-        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-        let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
-        let mut r = replica(&genesis).await;
-        r.set_signer(Some(admin.clone()));
-        r.grant(writer.public(), Role::Writer).await.unwrap();
+        let (admin, writer, _, mut r) = team().await;
         let by_admin = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
         r.set_signer(Some(writer.clone()));
         let by_writer = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
@@ -754,8 +766,7 @@ async fn feed(to: &mut R, mut blocks: Vec<Block>, cp: Option<(&Checkpoint, &Memo
 fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
     fn p(seed: u64) -> bool {
         block_on(async {
-            let mut w = World::new(seed).await;
-            w.run(60).await;
+            let w = World::ran(seed).await;
             let mut rng = Rng::new(seed ^ 0x5a11);
             let full = &w.replicas[0];
             let genesis_fold = Folds::of(full).await;
@@ -997,11 +1008,7 @@ fn a_shallow_replica_syncs_with_a_full_one_and_never_moves_the_past() {
 #[test]
 fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_events() {
     block_on(async {
-        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-        let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
-        let mut full = replica(&genesis).await;
-        full.set_signer(Some(admin.clone()));
-        full.grant(writer.public(), Role::Writer).await.unwrap();
+        let (admin, writer, genesis, mut full) = team().await;
         full.set_signer(Some(writer.clone()));
         counted(&mut full, 10).await;
         let by_writer = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
