@@ -1055,3 +1055,36 @@ fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_event
         assert!(matches!(reopened.map(|_| ()), Err(OpenError::ShallowSigned { .. })));
     });
 }
+
+/// A shallow replica in a redb store (the CLI's): anchors are logged
+/// without parents and read back pruned, so a reopen gives the same heads,
+/// order and anchors, and a late event admitted before the reopen stays.
+#[test]
+fn a_shallow_replica_in_redb_reopens_with_its_anchors() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(30).await;
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::in_memory().unwrap());
+        let (mut thin, _) = Replica::bootstrap(
+            store.clone(),
+            r.store().as_ref(),
+            r.stream_id(),
+            &cp.cid,
+            &[cp.cid],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let below = r.order().nth(12).unwrap();
+        let late = Event::new(13, vec![below], "late").encode().unwrap();
+        thin.ingest(late.clone()).await.unwrap();
+        thin.admit_late(&cp, r.store().as_ref()).await.unwrap();
+        assert!(thin.contains(late.cid()));
+        let reopened = Replica::open(store, thin.stream_id(), ReplicaConfig::default()).await.unwrap();
+        assert_eq!(reopened.heads(), thin.heads());
+        assert_eq!(reopened.order().collect::<Vec<_>>(), thin.order().collect::<Vec<_>>());
+        assert!(reopened.is_pruned(&below) && reopened.dag().is_anchor(reopened.dag().id(&below).unwrap()));
+        let mut a = Fold::resume(Counter, &reopened, &cp, "counter").await.unwrap();
+        a.update(&reopened).await.unwrap();
+        assert_eq!(*a.state(), (0..30).sum::<i128>()); // the late event is not a counter op
+    });
+}
