@@ -572,12 +572,13 @@ impl Dag {
     }
 
     /// Whether every target is an ancestor of (or one of) the `from` events.
-    /// The genesis is every event's ancestor. A walk that pops an anchor
+    /// The genesis is every event's ancestor (anchors' too). A walk that pops an anchor
     /// above the lowest target still looked for cannot tell.
     fn covers(&self, from: &[u32], targets: &[u32]) -> Cover {
         // A set, so that each step of the walk tests membership in O(1) even
         // when a clock holds a thousand heads.
-        let mut remaining: HashSet<u32> = targets.iter().copied().filter(|&t| t != 0).collect();
+        // The genesis is in the history of any event (not of an empty set).
+        let mut remaining: HashSet<u32> = targets.iter().copied().filter(|&t| t != 0 || from.is_empty()).collect();
         if remaining.is_empty() {
             return Cover::Yes;
         }
