@@ -1,7 +1,7 @@
 //! What bounded history costs and saves (issue "Bounded history"):
 //!
 //! ```text
-//! cargo run --release --example history_report [-- --json] [--quick] [--events N] [--keep K]
+//! cargo run --release --example history_report [-- --json] [--quick] [--events N] [--keep K] [--shallow-only]
 //! ```
 //!
 //! - `pruned_bytes_per_event`: a stream of 1,000,000 events with 128-byte
@@ -23,21 +23,32 @@
 //! - `prune`: the seconds `Replica::prune` takes for those events (one
 //!   atomic redb transaction, fsynced), wall time.
 //!
-//! `--quick`: 100,000 events (for CI). `--json` prints one JSON object per
-//! line: `{"metric":"pruned_bytes_per_event","disk":…,"resident":…,…}` and
-//! `{"metric":"prune","events":…,"seconds":…}`.
+//! - `shallow_bootstrap`: the same stream (in memory stores), with a
+//!   checkpoint after 99% of it (990,000 events; no reducer states, so the
+//!   figure is the history's cost alone) and 1% after it. A new replica
+//!   syncs it in full from the writer by the sync protocol (**full_sync_bytes**:
+//!   every encoded message, both ways; **full_sync_seconds**), and another
+//!   one starts from the checkpoint (`Replica::bootstrap`: the genesis, the
+//!   checkpoint, the flagged tree, one skeleton lookup per cut event) and
+//!   then syncs the rest by the same protocol (**bytes**: the blocks the
+//!   bootstrap fetched plus every message; **seconds**). Same run, so
+//!   **bytes_ratio** = bytes / full_sync_bytes (goal: at most 0.1).
 //!
-//! (The shallow-bootstrap figure of the same issue is a separate function
-//! added beside these.)
+//! `--quick`: 100,000 events (for CI). `--json` prints one JSON object per
+//! line: `{"metric":"pruned_bytes_per_event","disk":…,"resident":…,…}`,
+//! `{"metric":"prune","events":…,"seconds":…}` and
+//! `{"metric":"shallow_bootstrap","bytes":…,"full_sync_bytes":…,"bytes_ratio":…,"seconds":…,"full_sync_seconds":…}`.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::executor::block_on;
+use merkle_clock::checkpoint::{self, CheckpointConfig};
 use merkle_clock::replica::PrunePolicy;
 use merkle_clock::store::{Durability, RedbBlockstore, RedbConfig};
-use merkle_clock::{Block, Cid, Event, Replica, ReplicaConfig, StreamStore};
+use merkle_clock::sync::{SyncState, generate_message, receive_message};
+use merkle_clock::{Block, Cid, Event, MemoryBlockstore, Replica, ReplicaConfig, StreamStore};
 
 /// The payload of every event: 128 bytes.
 const PAYLOAD: usize = 128;
@@ -53,6 +64,8 @@ struct Args {
     keep: usize,
     resident: Option<String>,
     cache_bytes: usize,
+    /// Only the `shallow_bootstrap` row.
+    shallow_only: bool,
 }
 
 fn args() -> Args {
@@ -62,6 +75,7 @@ fn args() -> Args {
         keep: 10_000,
         resident: None,
         cache_bytes: RedbConfig::default().cache_bytes,
+        shallow_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -75,8 +89,11 @@ fn args() -> Args {
             "--keep" => a.keep = number("--keep"),
             "--resident" => a.resident = it.next(),
             "--cache-bytes" => a.cache_bytes = number("--cache-bytes"),
+            "--shallow-only" => a.shallow_only = true,
             other => {
-                panic!("unknown argument {other}; usage: history_report [--json] [--quick] [--events N] [--keep K]")
+                panic!(
+                    "unknown argument {other}; usage: history_report [--json] [--quick] [--events N] [--keep K] [--shallow-only]"
+                )
             }
         }
     }
@@ -131,19 +148,7 @@ fn resident(path: &str, cache_bytes: usize) {
 fn build(path: &Path, events: usize) -> Replica<RedbBlockstore> {
     let store = Arc::new(RedbBlockstore::open_with(path, Durability::Eventual).expect("a new store"));
     let mut replica = block_on(Replica::create(store.clone(), &genesis(), ReplicaConfig::default())).expect("create");
-    let mut payload = vec![0u8; PAYLOAD];
-    let mut done = 0;
-    while done < events {
-        let n = BATCH.min(events - done);
-        let batch: Vec<serde_bytes::ByteBuf> = (0..n)
-            .map(|i| {
-                payload[..8].copy_from_slice(&((done + i) as u64).to_le_bytes());
-                serde_bytes::ByteBuf::from(payload.clone())
-            })
-            .collect();
-        block_on(replica.append_many(batch)).expect("append");
-        done += n;
-    }
+    append_events(&mut replica, 0, events);
     store.flush().expect("flush");
     replica
 }
@@ -169,8 +174,108 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (events, keep) = (args.events, args.keep.min(args.events));
-    pruned_bytes_per_event(dir.path(), events, keep, args.json);
-    // The shallow-bootstrap figure goes here, as its own function.
+    if !args.shallow_only {
+        pruned_bytes_per_event(dir.path(), events, keep, args.json);
+    }
+    shallow_bootstrap(events, events / 100, args.json);
+}
+
+/// Appends `n` events with 128-byte payloads, numbered from `from`.
+fn append_events<S: ?Sized + StreamStore>(replica: &mut Replica<S>, from: usize, n: usize) {
+    let mut payload = vec![0u8; PAYLOAD];
+    let mut done = 0;
+    while done < n {
+        let k = BATCH.min(n - done);
+        let batch: Vec<serde_bytes::ByteBuf> = (0..k)
+            .map(|i| {
+                payload[..8].copy_from_slice(&((from + done + i) as u64).to_le_bytes());
+                serde_bytes::ByteBuf::from(payload.clone())
+            })
+            .collect();
+        block_on(replica.append_many(batch)).expect("append");
+        done += k;
+    }
+}
+
+type Mem = Replica<MemoryBlockstore>;
+
+/// Syncs `to` from `from` by the sync protocol until both are silent;
+/// returns the encoded bytes of every message, both ways.
+fn sync_bytes(from: &mut Mem, to: &mut Mem) -> u64 {
+    let (mut to_to, mut to_from) = (SyncState::with_seed(1), SyncState::with_seed(2));
+    let mut bytes = 0;
+    loop {
+        let a = block_on(generate_message(from, &mut to_to)).expect("generate");
+        let b = block_on(generate_message(to, &mut to_from)).expect("generate");
+        if a.is_none() && b.is_none() {
+            return bytes;
+        }
+        if let Some(m) = a {
+            bytes += m.encode().len() as u64;
+            block_on(receive_message(to, &mut to_from, m)).expect("receive");
+        }
+        if let Some(m) = b {
+            bytes += m.encode().len() as u64;
+            block_on(receive_message(from, &mut to_to, m)).expect("receive");
+        }
+    }
+}
+
+/// The `shallow_bootstrap` row: `events` events, the last `after` of them
+/// after a checkpoint.
+fn shallow_bootstrap(events: usize, after: usize, json: bool) {
+    let t = Instant::now();
+    let store = Arc::new(MemoryBlockstore::new());
+    let mut writer = block_on(Replica::create(store.clone(), &genesis(), ReplicaConfig::default())).expect("create");
+    append_events(&mut writer, 0, events - after - 1);
+    let cp = block_on(checkpoint::build(&mut writer, &[], &CheckpointConfig::default())).expect("checkpoint");
+    append_events(&mut writer, events - after, after);
+    let built = t.elapsed();
+
+    let t = Instant::now();
+    let mut full = block_on(Replica::create(Arc::new(MemoryBlockstore::new()), &genesis(), ReplicaConfig::default()))
+        .expect("create");
+    let full_sync_bytes = sync_bytes(&mut writer, &mut full);
+    let full_sync_seconds = t.elapsed().as_secs_f64();
+    assert_eq!(full.heads(), writer.heads());
+    drop(full);
+
+    let t = Instant::now();
+    let (mut thin, fetched) = block_on(Replica::bootstrap(
+        Arc::new(MemoryBlockstore::new()),
+        store.as_ref(),
+        genesis().cid(),
+        &cp.cid,
+        &[cp.cid],
+        ReplicaConfig::default(),
+    ))
+    .expect("bootstrap");
+    let synced = sync_bytes(&mut writer, &mut thin);
+    let seconds = t.elapsed().as_secs_f64();
+    assert_eq!(thin.heads(), writer.heads());
+    let bytes = fetched.bytes + synced;
+    let bytes_ratio = bytes as f64 / full_sync_bytes as f64;
+    if json {
+        println!(
+            "{{\"metric\":\"shallow_bootstrap\",\"bytes\":{bytes},\"full_sync_bytes\":{full_sync_bytes},\
+             \"bytes_ratio\":{bytes_ratio:.4},\"seconds\":{seconds:.3},\"full_sync_seconds\":{full_sync_seconds:.3},\
+             \"bootstrap_bytes\":{},\"bootstrap_blocks\":{},\"events\":{events},\"after_checkpoint\":{}}}",
+            fetched.bytes,
+            fetched.blocks,
+            thin.len() - 1 - cp.parents.len(),
+        );
+        return;
+    }
+    println!("shallow bootstrap: {events} events ({after} after a checkpoint; built in {:.1} s)", built.as_secs_f64());
+    println!("  full sync: {full_sync_bytes} bytes in {full_sync_seconds:.2} s");
+    println!(
+        "  from the checkpoint: {bytes} bytes in {seconds:.2} s ({} blocks, {} bytes fetched by CID; {synced} bytes of sync)",
+        fetched.blocks, fetched.bytes
+    );
+    println!(
+        "  ratio: {bytes_ratio:.4} of the bytes (goal: at most 0.1), {:.3} of the time",
+        seconds / full_sync_seconds
+    );
 }
 
 /// The `pruned_bytes_per_event` and `prune` rows.

@@ -7,7 +7,7 @@
 //! | part | bytes per event |
 //! | --- | --- |
 //! | digest (a column of 32-byte lines) | 32 |
-//! | height (`u32`: at most the event's id) | 4 |
+//! | height (`u32`: at most the event's id plus the greatest anchor's height) | 4 |
 //! | the only parent's id, or where a merge's parent list starts | 4, + 4 × (parents + 1) per merge |
 //! | has-children bit (how heads are known) | 1/8 |
 //! | id table: a `u32` and a control byte per bucket, at most 7/8 full | 5.7 to 11.4 |
@@ -18,6 +18,19 @@
 //! [`Dag::children`] scans the events that arrived later. Nothing holds a
 //! pointer; every walk is a loop over a heap or a stack, never recursion, so
 //! histories can be millions deep.
+//!
+//! # Anchors
+//!
+//! A replica that starts from a checkpoint (shallow) holds events whose
+//! parents it does not: the checkpoint's cut, and the parents of late
+//! events below it. [`Dag::insert_anchor`] adds such an event with the
+//! height a verified skeleton lookup gave it and no parent edges. It costs
+//! what any event costs (its parent slot shares the genesis's empty list),
+//! and every walk simply stops at it: heads, the total order and
+//! [`Dag::difference`] are those of the events held. Two questions can
+//! need the history behind an anchor: [`Dag::is_ancestor`] and
+//! [`Dag::compare`] then answer [`Undecided`] naming the anchor, never a
+//! guess. The genesis is every event's ancestor, anchors included.
 
 // Errors name the CID they concern by value (every variant does), so they
 // are larger than clippy's default 128 bytes; they are the rare path.
@@ -33,6 +46,35 @@ use ipld_core::cid::Cid;
 
 use crate::block::{Digest, cid_from_digest, digest_of};
 use crate::error::{InsertError, UnknownEvent};
+
+/// Anchors' heights are below this (2^31), so that every height in the
+/// index fits its 32-bit column (an event's height is at most its id plus
+/// the greatest anchor height).
+pub const MAX_ANCHOR_HEIGHT: u64 = 1 << 31;
+
+/// Why [`Dag::is_ancestor`] or [`Dag::compare`] gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Undecided {
+    /// A CID asked about is not in the index.
+    #[error(transparent)]
+    Unknown(#[from] UnknownEvent),
+    /// The answer depends on history below `anchor`, an event the index
+    /// holds without its parents (a shallow replica's skeleton-only event):
+    /// the walk reached it above the height it still looked for.
+    #[error("{anchor}: the answer needs the history below this anchor, which is not held")]
+    BelowAnchor {
+        /// The anchor the walk stopped at.
+        anchor: Cid,
+    },
+}
+
+/// What [`Dag::covers`] found.
+enum Cover {
+    Yes,
+    No,
+    BelowAnchor(u32),
+}
 
 mod nodes;
 mod order;
@@ -137,6 +179,9 @@ pub struct Dag {
     /// The events without children, in no particular order.
     heads: Vec<u32>,
     order: Order,
+    /// The anchors ([`Dag::insert_anchor`]), by id: a shallow replica's cut
+    /// and late events' parents, few.
+    anchors: Vec<u32>,
 }
 
 impl fmt::Debug for Dag {
@@ -170,6 +215,7 @@ impl Dag {
             hasher: DigestHasher::new(),
             heads: Vec::new(),
             order: Order::default(),
+            anchors: Vec::new(),
         };
         dag.push_node(&digest, 0, [].into_iter());
         Ok(dag)
@@ -364,6 +410,89 @@ impl Dag {
         Some(EventId(self.push_node(digest, height, ids.iter().copied())))
     }
 
+    /// Adds an *anchor*: an event the index holds without its parents (they
+    /// are below a checkpoint's cut), at the height a verified skeleton
+    /// lookup gives ([`checkpoint::skeleton::lookup`](crate::checkpoint::skeleton::lookup)).
+    /// The caller vouches for the height, as for everything under a trusted
+    /// checkpoint. It is a head until an event names it; the genesis, an
+    /// ancestor of every event, stops being one. Idempotent at the same
+    /// height, whatever the event is held as.
+    ///
+    /// ```
+    /// use merkle_clock::{Dag, Event, Undecided};
+    /// let g = Event::genesis("stream").encode()?;
+    /// let low = Event::new(41, vec![*g.cid()], "far below").encode()?; // parents not held
+    /// let cut = Event::new(42, vec![*g.cid()], "the cut").encode()?;
+    /// let mut dag = Dag::new(*g.cid());
+    /// dag.insert_anchor(low.cid(), 41)?;
+    /// dag.insert_anchor(cut.cid(), 42)?;
+    /// let next = Event::new(43, vec![*cut.cid()], "after").encode()?;
+    /// dag.insert(next.cid(), 43, &[*cut.cid()])?;
+    /// assert!(dag.is_ancestor(cut.cid(), next.cid())?);
+    /// assert!(dag.is_ancestor(g.cid(), next.cid())?);
+    /// // Whether `low` is below `cut` is a question about history not held.
+    /// assert!(matches!(dag.is_ancestor(low.cid(), next.cid()), Err(Undecided::BelowAnchor { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`InsertError::AnchorHeight`] when the index holds the event at
+    /// another height, [`InsertError::AnchorOutOfRange`] for a height of 0
+    /// or from [`MAX_ANCHOR_HEIGHT`] on, [`InsertError::UnsupportedCid`].
+    /// Nothing changes then.
+    pub fn insert_anchor(&mut self, cid: &Cid, height: u64) -> Result<Inserted, InsertError> {
+        let digest = digest_of(cid).ok_or(InsertError::UnsupportedCid { cid: *cid })?;
+        if let Some(id) = self.find(&digest) {
+            let held = self.height_raw(id);
+            if held != height {
+                return Err(InsertError::AnchorHeight { cid: *cid, held, claimed: height });
+            }
+            return Ok(Inserted::Existing(EventId(id)));
+        }
+        if height == 0 || height >= MAX_ANCHOR_HEIGHT {
+            return Err(InsertError::AnchorOutOfRange { cid: *cid, height });
+        }
+        self.cover_raw(0);
+        let id = self.push_node(&digest, height, [].into_iter());
+        self.anchors.push(id);
+        Ok(Inserted::New(EventId(id)))
+    }
+
+    /// Whether the event is an anchor: held without its parents
+    /// ([`Dag::insert_anchor`]).
+    pub fn is_anchor(&self, id: EventId) -> bool {
+        self.nodes.is_anchor(id.0)
+    }
+
+    /// Marks an event as having a child the index does not hold: an anchor
+    /// below a checkpoint's cut (an ancestor of the cut), which is never a
+    /// head.
+    pub(crate) fn cover(&mut self, id: EventId) {
+        self.cover_raw(id.0);
+    }
+
+    fn cover_raw(&mut self, id: u32) {
+        if self.nodes.set_has_children(id)
+            && let Some(pos) = self.heads.iter().position(|&h| h == id)
+        {
+            self.heads.swap_remove(pos);
+        }
+    }
+
+    pub(crate) fn is_anchor_raw(&self, id: u32) -> bool {
+        self.nodes.is_anchor(id)
+    }
+
+    /// Whether the index holds any anchor (a shallow replica's).
+    pub fn has_anchors(&self) -> bool {
+        !self.anchors.is_empty()
+    }
+
+    /// The anchors, by arrival.
+    pub fn anchors(&self) -> impl ExactSizeIterator<Item = EventId> + '_ {
+        self.anchors.iter().map(|&i| EventId(i))
+    }
+
     /// Adds a node whose parents are in the index (ids ascending by CID
     /// bytes) and whose height is one above theirs.
     fn push_node(&mut self, digest: &Digest, height: u64, parents: impl ExactSizeIterator<Item = u32> + Clone) -> u32 {
@@ -390,7 +519,7 @@ impl Dag {
         self.table.insert_unique(hasher.hash(nodes.digest(id)), id, rehash);
     }
 
-    fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
+    pub(crate) fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
         let mut ids: Vec<u32> =
             cids.iter().map(|c| self.id(c).map(|i| i.0).ok_or(UnknownEvent { cid: *c })).collect::<Result<_, _>>()?;
         ids.sort_unstable();
@@ -402,11 +531,23 @@ impl Dag {
     /// The walk descends from `b` by height and stops below `a`'s height.
     ///
     /// # Errors
-    /// [`UnknownEvent`] if either is not in the index.
-    pub fn is_ancestor(&self, a: &Cid, b: &Cid) -> Result<bool, UnknownEvent> {
+    /// [`Undecided::Unknown`] if either is not in the index;
+    /// [`Undecided::BelowAnchor`] when the walk reaches an anchor (an event
+    /// held without its parents, [`Dag::insert_anchor`]) above `a`'s height,
+    /// so the answer lies in history the index does not hold. A full
+    /// replica's index has no anchors and always answers.
+    pub fn is_ancestor(&self, a: &Cid, b: &Cid) -> Result<bool, Undecided> {
         let a = self.id(a).ok_or(UnknownEvent { cid: *a })?;
         let b = self.id(b).ok_or(UnknownEvent { cid: *b })?;
-        Ok(self.covers(&[b.0], &[a.0]))
+        self.decide(self.covers(&[b.0], &[a.0]))
+    }
+
+    fn decide(&self, cover: Cover) -> Result<bool, Undecided> {
+        match cover {
+            Cover::Yes => Ok(true),
+            Cover::No => Ok(false),
+            Cover::BelowAnchor(anchor) => Err(Undecided::BelowAnchor { anchor: self.cid(EventId(anchor)) }),
+        }
     }
 
     /// Compares two clocks (sets of heads, or any sets of events): whether the
@@ -414,14 +555,15 @@ impl Dag {
     /// Walks only the events above the lower side's lowest height.
     ///
     /// # Errors
-    /// [`UnknownEvent`] if a CID is not in the index.
-    pub fn compare(&self, a: &[Cid], b: &[Cid]) -> Result<ClockOrder, UnknownEvent> {
+    /// [`Undecided::Unknown`] if a CID is not in the index,
+    /// [`Undecided::BelowAnchor`] as for [`Dag::is_ancestor`].
+    pub fn compare(&self, a: &[Cid], b: &[Cid]) -> Result<ClockOrder, Undecided> {
         let a = self.ids_of(a)?;
         let b = self.ids_of(b)?;
         if a == b {
             return Ok(ClockOrder::Equal);
         }
-        Ok(match (self.covers(&b, &a), self.covers(&a, &b)) {
+        Ok(match (self.decide(self.covers(&b, &a))?, self.decide(self.covers(&a, &b))?) {
             (true, true) => ClockOrder::Equal,
             (true, false) => ClockOrder::Before,
             (false, true) => ClockOrder::After,
@@ -430,28 +572,36 @@ impl Dag {
     }
 
     /// Whether every target is an ancestor of (or one of) the `from` events.
-    fn covers(&self, from: &[u32], targets: &[u32]) -> bool {
+    /// The genesis is every event's ancestor (anchors' too). A walk that pops an anchor
+    /// above the lowest target still looked for cannot tell.
+    fn covers(&self, from: &[u32], targets: &[u32]) -> Cover {
         // A set, so that each step of the walk tests membership in O(1) even
         // when a clock holds a thousand heads.
-        let mut remaining: HashSet<u32> = targets.iter().copied().collect();
+        // The genesis is in the history of any event (not of an empty set).
+        let mut remaining: HashSet<u32> = targets.iter().copied().filter(|&t| t != 0 || from.is_empty()).collect();
         if remaining.is_empty() {
-            return true;
+            return Cover::Yes;
         }
         let floor_of = |rem: &HashSet<u32>| rem.iter().map(|&t| self.nodes.height(t)).min().unwrap_or(0);
         let mut floor = floor_of(&remaining);
         let mut seen: HashSet<u32> = from.iter().copied().collect();
         let mut heap: BinaryHeap<(u32, u32)> = from.iter().map(|&f| (self.nodes.height(f), f)).collect();
+        // The highest anchor reached (the first: the heap pops by height).
+        let mut stuck: Option<u32> = None;
         while let Some((height, id)) = heap.pop() {
             if height < floor {
                 break;
             }
             if remaining.remove(&id) {
                 if remaining.is_empty() {
-                    return true;
+                    return Cover::Yes;
                 }
                 if height == floor {
                     floor = floor_of(&remaining);
                 }
+            }
+            if stuck.is_none() && !self.anchors.is_empty() && self.nodes.is_anchor(id) {
+                stuck = Some(id);
             }
             for &p in self.nodes.parent_ids(id) {
                 let h = self.nodes.height(p);
@@ -460,7 +610,12 @@ impl Dag {
                 }
             }
         }
-        false
+        // A target below an anchor reached may be in the history it does
+        // not hold.
+        match stuck {
+            Some(anchor) if self.nodes.height(anchor) > floor => Cover::BelowAnchor(anchor),
+            _ => Cover::No,
+        }
     }
 
     /// The events in the history of `from` but not in the history of `known`,
@@ -468,6 +623,11 @@ impl Dag {
     /// ignored. The walk paints both sides downwards by height and stops as
     /// soon as nothing unpainted by `known` is left, so its cost follows the
     /// size of the difference, not of the history.
+    ///
+    /// The walk stops at anchors ([`Dag::insert_anchor`]): the answer is
+    /// over the events held, and an anchor counts as known only when `known`
+    /// reaches it through held events. Anchors carry no payload, so sync
+    /// never sends one and a fold skips them.
     ///
     /// # Errors
     /// [`UnknownEvent`] if a CID of `from` is not in the index.
@@ -550,7 +710,10 @@ impl Dag {
 
     /// Approximate heap bytes held by the index (capacity, not length).
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.heap_bytes() + self.table.allocation_size() + self.heads.capacity() * 4 + self.order.heap_bytes()
+        self.nodes.heap_bytes()
+            + self.table.allocation_size()
+            + (self.heads.capacity() + self.anchors.capacity()) * 4
+            + self.order.heap_bytes()
     }
 }
 
@@ -607,6 +770,56 @@ mod tests {
         assert_eq!(dag.len(), 100_000);
         let per_event = dag.heap_bytes() as f64 / dag.len() as f64;
         assert!(per_event <= 64.0, "{per_event:.1} bytes per event");
+    }
+
+    /// A shallow index: anchors at the cut, events above them. Walks stop
+    /// at anchors; heads and order are those of the events held; a question
+    /// about history below an anchor is `BelowAnchor`, never a guess.
+    #[test]
+    fn anchors_stop_walks_and_questions_below_them_are_undecided() {
+        let g = cid(0);
+        let mut dag = Dag::new(g);
+        let (low, x, y) = (cid(1), cid(2), cid(3));
+        dag.insert_anchor(&low, 7).unwrap();
+        dag.insert_anchor(&x, 9).unwrap();
+        dag.insert_anchor(&y, 9).unwrap();
+        let before = dag.heap_bytes();
+        assert_eq!(dag.insert_anchor(&x, 9).unwrap(), Inserted::Existing(dag.id(&x).unwrap()));
+        assert!(matches!(dag.insert_anchor(&x, 8), Err(InsertError::AnchorHeight { held: 9, claimed: 8, .. })));
+        assert!(matches!(dag.insert_anchor(&cid(9), 0), Err(InsertError::AnchorOutOfRange { .. })));
+        assert!(matches!(dag.insert_anchor(&cid(9), MAX_ANCHOR_HEIGHT), Err(InsertError::AnchorOutOfRange { .. })));
+        assert_eq!(dag.heap_bytes(), before, "refused anchors change nothing");
+        let mut cut = vec![x, y];
+        cut.sort_unstable();
+        assert_eq!(dag.heads().len(), 3, "the anchors are heads, the genesis is not");
+        assert!(!dag.heads().contains(&g));
+        let c = cid(4);
+        dag.insert(&c, 10, &cut).unwrap();
+        let after = cid(5);
+        dag.insert(&after, 11, &[c]).unwrap();
+        let late = cid(6);
+        dag.insert(&late, 8, &[low]).unwrap();
+        let mut heads = vec![after, late];
+        heads.sort_unstable();
+        assert_eq!(dag.heads(), heads);
+        assert!(dag.is_anchor(dag.id(&x).unwrap()) && !dag.is_anchor(EventId::GENESIS));
+        // Order by (height, CID) over what is held.
+        let heights: Vec<u64> = dag.order().map(|i| dag.height(i)).collect();
+        assert_eq!(heights, vec![0, 7, 8, 9, 9, 10, 11]);
+        // Decidable: through held edges, the genesis, at or above a target's height.
+        assert!(dag.is_ancestor(&x, &after).unwrap());
+        assert!(dag.is_ancestor(&g, &late).unwrap());
+        assert!(!dag.is_ancestor(&after, &x).unwrap());
+        assert_eq!(dag.compare(&[x], &[after]).unwrap(), ClockOrder::Before);
+        // Undecidable: `low` may be below `x` in the history not held.
+        let below = Undecided::BelowAnchor { anchor: x.min(y) };
+        assert_eq!(dag.is_ancestor(&low, &after), Err(below.clone()));
+        assert_eq!(dag.compare(&[late], &[after]), Err(below.clone()));
+        // A held event at height 8 could be below the cut too.
+        assert_eq!(dag.is_ancestor(&late, &after), Err(below));
+        // Walks stop at anchors: the difference is over held events.
+        let diff: Vec<Cid> = dag.difference(&[after], &[x]).unwrap().into_iter().map(|i| dag.cid(i)).collect();
+        assert_eq!(diff, vec![y, c, after]);
     }
 
     /// Merges keep their parent lists aside and heads come from a bit, so

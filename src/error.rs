@@ -166,6 +166,14 @@ pub enum InsertError {
     /// The CID is not a CIDv1 DAG-CBOR BLAKE3 link.
     #[error("{cid}: not a dag-cbor blake3 CIDv1")]
     UnsupportedCid { cid: Cid },
+    /// An anchor ([`Dag::insert_anchor`](crate::Dag::insert_anchor)) the
+    /// index already holds at another height.
+    #[error("{cid}: held at height {held}, anchored at {claimed}")]
+    AnchorHeight { cid: Cid, held: u64, claimed: u64 },
+    /// An anchor's height is 0 (only the genesis is) or not below
+    /// [`MAX_ANCHOR_HEIGHT`](crate::MAX_ANCHOR_HEIGHT).
+    #[error("{cid}: an anchor at height {height}, outside 1..2^31")]
+    AnchorOutOfRange { cid: Cid, height: u64 },
 }
 
 /// A CID asked about is not in the DAG.
@@ -218,6 +226,9 @@ pub enum Error {
     /// See [`UnknownEvent`].
     #[error(transparent)]
     UnknownEvent(#[from] UnknownEvent),
+    /// See [`Undecided`](crate::Undecided).
+    #[error(transparent)]
+    Undecided(#[from] crate::Undecided),
     /// See [`StoreError`](crate::StoreError).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

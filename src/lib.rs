@@ -27,7 +27,7 @@ pub use block::{BLAKE3, Block, DAG_CBOR, cid_of, short_cid};
 pub use car::CarError;
 pub use checkpoint::CheckpointError;
 pub use crdt::FoldError;
-pub use dag::{ClockOrder, Dag, EventId, Inserted, OrderKey};
+pub use dag::{ClockOrder, Dag, EventId, Inserted, MAX_ANCHOR_HEIGHT, OrderKey, Undecided};
 pub use error::{BlockError, DecodeError, EncodeError, Error, InsertError, UnknownEvent};
 pub use event::{Event, Limits};
 pub use merge::{BlockSet, heads, merge, order};

@@ -21,9 +21,11 @@ use merkle_clock::checkpoint::{self, Checkpoint, CheckpointConfig, CheckpointErr
 use merkle_clock::crdt::{
     AddWinsSet, Counter, CounterOp, Fold, FoldError, Log, LwwMap, LwwRegister, MapOp, RegisterOp, Resumable, SetOp,
 };
-use merkle_clock::replica::PrunePolicy;
+use merkle_clock::replica::{OpenError, PrunePolicy, RejectReason, ShallowError};
 use merkle_clock::sim::SimRng as Rng;
-use merkle_clock::{Block, Blockstore, Cid, Event, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError};
+use merkle_clock::{
+    Block, Blockstore, Cid, Event, Ingest, Ipld, MemoryBlockstore, Replica, ReplicaConfig, StoreError, StreamStore,
+};
 use quickcheck::{Gen, QuickCheck};
 
 type R = Replica<MemoryBlockstore>;
@@ -50,12 +52,16 @@ impl Folds {
             set: Fold::new(AddWinsSet::new()),
             log: Fold::new(Log::new()),
         };
-        f.counter.update(r).await.unwrap();
-        f.map.update(r).await.unwrap();
-        f.register.update(r).await.unwrap();
-        f.set.update(r).await.unwrap();
-        f.log.update(r).await.unwrap();
+        f.update(r).await;
         f
+    }
+
+    async fn update(&mut self, r: &R) {
+        self.counter.update(r).await.unwrap();
+        self.map.update(r).await.unwrap();
+        self.register.update(r).await.unwrap();
+        self.set.update(r).await.unwrap();
+        self.log.update(r).await.unwrap();
     }
 
     async fn checkpoint(r: &mut R) -> Checkpoint {
@@ -84,6 +90,13 @@ impl World {
             replicas.push(replica(&genesis).await);
         }
         World { rng: Rng::new(seed), replicas, adds: Vec::new(), checkpoints: Vec::new() }
+    }
+
+    /// A world after 60 random steps.
+    async fn ran(seed: u64) -> World {
+        let mut w = World::new(seed).await;
+        w.run(60).await;
+        w
     }
 
     async fn append(&mut self, i: usize) {
@@ -210,8 +223,7 @@ fn qc(tests: u64) -> QuickCheck {
 fn prop_fold_resumed_from_any_checkpoint_equals_fold_from_genesis() {
     fn p(seed: u64) -> bool {
         block_on(async {
-            let mut w = World::new(seed).await;
-            w.run(60).await;
+            let w = World::ran(seed).await;
             let mut rng = Rng::new(seed ^ 0x5eed);
             let r0 = &w.replicas[0];
             for (builder, cp) in &w.checkpoints {
@@ -237,8 +249,7 @@ fn worlds_have_late_events_below_checkpoints() {
     block_on(async {
         let mut late = 0;
         for seed in 0..10 {
-            let mut w = World::new(seed).await;
-            w.run(60).await;
+            let w = World::ran(seed).await;
             let dag = w.replicas[0].dag();
             for (_, cp) in &w.checkpoints {
                 let top = cp.parents.iter().map(|p| dag.height(dag.id(p).unwrap())).max().unwrap();
@@ -282,17 +293,24 @@ fn the_log_puts_a_late_event_at_its_place() {
     });
 }
 
+/// A stream with an admin (key seed 1) who granted a writer (seed 2): the
+/// admin, the writer, the genesis and the admin's replica.
+async fn team() -> (Signer, Signer, Block, R) {
+    let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+    let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
+    let mut r = replica(&genesis).await;
+    r.set_signer(Some(admin.clone()));
+    r.grant(writer.public(), Role::Writer).await.unwrap();
+    (admin, writer, genesis, r)
+}
+
 /// Who may write a checkpoint on a stream with admins: an admin in its past.
 /// A writer's checkpoint is an ordinary event (the stream takes it) that
 /// nobody trusts; `latest` passes over it.
 #[test]
 fn a_checkpoint_by_a_writer_is_not_trusted() {
     block_on(async {
-        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
-        let genesis = auth::genesis(&"team", &[admin.public()]).unwrap();
-        let mut r = replica(&genesis).await;
-        r.set_signer(Some(admin.clone()));
-        r.grant(writer.public(), Role::Writer).await.unwrap();
+        let (admin, writer, _, mut r) = team().await;
         let by_admin = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
         r.set_signer(Some(writer.clone()));
         let by_writer = checkpoint::build(&mut r, &[], &CheckpointConfig::default()).await.unwrap();
@@ -686,5 +704,387 @@ fn the_skeleton_flags_membership_events_and_checkpoints() {
         let mut want = vec![*r.stream_id(), grant, first.cid];
         want.sort_by_key(|c| c.to_bytes());
         assert_eq!(flagged, want);
+    });
+}
+
+impl Folds {
+    /// The five folds resumed from `cp` on `r` and brought up to date.
+    async fn resumed(r: &R, cp: &Checkpoint) -> Folds {
+        let mut f = Folds {
+            counter: Fold::resume(Counter, r, cp, "counter").await.unwrap(),
+            map: Fold::resume(LwwMap::new(), r, cp, "map").await.unwrap(),
+            register: Fold::resume(LwwRegister::new(), r, cp, "register").await.unwrap(),
+            set: Fold::resume(AddWinsSet::new(), r, cp, "set").await.unwrap(),
+            log: Fold::resume(Log::new(), r, cp, "log").await.unwrap(),
+        };
+        f.update(r).await;
+        f
+    }
+
+    fn assert_same(&self, other: &Folds, what: &str) {
+        assert_eq!(self.counter.state(), other.counter.state(), "{what}: counter");
+        assert_eq!(self.map.state(), other.map.state(), "{what}: map");
+        assert_eq!(self.register.state(), other.register.state(), "{what}: register");
+        assert_eq!(self.set.state(), other.set.state(), "{what}: set");
+        assert_eq!(self.log.state(), other.log.state(), "{what}: log");
+    }
+}
+
+/// A shallow replica of `from`'s stream started from `cp`, whose blocks
+/// (skeleton, states, flagged events) `source` holds.
+async fn shallow(from: &R, source: &MemoryBlockstore, cp: &Checkpoint) -> R {
+    let config = ReplicaConfig::default();
+    let store = Arc::new(MemoryBlockstore::new());
+    let (r, fetched) = Replica::bootstrap(store, source, from.stream_id(), &cp.cid, &[cp.cid], config).await.unwrap();
+    assert_eq!(fetched.checkpoint, *cp);
+    r
+}
+
+/// Feeds `to` the blocks in random batches; a shallow replica looks the
+/// parents of late events up in the skeleton after each batch.
+async fn feed(to: &mut R, mut blocks: Vec<Block>, cp: Option<(&Checkpoint, &MemoryBlockstore)>, rng: &mut Rng) {
+    rng.shuffle(&mut blocks);
+    while !blocks.is_empty() {
+        let batch: Vec<Block> = blocks.drain(..blocks.len().min(1 + rng.index(8))).collect();
+        to.ingest_many(batch).await.unwrap();
+        if let Some((cp, source)) = cp {
+            to.admit_late(cp, source).await.unwrap();
+        }
+    }
+    assert_eq!(to.pending().events, 0, "nothing waits");
+}
+
+/// Issue 17's law for differently compacted replicas: a full replica, a
+/// pruned one (everything the checkpoint covers dropped) and a shallow one
+/// (started from the checkpoint), of a random history, each fed every
+/// event in random order and batches (the shallow one also those of the
+/// checkpoint's past, which it keeps as skeletons only, and late events
+/// concurrent with it), agree on the heads, on the order of the events
+/// each holds, and on the state of every ready-made reducer, resumed from
+/// the checkpoint, which equals the fold from the genesis.
+#[test]
+fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
+    fn p(seed: u64) -> bool {
+        block_on(async {
+            let w = World::ran(seed).await;
+            let mut rng = Rng::new(seed ^ 0x5a11);
+            let full = &w.replicas[0];
+            let genesis_fold = Folds::of(full).await;
+            let all = held_blocks(full).await;
+            for (builder, cp) in &w.checkpoints {
+                let source = w.replicas[*builder].store().as_ref();
+                let dag = full.dag();
+                let past: HashSet<Cid> =
+                    dag.difference(&cp.parents, &[]).unwrap().into_iter().map(|id| dag.cid(id)).collect();
+                let mut thin = shallow(full, source, cp).await;
+                feed(&mut thin, all.clone(), Some((cp, source)), &mut rng).await;
+                let mut pruned = replica(&all[0]).await;
+                feed(&mut pruned, all.clone(), None, &mut rng).await;
+                pruned.prune(PrunePolicy::Covered(cp.cid)).await.unwrap();
+                for state in cp.states.values() {
+                    pruned.store().put(source.get(state).await.unwrap().unwrap()).await.unwrap();
+                }
+                let reopened =
+                    Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
+                for r in [&thin, &reopened, &pruned] {
+                    assert_eq!(r.heads(), full.heads());
+                    let held: Vec<Cid> = full.order().filter(|c| r.contains(c)).collect();
+                    assert_eq!(r.order().collect::<Vec<_>>(), held);
+                    Folds::resumed(r, cp).await.assert_same(&genesis_fold, "resumed");
+                }
+                // The shallow replica holds the payloads of the events
+                // outside the past and of the genesis, and the skeleton of
+                // the cut and of late events' parents.
+                let genesis = *all[0].cid();
+                assert!(thin.order().all(|c| !past.contains(&c) || thin.is_pruned(&c) || c == genesis));
+                assert!(cp.parents.iter().all(|c| thin.is_pruned(c) || *c == genesis));
+            }
+            true
+        })
+    }
+    qc(20).quickcheck(p as fn(u64) -> bool);
+}
+
+/// A source that answers `cid` with other bytes (a lying peer).
+struct Lying<'a> {
+    honest: &'a MemoryBlockstore,
+    cid: Cid,
+}
+
+#[async_trait::async_trait]
+impl Blockstore for Lying<'_> {
+    async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
+        let block = self.honest.get(cid).await?;
+        if *cid != self.cid {
+            return Ok(block);
+        }
+        Ok(block.map(|b| {
+            let mut bytes = b.bytes().to_vec();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            Block::new_unchecked(*cid, bytes)
+        }))
+    }
+
+    async fn put(&self, _: Block) -> Result<(), StoreError> {
+        unreachable!("a source is only read")
+    }
+}
+
+/// A bootstrap of `genesis` from `source`, which must fail before writing
+/// anything.
+async fn refused(source: &Lying<'_>, genesis: Cid, cp: &Checkpoint, trusted: &[Cid]) -> ShallowError {
+    let store = Arc::new(MemoryBlockstore::new());
+    let out = Replica::bootstrap(store.clone(), source, &genesis, &cp.cid, trusted, ReplicaConfig::default()).await;
+    assert_eq!(store.heads(&genesis).await.unwrap(), None, "nothing written");
+    out.map(|_| ()).unwrap_err()
+}
+
+/// Every hostile source a shallow bootstrap meets is a typed error, found
+/// before anything is written: a checkpoint nobody named, a skeleton part
+/// that does not hash (the cut's lookup), a state block that does not hash,
+/// a missing block, and a checkpoint event whose bytes do not hash.
+#[test]
+fn a_shallow_bootstrap_refuses_hostile_sources_and_writes_nothing() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(40).await;
+        let honest = r.store().as_ref();
+        let genesis = *r.stream_id();
+        let lie = |cid| Lying { honest, cid };
+        let other = Event::genesis("unrelated").encode().unwrap();
+        assert!(matches!(
+            refused(&lie(*other.cid()), genesis, &cp, &[]).await,
+            ShallowError::Checkpoint(CheckpointError::Untrusted { cid }) if cid == cp.cid
+        ));
+        assert!(matches!(
+            refused(&lie(cp.skeleton), genesis, &cp, &[cp.cid]).await,
+            ShallowError::Checkpoint(CheckpointError::Skeleton(SkeletonError::Hash { cid, .. })) if cid == cp.skeleton
+        ));
+        let state = cp.states["counter"];
+        assert!(matches!(
+            refused(&lie(state), genesis, &cp, &[cp.cid]).await,
+            ShallowError::Checkpoint(CheckpointError::StateHash { cid, .. }) if cid == state
+        ));
+        assert!(matches!(refused(&lie(cp.cid), genesis, &cp, &[cp.cid]).await, ShallowError::Block(_)));
+        let empty = MemoryBlockstore::new();
+        let store = Arc::new(MemoryBlockstore::new());
+        let missing = Replica::bootstrap(store, &empty, &genesis, &cp.cid, &[cp.cid], ReplicaConfig::default()).await;
+        assert!(matches!(missing.map(|_| ()), Err(ShallowError::Missing { cid }) if cid == genesis));
+        // The honest source works, and a second bootstrap into the same store is refused.
+        let store = Arc::new(MemoryBlockstore::new());
+        let (thin, _) =
+            Replica::bootstrap(store.clone(), honest, &genesis, &cp.cid, &[cp.cid], ReplicaConfig::default())
+                .await
+                .unwrap();
+        assert_eq!(thin.heads(), r.heads());
+        let again = Replica::bootstrap(store, honest, &genesis, &cp.cid, &[cp.cid], ReplicaConfig::default()).await;
+        assert!(matches!(again.map(|_| ()), Err(ShallowError::Open(OpenError::StreamExists { .. }))));
+    });
+}
+
+/// A late event (concurrent with the checkpoint) reaches a shallow replica:
+/// it waits, and nobody is asked for its parent (it may be below the cut);
+/// `admit_late` finds the parent in the skeleton, which joins as an anchor
+/// at the skeleton's height, and the event is accepted. One whose claimed
+/// height disagrees with the skeleton's is rejected, naming the rule; a
+/// skeleton part that does not hash is a typed error and changes nothing.
+#[test]
+fn a_shallow_replica_admits_late_events_by_the_skeleton_and_rejects_wrong_heights() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(20).await;
+        let source = r.store().as_ref();
+        let mut thin = shallow(&r, source, &cp).await;
+        let parent = r.order().nth(9).unwrap(); // height 9, below the cut
+        let honest = Event::new(10, vec![parent], "late").encode().unwrap();
+        let lying = Event::new(12, vec![parent], "late and lying").encode().unwrap();
+        thin.ingest_many(vec![honest.clone(), lying.clone()]).await.unwrap();
+        assert_eq!(thin.pending().events, 2);
+        assert!(thin.missing().is_empty(), "a parent that may be below the cut is not asked for");
+        let bad = Lying { honest: source, cid: cp.skeleton };
+        assert!(matches!(
+            thin.admit_late(&cp, &bad).await,
+            Err(ShallowError::Checkpoint(CheckpointError::Skeleton(SkeletonError::Hash { .. })))
+        ));
+        assert_eq!((thin.pending().events, thin.contains(&parent)), (2, false), "nothing changed");
+        let report = thin.admit_late(&cp, source).await.unwrap();
+        assert_eq!((report.anchored, report.outside), (1, 0));
+        assert!(report.parts >= 3 && report.bytes > 0);
+        assert!(thin.contains(honest.cid()) && thin.is_pruned(&parent) && !thin.contains(lying.cid()));
+        assert!(matches!(thin.get(&parent).await, Err(StoreError::Pruned { .. })));
+        let parent_id = thin.dag().id(&parent).unwrap();
+        assert_eq!(thin.dag().height(parent_id), 9);
+        match thin.ingest(lying.clone()).await.unwrap() {
+            Ingest::Rejected(rej) => assert_eq!(rej.reason(), RejectReason::Height),
+            other => panic!("{other:?}"),
+        }
+        // A parent that is not below the cut is asked for after the lookup.
+        let stranger = Event::new(5, vec![*honest.cid()], "elsewhere").encode().unwrap();
+        let child = Event::new(6, vec![*stranger.cid()], "child").encode().unwrap();
+        thin.ingest(child).await.unwrap();
+        assert!(thin.missing().is_empty());
+        assert_eq!(thin.admit_late(&cp, source).await.unwrap().outside, 1);
+        assert_eq!(thin.missing(), vec![*stranger.cid()]);
+        // Both the full replica and the shallow one take the honest event alike.
+        let mut full = replica(&r.get(r.stream_id()).await.unwrap().unwrap()).await;
+        full.ingest_many(held_blocks(&r).await).await.unwrap();
+        full.ingest(honest).await.unwrap();
+        assert_eq!(thin.heads(), full.heads());
+        let mut a = Fold::resume(Counter, &thin, &cp, "counter").await.unwrap();
+        a.update(&thin).await.unwrap();
+        let mut b = Fold::new(Counter);
+        b.update(&full).await.unwrap();
+        assert_eq!(a.state(), b.state());
+        // Reopening keeps the anchors.
+        let reopened = Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
+        assert_eq!(reopened.order().collect::<Vec<_>>(), thin.order().collect::<Vec<_>>());
+        assert!(reopened.is_pruned(&parent));
+    });
+}
+
+/// Syncs `a` and `b` with the ordinary protocol until both are silent,
+/// letting `thin` (which of them is shallow: `b`) admit late events after
+/// each exchange; returns every CID either side wanted and every block
+/// either side sent.
+async fn sync_with_shallow(a: &mut R, b: &mut R, cp: &Checkpoint, source: &MemoryBlockstore) -> (Vec<Cid>, Vec<Cid>) {
+    use merkle_clock::sync::{SyncState, generate_message, receive_message};
+    let (mut to_b, mut to_a) = (SyncState::with_seed(1), SyncState::with_seed(2));
+    let (mut wanted, mut sent) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let from_a = generate_message(a, &mut to_b).await.unwrap();
+        let from_b = generate_message(b, &mut to_a).await.unwrap();
+        if from_a.is_none() && from_b.is_none() {
+            return (wanted, sent);
+        }
+        for m in from_a.iter().chain(&from_b) {
+            wanted.extend(m.want.iter().copied());
+            sent.extend(m.blocks.iter().map(|bytes| merkle_clock::cid_of(bytes)));
+        }
+        if let Some(m) = from_a {
+            receive_message(b, &mut to_a, m).await.unwrap();
+        }
+        if let Some(m) = from_b {
+            receive_message(a, &mut to_b, m).await.unwrap();
+        }
+        b.admit_late(cp, source).await.unwrap();
+    }
+    panic!("no quiescence in 20 exchanges");
+}
+
+/// Events after the cut, and a late one concurrent with the checkpoint,
+/// reach a shallow replica by the ordinary sync protocol from a full peer;
+/// nobody asks for or sends an event of the checkpoint's past, and both
+/// end with the same heads and the same counter.
+#[test]
+fn a_shallow_replica_syncs_with_a_full_one_and_never_moves_the_past() {
+    block_on(async {
+        let (mut full, cp) = with_checkpoint(40).await;
+        let source = full.store().clone(); // skeleton and states: the builder's
+        let mut thin = shallow(&full, &source, &cp).await;
+        counted(&mut full, 10).await;
+        let below = full.order().nth(20).unwrap();
+        let late = Event::new(21, vec![below], "late").encode().unwrap();
+        assert_eq!(full.ingest(late.clone()).await.unwrap(), Ingest::Accepted);
+        // The shallow side writes too.
+        thin.append(&CounterOp::Increment(1000)).await.unwrap();
+        let dag = full.dag();
+        let past: HashSet<Cid> = dag.difference(&cp.parents, &[]).unwrap().into_iter().map(|id| dag.cid(id)).collect();
+        let (wanted, sent) = sync_with_shallow(&mut full, &mut thin, &cp, &source).await;
+        assert!(wanted.iter().chain(&sent).all(|c| !past.contains(c)), "the past never moves");
+        assert!(thin.contains(late.cid()) && thin.is_pruned(&below));
+        assert_eq!(thin.heads(), full.heads());
+        let mut a = Fold::resume(Counter, &thin, &cp, "counter").await.unwrap();
+        a.update(&thin).await.unwrap();
+        let mut b = Fold::new(Counter);
+        b.update(&full).await.unwrap();
+        assert_eq!(a.state(), b.state());
+    });
+}
+
+/// On a stream with admins, a shallow bootstrap trusts a checkpoint by an
+/// admin in its past, judged by the flagged membership events alone, and
+/// then judges new events by that membership: a writer granted below the
+/// cut may write after it. A writer's checkpoint is refused, and so are
+/// late events (`SignedLate`, nothing lost) and a reopen.
+#[test]
+fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_events() {
+    block_on(async {
+        let (admin, writer, genesis, mut full) = team().await;
+        full.set_signer(Some(writer.clone()));
+        counted(&mut full, 10).await;
+        let by_writer = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        full.set_signer(Some(admin.clone()));
+        let cp = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let source = full.store().clone();
+        let config = ReplicaConfig::default;
+        let refused = Replica::bootstrap(
+            Arc::new(MemoryBlockstore::new()),
+            source.as_ref(),
+            genesis.cid(),
+            &by_writer.cid,
+            &[],
+            config(),
+        )
+        .await;
+        assert!(matches!(
+            refused.map(|_| ()),
+            Err(ShallowError::Checkpoint(CheckpointError::Unauthorized { author, .. })) if author == Some(writer.public())
+        ));
+        let (mut thin, _) = Replica::bootstrap(
+            Arc::new(MemoryBlockstore::new()),
+            source.as_ref(),
+            genesis.cid(),
+            &cp.cid,
+            &[],
+            config(),
+        )
+        .await
+        .unwrap();
+        full.set_signer(Some(writer.clone()));
+        let after = full.append(&CounterOp::Increment(7)).await.unwrap();
+        assert_eq!(thin.ingest(full.get(&after).await.unwrap().unwrap()).await.unwrap(), Ingest::Accepted);
+        // A late event by the writer, on a branch from below the cut.
+        let mut side = replica(&genesis).await;
+        side.ingest_many(held_blocks(&full).await.into_iter().take(4).collect()).await.unwrap();
+        side.set_signer(Some(writer.clone()));
+        let late = side.append(&CounterOp::Increment(5)).await.unwrap();
+        thin.ingest(side.get(&late).await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(thin.pending().events, 1);
+        assert!(matches!(thin.admit_late(&cp, source.as_ref()).await, Err(ShallowError::SignedLate)));
+        assert_eq!(thin.pending().events, 1, "nothing lost");
+        let reopened = Replica::open(thin.store().clone(), thin.stream_id(), config()).await;
+        assert!(matches!(reopened.map(|_| ()), Err(OpenError::ShallowSigned { .. })));
+    });
+}
+
+/// A shallow replica in a redb store (the CLI's): anchors are logged
+/// without parents and read back pruned, so a reopen gives the same heads,
+/// order and anchors, and a late event admitted before the reopen stays.
+#[test]
+fn a_shallow_replica_in_redb_reopens_with_its_anchors() {
+    block_on(async {
+        let (r, cp) = with_checkpoint(30).await;
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::in_memory().unwrap());
+        let (mut thin, _) = Replica::bootstrap(
+            store.clone(),
+            r.store().as_ref(),
+            r.stream_id(),
+            &cp.cid,
+            &[cp.cid],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let below = r.order().nth(12).unwrap();
+        let late = Event::new(13, vec![below], "late").encode().unwrap();
+        thin.ingest(late.clone()).await.unwrap();
+        thin.admit_late(&cp, r.store().as_ref()).await.unwrap();
+        assert!(thin.contains(late.cid()));
+        let reopened = Replica::open(store, thin.stream_id(), ReplicaConfig::default()).await.unwrap();
+        assert_eq!(reopened.heads(), thin.heads());
+        assert_eq!(reopened.order().collect::<Vec<_>>(), thin.order().collect::<Vec<_>>());
+        assert!(reopened.is_pruned(&below) && reopened.dag().is_anchor(reopened.dag().id(&below).unwrap()));
+        let mut a = Fold::resume(Counter, &reopened, &cp, "counter").await.unwrap();
+        a.update(&reopened).await.unwrap();
+        assert_eq!(*a.state(), (0..30).sum::<i128>()); // the late event is not a counter op
     });
 }

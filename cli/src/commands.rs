@@ -45,8 +45,10 @@ pub async fn run(command: Command, dir: &Path, out: &mut dyn Write) -> Result<Ex
         Command::Compare { left, right } => compare(dir, &left, &right, out).await?,
         Command::ExportCar { file } => export_car(dir, &file, out).await?,
         Command::ImportCar { file } => import_car(dir, &file, out).await?,
-        Command::Sync { with: Some(with), .. } => sync(dir, &with, out).await?,
-        Command::Sync { with: None, peer } => crate::serve::sync_peer(dir, &peer, out)?,
+        Command::Sync { with: Some(with), from_checkpoint, .. } => {
+            sync(dir, &with, from_checkpoint.as_deref(), out).await?
+        }
+        Command::Sync { with: None, peer, .. } => crate::serve::sync_peer(dir, &peer, out)?,
         Command::Serve(args) => crate::serve::run(dir, &args, out)?,
         Command::Fetch(args) => crate::fetch::run(dir, &args, out).await?,
         Command::Checkpoint(args) => crate::checkpoint::run(dir, &args, out).await?,
@@ -477,7 +479,45 @@ pub async fn import_blocks(
     Ok(())
 }
 
-async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
+/// `sync --with OTHER --from-checkpoint CID`: a new store here, started
+/// from the checkpoint (trusted: the user named it) with blocks fetched
+/// from the other store, each hashed.
+async fn start_from_checkpoint(
+    dir: &Path,
+    other: &Path,
+    checkpoint: &str,
+    out: &mut dyn Write,
+) -> Result<(Local, merkle_clock::checkpoint::Checkpoint)> {
+    let cid = Cid::try_from(checkpoint).map_err(|e| format!("{checkpoint}: not a CID ({e})"))?;
+    if dir.join(store::DB_FILE).is_file() {
+        let db = store::open_db(dir, Durability::Immediate)?;
+        if let Some(s) = store::current_stream(dir, &db).await? {
+            return Err(format!(
+                "the store at {} already holds stream {s}: start from a checkpoint into a new one",
+                dir.display()
+            )
+            .into());
+        }
+    }
+    let other_db = store::open_db(other, Durability::Immediate)?;
+    let stream = store::current_stream(other, &other_db)
+        .await?
+        .ok_or_else(|| format!("the store at {} holds no stream", other.display()))?;
+    let db = Arc::new(store::create_db(dir, Durability::Immediate)?);
+    let (here, fetched) = Replica::bootstrap(db, &other_db, &stream, &cid, &[cid], Default::default()).await?;
+    store::set_stream(dir, &stream)?;
+    writeln!(
+        out,
+        "started from checkpoint {}: {} blocks, {} bytes fetched, each hashed; the {} events below it are not",
+        short_cid(&cid),
+        fetched.blocks,
+        fetched.bytes,
+        fetched.checkpoint.count
+    )?;
+    Ok((here, fetched.checkpoint))
+}
+
+async fn sync(dir: &Path, other: &Path, from_checkpoint: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let same = match (dir.canonicalize(), other.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -485,7 +525,13 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
     if same {
         return Err(format!("{} is this store: sync needs another one", other.display()).into());
     }
-    let mut here = store::open(dir).await?;
+    let (mut here, checkpoint) = match from_checkpoint {
+        Some(cp) => {
+            let (here, cp) = start_from_checkpoint(dir, other, cp, out).await?;
+            (here, Some(cp))
+        }
+        None => (store::open(dir).await?, None),
+    };
     let other_db = store::open_db(other, Durability::Immediate)?;
     let their_stream = store::current_stream(other, &other_db).await?;
     let mut there = match their_stream {
@@ -498,8 +544,22 @@ async fn sync(dir: &Path, other: &Path, out: &mut dyn Write) -> Result<()> {
         None => return Err(format!("the store at {} holds no stream", other.display()).into()),
     };
     let (before_here, before_there) = (here.len(), there.len());
-    let Reconciled { rounds, here: here_stats, there: there_stats, unavailable_here, unavailable_there } =
-        reconcile(&mut here, &mut there).await?;
+    let mut done = reconcile(&mut here, &mut there).await?;
+    // Events concurrent with the checkpoint wait for their parents below
+    // its cut: look those up in its skeleton, then sync again.
+    if let Some(cp) = &checkpoint {
+        let late = here.admit_late(cp, there.store().as_ref()).await?;
+        if late.anchored + late.outside > 0 {
+            let more = reconcile(&mut here, &mut there).await?;
+            done.rounds += more.rounds;
+            for (total, more) in [(&mut done.here, more.here), (&mut done.there, more.there)] {
+                total.messages_sent += more.messages_sent;
+                total.bytes_sent += more.bytes_sent;
+            }
+            (done.unavailable_here, done.unavailable_there) = (more.unavailable_here, more.unavailable_there);
+        }
+    }
+    let Reconciled { rounds, here: here_stats, there: there_stats, unavailable_here, unavailable_there } = done;
     let messages = here_stats.messages_sent + there_stats.messages_sent;
     let (sent, received) = (here_stats.bytes_sent, there_stats.bytes_sent);
     let equal = here.heads() == there.heads();

@@ -144,6 +144,11 @@ enum Command {
         /// The other store directory (it must hold the same stream).
         #[arg(long = "with", value_name = "PATH", required_unless_present = "peer", conflicts_with = "peer")]
         with: Option<PathBuf>,
+        /// Start this (empty) store from the checkpoint with this CID, which
+        /// you trust, fetching its blocks from the `--with` store, instead
+        /// of the whole history; then sync the events after it.
+        #[arg(long = "from-checkpoint", value_name = "CID", requires = "with")]
+        from_checkpoint: Option<String>,
         #[command(flatten)]
         peer: serve::PeerArgs,
     },

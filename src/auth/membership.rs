@@ -95,6 +95,12 @@ impl MemberIndex {
         self.authors.push(key);
     }
 
+    /// Replaces the state of an event already recorded: an anchor's, which
+    /// a shallow bootstrap learns from the flagged membership events.
+    pub(crate) fn set_state(&mut self, id: EventId, state: StateRef) {
+        self.states[id.index()] = state;
+    }
+
     /// Records the state of the event just added to the DAG as `id` whose
     /// author is not known: a pruned event, read back from its skeleton.
     pub(crate) fn push_unattributed(&mut self, id: EventId, state: StateRef) {

@@ -351,7 +351,9 @@ impl<R: Reducer> Fold<R> {
         let late: HashSet<Cid> = dag
             .difference(&dag.heads(), cut)?
             .into_iter()
-            .filter(|id| dag.height(*id) <= cut_height)
+            // Anchors (a shallow replica's skeleton-only events) are below
+            // the cut: the state holds them.
+            .filter(|id| dag.height(*id) <= cut_height && !dag.is_anchor(*id))
             .map(|id| dag.cid(id))
             .collect();
         let mut fold = Self::with_policy(reducer, policy);
@@ -400,10 +402,14 @@ impl<R: Reducer> Fold<R> {
         }
         if let Some(base) = self.base.as_mut() {
             // Every event that arrives after the cut's past is outside it
-            // (a replica holds an event's parents before the event).
+            // (a replica holds an event's parents before the event), but
+            // for anchors: a shallow replica's parents of late events,
+            // which are below the cut.
             let dag = replica.dag();
             base.late.extend(
-                dag.arrived_since(base.seen).filter(|id| dag.height(*id) <= base.cut_height).map(|id| dag.cid(id)),
+                dag.arrived_since(base.seen)
+                    .filter(|id| dag.height(*id) <= base.cut_height && !dag.is_anchor(*id))
+                    .map(|id| dag.cid(id)),
             );
             base.seen = dag.len();
         }

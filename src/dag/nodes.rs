@@ -34,10 +34,13 @@ pub(super) struct Nodes {
     digests: Column<Line>,
     /// An event's height fits in 32 bits: it is one above its parents'
     /// (the genesis is 0) and its parents have smaller ids, so it is at most
-    /// its own id, which is below 2^31.
+    /// its own id plus the greatest anchor height, both below 2^31
+    /// ([`MAX_ANCHOR_HEIGHT`](super::MAX_ANCHOR_HEIGHT)).
     heights: Column<u32>,
     /// The only parent's id, or `MULTI | i`: the parents are then
-    /// `more[i + 1..][..more[i]]` (the genesis: `more[0] == 0`).
+    /// `more[i + 1..][..more[i]]` (the genesis: `more[0] == 0`; an anchor,
+    /// whose parents the index does not hold, shares the genesis's empty
+    /// list: `MULTI | 0`).
     parents: Column<u32>,
     more: Vec<u32>,
     /// One bit per event: whether any event names it as a parent.
@@ -82,6 +85,23 @@ impl Nodes {
         &self.more[at + 1..at + 1 + n]
     }
 
+    /// Whether `id` is an anchor: an event other than the genesis with no
+    /// parents in the index.
+    #[inline]
+    pub(super) fn is_anchor(&self, id: u32) -> bool {
+        id > 0 && *self.parents.get(id) == MULTI
+    }
+
+    /// Marks `id` as having children (it is not a head); `true` if it had
+    /// none before.
+    pub(super) fn set_has_children(&mut self, id: u32) -> bool {
+        let word = &mut self.has_children[id as usize / 64];
+        let bit = 1 << (id % 64);
+        let was = *word & bit == 0;
+        *word |= bit;
+        was
+    }
+
     #[inline]
     pub(super) fn has_children(&self, id: u32) -> bool {
         self.has_children[id as usize / 64] & (1 << (id % 64)) != 0
@@ -102,9 +122,11 @@ impl Nodes {
     ) -> u32 {
         let id = self.len;
         assert!(id < MULTI, "more than 2^31 - 1 events in one stream");
-        let height = u32::try_from(height).expect("an event's height is at most its id");
+        let height = u32::try_from(height).expect("an event's height is at most its id plus an anchor's height");
         let parent = match parents.len() {
             1 => parents.clone().next().expect("one parent"),
+            // An anchor: the genesis's empty list (`more[0] == 0`).
+            0 if id > 0 => MULTI,
             n => {
                 let at = self.more.len() as u32;
                 assert!(at < MULTI, "more than 2^31 - 1 entries of merge parents in one stream");

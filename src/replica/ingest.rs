@@ -165,6 +165,10 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         if let Err(r) = height_rule(&block, &header, parents.max_height) {
             return self.reject_final(digest, r, batch);
         }
+        if self.dag.has_anchors() && self.may_be_below_cut(&digest, &header) {
+            self.park(block, header);
+            return Classified::Decided(Ingest::Pending { missing: Vec::new() });
+        }
         let state = match self.authorize(&block, &header, batch) {
             Ok(state) => state,
             Err(r) => return self.reject_final(digest, r, batch),
@@ -265,6 +269,13 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 let d = digest_of(block.cid()).expect("event CIDs");
                 // Its last missing parent just joined: every parent is known.
                 let max_height = self.parent_heights(&header, batch).max_height;
+                if self.dag.has_anchors()
+                    && height_rule(&block, &header, max_height).is_ok()
+                    && self.may_be_below_cut(&d, &header)
+                {
+                    self.park(block, header);
+                    continue;
+                }
                 let admitted =
                     height_rule(&block, &header, max_height).and_then(|()| self.authorize(&block, &header, batch));
                 match admitted {

@@ -42,12 +42,14 @@ mod ingest;
 mod outcome;
 mod pending;
 mod prune;
+mod shallow;
 mod validator;
 
 pub use config::ReplicaConfig;
 pub use cursor::{Cursor, Delta};
 pub use outcome::{AppendError, Ingest, IngestReport, Metrics, OpenError, PendingStats, RejectReason, Rejection};
 pub use prune::{PruneError, PrunePolicy, PruneReport};
+pub use shallow::{Bootstrap, LateReport, ShallowError};
 pub use validator::{EventRef, FnValidator, Validator};
 
 use ingest::Batch;
@@ -93,6 +95,14 @@ pub struct Replica<S: ?Sized + StreamStore> {
     verifier: auth::Verifier,
     /// The events whose bytes are pruned.
     pruned: PrunedSet,
+    /// On a replica with anchors (shallow): missing parents looked up in a
+    /// checkpoint's skeleton and not found there, which peers may be asked
+    /// for ([`Replica::admit_late`]).
+    outside_cut: std::collections::HashSet<Digest>,
+    /// On a replica with anchors: events whose parents are all anchors or
+    /// the genesis, waiting for [`Replica::admit_late`] to tell whether
+    /// they are below the checkpoint's cut.
+    suspects: Vec<(Block, Header)>,
 }
 
 /// Buffers a local append reuses from call to call, so that a single append
@@ -205,10 +215,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// [`OpenError::Store`] (including [`StoreError::Corrupt`] when the log,
     /// the blocks and the heads disagree).
     pub async fn open(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
-        Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await
+        let replica = Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await?;
+        if replica.members.is_some() && replica.dag.has_anchors() {
+            return Err(OpenError::ShallowSigned { stream: *stream });
+        }
+        Ok(replica)
     }
 
-    async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
+    pub(super) async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
         let mut members = Self::load_policy(&store, stream).await?;
@@ -227,7 +241,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 None => Vec::new(),
             };
             for (i, entry) in page.into_iter().enumerate() {
-                if entry.parents.is_empty() {
+                if entry.parents.is_empty() && entry.cid == *stream {
                     continue; // the genesis
                 }
                 let corrupt =
@@ -237,9 +251,18 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 for p in &entry.parents {
                     parents.push(digest_of(p).ok_or_else(corrupt)?);
                 }
-                let inserted = dag
-                    .insert_digests(&digest, entry.height, &parents)
-                    .map_err(|e| StoreError::Corrupt(format!("log of {stream} out of order: {e}")))?;
+                // A skeleton-only entry whose parents the log does not hold
+                // is an anchor: below the checkpoint a shallow replica
+                // started from (`Replica::bootstrap`).
+                // (`admit_late` logs anchors without parents, so they replay
+                // as anchors even when their parents are held.)
+                let anchor = entry.pruned && (parents.is_empty() || parents.iter().any(|p| dag.find(p).is_none()));
+                let inserted = if anchor {
+                    dag.insert_anchor(&entry.cid, entry.height)
+                } else {
+                    dag.insert_digests(&digest, entry.height, &parents)
+                }
+                .map_err(|e| StoreError::Corrupt(format!("log of {stream} out of order: {e}")))?;
                 let id = inserted.id();
                 // Pruning names events by log position: it must be the id.
                 if id.index() as u64 != page_start + i as u64 {
@@ -255,8 +278,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     pruned.insert(id);
                     if let Some(index) = members.as_mut() {
                         // Never a membership event (those are not pruned): its
-                        // state is its parents'; its author is not known.
-                        let past = index.merge_ids(dag.parents(id));
+                        // state is its parents'; its author is not known. An
+                        // anchor's is the genesis's until `bootstrap` sets it
+                        // (`open` refuses a shallow replica with admins).
+                        let past = if anchor {
+                            index.state(EventId::GENESIS).clone()
+                        } else {
+                            index.merge_ids(dag.parents(id))
+                        };
                         index.push_unattributed(id, past);
                     }
                     continue;
@@ -277,6 +306,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         let mut heads = stored_heads;
         heads.sort_unstable();
+        // Anchors below a checkpoint's cut have children the log does not
+        // hold: they are heads in the index only, never in the store.
+        let covered: Vec<EventId> = dag.anchors().filter(|id| heads.binary_search(&dag.cid(*id)).is_err()).collect();
+        for id in covered {
+            dag.cover(id);
+        }
         if heads != dag.heads() {
             return Err(
                 StoreError::Corrupt(format!("stored heads of {stream} differ from the heads of its log")).into()
@@ -295,6 +330,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             signer: None,
             verifier: auth::Verifier::default(),
             pruned,
+            outside_cut: Default::default(),
+            suspects: Vec::new(),
         })
     }
 
@@ -504,13 +541,15 @@ impl<S: ?Sized + StreamStore> Replica<S> {
 
     /// The CIDs this replica needs to make progress: parents of pending
     /// events that are neither in the DAG nor pending themselves. Hand them
-    /// to a fetcher. Ascending by CID bytes.
+    /// to a fetcher. Ascending by CID bytes. A shallow replica (one with
+    /// anchors) lists only those [`Replica::admit_late`] found are not below
+    /// its checkpoint's cut: nobody need hold the bytes of the others.
     pub fn missing(&self) -> Vec<Cid> {
         let mut out: Vec<Cid> = self
             .pending
             .waiting
             .keys()
-            .filter(|d| !self.pending.events.contains_key(*d) && self.dag.find(d).is_none())
+            .filter(|d| !self.pending.events.contains_key(*d) && self.dag.find(d).is_none() && self.may_want(d))
             .map(cid_from_digest)
             .collect();
         out.sort_unstable();
@@ -741,17 +780,23 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// payload on the same heads is the same event), or be that event: settle
     /// them as an ingest would. Found by the crdt properties.
     async fn release_after_local(&mut self, cids: &[Cid]) {
+        if let Err(e) = self.release_waiters(cids).await {
+            // The append itself is durable; the released events are dropped
+            // (their parents are all known) and come back when re-sent.
+            tracing::warn!(error = %e, "could not commit events released by a local append");
+        }
+    }
+
+    /// Releases, and commits, the pending events that waited for `cids`,
+    /// which just joined the index.
+    async fn release_waiters(&mut self, cids: &[Cid]) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         for cid in cids {
             let digest = digest_of(cid).expect("event CIDs");
             self.pending.remove(&digest);
             self.release(digest, &mut batch);
         }
-        if let Err(e) = self.commit_batch(batch).await {
-            // The append itself is durable; the released events are dropped
-            // (their parents are all known) and come back when re-sent.
-            tracing::warn!(error = %e, "could not commit events released by a local append");
-        }
+        self.commit_batch(batch).await
     }
 }
 

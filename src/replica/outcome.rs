@@ -178,6 +178,15 @@ pub enum OpenError {
         /// The stream's genesis CID.
         stream: Cid,
     },
+    /// A shallow replica ([`Replica::bootstrap`]) of a stream with admins
+    /// cannot be reopened yet: the membership below its checkpoint's cut,
+    /// which judges the events after it, is only known during the bootstrap.
+    /// Bootstrap again into a fresh store.
+    #[error("{stream}: a shallow replica of a stream with admins cannot be reopened")]
+    ShallowSigned {
+        /// The stream's genesis CID.
+        stream: Cid,
+    },
 }
 
 /// A local append failed; the replica is unchanged.

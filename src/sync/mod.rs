@@ -269,7 +269,18 @@ const LINK_BYTES: usize = 41;
 /// Step 1: our filter of the events beyond the heads both sides last
 /// shared opens the session.
 fn open_session(dag: &Dag, state: &mut SyncState, my_heads: &[Cid], msg: &mut Message) -> Result<(), SyncError> {
-    let since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
+    let mut since: Vec<Cid> = state.shared.iter().filter(|c| dag.contains(c)).copied().collect();
+    // A shallow replica counts from its anchors too: the history below them
+    // is a checkpoint's, which it does not want and peers need not send.
+    // The highest first, within the peer's cap on `since` (an anchor left
+    // out costs bytes, not correctness: a shallow replica keeps what it is
+    // sent of the past as skeletons, `Replica::admit_late`).
+    if dag.has_anchors() {
+        let mut anchors: Vec<EventId> = dag.anchors().collect();
+        anchors.sort_unstable_by_key(|id| std::cmp::Reverse(dag.height(*id)));
+        let room = state.limits.max_heads.saturating_sub(since.len());
+        since.extend(anchors.into_iter().take(room).map(|id| dag.cid(id)));
+    }
     let mut base = since.clone();
     base.push(dag.genesis());
     let ids = dag.difference(my_heads, &base).map_err(unknown)?;

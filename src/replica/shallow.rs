@@ -1,0 +1,482 @@
+//! Shallow bootstrap: a replica that starts from a trusted checkpoint
+//! instead of the genesis's whole history.
+//!
+//! [`Replica::bootstrap`] fetches, each block by CID from a source (any
+//! [`Blockstore`]: a peer's store, a gateway client) and each hashed:
+//!
+//! 1. the genesis and the checkpoint;
+//! 2. the `flagged` tree and those events in full (the membership events and
+//!    checkpoints below the cut: few), which decide trust on a stream with
+//!    admins;
+//! 3. one skeleton lookup per event of the cut (the checkpoint's parents),
+//!    which gives their heights; the checkpoint's height must be one above
+//!    theirs;
+//! 4. the state blocks.
+//!
+//! It then records the cut as *anchors* (skeleton-only entries:
+//! [`StreamStore::append_skeleton`], [`Dag::insert_anchor`](crate::Dag::insert_anchor)),
+//! so they read back pruned, sync answers `pruned` for them and never
+//! offers them, and ingests the checkpoint like any event (signature,
+//! height, authorship). Events after the cut then come by the ordinary sync
+//! protocol. A late event (concurrent with the checkpoint) whose parents are
+//! below the cut waits in the pending buffer; [`Replica::admit_late`] looks
+//! each such parent up in the skeleton and lets it join as an anchor at the
+//! height the skeleton gives, which releases the event if its height agrees
+//! (else it is rejected, [`RejectReason::Height`](super::RejectReason)).
+//! Until a missing parent was looked up, a replica with anchors does not ask
+//! peers for it ([`Replica::missing`]): it may be below the cut, and nobody
+//! need hold its bytes.
+//!
+//! An event whose parents are all anchors or the genesis may itself be
+//! below the cut (a peer may send the checkpoint's past). It waits too
+//! (parked, at most [`ReplicaConfig::max_pending_events`]) until
+//! `admit_late` looks it up: in the skeleton, it joins as an anchor and its
+//! bytes are dropped; not, it is ingested. Every other event has a parent
+//! held in full (the checkpoint, an event after it or a late one), so it is
+//! outside the checkpoint's past and goes through at once. Anchors that are
+//! not in the cut are ancestors of it: never heads.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use ipld_core::cid::Cid;
+use thiserror::Error;
+
+use super::{OpenError, Rejection, Replica, ReplicaConfig};
+use crate::auth::{MemberIndex, Members, Policy};
+use crate::block::{Block, Digest, cid_from_digest};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, skeleton};
+use crate::error::BlockError;
+use crate::event::{Header, Limits};
+use crate::store::{Blockstore, LoggedEvent, StoreError, StreamStore};
+use crate::{EventId, Ingest};
+
+/// Why [`Replica::bootstrap`] or [`Replica::admit_late`] failed. Each
+/// variant names what it is about; a failed bootstrap leaves no stream
+/// behind in the store unless it says so, and a failed `admit_late` changes
+/// nothing.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ShallowError {
+    /// The source does not have a block the bootstrap needs.
+    #[error("{cid}: the source does not have this block")]
+    Missing {
+        /// The block.
+        cid: Cid,
+    },
+    /// A fetched block does not hash to its CID.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// The checkpoint, its skeleton or a state is bad or untrusted.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A flagged event's bytes disagree with its skeleton entry.
+    #[error("{cid}: flagged at height {listed}, the event says {found}, or its parents differ")]
+    Flagged {
+        /// The event.
+        cid: Cid,
+        /// The height its entry gives.
+        listed: u64,
+        /// The height its header gives.
+        found: u64,
+    },
+    /// The checkpoint itself was not accepted on top of its cut.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store already holds this stream, or opening failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The store failed (the stream may be half written: use a fresh store).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Late events on a stream with admins: their authors would have to be
+    /// judged by the membership events in their own past below the cut,
+    /// which a shallow replica cannot find without walking the skeleton.
+    #[error("late events on a stream with admins are not admitted by a shallow replica")]
+    SignedLate,
+}
+
+/// What [`Replica::bootstrap`] fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bootstrap {
+    /// The checkpoint started from.
+    pub checkpoint: Checkpoint,
+    /// Blocks fetched from the source.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What one [`Replica::admit_late`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LateReport {
+    /// Parents found below the cut, now anchors.
+    pub anchored: u64,
+    /// Parents looked up and not below the cut: [`Replica::missing`] lists
+    /// them now, for peers to send.
+    pub outside: u64,
+    /// Skeleton parts fetched (with repeats: a lookup reads one per level).
+    pub parts: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The skeleton entry of `digest` under `checkpoint`, each part checked.
+async fn lookup<B: ?Sized + Blockstore>(
+    source: &B,
+    checkpoint: &Checkpoint,
+    digest: &Digest,
+) -> Result<Option<skeleton::SkeletonEntry>, ShallowError> {
+    let cid = cid_from_digest(digest);
+    Ok(skeleton::lookup(source, &checkpoint.skeleton, &cid).await.map_err(CheckpointError::from)?)
+}
+
+/// A source read through, counting blocks and bytes.
+struct Counting<'a, B: ?Sized> {
+    source: &'a B,
+    blocks: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl<'a, B: ?Sized + Blockstore> Counting<'a, B> {
+    fn new(source: &'a B) -> Self {
+        Counting { source, blocks: AtomicU64::new(0), bytes: AtomicU64::new(0) }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (self.blocks.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// A block fetched and hashed.
+    async fn fetch(&self, cid: &Cid) -> Result<Block, ShallowError> {
+        let block = self.get(cid).await?.ok_or(ShallowError::Missing { cid: *cid })?;
+        block.verify()?;
+        Ok(block)
+    }
+}
+
+#[async_trait]
+impl<B: ?Sized + Blockstore> Blockstore for Counting<'_, B> {
+    async fn get(&self, cid: &Cid) -> Result<Option<Block>, StoreError> {
+        let block = self.source.get(cid).await?;
+        if let Some(b) = &block {
+            self.blocks.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(b.bytes().len() as u64, Ordering::Relaxed);
+        }
+        Ok(block)
+    }
+
+    async fn put(&self, _block: Block) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported { operation: "put into a fetch source" })
+    }
+}
+
+impl<S: ?Sized + StreamStore> Replica<S> {
+    /// Starts a replica of the stream `genesis` in `store` (which must not
+    /// hold it yet) from the checkpoint `checkpoint`, fetching only what the
+    /// module docs list from `source`. The checkpoint must be trusted: named
+    /// in `trusted` (an open stream's only way, like a commit hash), or, on a
+    /// stream with admins, written by an admin in its own past, judged by
+    /// the membership events of the flagged tree (all below the cut, so all
+    /// in the checkpoint's past). Fold from it with
+    /// [`Fold::resume`](crate::crdt::Fold::resume).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use merkle_clock::{Event, MemoryBlockstore, Replica, ReplicaConfig};
+    /// use merkle_clock::checkpoint::{self, CheckpointConfig};
+    /// use merkle_clock::crdt::{Counter, CounterOp, Fold};
+    /// # futures::executor::block_on(async {
+    /// let genesis = Event::genesis("stock").encode()?;
+    /// let full_store = Arc::new(MemoryBlockstore::new());
+    /// let mut full = Replica::create(full_store.clone(), &genesis, ReplicaConfig::default()).await?;
+    /// full.append_many((1..=100).map(CounterOp::Increment)).await?;
+    /// let mut stock = Fold::new(Counter);
+    /// stock.update(&full).await?;
+    /// let cp = checkpoint::build(&mut full, &[("stock", &stock)], &CheckpointConfig::default()).await?;
+    ///
+    /// // An open stream: the user names the checkpoint by CID.
+    /// let (shallow, fetched) = Replica::bootstrap(
+    ///     Arc::new(MemoryBlockstore::new()), full_store.as_ref(), genesis.cid(), &cp.cid, &[cp.cid],
+    ///     ReplicaConfig::default(),
+    /// ).await?;
+    /// assert_eq!(shallow.heads(), full.heads());
+    /// assert!(fetched.blocks < 10); // not the 101 events below the cut
+    /// let mut from_cp = Fold::resume(Counter, &shallow, &fetched.checkpoint, "stock").await?;
+    /// from_cp.update(&shallow).await?;
+    /// assert_eq!(*from_cp.state(), 5050);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).map_err(|e| e.to_string())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ShallowError::Missing`] / [`ShallowError::Block`] for a block the
+    /// source lacks or that does not hash; [`ShallowError::Checkpoint`]:
+    /// not a checkpoint, `Untrusted` / `Unauthorized`, a skeleton part that
+    /// does not verify, a cut event the skeleton lacks (`UnknownParent`) or
+    /// a checkpoint height that disagrees with its cut's (`LateHeight`), a
+    /// state block that does not hash; [`ShallowError::Flagged`];
+    /// [`ShallowError::Rejected`] when the checkpoint event breaks a rule.
+    /// All of these are found before anything is written.
+    pub async fn bootstrap<B: ?Sized + Blockstore>(
+        store: Arc<S>,
+        source: &B,
+        genesis: &Cid,
+        checkpoint: &Cid,
+        trusted: &[Cid],
+        config: ReplicaConfig,
+    ) -> Result<(Self, Bootstrap), ShallowError> {
+        let source = Counting::new(source);
+        let genesis_block = source.fetch(genesis).await?;
+        Self::check_genesis(&genesis_block, &config)?;
+        if store.heads(genesis).await?.is_some() {
+            return Err(OpenError::StreamExists { stream: *genesis }.into());
+        }
+        let cp_block = source.fetch(checkpoint).await?;
+        let cp = Checkpoint::from_block(&cp_block)?.ok_or(CheckpointError::NotACheckpoint { cid: *checkpoint })?;
+
+        // The flagged events, in full: the membership below the cut.
+        let policy = crate::auth::policy_of(&genesis_block).map_err(OpenError::Genesis)?;
+        let mut members = match &policy {
+            Policy::Open => None,
+            Policy::Admins(admins) => Some(MemberIndex::new(admins.clone())),
+        };
+        let mut state = members.as_ref().map(|m| m.state(EventId::GENESIS).clone());
+        let mut flagged = Vec::new();
+        for entry in cp.flagged_entries(&source).await? {
+            if entry.cid == *genesis {
+                continue;
+            }
+            let block = source.fetch(&entry.cid).await?;
+            let header = Header::parse(&block, &Limits::TRUSTED).map_err(CheckpointError::from)?;
+            let parents: Vec<Cid> = header.parents.iter().map(cid_from_digest).collect();
+            if header.height != entry.height || parents != entry.parents {
+                return Err(ShallowError::Flagged { cid: entry.cid, listed: entry.height, found: header.height });
+            }
+            if let (Some(index), Some(past), Some(op)) =
+                (members.as_mut(), state.as_ref(), header.auth.as_deref().and_then(|a| a.member))
+            {
+                state = Some(index.with_op(past, entry.cid, op));
+            }
+            flagged.push(block);
+        }
+        let below = state.as_deref().map(Members::of);
+        cp.check_trust(below.as_ref(), trusted)?;
+
+        // The cut, from the skeleton: heights the checkpoint must sit on.
+        let mut cut = Vec::with_capacity(cp.parents.len());
+        let mut expected = 1; // on the genesis alone
+        for parent in cp.parents.iter().filter(|p| *p != genesis) {
+            let entry = skeleton::lookup(&source, &cp.skeleton, parent)
+                .await
+                .map_err(CheckpointError::from)?
+                .ok_or(CheckpointError::UnknownParent { cid: cp.cid, parent: *parent })?;
+            expected = expected.max(entry.height + 1);
+            // Logged without parents: an anchor, on every replay.
+            cut.push(LoggedEvent { cid: entry.cid, height: entry.height, parents: Vec::new(), pruned: true });
+        }
+        if cp.height != expected {
+            return Err(CheckpointError::LateHeight { cid: cp.cid, claimed: cp.height, expected }.into());
+        }
+        let mut states = Vec::with_capacity(cp.states.len());
+        for cid in cp.states.values() {
+            let block = source.get(cid).await?.ok_or(CheckpointError::StateMissing { cid: *cid })?;
+            checkpoint::verify_state(cid, block.bytes())?;
+            states.push(block);
+        }
+
+        // Everything checked: write the genesis, the blocks held in full,
+        // the cut as skeleton-only entries, then take the checkpoint.
+        store.commit(genesis, std::slice::from_ref(&genesis_block), &[*genesis]).await?;
+        // The flagged events served the trust and membership checks; they
+        // are below the cut, so they are not kept (a store logs a block it
+        // holds as held, not as a skeleton-only anchor).
+        drop(flagged);
+        store.put_many(states).await?;
+        let mut heads: Vec<Cid> = cut.iter().map(|e| e.cid).collect();
+        if heads.is_empty() {
+            heads.push(*genesis);
+        }
+        heads.sort_unstable();
+        if !cut.is_empty() {
+            store.append_skeleton(genesis, &cut, &heads).await?;
+        }
+        let mut replica = Self::open_inner(store, genesis, config).await?;
+        if let (Some(index), Some(state)) = (replica.members.as_mut(), state) {
+            for id in replica.dag.order().filter(|id| replica.dag.is_anchor(*id)) {
+                index.set_state(id, state.clone());
+            }
+        }
+        // The checkpoint is not below its own cut.
+        replica.outside_cut.insert(crate::block::digest_of(&cp.cid).expect("an event CID"));
+        match replica.ingest(cp_block).await? {
+            Ingest::Accepted | Ingest::Duplicate => {}
+            Ingest::Rejected(r) => return Err(r.into()),
+            Ingest::Pending { .. } => {
+                return Err(StoreError::Corrupt(format!("{}: its cut was just recorded", cp.cid)).into());
+            }
+        }
+        let (blocks, bytes) = source.totals();
+        tracing::debug!(checkpoint = %cp.cid, blocks, bytes, "shallow bootstrap");
+        Ok((replica, Bootstrap { checkpoint: cp, blocks, bytes }))
+    }
+
+    /// Lets the parents of waiting late events join as anchors: each
+    /// missing parent of a pending event not looked up before is looked up
+    /// in `checkpoint`'s skeleton, read part by part from `source`, each
+    /// part checked. Found: it joins at the skeleton's height (store first,
+    /// then the index), and the events waiting for it are released, or
+    /// rejected if their height disagrees ([`RejectReason::Height`](super::RejectReason)).
+    /// Not found: it is not below the cut, and [`Replica::missing`] lists it
+    /// from now on. Call it after a sync that left events pending.
+    ///
+    /// # Errors
+    /// [`ShallowError::Checkpoint`] when a skeleton part is missing or does
+    /// not verify; [`ShallowError::SignedLate`] on a stream with admins;
+    /// [`ShallowError::Store`]. Nothing changes then.
+    pub async fn admit_late<B: ?Sized + Blockstore>(
+        &mut self,
+        checkpoint: &Checkpoint,
+        source: &B,
+    ) -> Result<LateReport, ShallowError> {
+        let source = Counting::new(source);
+        let mut report = LateReport::default();
+        // Each round looks up what waits; anchoring a parent can park its
+        // waiters (their parents are then all anchors), the next round
+        // looks those up. Every round that changes nothing ends it.
+        loop {
+            let suspects = std::mem::take(&mut self.suspects);
+            let parked: HashSet<Digest> =
+                suspects.iter().filter_map(|(b, _)| crate::block::digest_of(b.cid())).collect();
+            let mut wanted: Vec<Digest> = self
+                .pending
+                .waiting
+                .keys()
+                .filter(|d| {
+                    !self.pending.events.contains_key(*d)
+                        && self.dag.find(d).is_none()
+                        && !self.outside_cut.contains(*d)
+                        && !parked.contains(*d)
+                })
+                .copied()
+                .collect();
+            wanted.sort_unstable();
+            if wanted.is_empty() && suspects.is_empty() {
+                break;
+            }
+            if self.members.is_some() {
+                self.suspects = suspects;
+                return Err(ShallowError::SignedLate);
+            }
+            let mut anchors = Vec::new();
+            let mut outside = HashSet::new();
+            let mut cleared = Vec::new();
+            let looked_up: Result<(), ShallowError> = async {
+                for d in &wanted {
+                    match lookup(&source, checkpoint, d).await? {
+                        Some(entry) => anchors.push(entry),
+                        None => {
+                            outside.insert(*d);
+                        }
+                    }
+                }
+                for (block, header) in &suspects {
+                    let d = crate::block::digest_of(block.cid()).expect("event CIDs");
+                    match lookup(&source, checkpoint, &d).await? {
+                        // Below the cut: held as its skeleton, like the cut.
+                        Some(entry) if entry.height == header.height => anchors.push(entry),
+                        Some(_) | None => {
+                            outside.insert(d);
+                            cleared.push(block.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = looked_up {
+                self.suspects = suspects;
+                return Err(e);
+            }
+            report.outside += (outside.len() - cleared.len()) as u64;
+            self.outside_cut.extend(outside);
+            anchors.sort_unstable_by_key(|e| e.cid);
+            anchors.dedup_by_key(|e| e.cid);
+            report.anchored += anchors.len() as u64;
+            self.anchor(&anchors, &checkpoint.parents).await?;
+            if !cleared.is_empty() {
+                self.ingest_many(cleared).await?;
+            }
+        }
+        (report.parts, report.bytes) = source.totals();
+        Ok(report)
+    }
+
+    /// Adds skeleton entries as anchors (store first, index second) and
+    /// releases what waited for them. Those not in the cut are ancestors of
+    /// it: never heads.
+    async fn anchor(&mut self, anchors: &[skeleton::SkeletonEntry], cut: &[Cid]) -> Result<(), StoreError> {
+        if anchors.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<LoggedEvent> = anchors
+            .iter()
+            .map(|e| LoggedEvent { cid: e.cid, height: e.height, parents: Vec::new(), pruned: true })
+            .collect();
+        let mut heads = self.dag.heads();
+        heads.extend(entries.iter().map(|e| e.cid).filter(|c| cut.contains(c)));
+        heads.sort_unstable();
+        heads.dedup();
+        self.store.append_skeleton(&self.stream, &entries, &heads).await?;
+        let mut cids = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let id = self
+                .dag
+                .insert_anchor(&e.cid, e.height)
+                .map_err(|err| StoreError::Corrupt(format!("a skeleton entry the index refuses: {err}")))?
+                .id();
+            self.pruned.insert(id);
+            if !cut.contains(&e.cid) {
+                self.dag.cover(id);
+            }
+            cids.push(e.cid);
+        }
+        self.release_waiters(&cids).await
+    }
+
+    /// Whether an event whose parents are all held may be in the
+    /// checkpoint's past, on a replica with anchors: every parent is an
+    /// anchor or the genesis (an event with a parent held in full, which is
+    /// the checkpoint, after it or a late event, is not), and
+    /// [`Replica::admit_late`] did not find it outside the skeleton yet.
+    pub(super) fn may_be_below_cut(&self, digest: &Digest, header: &Header) -> bool {
+        !self.outside_cut.contains(digest)
+            && header.parents.iter().all(|p| self.dag.find(p).is_some_and(|id| id == 0 || self.dag.is_anchor_raw(id)))
+    }
+
+    /// Holds an event that may be below the cut until
+    /// [`Replica::admit_late`] looks it up; at most
+    /// [`ReplicaConfig::max_pending_events`] wait, the oldest go first.
+    pub(super) fn park(&mut self, block: Block, header: Header) {
+        if self.suspects.iter().any(|(b, _)| b.cid() == block.cid()) {
+            return;
+        }
+        if self.suspects.len() >= self.config.max_pending_events.max(1) {
+            self.suspects.remove(0);
+            self.metrics.evicted += 1;
+        }
+        self.suspects.push((block, header));
+    }
+
+    /// Whether a missing parent may be asked of peers: always on a full
+    /// replica; on one with anchors, once [`Replica::admit_late`] found it
+    /// is not below the cut.
+    pub(super) fn may_want(&self, digest: &Digest) -> bool {
+        !self.dag.has_anchors() || self.outside_cut.contains(digest)
+    }
+}
