@@ -33,6 +33,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
@@ -58,8 +59,9 @@ pub enum SyncRequest {
     Sync {
         /// The stream (its genesis CID).
         stream: Cid,
-        /// The encoded sync message.
-        message: Vec<u8>,
+        /// The encoded sync message (a slice of the frame it came in: its
+        /// blocks are taken in without a copy).
+        message: Bytes,
     },
     /// Blocks of `stream` by CID (at most [`MAX_GET_CIDS`]).
     Get {
@@ -74,8 +76,8 @@ pub enum SyncRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncResponse {
     /// The receiver's reply to a [`SyncRequest::Sync`]: its next encoded sync
-    /// message.
-    Message(Vec<u8>),
+    /// message (a slice of the frame it came in).
+    Message(Bytes),
     /// The receiver took the message in and has nothing to say now.
     Done,
     /// The receiver does not replicate this stream.
@@ -109,28 +111,50 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// How far ahead of the bytes received a frame's buffer is filled in.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Reads one frame into a buffer of its exact length, filled in as the
+/// bytes arrive (at most [`READ_CHUNK`] ahead of them: a peer that
+/// announces a large frame and sends little makes us hold little), and
+/// never copied: what is decoded from it are slices of it.
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Bytes> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(invalid(format!("frame of {len} bytes exceeds the bound of {max}")));
     }
-    let mut buf = Vec::new();
-    // `take` bounds the read even if the peer lies about the length.
-    io.take(len as u64).read_to_end(&mut buf).await?;
-    if buf.len() != len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "frame shorter than its length"));
+    let mut buf = Vec::with_capacity(len.min(READ_CHUNK));
+    while buf.len() < len {
+        let at = buf.len();
+        let end = len.min(at + READ_CHUNK);
+        if at > 0 {
+            // The first chunk arrived: the rest in one allocation (untouched
+            // until it is filled in below).
+            buf.reserve_exact(len - at);
+        }
+        buf.resize(end, 0);
+        io.read_exact(&mut buf[at..end]).await.map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "frame shorter than its length")
+            }
+            _ => e,
+        })?;
     }
-    Ok(buf)
+    Ok(Bytes::from(buf))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8], max: usize) -> io::Result<()> {
-    if body.len() > max {
-        return Err(invalid(format!("frame of {} bytes exceeds the bound of {max}", body.len())));
+/// Writes a frame of `head` then `body` (written as they are: a large
+/// message is not copied into the frame).
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, head: &[u8], body: &[u8], max: usize) -> io::Result<()> {
+    let size = head.len() + body.len();
+    if size > max {
+        return Err(invalid(format!("frame of {size} bytes exceeds the bound of {max}")));
     }
-    let len = u32::try_from(body.len()).map_err(|_| invalid("frame too large"))?;
+    let len = u32::try_from(size).map_err(|_| invalid("frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(head).await?;
     io.write_all(body).await?;
     io.close().await
 }
@@ -151,13 +175,20 @@ impl SyncRequest {
 
     /// The request's body (without the frame length).
     pub fn encode(&self) -> Vec<u8> {
+        let (mut out, message) = self.parts();
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// The request's body in two parts, written one after the other: a
+    /// header, then the sync message as it is (not copied).
+    fn parts(&self) -> (Vec<u8>, &[u8]) {
         let mut out = Vec::with_capacity(64);
         match self {
             SyncRequest::Sync { stream, message } => {
-                out.reserve(message.len());
                 out.extend_from_slice(&[VERSION, KIND_SYNC]);
                 put_cid(&mut out, stream);
-                out.extend_from_slice(message);
+                return (out, message);
             }
             SyncRequest::Get { stream, cids } => {
                 out.reserve(40 * cids.len());
@@ -169,15 +200,15 @@ impl SyncRequest {
                 }
             }
         }
-        out
+        (out, &[])
     }
 
-    /// Parses a request body.
+    /// Parses a request body; a sync message is a slice of it.
     ///
     /// # Errors
     /// `InvalidData` for an unknown version or kind, a bad CID, an empty
     /// sync message, more than [`MAX_GET_CIDS`] CIDs, or trailing bytes.
-    pub fn decode(body: &[u8]) -> io::Result<Self> {
+    pub fn decode(body: &Bytes) -> io::Result<Self> {
         let mut r = Reader(body);
         let [version, kind] = r.take(2, "request header")? else { unreachable!("2 bytes") };
         if *version != VERSION {
@@ -186,7 +217,7 @@ impl SyncRequest {
         let stream = r.cid()?;
         match *kind {
             KIND_SYNC if r.0.is_empty() => Err(invalid("empty sync message")),
-            KIND_SYNC => Ok(SyncRequest::Sync { stream, message: r.0.to_vec() }),
+            KIND_SYNC => Ok(SyncRequest::Sync { stream, message: body.slice(body.len() - r.0.len()..) }),
             KIND_GET => {
                 let n = r.u16("CID count")?;
                 if n > MAX_GET_CIDS {
@@ -207,13 +238,16 @@ impl SyncResponse {
 
     /// The response's body (without the frame length).
     pub fn encode(&self) -> Vec<u8> {
-        match self {
-            SyncResponse::Message(m) => {
-                let mut out = Vec::with_capacity(2 + m.len());
-                out.extend_from_slice(&[VERSION, 0]);
-                out.extend_from_slice(m);
-                out
-            }
+        let (mut out, message) = self.parts();
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// The response's body in two parts, written one after the other: a
+    /// header (all of it but a message), then the message as it is.
+    fn parts(&self) -> (Vec<u8>, &[u8]) {
+        let out = match self {
+            SyncResponse::Message(m) => return (vec![VERSION, 0], m),
             SyncResponse::Done => vec![VERSION, 1],
             SyncResponse::UnknownStream => vec![VERSION, 2],
             SyncResponse::Refused => vec![VERSION, 3],
@@ -234,22 +268,23 @@ impl SyncResponse {
                 }
                 out
             }
-        }
+        };
+        (out, &[])
     }
 
-    /// Parses a response body.
+    /// Parses a response body; a message is a slice of it.
     ///
     /// # Errors
     /// `InvalidData` for an unknown version or status, a malformed block
     /// list, or trailing bytes.
-    pub fn decode(body: &[u8]) -> io::Result<Self> {
+    pub fn decode(body: &Bytes) -> io::Result<Self> {
         let mut r = Reader(body);
         let [version, status] = r.take(2, "response header")? else { unreachable!("2 bytes") };
         if *version != VERSION {
             return Err(invalid(format!("unknown response version {version}")));
         }
         let response = match status {
-            0 => return Ok(SyncResponse::Message(r.0.to_vec())),
+            0 => return Ok(SyncResponse::Message(body.slice(2..))),
             1 => SyncResponse::Done,
             2 => SyncResponse::UnknownStream,
             3 => SyncResponse::Refused,
@@ -301,14 +336,16 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req.encode(), self.max_request_bytes).await
+        let (head, body) = req.parts();
+        write_frame(io, &head, body, self.max_request_bytes).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: SyncResponse) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res.encode(), self.max_response_bytes).await
+        let (head, body) = res.parts();
+        write_frame(io, &head, body, self.max_response_bytes).await
     }
 }
 
@@ -324,8 +361,8 @@ mod tests {
     #[test]
     fn sync_requests_round_trip() {
         for message in [vec![1, 2, 3], vec![0; 1000]] {
-            let r = SyncRequest::Sync { stream: cid("s"), message };
-            assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
+            let r = SyncRequest::Sync { stream: cid("s"), message: message.into() };
+            assert_eq!(SyncRequest::decode(&r.encode().into()).unwrap(), r);
         }
     }
 
@@ -333,21 +370,21 @@ mod tests {
     fn get_requests_round_trip() {
         for n in [0, 1, 3, MAX_GET_CIDS] {
             let r = SyncRequest::Get { stream: cid("s"), cids: (0..n).map(|i| cid(&i.to_string())).collect() };
-            assert_eq!(SyncRequest::decode(&r.encode()).unwrap(), r);
+            assert_eq!(SyncRequest::decode(&r.encode().into()).unwrap(), r);
         }
     }
 
     #[test]
     fn responses_round_trip() {
         for r in [
-            SyncResponse::Message(vec![9; 10]),
+            SyncResponse::Message(vec![9; 10].into()),
             SyncResponse::Done,
             SyncResponse::UnknownStream,
             SyncResponse::Refused,
             SyncResponse::Blocks(Vec::new()),
             SyncResponse::Blocks(vec![Some(vec![1, 2, 3]), None, Some(Vec::new()), None]),
         ] {
-            assert_eq!(SyncResponse::decode(&r.encode()).unwrap(), r);
+            assert_eq!(SyncResponse::decode(&r.encode().into()).unwrap(), r);
         }
     }
 
@@ -355,21 +392,21 @@ mod tests {
     fn bad_requests_are_refused() {
         let stream = cid("s");
         // An empty sync message, a get of too many CIDs, trailing bytes after a get.
-        assert!(SyncRequest::decode(&SyncRequest::Sync { stream, message: Vec::new() }.encode()).is_err());
+        assert!(SyncRequest::decode(&SyncRequest::Sync { stream, message: Bytes::new() }.encode().into()).is_err());
         let too_many = SyncRequest::Get { stream, cids: vec![stream; MAX_GET_CIDS + 1] };
-        assert!(SyncRequest::decode(&too_many.encode()).is_err());
+        assert!(SyncRequest::decode(&too_many.encode().into()).is_err());
         let mut trailing = SyncRequest::Get { stream, cids: vec![stream] }.encode();
         trailing.push(0);
-        assert!(SyncRequest::decode(&trailing).is_err());
+        assert!(SyncRequest::decode(&trailing.into()).is_err());
         // Version 1 frames are refused.
-        let mut v1 = SyncRequest::Sync { stream, message: vec![1] }.encode();
+        let mut v1 = SyncRequest::Sync { stream, message: vec![1].into() }.encode();
         v1[0] = 1;
-        assert!(SyncRequest::decode(&v1).is_err());
+        assert!(SyncRequest::decode(&v1.into()).is_err());
         // A block list that promises more than it holds, a bad flag.
         let mut short = SyncResponse::Blocks(vec![Some(vec![1; 10])]).encode();
         short.truncate(short.len() - 1);
-        assert!(SyncResponse::decode(&short).is_err());
-        assert!(SyncResponse::decode(&[VERSION, 4, 0, 0, 0, 1, 7]).is_err());
+        assert!(SyncResponse::decode(&short.into()).is_err());
+        assert!(SyncResponse::decode(&Bytes::from_static(&[VERSION, 4, 0, 0, 0, 1, 7])).is_err());
     }
 
     #[test]
@@ -384,33 +421,50 @@ mod tests {
                     seed as u8
                 })
                 .collect();
-            let _ = SyncRequest::decode(&body);
-            let _ = SyncResponse::decode(&body);
+            let _ = SyncRequest::decode(&body.clone().into());
+            let _ = SyncResponse::decode(&body.clone().into());
             // With a valid header, the body is parsed further.
             if body.len() > 2 {
                 body[0] = VERSION;
                 body[1] %= 5;
-                let _ = SyncRequest::decode(&body);
-                let _ = SyncResponse::decode(&body);
+                let _ = SyncRequest::decode(&body.clone().into());
+                let _ = SyncResponse::decode(&body.clone().into());
             }
         }
-        assert!(SyncRequest::decode(&[VERSION, 0, 0xff, 0xff]).is_err());
-        assert!(SyncResponse::decode(&[VERSION, 1, 0]).is_err());
-        assert!(SyncResponse::decode(&[1, 0]).is_err());
+        assert!(SyncRequest::decode(&Bytes::from_static(&[VERSION, 0, 0xff, 0xff])).is_err());
+        assert!(SyncResponse::decode(&Bytes::from_static(&[VERSION, 1, 0])).is_err());
+        assert!(SyncResponse::decode(&Bytes::from_static(&[1, 0])).is_err());
     }
 
     #[test]
     fn frames_are_bounded() {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
-            write_frame(&mut buf, &[7; 100], 1000).await.unwrap();
+            write_frame(&mut buf, &[7; 10], &[7; 90], 1000).await.unwrap();
             assert_eq!(read_frame(&mut &buf[..], 1000).await.unwrap(), vec![7; 100]);
             assert!(read_frame(&mut &buf[..], 99).await.is_err());
-            assert!(write_frame(&mut Vec::new(), &[0; 11], 10).await.is_err());
+            assert!(write_frame(&mut Vec::new(), &[0; 1], &[0; 10], 10).await.is_err());
             // A length that promises more than the stream holds.
             let mut short = 50u32.to_be_bytes().to_vec();
             short.extend_from_slice(&[1; 10]);
             assert!(read_frame(&mut &short[..], 1000).await.is_err());
+            // A frame of several chunks, whole and cut short in its second.
+            let big: Vec<u8> = (0..READ_CHUNK * 5 / 2).map(|i| i as u8).collect();
+            let mut framed = Vec::new();
+            write_frame(&mut framed, &[], &big, 3 * READ_CHUNK).await.unwrap();
+            assert_eq!(read_frame(&mut &framed[..], 3 * READ_CHUNK).await.unwrap(), big);
+            assert!(read_frame(&mut &framed[..READ_CHUNK + 100], 3 * READ_CHUNK).await.is_err());
         });
+    }
+
+    /// A sync message is a slice of the frame it came in, not a copy.
+    #[test]
+    fn messages_are_slices_of_the_frame() {
+        let body = Bytes::from(SyncResponse::Message(vec![5; 100].into()).encode());
+        let SyncResponse::Message(m) = SyncResponse::decode(&body).unwrap() else { panic!("a message") };
+        assert_eq!(m.as_ptr(), body[2..].as_ptr());
+        let body = Bytes::from(SyncRequest::Sync { stream: cid("s"), message: vec![5; 100].into() }.encode());
+        let SyncRequest::Sync { message, .. } = SyncRequest::decode(&body).unwrap() else { panic!("a sync request") };
+        assert_eq!(message.as_ptr(), body[body.len() - 100..].as_ptr());
     }
 }

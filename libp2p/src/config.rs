@@ -63,7 +63,9 @@ pub struct NodeConfig {
     /// After answering a peer's sync request with a message, how long the
     /// node waits for that peer's next request before it may send one of
     /// its own on the stream: one exchange per (peer, stream) at a time, not
-    /// two crossing. Default: 500 ms.
+    /// two crossing. After a part that more follow (a long catch-up), the
+    /// wait is `request_timeout` instead: the peer reads the next part only
+    /// once it has taken in the previous one. Default: 500 ms.
     pub exchange_grace: Duration,
     /// How long an announcement received waits before gossipsub may forward
     /// it to the mesh (its events are taken in at once). Meanwhile the mesh

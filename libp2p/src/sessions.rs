@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use merkle_clock::sync::{Message, Received};
@@ -35,7 +36,7 @@ pub(crate) enum Pending {
 /// What [`Outbox::offer`] did with a message.
 pub(crate) enum Offer {
     /// Nothing is outstanding: send it now (the pair is busy from now on).
-    Send(Vec<u8>),
+    Send(Bytes),
     /// It waits behind the outstanding request.
     Queued,
     /// The queue was full: it was dropped, with the queue.
@@ -47,7 +48,7 @@ pub(crate) enum Offer {
 /// answered with a message, whose next request we expect.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    busy: HashMap<(PeerId, Cid), VecDeque<Vec<u8>>>,
+    busy: HashMap<(PeerId, Cid), VecDeque<Bytes>>,
     /// Pairs whose request we answered with a message, until when we expect
     /// their next one (no request of ours to them meanwhile), and whether
     /// that message was a part that more follow.
@@ -88,7 +89,7 @@ impl Outbox {
 
     /// A message for `peer` on `stream`: to send now, or queued (at most
     /// `max` waiting).
-    pub(crate) fn offer(&mut self, peer: PeerId, stream: Cid, message: Vec<u8>, max: usize) -> Offer {
+    pub(crate) fn offer(&mut self, peer: PeerId, stream: Cid, message: Bytes, max: usize) -> Offer {
         match self.busy.get_mut(&(peer, stream)) {
             None => {
                 self.busy.insert((peer, stream), VecDeque::new());
@@ -108,7 +109,7 @@ impl Outbox {
     /// The outstanding request of the pair was answered (or failed): the next
     /// message to send, which keeps the pair busy, or `None` and the pair is
     /// idle.
-    pub(crate) fn next(&mut self, peer: PeerId, stream: Cid) -> Option<Vec<u8>> {
+    pub(crate) fn next(&mut self, peer: PeerId, stream: Cid) -> Option<Bytes> {
         let queue = self.busy.get_mut(&(peer, stream))?;
         let next = queue.pop_front();
         if next.is_none() {
@@ -171,11 +172,11 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     }
 
     /// Sends a sync message, or queues it behind the pair's outstanding request.
-    pub(crate) fn send_sync(&mut self, peer: PeerId, stream: Cid, message: Vec<u8>) {
+    pub(crate) fn send_sync(&mut self, peer: PeerId, stream: Cid, message: impl Into<Bytes>) {
         if !self.connected.contains(&peer) {
             return;
         }
-        match self.outbox.offer(peer, stream, message, self.config.max_queued_messages) {
+        match self.outbox.offer(peer, stream, message.into(), self.config.max_queued_messages) {
             Offer::Send(message) => self.request(peer, stream, message),
             Offer::Queued => self.stats.messages_queued += 1,
             Offer::Full => {
@@ -189,7 +190,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         }
     }
 
-    fn request(&mut self, peer: PeerId, stream: Cid, message: Vec<u8>) {
+    fn request(&mut self, peer: PeerId, stream: Cid, message: Bytes) {
         self.stats.requests_sent += 1;
         self.stats.note_sync_sent(message.len());
         let id = self.swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::Sync { stream, message });
@@ -311,8 +312,14 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     // taken in, so the peer makes the next one meanwhile.
                     self.stats.note_sync_sent(answer.len());
                     let part = Message::says_more(&answer);
-                    self.outbox.served(peer, stream, Some(Instant::now() + self.config.exchange_grace), part);
-                    if self.swarm.behaviour_mut().sync.send_response(channel, SyncResponse::Message(answer)).is_err() {
+                    self.outbox.served(peer, stream, Some(self.serving_until(part)), part);
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, SyncResponse::Message(answer.into()))
+                        .is_err()
+                    {
                         debug!(%peer, "the response could not be sent (the connection closed)");
                     }
                     if let Some(SyncResponse::Message(reply)) = self.take_in(peer, stream, &message).await {
@@ -324,8 +331,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                 if let Some(SyncResponse::Message(m)) = &response {
                     self.stats.note_sync_sent(m.len());
                     // Its answer probably follows: no request of ours meanwhile.
-                    let until = Instant::now() + self.config.exchange_grace;
-                    self.outbox.served(peer, stream, Some(until), Message::says_more(m));
+                    let part = Message::says_more(m);
+                    self.outbox.served(peer, stream, Some(self.serving_until(part)), part);
                 } else {
                     self.outbox.served(peer, stream, None, false);
                 }
@@ -336,6 +343,20 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         if self.swarm.behaviour_mut().sync.send_response(channel, response).is_err() {
             debug!(%peer, "the response could not be sent (the connection closed)");
         }
+    }
+
+    /// Until when a pair we answered with a message is left alone (no
+    /// request of ours), unless its next request comes first: the exchange
+    /// grace, or, after a part that more follow, the request timeout. The
+    /// peer answers a part before taking it in, but it reads our next part
+    /// only once it has taken in the previous one, which on a loaded
+    /// machine can take longer than the grace; a request of ours meanwhile
+    /// would carry the part after it, and parts that cross arrive out of
+    /// order (their blocks wait, or come twice).
+    fn serving_until(&self, part: bool) -> Instant {
+        let wait =
+            if part { self.config.request_timeout.max(self.config.exchange_grace) } else { self.config.exchange_grace };
+        Instant::now() + wait
     }
 
     /// Asks the stream's driver whether a message from `peer` is a part
@@ -356,7 +377,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// Gives a message from `peer` to the stream's driver. Returns the
     /// response to a request that carried it: the reply, `None` when there
     /// is none, `UnknownStream` or `Refused`.
-    async fn take_in(&mut self, peer: PeerId, stream: Cid, message: &[u8]) -> Option<SyncResponse> {
+    async fn take_in(&mut self, peer: PeerId, stream: Cid, message: &Bytes) -> Option<SyncResponse> {
         if !self.streams.contains_key(&stream) {
             debug!(%peer, %stream, "sync message for a stream this node does not have");
             return Some(SyncResponse::UnknownStream);
@@ -366,13 +387,13 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let slot = self.streams.get_mut(&stream).expect("checked above");
         let before = slot.replica.len();
         let began = Instant::now();
-        let result = slot.sessions.receive(&mut slot.replica, &peer, message, now).await;
+        let result = slot.sessions.receive_shared(&mut slot.replica, &peer, message, now).await;
         let received = result.as_ref().ok().map(|r| &r.received);
         note_received(slot, &mut self.stats, &self.updates, peer, before, received);
         self.count_invalid(peer, received.map_or(0, |r| r.rejected));
         trace!(%peer, %stream, bytes = message.len(), took = ?began.elapsed(), "sync message taken in");
         match result {
-            Ok(reply) => reply.reply.map(SyncResponse::Message),
+            Ok(reply) => reply.reply.map(|m| SyncResponse::Message(m.into())),
             Err(e) => {
                 self.stats.sync_garbage += 1;
                 warn!(%peer, %stream, bytes = message.len(), "sync message refused: {e}");
@@ -395,7 +416,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     // A part with more to follow: our answer goes now (after
                     // what already waits), so the peer makes the next part
                     // while we take this one in; the pair stays busy with it.
-                    let first = match self.outbox.offer(p, stream, answer, usize::MAX) {
+                    let first = match self.outbox.offer(p, stream, answer.into(), usize::MAX) {
                         Offer::Send(answer) => Some(answer),
                         _ => self.outbox.next(p, stream),
                     };
@@ -502,10 +523,10 @@ mod tests {
         let now = Instant::now();
         assert!(!o.is_busy(peer, stream, now));
         // Our request: busy until it is answered; what comes meanwhile waits.
-        assert!(matches!(o.offer(peer, stream, vec![1], 2), Offer::Send(_)));
+        assert!(matches!(o.offer(peer, stream, Bytes::from_static(&[1]), 2), Offer::Send(_)));
         assert!(o.is_busy(peer, stream, now));
-        assert!(matches!(o.offer(peer, stream, vec![2], 2), Offer::Queued));
-        assert_eq!(o.next(peer, stream), Some(vec![2]));
+        assert!(matches!(o.offer(peer, stream, Bytes::from_static(&[2]), 2), Offer::Queued));
+        assert_eq!(o.next(peer, stream).as_deref(), Some(&[2][..]));
         assert_eq!(o.next(peer, stream), None);
         assert!(!o.is_busy(peer, stream, now));
         // Their request, answered with a message: busy until the grace ends

@@ -113,6 +113,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ipld_core::cid::Cid;
 use rand_core::RngCore;
 
@@ -215,6 +216,21 @@ pub trait Protocol {
         state: &mut Self::State,
         message: &[u8],
     ) -> impl Future<Output = Result<Received, SyncError>>;
+
+    /// [`Protocol::receive`] of a message held in [`Bytes`] (a transport's
+    /// frame): the blocks taken in may be slices of it rather than copies.
+    /// Default: [`Protocol::receive`].
+    ///
+    /// # Errors
+    /// As [`Protocol::receive`].
+    fn receive_shared<S: ?Sized + StreamStore>(
+        &self,
+        replica: &mut Replica<S>,
+        state: &mut Self::State,
+        message: &Bytes,
+    ) -> impl Future<Output = Result<Received, SyncError>> {
+        self.receive(replica, state, message)
+    }
 }
 
 /// The Bloom-filter reconciliation ([`generate_message`](super::generate_message)
@@ -310,6 +326,16 @@ impl Protocol for Bloom {
         let message = Message::decode(message, state.limits())?;
         super::receive_message(replica, state, message).await
     }
+
+    async fn receive_shared<S: ?Sized + StreamStore>(
+        &self,
+        replica: &mut Replica<S>,
+        state: &mut SyncState,
+        message: &Bytes,
+    ) -> Result<Received, SyncError> {
+        let decoded = Message::decode_shared(message, state.limits())?;
+        super::receive_decoded(replica, state, decoded, Some(message.len())).await
+    }
 }
 
 /// The naive walk ([`naive_generate`](super::naive_generate) and
@@ -356,6 +382,22 @@ impl Protocol for Naive {
     ) -> Result<Received, SyncError> {
         let message = Message::decode(message, &self.limits)?;
         super::naive_receive(replica, state, message).await
+    }
+}
+
+/// A message given to [`Sessions::receive`] or [`Sessions::receive_shared`].
+#[derive(Clone, Copy)]
+enum Incoming<'a> {
+    Borrowed(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+impl Incoming<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Incoming::Borrowed(m) => m.len(),
+            Incoming::Shared(m) => m.len(),
+        }
     }
 }
 
@@ -783,6 +825,34 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         message: &[u8],
         now: Duration,
     ) -> Result<Reply, SyncError> {
+        self.take_in(replica, peer, Incoming::Borrowed(message), now).await
+    }
+
+    /// [`Sessions::receive`] of a message that arrived in [`Bytes`] (a
+    /// transport's frame): the blocks taken in are slices of it, not copies
+    /// ([`Message::decode_shared`]), unless most of it is blocks already
+    /// held (then the new ones are copied, so that they do not keep the
+    /// whole message alive).
+    ///
+    /// # Errors
+    /// As [`Sessions::receive`].
+    pub async fn receive_shared<S: ?Sized + StreamStore>(
+        &mut self,
+        replica: &mut Replica<S>,
+        peer: &P,
+        message: &Bytes,
+        now: Duration,
+    ) -> Result<Reply, SyncError> {
+        self.take_in(replica, peer, Incoming::Shared(message), now).await
+    }
+
+    async fn take_in<S: ?Sized + StreamStore>(
+        &mut self,
+        replica: &mut Replica<S>,
+        peer: &P,
+        message: Incoming<'_>,
+        now: Duration,
+    ) -> Result<Reply, SyncError> {
         if !self.peers.contains_key(peer) {
             self.connect(peer.clone(), now);
         }
@@ -792,7 +862,11 @@ impl<P: Ord + Clone, Pr: Protocol> Sessions<P, Pr> {
         p.backoff = 0;
         p.quiet = false;
         let answered = std::mem::take(&mut p.answered);
-        let received = match self.protocol.receive(replica, &mut p.state, message).await {
+        let received = match message {
+            Incoming::Borrowed(m) => self.protocol.receive(replica, &mut p.state, m).await,
+            Incoming::Shared(m) => self.protocol.receive_shared(replica, &mut p.state, m).await,
+        };
+        let received = match received {
             Ok(r) => {
                 (p.failures, p.paused_until) = (0, Duration::ZERO);
                 r

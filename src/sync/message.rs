@@ -7,6 +7,7 @@
 //! [`SyncLimits`] before allocating anything, and never recurses.
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
 use ipld_core::cid::Cid;
@@ -269,6 +270,45 @@ impl Message {
     /// `limits`; [`SyncError::UnsupportedVersion`] for another version;
     /// [`SyncError::Decode`] (the rule and the offset) for anything else.
     pub fn decode(bytes: &[u8], limits: &SyncLimits) -> Result<Message, SyncError> {
+        Self::decode_with(bytes, limits, |at| Bytes::copy_from_slice(&bytes[at]))
+    }
+
+    /// [`Message::decode`] of a message held in [`Bytes`] (a transport's
+    /// frame): its blocks are slices of `bytes`, not copies, so they keep
+    /// `bytes` alive while any of them is held. [`Sessions::receive_shared`]
+    /// copies them instead when most of the message is blocks already held,
+    /// so that a few new blocks never keep a large message alive.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use merkle_clock::sync::{Message, SyncLimits};
+    /// use merkle_clock::Event;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let event = Event::genesis("shared").encode()?;
+    /// let mut m = Message::default();
+    /// m.blocks = vec![event.bytes().clone()];
+    /// let frame = Bytes::from(m.encode());
+    /// let back = Message::decode_shared(&frame, &SyncLimits::default())?;
+    /// assert_eq!(back, m);
+    /// let at = back.blocks[0].as_ptr() as usize - frame.as_ptr() as usize;
+    /// assert!(at < frame.len(), "a slice of the frame");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Sessions::receive_shared`]: super::Sessions::receive_shared
+    ///
+    /// # Errors
+    /// As [`Message::decode`].
+    pub fn decode_shared(bytes: &Bytes, limits: &SyncLimits) -> Result<Message, SyncError> {
+        Self::decode_with(bytes, limits, |at| bytes.slice(at))
+    }
+
+    /// Decodes `bytes`, making each block's bytes from its range in them.
+    fn decode_with(
+        bytes: &[u8],
+        limits: &SyncLimits,
+        block: impl Fn(Range<usize>) -> Bytes,
+    ) -> Result<Message, SyncError> {
         if bytes.len() > limits.max_message_bytes {
             return Err(SyncError::limit("size in bytes", bytes.len() as u64, limits.max_message_bytes));
         }
@@ -294,7 +334,7 @@ impl Message {
         let heads = read_links(&mut r, limits.max_heads, "heads")?;
         let want = read_links(&mut r, limits.max_wants, "wants")?;
         let (filter, since) = read_filter(&mut r, bytes, limits)?;
-        let blocks = read_blocks(&mut r, bytes, limits)?;
+        let blocks = read_blocks(&mut r, bytes, limits, block)?;
         let pruned = if fields == 9 { read_links(&mut r, limits.max_wants, "pruned events")? } else { Vec::new() };
         if fields == 9 && pruned.is_empty() {
             return Err(SyncError::decode(r.pos(), "an empty pruned list is left out, not sent"));
@@ -466,7 +506,12 @@ fn read_filter(
     Ok((Some(filter), since))
 }
 
-fn read_blocks(r: &mut Reader<'_>, input: &[u8], limits: &SyncLimits) -> Result<Vec<Bytes>, SyncError> {
+fn read_blocks(
+    r: &mut Reader<'_>,
+    input: &[u8],
+    limits: &SyncLimits,
+    block: impl Fn(Range<usize>) -> Bytes,
+) -> Result<Vec<Bytes>, SyncError> {
     let n = read_list_head(r, limits.max_blocks, 1, "blocks", "blocks must be a list")?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -474,11 +519,12 @@ fn read_blocks(r: &mut Reader<'_>, input: &[u8], limits: &SyncLimits) -> Result<
         match input.get(at).map(|b| b >> 5) {
             Some(MAJOR_MAP) => {
                 r.skip_value(EMBED_MAX_DEPTH)?;
-                out.push(Bytes::copy_from_slice(&input[at..r.pos()]));
+                out.push(block(at..r.pos()));
             }
             Some(MAJOR_BYTES) => {
                 let (_, raw) = read_bytes(r, "a block must be a map or bytes")?;
-                out.push(Bytes::copy_from_slice(raw));
+                let end = r.pos();
+                out.push(block(end - raw.len()..end));
             }
             _ => return Err(SyncError::decode(at, "a block must be a map or bytes")),
         }

@@ -144,7 +144,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use ipld_core::cid::Cid;
 
-use crate::block::{Block, Digest, digest_of};
+use crate::block::{Block, Digest, KeyedState, digest_of};
 use crate::dag::{Dag, EventId};
 use crate::error::UnknownEvent;
 use crate::replica::{Ingest, IngestReport, Rejection, Replica};
@@ -363,7 +363,7 @@ fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView, max: u
                 let mut ids = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
                 // Blocks no longer in the difference have arrived: forget them.
                 if !s.sent.is_empty() {
-                    let live: HashSet<&Digest> = ids.iter().map(|id| dag.digest(*id)).collect();
+                    let live: HashSet<&Digest, KeyedState> = ids.iter().map(|id| dag.digest(*id)).collect();
                     s.sent.retain(|d, _| live.contains(d));
                     shrink(&mut s.sent);
                 }
@@ -395,7 +395,7 @@ fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView, max: u
 
 /// A long session's table would otherwise keep its largest size (104 bytes
 /// a slot) for as long as the session lives.
-fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+fn shrink<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher>(map: &mut HashMap<K, V, H>) {
     if map.capacity() > 4 * map.len().max(8) {
         map.shrink_to_fit();
     }
@@ -553,6 +553,28 @@ fn finish(
     Some(msg)
 }
 
+/// Blocks that are slices of the message they came in keep all of it alive
+/// while the store or the pending buffer holds any of them: when the blocks
+/// not already held come to less than half of the message's bytes (most of
+/// it was blocks we have, a filter, or wants), they are copied out, so that
+/// a peer cannot make a few new blocks hold many large messages.
+fn unshare(dag: &Dag, blocks: &mut [Block], message_bytes: usize) {
+    // Counted until half is reached: a message of new blocks costs half a
+    // lookup per block here.
+    let mut new = 0usize;
+    for b in blocks.iter() {
+        if !dag.contains(b.cid()) {
+            new += b.len();
+            if new.saturating_mul(2) >= message_bytes {
+                return;
+            }
+        }
+    }
+    for b in blocks.iter_mut().filter(|b| !dag.contains(b.cid())) {
+        *b = Block::new_unchecked(*b.cid(), bytes::Bytes::copy_from_slice(b.bytes()));
+    }
+}
+
 /// Takes in a message from the peer of `state`: ingests its blocks (each is
 /// hashed to its CID here; those that fail verification are rejected and
 /// counted, the others kept) and records what it says of the peer.
@@ -566,6 +588,17 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     state: &mut SyncState,
     msg: Message,
 ) -> Result<Received, SyncError> {
+    receive_decoded(replica, state, msg, None).await
+}
+
+/// [`receive_message`] of a message decoded by [`Message::decode_shared`]
+/// from `shared` bytes: see [`unshare`].
+pub(crate) async fn receive_decoded<S: ?Sized + StreamStore>(
+    replica: &mut Replica<S>,
+    state: &mut SyncState,
+    msg: Message,
+    shared: Option<usize>,
+) -> Result<Received, SyncError> {
     msg.check(&state.limits)?;
     let Message { hello, more, seq, ack, heads, filter, since, want, blocks, pruned } = msg;
     state.note_pruned(pruned);
@@ -576,7 +609,10 @@ pub async fn receive_message<S: ?Sized + StreamStore>(
     let mut received = if blocks.is_empty() {
         Received::default()
     } else {
-        let blocks: Vec<Block> = blocks.into_iter().map(Block::from_bytes).collect();
+        let mut blocks: Vec<Block> = blocks.into_iter().map(Block::from_bytes).collect();
+        if let Some(message_bytes) = shared {
+            unshare(replica.dag(), &mut blocks, message_bytes);
+        }
         Received::tally(replica.ingest_many(blocks).await?)
     };
 

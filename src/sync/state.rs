@@ -10,7 +10,7 @@ use rand_core::RngCore;
 
 use super::bloom::BloomFilter;
 use super::message::{SyncError, SyncLimits};
-use crate::block::{Digest, digest_of};
+use crate::block::{Digest, KeyedState, digest_of};
 use crate::cbor::{self, MAJOR_ARRAY, MAJOR_TAG, MAJOR_UINT, Reader, TAG_CID};
 use crate::dag::{Dag, EventId};
 
@@ -99,7 +99,9 @@ pub(crate) struct Session {
     pub their_wants: Vec<Cid>,
     /// Blocks sent in this session (by digest: every block sent is an
     /// event of our DAG), with the seq of the message that carried them.
-    pub sent: HashMap<Digest, u64>,
+    /// Keyed like the store's tables (a digest is already uniform): a
+    /// catch-up of a million events inserts, looks up and removes each.
+    pub sent: HashMap<Digest, u64, KeyedState>,
     /// CIDs we asked for in this session.
     pub asked: HashSet<Cid>,
     /// Something arrived since we last made a message.
@@ -134,7 +136,7 @@ pub(crate) struct Backlog {
 
 impl Backlog {
     /// Moves past the events at the front that were sent.
-    pub fn skip_sent(&mut self, dag: &Dag, sent: &HashMap<Digest, u64>) {
+    pub fn skip_sent(&mut self, dag: &Dag, sent: &HashMap<Digest, u64, KeyedState>) {
         while self.ids.get(self.next).is_some_and(|id| sent.contains_key(dag.digest(*id))) {
             self.next += 1;
         }

@@ -210,3 +210,39 @@ fn a_fixed_salt_costs_one_more_round_trip_not_one_per_level() {
         assert!(rtt <= 2, "{rtt} round trips");
     });
 }
+
+/// Blocks taken in from a message held in `Bytes` are slices of it while
+/// most of it is new; when most of it is blocks already held, the new ones
+/// are copied out, so that a few new blocks never keep a large message
+/// alive (`Sessions::receive_shared`, `unshare`).
+#[test]
+fn shared_blocks_are_slices_unless_the_message_is_mostly_held_blocks() {
+    block_on(async {
+        use crate::store::Blockstore;
+        let g = Event::genesis("shared").encode().unwrap();
+        let mut a = fresh(&g).await;
+        let cids = a.append_many((0..20u32).map(|i| format!("event {i}"))).await.unwrap();
+        let blocks: Vec<bytes::Bytes> =
+            a.store().get_many(&cids).await.unwrap().into_iter().map(|b| b.unwrap().into_parts().1).collect();
+        let frame_of = |blocks: &[bytes::Bytes]| {
+            bytes::Bytes::from(Message { blocks: blocks.to_vec(), ..Message::default() }.encode())
+        };
+        let within = |frame: &bytes::Bytes, b: &bytes::Bytes| {
+            let (f, p) = (frame.as_ptr() as usize, b.as_ptr() as usize);
+            (f..f + frame.len()).contains(&p)
+        };
+        let mut b = fresh(&g).await;
+        let mut sessions = Sessions::new(SessionConfig::default());
+        // All new: the stored blocks are slices of the frame.
+        let frame = frame_of(&blocks[..10]);
+        sessions.receive_shared(&mut b, &1u8, &frame, std::time::Duration::ZERO).await.unwrap();
+        for c in &cids[..10] {
+            assert!(within(&frame, b.store().get(c).await.unwrap().unwrap().bytes()));
+        }
+        // Ten held and one new: the new one is a copy.
+        let frame = frame_of(&blocks[..11]);
+        sessions.receive_shared(&mut b, &1u8, &frame, std::time::Duration::ZERO).await.unwrap();
+        assert!(!within(&frame, b.store().get(&cids[10]).await.unwrap().unwrap().bytes()));
+        assert_eq!(b.len(), 12);
+    });
+}

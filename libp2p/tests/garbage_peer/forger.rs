@@ -66,7 +66,7 @@ pub async fn run_forger(key: Keypair, stream: Cid, victim: AuthorKey, targets: V
                     m.seq = 1;
                     m.heads = vec![stream];
                     m.blocks = forged_events(stream, &intruder, &victim, n).iter().map(|b| b.bytes().clone()).collect();
-                    let request = frame(&SyncRequest::Sync { stream, message: m.encode() }.encode());
+                    let request = frame(&SyncRequest::Sync { stream, message: m.encode().into() }.encode());
                     swarm.behaviour_mut().send_request(peer, request);
                 }
             }

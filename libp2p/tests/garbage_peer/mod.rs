@@ -123,16 +123,16 @@ fn garbage_sync_frame(rng: &mut Rng, stream: Cid, i: usize) -> Vec<u8> {
         // A length prefix far above the bound.
         2 => u32::MAX.to_be_bytes().to_vec(),
         // A well-formed request whose sync message is noise.
-        3 => frame(&SyncRequest::Sync { stream, message: rng.bytes(300) }.encode()),
+        3 => frame(&SyncRequest::Sync { stream, message: rng.bytes(300).into() }.encode()),
         // A well-formed response whose sync message is noise.
-        4 => frame(&SyncResponse::Message(rng.bytes(300)).encode()),
+        4 => frame(&SyncResponse::Message(rng.bytes(300).into()).encode()),
         // A well-formed request and response whose message carries bad blocks.
         5 => {
             let m = bad_blocks_message(rng, stream);
             if rng.bytes(1)[0].is_multiple_of(2) {
-                frame(&SyncRequest::Sync { stream, message: m }.encode())
+                frame(&SyncRequest::Sync { stream, message: m.into() }.encode())
             } else {
-                frame(&SyncResponse::Message(m).encode())
+                frame(&SyncResponse::Message(m.into()).encode())
             }
         }
         // A frame that claims more bytes than it carries.
