@@ -1,6 +1,6 @@
 //! The search and the properties.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use futures::executor::block_on;
@@ -71,7 +71,6 @@ pub fn check_mutation(configs: &[ModelConfig], m: Mutation) -> Option<Violation>
 /// The first violation, with the trace in words.
 pub fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<(), Violation> {
     let run = block_on(async {
-        let mut memo = Memo::new();
         for len in 0..=trace.len() {
             let mut w = World::replay(cfg, &trace[..len.saturating_sub(1)]).await.map_err(|v| at(v, &trace[..len]))?;
             if len > 0 {
@@ -80,7 +79,7 @@ pub fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<(), Violation> {
                 w.apply(trace[len - 1]).await.map_err(|v| at(v, &trace[..len]))?;
                 transition(&before, &w).map_err(|v| at(v, &trace[..len]))?;
             }
-            settle(&mut w, &mut memo).await.map_err(|v| at(v, &trace[..len]))?;
+            settle(&mut w).await.map_err(|v| at(v, &trace[..len]))?;
         }
         Ok(())
     });
@@ -124,7 +123,7 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
         // The trace replays without a violation: it failed in the run from
         // its last state, which the steps show too.
         w.log.push("— from here, with no more loss, every message delivered and every replica ticking:".into());
-        let _ = settle(&mut w, &mut Memo::new()).await;
+        let _ = settle(&mut w).await;
         Some(w.log)
     });
     v.steps = steps.unwrap_or_default();
@@ -133,11 +132,10 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
 
 async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> {
     let mut visited: HashSet<[u8; 16]> = HashSet::new();
-    let mut memo = Memo::new();
     let root = World::start(cfg).await?;
     visited.insert(short(root.fingerprint()));
     let mut w = root;
-    settle(&mut w, &mut memo).await?;
+    settle(&mut w).await?;
     out.states = 1;
     let mut frontier: Vec<Vec<Action>> = vec![Vec::new()];
     let mut depth = 0;
@@ -148,12 +146,34 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
         let mut next = Vec::new();
         for trace in &frontier {
             let parent = World::replay(cfg, trace).await.map_err(|v| at(v, trace))?;
-            let actions = parent.enabled();
+            let mut actions = parent.enabled();
+            // Steps that only move messages first: they are undone on the
+            // parent, which the last step then takes.
+            actions.sort_by_key(|a| !a.network_only());
             let before = held(&parent);
             let mut parent = Some(parent);
             for (i, &a) in actions.iter().enumerate() {
                 let mut child_trace = trace.clone();
                 child_trace.push(a);
+                if let (true, Some(p)) = (a.network_only(), parent.as_mut()) {
+                    // A step that only moves messages is tried on the parent
+                    // and undone: a child already seen costs no replay.
+                    out.transitions += 1;
+                    let saved = p.network();
+                    p.apply(a).await.map_err(|v| at(v, &child_trace))?;
+                    let checked = transition(&before, p);
+                    let fp = short(p.fingerprint());
+                    p.undo(saved);
+                    checked.map_err(|v| at(v, &child_trace))?;
+                    if visited.insert(fp) {
+                        let mut w = World::replay(cfg, &child_trace).await.map_err(|v| at(v, &child_trace))?;
+                        out.states += 1;
+                        out.depth = depth + 1;
+                        settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
+                        next.push(child_trace);
+                    }
+                    continue;
+                }
                 // The last child reuses the parent; the others rebuild it.
                 let mut w = match parent.take() {
                     Some(p) if i + 1 == actions.len() => p,
@@ -170,7 +190,7 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                 }
                 out.states += 1;
                 out.depth = depth + 1;
-                settle(&mut w, &mut memo).await.map_err(|v| at(v, &child_trace))?;
+                settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
                 next.push(child_trace);
             }
         }
@@ -254,45 +274,10 @@ const MAX_ROUNDS: usize = 40;
 /// session that learns they agree.
 const SYNCED_MESSAGES_PER_PAIR: usize = 4;
 
-/// What the fair run of [`settle`] from a state did, once it ended in
-/// silent agreement: enough to tell whether a run that reaches the state
-/// would end so too, with every bound of [`settle`] kept.
-#[derive(Debug, Clone, Copy)]
-struct Settled {
-    /// Rounds, the first (perhaps partial) one included.
-    rounds: usize,
-    /// The most messages delivered in one of its rounds.
-    deliveries: usize,
-    /// Messages sent from the state to the end.
-    messages: u64,
-}
-
-/// The fair runs already seen to end in silent agreement, by the
-/// fingerprint of each state they passed through (see [`settle`]).
-type Memo = HashMap<[u8; 16], Settled>;
-
-/// A state the fair run passed through, and where.
-struct Checkpoint {
-    fp: [u8; 16],
-    round: usize,
-    /// The run's message count then.
-    id: u64,
-}
-
 /// Liveness, no lockup, no chatter, from the state `w` (which it consumes):
 /// with no more loss and the partition healed, a fair run brings every
 /// replica to the same events and then to silence.
-///
-/// The fair run is a function of the abstract state (the fingerprint), as
-/// the search already assumes when it merges states. So once a run is seen
-/// to end well, every state it passed through (before its last silent
-/// rounds began) is remembered in `memo`, with its rounds, the most
-/// messages delivered in a round and the messages sent to the end; a later
-/// run that reaches one of them, with no silent round counted yet, stops
-/// there when the remembered rest keeps every bound of the whole run (the
-/// rounds, the messages a round, the messages after agreement); otherwise
-/// it goes on as before. A run that fails is never remembered.
-async fn settle(w: &mut World, memo: &mut Memo) -> Result<(), Violation> {
+async fn settle(w: &mut World) -> Result<(), Violation> {
     let quiet_at_start = w.net.is_empty() && w.partition != Partition::Active;
     if w.partition == Partition::Active {
         w.apply(Action::Heal).await?;
@@ -304,51 +289,22 @@ async fn settle(w: &mut World, memo: &mut Memo) -> Result<(), Violation> {
     // longest timeout or pause, in steps, and one more.
     let longest = s.timeout.unwrap_or_default().max(s.retry).saturating_mul(1 << s.max_backoff.min(30));
     let silent_rounds = (longest.as_millis() / step) as usize + 2;
-    let synced_bound = (SYNCED_MESSAGES_PER_PAIR * n * (n - 1)) as u64;
     let first_id = w.next_id;
     let mut synced_from: Option<u64> = None;
     let mut silent = 0;
-    let mut most = 0;
-    let mut seen: Vec<Checkpoint> = Vec::new();
-    // Remembers the run's checkpoints once it ends well: the run ends after
-    // `rounds` rounds (counted from its first), `most` messages delivered in
-    // a round at most, `end` its message count at the end.
-    let remember = |memo: &mut Memo, seen: &[Checkpoint], rounds: usize, most: usize, end: u64| {
-        for c in seen {
-            memo.insert(c.fp, Settled { rounds: rounds - c.round, deliveries: most, messages: end - c.id });
-        }
-    };
-    for round in 0..MAX_ROUNDS {
+    for _ in 0..MAX_ROUNDS {
         let mut delivered = 0;
-        loop {
-            // A checkpoint at the start of each round (after each delivery
-            // too costs more fingerprints than it saves).
-            if silent == 0 && delivered == 0 {
-                let fp = short(w.fingerprint());
-                if let Some(rest) = memo.get(&fp).copied() {
-                    let chatter_ok = synced_from.is_none_or(|from| w.next_id - from + rest.messages <= synced_bound);
-                    if chatter_ok && round + rest.rounds <= MAX_ROUNDS && delivered + rest.deliveries <= MAX_EXCHANGE {
-                        let most = most.max(delivered).max(rest.deliveries);
-                        remember(memo, &seen, round + rest.rounds, most, w.next_id + rest.messages);
-                        return Ok(());
-                    }
-                }
-                seen.push(Checkpoint { fp, round, id: w.next_id });
-            }
-            if w.net.is_empty() {
-                break;
-            }
+        while !w.net.is_empty() {
             w.apply(Action::Deliver(0)).await?;
             delivered += 1;
             if delivered > MAX_EXCHANGE {
                 return Err(Violation::chatter(format!("an exchange of more than {MAX_EXCHANGE} messages")));
             }
         }
-        most = most.max(delivered);
         if w.agree() {
             let from = *synced_from.get_or_insert(w.next_id);
-            let since = w.next_id - from;
-            if since > synced_bound {
+            let since = (w.next_id - from) as usize;
+            if since > SYNCED_MESSAGES_PER_PAIR * n * (n - 1) {
                 return Err(Violation::chatter(format!("{since} messages after every replica held the same events")));
             }
         }
@@ -369,7 +325,6 @@ async fn settle(w: &mut World, memo: &mut Memo) -> Result<(), Violation> {
             silent += 1;
             if silent >= silent_rounds {
                 if w.agree() {
-                    remember(memo, &seen, round + 1, most, w.next_id);
                     return Ok(());
                 }
                 let property =

@@ -267,6 +267,14 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The step only moves messages (one is lost or duplicated, n0 is cut
+    /// off, the cut heals): no replica or driver acts, so it can be undone.
+    pub fn network_only(self) -> bool {
+        matches!(self, Action::Lose(_) | Action::Duplicate(_) | Action::Partition | Action::Heal)
+    }
+}
+
 /// Actions as short words: `a0` append, `t1` tick, `+` advance, `d2`
 /// deliver, `l0` lose, `x0` duplicate, `p` partition, `h` heal, `r1`
 /// restart keeping the sync states, `f1` restart with fresh ones.

@@ -59,6 +59,16 @@ pub(super) enum Partition {
     Healed,
 }
 
+/// The network and the budgets it spends, saved to undo a step that only
+/// moves messages.
+pub(super) struct Network {
+    net: Vec<InFlight>,
+    losses: usize,
+    duplicates: usize,
+    partition: Partition,
+    cut: bool,
+}
+
 /// The whole state.
 pub(super) struct World {
     pub cfg: ModelConfig,
@@ -434,6 +444,24 @@ impl World {
             self.log.push(step);
         }
         Ok(())
+    }
+
+    /// The parts of the world a step that only moves messages changes:
+    /// [`World::undo`] puts them back.
+    pub fn network(&self) -> Network {
+        Network {
+            net: self.net.clone(),
+            losses: self.losses,
+            duplicates: self.duplicates,
+            partition: self.partition,
+            cut: self.cut,
+        }
+    }
+
+    /// Undoes a step that only moved messages (see [`Action::network_only`]).
+    pub fn undo(&mut self, saved: Network) {
+        let Network { net, losses, duplicates, partition, cut } = saved;
+        (self.net, self.losses, self.duplicates, self.partition, self.cut) = (net, losses, duplicates, partition, cut);
     }
 
     /// Replica `i`'s driver ticks; a second tick at once must say nothing.
