@@ -19,6 +19,11 @@
 //! every random choice comes from fixed seeds, so the same actions give the
 //! same state. The search is breadth-first with a visited set of **abstract
 //! state fingerprints**, so the first violation found has a shortest trace.
+//! A replay skips the one-round-trip check (each step was checked when the
+//! search first took it). A step that only moves messages (a loss, a
+//! duplicate, the cut, its healing: [`Action::network_only`]) is tried on
+//! the parent and undone, so a child already seen costs no replay; those
+//! steps come first, and the last step takes the parent itself.
 //!
 //! # The abstraction
 //!
