@@ -12,7 +12,7 @@
 //! after printing the counterexample's trace in words. `--verbose` prints
 //! each mutation's counterexample; `--narrate TRACE` tells a trace in words;
 //! `--only K` checks the K-th configuration alone; `--mutation NAME` checks
-//! one mutation.
+//! one mutation; `--depth D` stops each search at depth D (a bounded check).
 
 use merkle_clock::sync::model::{self, ModelConfig};
 use merkle_clock::sync::mutation::Mutation;
@@ -42,6 +42,13 @@ fn main() {
     }
     if args.iter().any(|a| a == "--large") {
         configs.extend(ModelConfig::large());
+    }
+    // `--depth D`: explore each configuration to depth D only (a bounded
+    // check: "holds within the bounds", not a proof).
+    if let Some(d) = args.iter().position(|a| a == "--depth").and_then(|i| args.get(i + 1)?.parse::<usize>().ok()) {
+        for c in &mut configs {
+            c.max_depth = d;
+        }
     }
     if let Some(i) = args.iter().position(|a| a == "--narrate") {
         let trace = model::parse_trace(&args[i + 1]).expect("a trace");

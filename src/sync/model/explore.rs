@@ -72,10 +72,12 @@ pub fn check_mutation(configs: &[ModelConfig], m: Mutation) -> Option<Violation>
 pub fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<(), Violation> {
     let run = block_on(async {
         for len in 0..=trace.len() {
-            let mut w = World::replay(cfg, &trace[..len]).await.map_err(|v| at(v, &trace[..len]))?;
+            let mut w = World::replay(cfg, &trace[..len.saturating_sub(1)]).await.map_err(|v| at(v, &trace[..len]))?;
             if len > 0 {
-                let before = World::replay(cfg, &trace[..len - 1]).await?;
-                transition(&held(&before), &w).map_err(|v| at(v, &trace[..len]))?;
+                // The last step is checked as the search checks it.
+                let before = held(&w);
+                w.apply(trace[len - 1]).await.map_err(|v| at(v, &trace[..len]))?;
+                transition(&before, &w).map_err(|v| at(v, &trace[..len]))?;
             }
             settle(&mut w).await.map_err(|v| at(v, &trace[..len]))?;
         }
@@ -144,12 +146,34 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
         let mut next = Vec::new();
         for trace in &frontier {
             let parent = World::replay(cfg, trace).await.map_err(|v| at(v, trace))?;
-            let actions = parent.enabled();
+            let mut actions = parent.enabled();
+            // Steps that only move messages first: they are undone on the
+            // parent, which the last step then takes.
+            actions.sort_by_key(|a| !a.network_only());
             let before = held(&parent);
             let mut parent = Some(parent);
             for (i, &a) in actions.iter().enumerate() {
                 let mut child_trace = trace.clone();
                 child_trace.push(a);
+                if let (true, Some(p)) = (a.network_only(), parent.as_mut()) {
+                    // A step that only moves messages is tried on the parent
+                    // and undone: a child already seen costs no replay.
+                    out.transitions += 1;
+                    let saved = p.network();
+                    p.apply(a).await.map_err(|v| at(v, &child_trace))?;
+                    let checked = transition(&before, p);
+                    let fp = short(p.fingerprint());
+                    p.undo(saved);
+                    checked.map_err(|v| at(v, &child_trace))?;
+                    if visited.insert(fp) {
+                        let mut w = World::replay(cfg, &child_trace).await.map_err(|v| at(v, &child_trace))?;
+                        out.states += 1;
+                        out.depth = depth + 1;
+                        settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
+                        next.push(child_trace);
+                    }
+                    continue;
+                }
                 // The last child reuses the parent; the others rebuild it.
                 let mut w = match parent.take() {
                     Some(p) if i + 1 == actions.len() => p,

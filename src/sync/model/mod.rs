@@ -19,6 +19,11 @@
 //! every random choice comes from fixed seeds, so the same actions give the
 //! same state. The search is breadth-first with a visited set of **abstract
 //! state fingerprints**, so the first violation found has a shortest trace.
+//! A replay skips the one-round-trip check (each step was checked when the
+//! search first took it). A step that only moves messages (a loss, a
+//! duplicate, the cut, its healing: [`Action::network_only`]) is tried on
+//! the parent and undone, so a child already seen costs no replay; those
+//! steps come first, and the last step takes the parent itself.
 //!
 //! # The abstraction
 //!
@@ -265,6 +270,14 @@ pub enum Action {
         /// The durable sync states are kept.
         durable: bool,
     },
+}
+
+impl Action {
+    /// The step only moves messages (one is lost or duplicated, n0 is cut
+    /// off, the cut heals): no replica or driver acts, so it can be undone.
+    pub fn network_only(self) -> bool {
+        matches!(self, Action::Lose(_) | Action::Duplicate(_) | Action::Partition | Action::Heal)
+    }
 }
 
 /// Actions as short words: `a0` append, `t1` tick, `+` advance, `d2`

@@ -59,6 +59,16 @@ pub(super) enum Partition {
     Healed,
 }
 
+/// The network and the budgets it spends, saved to undo a step that only
+/// moves messages.
+pub(super) struct Network {
+    net: Vec<InFlight>,
+    losses: usize,
+    duplicates: usize,
+    partition: Partition,
+    cut: bool,
+}
+
 /// The whole state.
 pub(super) struct World {
     pub cfg: ModelConfig,
@@ -83,6 +93,9 @@ pub(super) struct World {
     /// What each step did, in words (only when `verbose`).
     pub log: Vec<String>,
     pub verbose: bool,
+    /// Check the one-round-trip property on each send. Off while a trace is
+    /// replayed: its steps were checked when the search first took them.
+    pub checking: bool,
 }
 
 impl World {
@@ -119,6 +132,7 @@ impl World {
             filters: Vec::new(),
             log: Vec::new(),
             verbose: false,
+            checking: true,
         })
     }
 
@@ -151,9 +165,11 @@ impl World {
     /// The world after `trace`, from the start.
     pub async fn replay(cfg: &ModelConfig, trace: &[Action]) -> Result<Self, Violation> {
         let mut w = World::start(cfg).await?;
+        w.checking = false;
         for &a in trace {
             w.apply(a).await?;
         }
+        w.checking = true;
         Ok(w)
     }
 
@@ -310,7 +326,7 @@ impl World {
             let held = self.blocks(from).into_iter().collect();
             self.filters.push((from, f.clone(), held));
         }
-        if !self.lossless() {
+        if !self.lossless() || !self.checking {
             return Ok(());
         }
         let Some(theirs) = self.nodes[from].sessions.state(&to).and_then(|s| s.session.their_filter.as_ref()) else {
@@ -428,6 +444,24 @@ impl World {
             self.log.push(step);
         }
         Ok(())
+    }
+
+    /// The parts of the world a step that only moves messages changes:
+    /// [`World::undo`] puts them back.
+    pub fn network(&self) -> Network {
+        Network {
+            net: self.net.clone(),
+            losses: self.losses,
+            duplicates: self.duplicates,
+            partition: self.partition,
+            cut: self.cut,
+        }
+    }
+
+    /// Undoes a step that only moved messages (see [`Action::network_only`]).
+    pub fn undo(&mut self, saved: Network) {
+        let Network { net, losses, duplicates, partition, cut } = saved;
+        (self.net, self.losses, self.duplicates, self.partition, self.cut) = (net, losses, duplicates, partition, cut);
     }
 
     /// Replica `i`'s driver ticks; a second tick at once must say nothing.
