@@ -630,6 +630,9 @@ async fn a_peer_that_pruned_what_we_lack_says_so_and_the_node_lists_it_unavailab
         assert!(gone.iter().all(|c| pruned.contains(c)), "only pruned events are unavailable: {gone:?}");
         let held = b.get(stream, pruned.clone()).await.unwrap();
         assert!(held.iter().all(Option::is_none), "a pruned block reached the other node");
+        // Asked by CID, the pruned peer answers none for them (not an error).
+        let fetched = b.fetcher(stream).fetch(&pruned).await.unwrap();
+        assert!(fetched.iter().all(Option::is_none), "a pruned block was served");
         // A's own view: it lacks nothing, so nothing is unavailable to it.
         assert!(a.unavailable(stream).await.unwrap().is_empty());
         assert!(matches!(
