@@ -148,6 +148,7 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
         let synced =
             tokio::time::timeout(Duration::from_secs(args.timeout), settle(&node, stream, &mut topic, peer_id)).await;
         let (now, heads) = (node.len(stream).await?, node.heads(stream).await?);
+        let gone = node.unavailable(stream).await?;
         node.shutdown().await?;
         match synced {
             Ok(Ok(gone)) if !gone.is_empty() => {
@@ -168,6 +169,15 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
             }
             Ok(result) => {
                 result?;
+            }
+            Err(_) if !gone.is_empty() => {
+                return Err(format!(
+                    "{peer}: not in sync after {} s (now {now} events here); the peer pruned {} of those this \
+                     store lacks: fetch them elsewhere or start from a checkpoint",
+                    args.timeout,
+                    events(gone.len())
+                )
+                .into());
             }
             Err(_) => {
                 return Err(format!(
@@ -202,8 +212,13 @@ async fn settle(node: &Node_, stream: Cid, topic: &mut impl Broadcaster, peer: O
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Stop only once the peer holds what we hold beyond the
+                // genesis (its announced heads list ours): our own events
+                // have reached it, and it has nothing else for us.
+                let mine = node.heads(stream).await?;
+                let pushed = theirs.as_ref().is_some_and(|t| mine.iter().all(|h| *h == stream || t.contains(h)));
                 let gone = node.unavailable(stream).await?;
-                if !gone.is_empty() && gone == node.read(stream, |r| r.missing()).await? {
+                if pushed && !gone.is_empty() && gone == node.read(stream, |r| r.missing()).await? {
                     return Ok(gone);
                 }
             }

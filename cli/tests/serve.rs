@@ -128,7 +128,9 @@ fn sync_peer_and_fetch_gateway_against_a_pruned_store_name_what_they_cannot_get(
     }
     assert!(ok(d, &["--store", "a", "prune", "--keep", "3"]).contains("pruned "));
     let head = ok(d, &["--store", "a", "heads"]).trim().to_string();
+    // b holds one event a lacks: it reaches a before the sync gives up.
     ok(d, &["--store", "b", "init", "--genesis", genesis]);
+    ok(d, &["--store", "b", "append", r#"{"from": "b"}"#]);
 
     let served = serve(d, "a");
     // The peer answers `pruned`: the sync ends with what it could not get,
@@ -146,4 +148,5 @@ fn sync_peer_and_fetch_gateway_against_a_pruned_store_name_what_they_cannot_get(
     assert!(!out.status.success());
     assert!(stderr.contains("most likely pruned there") && stderr.contains("start from a checkpoint"), "{stderr}");
     stop(served);
+    assert!(ok(d, &["--store", "a", "log"]).contains("from"), "b's event did not reach the pruned peer");
 }
