@@ -603,7 +603,7 @@ async fn sync(dir: &Path, other: &Path, from_checkpoint: Option<&str>, out: &mut
 }
 
 /// "1 event", "4 events".
-fn events(n: usize) -> String {
+pub(crate) fn events(n: usize) -> String {
     format!("{n} event{}", if n == 1 { "" } else { "s" })
 }
 

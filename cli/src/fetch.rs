@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use merkle_clock::Cid;
-use merkle_clock_gateway::{DagScope, FetcherConfig, GatewayFetcher};
+use merkle_clock_gateway::{DagScope, FetcherConfig, GatewayError, GatewayFetcher};
 
 use crate::Result;
 use crate::commands::import_blocks;
@@ -35,7 +35,14 @@ pub async fn run(dir: &Path, args: &Args, out: &mut dyn Write) -> Result<()> {
     let fetcher = GatewayFetcher::with_config(&args.gateways, config)?;
     // The HTTP client needs tokio; the store does not.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let blocks = runtime.block_on(fetcher.car(&cid, DagScope::All)).map_err(|e| format!("{e}; nothing fetched"))?;
+    let blocks = runtime.block_on(fetcher.car(&cid, DagScope::All)).map_err(|e| match e {
+        // The gateway's CAR stops at a horizon: it pruned (or never held) the rest.
+        GatewayError::Incomplete { missing, first, .. } => format!(
+            "{e}; nothing fetched: the gateway does not hold {missing} of the ancestors of {cid} (first: {first}), \
+             most likely pruned there; fetch from a gateway that holds the whole history, or start from a checkpoint"
+        ),
+        e => format!("{e}; nothing fetched"),
+    })?;
     let bytes: usize = blocks.iter().map(|b| b.len()).sum();
     writeln!(out, "fetched {} blocks ({bytes} bytes), every one verified", blocks.len())?;
     let source = format!("the snapshot of {cid}");

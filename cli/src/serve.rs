@@ -17,6 +17,7 @@ use merkle_clock_libp2p::libp2p::multiaddr::Protocol;
 use merkle_clock_libp2p::libp2p::{Multiaddr, PeerId};
 use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Source};
 
+use crate::commands::events;
 use crate::{Result, store};
 
 /// `mclock serve` options.
@@ -147,9 +148,37 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
         let synced =
             tokio::time::timeout(Duration::from_secs(args.timeout), settle(&node, stream, &mut topic, peer_id)).await;
         let (now, heads) = (node.len(stream).await?, node.heads(stream).await?);
+        let gone = node.unavailable(stream).await?;
         node.shutdown().await?;
         match synced {
-            Ok(result) => result?,
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                let shown: Vec<String> = gone.iter().take(5).map(short_cid).collect();
+                let more = if gone.len() > 5 { format!(" and {} more", gone.len() - 5) } else { String::new() };
+                writeln!(
+                    out,
+                    "unavailable here: {} the peer pruned ({}{more}); fetch them elsewhere or start from a checkpoint",
+                    events(gone.len()),
+                    shown.join(" ")
+                )?;
+                return Err(format!(
+                    "{peer}: not in sync (now {now} events here): the peer pruned the {} this store still lacks, and \
+                     nothing else is coming",
+                    events(gone.len())
+                )
+                .into());
+            }
+            Ok(result) => {
+                result?;
+            }
+            Err(_) if !gone.is_empty() => {
+                return Err(format!(
+                    "{peer}: not in sync after {} s (now {now} events here); the peer pruned {} of those this \
+                     store lacks: fetch them elsewhere or start from a checkpoint",
+                    args.timeout,
+                    events(gone.len())
+                )
+                .into());
+            }
             Err(_) => {
                 return Err(format!(
                     "{peer}: not in sync after {} s (now {now} events here); is it serving stream {stream}?",
@@ -165,15 +194,34 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
     })
 }
 
+/// How often `sync --peer` asks its node whether what it lacks is only what
+/// the peer pruned (the peer's `pruned` answer brings no new event, so no
+/// update wakes the wait).
+const UNAVAILABLE_CHECK: Duration = Duration::from_millis(200);
+
 /// Waits until the peer (or, without a peer id, anyone on the topic)
-/// announces exactly our heads. A node announces when it meets a new peer
-/// and whenever its heads change, so this ends once both sides hold the
-/// same events.
-async fn settle(node: &Node_, stream: Cid, topic: &mut impl Broadcaster, peer: Option<PeerId>) -> Result<()> {
+/// announces exactly our heads, and returns nothing; or until every event
+/// this store lacks is one the peer said it pruned, and returns them (it
+/// will never send them: waiting longer is pointless). A node announces
+/// when it meets a new peer and whenever its heads change, so this ends
+/// once both sides hold the same events.
+async fn settle(node: &Node_, stream: Cid, topic: &mut impl Broadcaster, peer: Option<PeerId>) -> Result<Vec<Cid>> {
     let mut theirs: Option<Vec<Cid>> = None;
     let mut updates = node.updates();
+    let mut tick = tokio::time::interval(UNAVAILABLE_CHECK);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                // Stop only once the peer holds what we hold beyond the
+                // genesis (its announced heads list ours): our own events
+                // have reached it, and it has nothing else for us.
+                let mine = node.heads(stream).await?;
+                let pushed = theirs.as_ref().is_some_and(|t| mine.iter().all(|h| *h == stream || t.contains(h)));
+                let gone = node.unavailable(stream).await?;
+                if pushed && !gone.is_empty() && gone == node.read(stream, |r| r.missing()).await? {
+                    return Ok(gone);
+                }
+            }
             a = topic.next() => {
                 let Some(a) = a? else { return Err("the node stopped".into()) };
                 if peer.is_none_or(|p| a.from.as_str() == p.to_string()) {
@@ -190,7 +238,7 @@ async fn settle(node: &Node_, stream: Cid, topic: &mut impl Broadcaster, peer: O
             // An announcement lists at most `max_announced_heads` of them.
             mine.truncate(theirs.len().max(NodeConfig::default().max_announced_heads));
             if *theirs == mine {
-                return Ok(());
+                return Ok(Vec::new());
             }
         }
     }

@@ -116,3 +116,37 @@ fn fetch_from_nowhere_and_an_unknown_cid_fail_in_one_line() {
     assert!(String::from_utf8(out.stderr).unwrap().contains("only http://"));
     stop(served);
 }
+
+#[test]
+fn sync_peer_and_fetch_gateway_against_a_pruned_store_name_what_they_cannot_get() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let genesis = r#"{"list": "pruned"}"#;
+    ok(d, &["--store", "a", "init", "--genesis", genesis]);
+    for i in 0..10 {
+        ok(d, &["--store", "a", "append", &format!(r#"{{"n": {i}}}"#)]);
+    }
+    assert!(ok(d, &["--store", "a", "prune", "--keep", "3"]).contains("pruned "));
+    let head = ok(d, &["--store", "a", "heads"]).trim().to_string();
+    // b holds one event a lacks: it reaches a before the sync gives up.
+    ok(d, &["--store", "b", "init", "--genesis", genesis]);
+    ok(d, &["--store", "b", "append", r#"{"from": "b"}"#]);
+
+    let served = serve(d, "a");
+    // The peer answers `pruned`: the sync ends with what it could not get,
+    // not with its timeout.
+    let out = mclock(d, &["--store", "b", "sync", "--peer", &served.libp2p, "--timeout", "60"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("unavailable here: 1 event the peer pruned"), "{stdout}");
+    assert!(stderr.contains("the peer pruned the 1 event this store still lacks"), "{stderr}");
+    assert!(!stderr.contains("not in sync after"), "it waited for its timeout: {stderr}");
+
+    // The gateway's CAR stops at the horizon; the fetch says what it lacks.
+    let out = mclock(d, &["--store", "c", "fetch", "--gateway", &served.gateway, &head]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("most likely pruned there") && stderr.contains("start from a checkpoint"), "{stderr}");
+    stop(served);
+    assert!(ok(d, &["--store", "a", "log"]).contains("from"), "b's event did not reach the pruned peer");
+}

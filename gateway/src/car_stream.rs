@@ -64,7 +64,11 @@ pub(crate) fn key(cid: &Cid) -> [u8; 32] {
 /// Writes the CAR of `root` (already read from the store; `None` for an
 /// identity CID, which is never written as a block) into `tx`, in chunks of
 /// about `chunk` bytes. Stops when the client goes away. A block missing from
-/// the store, or a store error, ends the stream with an error.
+/// the store (an ancestor pruned there, below the replica's horizon) is left
+/// out and the walk does not go below it: the CAR ends cleanly at the
+/// horizon, with every block the store holds above it, and a client that
+/// verifies the CAR (as [`GatewayFetcher::car`](crate::GatewayFetcher::car)
+/// does) names what it lacks. A store error ends the stream with an error.
 pub(crate) async fn stream(
     store: Arc<dyn Blockstore>,
     root_cid: Cid,
@@ -104,10 +108,12 @@ async fn walk(
         if written.contains(&k) {
             continue;
         }
-        let block =
-            store.get(&cid).await.map_err(io::Error::other)?.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("ancestor {cid} is not in the store"))
-            })?;
+        let Some(block) = store.get(&cid).await.map_err(io::Error::other)? else {
+            // Pruned here (or never held): the CAR stops at the horizon.
+            tracing::debug!(root = %root_cid, %cid, "CAR: an ancestor is not in the store; left out");
+            written.insert(k);
+            continue;
+        };
         car.write(&block).map_err(io::Error::other)?;
         written.insert(k);
         stack.extend(links(&block).into_iter().rev().filter(|p| !written.contains(&key(p))));

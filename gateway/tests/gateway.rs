@@ -131,8 +131,23 @@ async fn the_identity_probe_answers() {
     gw.stop().await;
 }
 
+/// Asks `gw` for the CAR of `head` (`dag-scope=all`): a clean 200 that the
+/// fetcher refuses as incomplete, naming one block it lacks.
+async fn the_car_stops_at_the_horizon(gw: &common::Running, head: &Cid) -> (usize, Cid) {
+    let r = http(gw.addr, Method::GET, &format!("/ipfs/{head}?format=car&dag-scope=all"), &[]).await;
+    let r = r.expect("the body ends cleanly, not in an error");
+    assert_eq!(r.status, StatusCode::OK);
+    let car = CarReader::new(r.body.as_ref(), CarLimits::default()).unwrap();
+    assert!(car.map(Result::unwrap).any(|b| b.cid() == head), "the CAR holds what the store has");
+    let fetcher = GatewayFetcher::new([gw.url.as_str()]).unwrap();
+    match fetcher.car(head, DagScope::All).await {
+        Err(GatewayError::Incomplete { missing, first, .. }) => (missing, first),
+        other => panic!("expected the fetcher to name what the CAR lacks, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn a_missing_ancestor_cuts_the_car_stream_and_the_fetcher_says_so() {
+async fn a_missing_ancestor_ends_the_car_at_the_horizon_and_the_fetcher_says_so() {
     // A store that holds an event but not its parents.
     let full = Arc::new(MemoryBlockstore::new());
     let replica = stream(Arc::clone(&full), 3).await;
@@ -140,15 +155,33 @@ async fn a_missing_ancestor_cuts_the_car_stream_and_the_fetcher_says_so() {
     let partial = Arc::new(MemoryBlockstore::new());
     partial.put(full.get(&head).await.unwrap().unwrap()).await.unwrap();
     let gw = serve(partial).await;
-    // The raw block is there; the snapshot cannot be complete.
-    let r = http(gw.addr, Method::GET, &format!("/ipfs/{head}?format=car"), &[]).await;
-    assert!(r.is_err(), "the body ends in an error, not a clean end");
-    let fetcher = GatewayFetcher::new([gw.url.as_str()]).unwrap();
-    match fetcher.car(&head, DagScope::All).await {
-        Err(GatewayError::Http { .. }) => {}
-        other => panic!("expected an HTTP error for a cut stream, got {other:?}"),
+    let (missing, first) = the_car_stops_at_the_horizon(&gw, &head).await;
+    assert_eq!(missing, 1);
+    assert!(ancestors(&replica, &head).contains(&first));
+    assert!(GatewayFetcher::new([gw.url.as_str()]).unwrap().block(&head).await.is_ok());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_pruned_replica_answers_404_for_a_pruned_block_and_a_car_that_stops_at_its_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbBlockstore::open(dir.path().join("a.redb")).unwrap());
+    let mut replica = stream(Arc::clone(&store), 30).await;
+    let order: Vec<Cid> = replica.order().collect();
+    replica.prune(merkle_clock::replica::PrunePolicy::KeepNewest(10)).await.unwrap();
+    let pruned: Vec<Cid> = order.iter().copied().filter(|c| replica.is_pruned(c)).collect();
+    assert!(!pruned.is_empty());
+    let head = replica.heads()[0];
+    let gw = serve(store).await;
+    for cid in &pruned {
+        let r = get(gw.addr, &format!("/ipfs/{cid}?format=raw")).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "a pruned block is not served");
     }
-    assert!(fetcher.block(&head).await.is_ok());
+    let fetcher = GatewayFetcher::new([gw.url.as_str()]).unwrap();
+    assert!(fetcher.block(&pruned[0]).await.unwrap_err().is_not_found());
+    let (missing, first) = the_car_stops_at_the_horizon(&gw, &head).await;
+    assert!(pruned.contains(&first), "the first block the CAR lacks is a pruned one");
+    assert!(missing >= 1 && missing <= pruned.len());
     gw.stop().await;
 }
 

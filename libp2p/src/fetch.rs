@@ -13,7 +13,7 @@ use std::fmt;
 use async_trait::async_trait;
 use libp2p::PeerId;
 use merkle_clock::sync::transport::{Fetcher, TransportError};
-use merkle_clock::{Block, Cid, StreamStore};
+use merkle_clock::{Block, Cid, StoreError, StreamStore};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -181,7 +181,8 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     }
                     out.push(Some(bytes.to_vec()));
                 }
-                Ok(None) => out.push(None),
+                // A pruned block is not held: the peer looks elsewhere.
+                Ok(None) | Err(StoreError::Pruned { .. }) => out.push(None),
                 Err(e) => {
                     warn!(%peer, %stream, "reading a block to serve failed: {e}");
                     break;

@@ -185,6 +185,7 @@ pub(crate) enum Command<S: ?Sized + StreamStore> {
     Peers(oneshot::Sender<Vec<PeerId>>),
     SetOffline(bool, oneshot::Sender<()>),
     Stats(oneshot::Sender<Stats>),
+    Unavailable(Cid, oneshot::Sender<Result<Vec<Cid>, NodeError>>),
     Shutdown(oneshot::Sender<Vec<Replica<S>>>),
 }
 
@@ -376,6 +377,19 @@ impl<S: ?Sized + StreamStore + 'static> NodeHandle<S> {
     /// [`NodeError::Stopped`].
     pub async fn set_offline(&self, offline: bool) -> Result<(), NodeError> {
         self.call(|tx| Command::SetOffline(offline, tx)).await
+    }
+
+    /// The events the stream's replica lacks that no connected peer can
+    /// supply: every peer that follows the stream answered the want with
+    /// `pruned` (it holds them only pruned). Nothing will bring them from
+    /// these peers: fetch them elsewhere (a gateway, another peer) or start
+    /// from a checkpoint. Empty with no peer, or while some peer may still
+    /// send them. Ascending.
+    ///
+    /// # Errors
+    /// [`NodeError::UnknownStream`], [`NodeError::Stopped`].
+    pub async fn unavailable(&self, stream: Cid) -> Result<Vec<Cid>, NodeError> {
+        self.call(|tx| Command::Unavailable(stream, tx)).await?
     }
 
     /// The node's counters.

@@ -327,6 +327,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     .fold(SessionStats::default(), |sum, s| add_session_stats(sum, s.sessions.stats()));
                 let _ = reply.send(stats);
             }
+            Command::Unavailable(stream, reply) => {
+                let gone = self.streams.get(&stream).map(|s| s.sessions.unavailable(&s.replica));
+                let _ = reply.send(gone.ok_or(NodeError::UnknownStream(stream)));
+            }
             Command::Shutdown(_) => unreachable!("handled by run"),
         }
     }

@@ -153,6 +153,59 @@ async fn a_want_without_send_dont_have_is_answered_when_the_block_arrives() {
     .unwrap();
 }
 
+/// A node holding a chain of `n` events whose oldest are pruned (only the
+/// newest `keep` keep their bytes): the handle, the genesis, the events'
+/// CIDs oldest first, and which of them are pruned.
+async fn pruned_server(n: usize, keep: usize) -> (Handle, Block, Vec<Cid>, Vec<Cid>) {
+    let g = Event::genesis("bitswap test: pruned").encode().unwrap();
+    let mut replica = replica_of(&g).await;
+    for i in 0..n {
+        replica.append(&format!("event {i}")).await.unwrap();
+    }
+    replica.prune(merkle_clock::replica::PrunePolicy::KeepNewest(keep)).await.unwrap();
+    let cids: Vec<Cid> = replica.order().skip(1).collect();
+    let pruned: Vec<Cid> = cids.iter().copied().filter(|c| replica.is_pruned(c)).collect();
+    let node = Node::<dyn StreamStore>::spawn(config()).unwrap();
+    node.add_stream(replica).await.unwrap();
+    (node, g, cids, pruned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_want_for_a_pruned_block_gets_dont_have_or_nothing_and_the_stream_keeps_serving() {
+    timeout(TEST_LIMIT, async {
+        let (server, _g, cids, pruned) = pruned_server(12, 4).await;
+        assert!(pruned.len() >= 3, "{pruned:?}");
+        let kept = *cids.last().unwrap();
+        let mut peer = RawPeer::spawn(true).await;
+        peer.dial(server.listen_addr().await.unwrap()).await;
+        // want-block and want-have with send_dont_have: DONT_HAVE for both.
+        peer.send(server.peer_id(), &wants(&pruned[..1], WantType::Block, true)).await;
+        peer.send(server.peer_id(), &wants(&pruned[1..2], WantType::Have, true)).await;
+        let mut presences: Vec<BlockPresence> = Vec::new();
+        while presences.len() < 2 {
+            let (_, m) = peer.next(WAIT).await.expect("an answer");
+            assert!(m.payload.is_empty(), "a pruned block was sent");
+            presences.extend(m.block_presences);
+        }
+        assert!(presences.iter().all(|p| p.r#type == PresenceType::DontHave as i32), "{presences:?}");
+        // Without send_dont_have: nothing, and the same stream still serves.
+        // (One wantlist, so the server reads the pruned want first.)
+        peer.send(server.peer_id(), &wants(&[pruned[2], kept], WantType::Block, false)).await;
+        let (_, m) = peer.next(WAIT).await.expect("the kept block");
+        assert!(m.block_presences.is_empty());
+        let blocks: Vec<Block> = m.payload.iter().map(|b| message::block_of(b).unwrap()).collect();
+        assert_eq!(blocks.iter().map(Block::cid).collect::<Vec<_>>(), vec![&kept]);
+        let stats = server.bitswap_stats().unwrap();
+        assert_eq!((stats.pruned_wants, stats.blocks_sent, stats.garbage), (3, 1, 0));
+        // The fetcher of another node: None for a pruned block (DONT_HAVE).
+        let client = client_of(&server).await;
+        let got = client.bitswap_fetcher().unwrap().fetch(&[pruned[0], kept]).await.unwrap();
+        assert!(got[0].is_none() && got[1].as_ref().map(Block::cid) == Some(&kept));
+    })
+    .await
+    .unwrap();
+}
+
 /// A wantlist of `n` entries, each a want-block of a distinct 36-byte CID.
 fn big_wantlist(n: usize) -> Message {
     let entries = (0..n as u64)

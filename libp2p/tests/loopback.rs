@@ -591,3 +591,55 @@ async fn concurrent_writers_receive_few_duplicate_blocks() {
     .await
     .expect("test took too long");
 }
+
+/// A node whose replica holds `n` events after the genesis, the oldest
+/// pruned so that only the newest `keep` keep their bytes. Returns the
+/// handle and the pruned events' CIDs.
+async fn spawn_pruned(genesis: &Block, n: usize, keep: usize) -> (Handle, Vec<Cid>) {
+    let store: Arc<dyn StreamStore> = Arc::new(MemoryBlockstore::new());
+    let mut replica = Replica::create(store, genesis, ReplicaConfig::default()).await.unwrap();
+    for i in 0..n {
+        replica.append(&format!("event {i}")).await.unwrap();
+    }
+    replica.prune(merkle_clock::replica::PrunePolicy::KeepNewest(keep)).await.unwrap();
+    let pruned: Vec<Cid> = replica.order().filter(|c| replica.is_pruned(c)).collect();
+    assert!(!pruned.is_empty());
+    let handle = Node::<dyn StreamStore>::spawn(node_config()).unwrap();
+    handle.add_stream(replica).await.unwrap();
+    (handle, pruned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_pruned_what_we_lack_says_so_and_the_node_lists_it_unavailable() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let g = genesis("pruned peer");
+        let (a, pruned) = spawn_pruned(&g, 20, 5).await;
+        let b = spawn_mem(&g).await;
+        let stream = *g.cid();
+        assert!(b.unavailable(stream).await.unwrap().is_empty(), "no peer: nothing is unavailable");
+        mesh(&[&a, &b]).await;
+        // B gets the kept events, asks for their pruned parent, and A
+        // answers `pruned`: nothing waits on it in silence.
+        wait_for("the pruned events to be listed unavailable", || async {
+            let gone = b.unavailable(stream).await.unwrap();
+            !gone.is_empty() && gone == b.read(stream, |r| r.missing()).await.unwrap()
+        })
+        .await;
+        let gone = b.unavailable(stream).await.unwrap();
+        assert!(gone.iter().all(|c| pruned.contains(c)), "only pruned events are unavailable: {gone:?}");
+        let held = b.get(stream, pruned.clone()).await.unwrap();
+        assert!(held.iter().all(Option::is_none), "a pruned block reached the other node");
+        // Asked by CID, the pruned peer answers none for them (not an error).
+        let fetched = b.fetcher(stream).fetch(&pruned).await.unwrap();
+        assert!(fetched.iter().all(Option::is_none), "a pruned block was served");
+        // A's own view: it lacks nothing, so nothing is unavailable to it.
+        assert!(a.unavailable(stream).await.unwrap().is_empty());
+        assert!(matches!(
+            b.unavailable(*genesis("no such stream").cid()).await,
+            Err(merkle_clock_libp2p::NodeError::UnknownStream(_))
+        ));
+    })
+    .await
+    .unwrap();
+}

@@ -234,6 +234,10 @@ pub struct BitswapStats {
     pub haves_sent: u64,
     /// DONT_HAVE presences sent.
     pub dont_haves_sent: u64,
+    /// Wants for a block this node pruned (its bytes are gone for good):
+    /// answered DONT_HAVE when the peer asked for one, else dropped (never
+    /// kept waiting, never an error).
+    pub pruned_wants: u64,
     /// Blocks received that a fetch wanted, verified.
     pub blocks_received: u64,
     /// Blocks received that no fetch wanted (already delivered by another
@@ -260,6 +264,7 @@ pub(crate) struct Counters {
     pub blocks_sent: AtomicU64,
     pub haves_sent: AtomicU64,
     pub dont_haves_sent: AtomicU64,
+    pub pruned_wants: AtomicU64,
     pub blocks_received: AtomicU64,
     pub blocks_unwanted: AtomicU64,
     pub presences_received: AtomicU64,
@@ -286,6 +291,7 @@ impl Counters {
             blocks_sent: g(&self.blocks_sent),
             haves_sent: g(&self.haves_sent),
             dont_haves_sent: g(&self.dont_haves_sent),
+            pruned_wants: g(&self.pruned_wants),
             blocks_received: g(&self.blocks_received),
             blocks_unwanted: g(&self.blocks_unwanted),
             presences_received: g(&self.presences_received),

@@ -219,11 +219,20 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             }
             let Some(want) = ledger.wants.get(&cid).copied() else { continue };
             let block = if want.block { find_block(&self.streams, &cid).await } else { None };
-            let have = block.is_some() || (!want.block && self.streams.values().any(|s| s.replica.contains(&cid)));
+            let have = block.is_some() || (!want.block && self.streams.values().any(|s| holds(&s.replica, &cid)));
+            // A pruned block never comes back: it is not kept waiting.
+            let pruned = !have && self.streams.values().any(|s| s.replica.is_pruned(&cid));
+            if pruned {
+                bump(&counters.pruned_wants, 1);
+            }
             let item = match block {
                 Some(b) if b.len() <= config.max_block_bytes => Item::Block(b),
                 _ if have && !want.block => Item::Presence(PresenceType::Have),
                 _ if want.send_dont_have => Item::Presence(PresenceType::DontHave),
+                _ if pruned => {
+                    ledger.wants.remove(&cid);
+                    continue;
+                }
                 _ => {
                     // Not here yet: answered when it arrives.
                     kept.push_back(cid);
@@ -265,13 +274,18 @@ enum Item {
     Presence(PresenceType),
 }
 
-/// The block of `cid` from whichever stream holds it.
+/// Whether the replica holds the bytes of `cid` (a pruned event's are gone).
+fn holds<S: ?Sized + StreamStore>(replica: &merkle_clock::Replica<S>, cid: &Cid) -> bool {
+    replica.contains(cid) && !replica.is_pruned(cid)
+}
+
+/// The block of `cid` from whichever stream holds its bytes.
 async fn find_block<S: ?Sized + StreamStore + 'static>(
     streams: &HashMap<Cid, StreamSlot<S>>,
     cid: &Cid,
 ) -> Option<Block> {
     for slot in streams.values() {
-        if slot.replica.contains(cid) {
+        if holds(&slot.replica, cid) {
             match slot.replica.get(cid).await {
                 Ok(b) => return b,
                 Err(e) => debug!(%cid, "bitswap: reading a block to serve failed: {e}"),
