@@ -574,17 +574,11 @@ async fn sync(dir: &Path, other: &Path, from_checkpoint: Option<&str>, out: &mut
     writeln!(out, "there: +{} events, now {} events", there.len() - before_there, there.len())?;
     let heads: Vec<String> = here.heads().iter().map(short_cid).collect();
     writeln!(out, "heads: {} ({})", heads.join(" "), if equal { "the same on both" } else { "DIFFERENT" })?;
-    for (side, gone, pruner) in [("here", &unavailable_here, "there"), ("there", &unavailable_there, "here")] {
+    for (side, gone, pruner) in
+        [("here", &unavailable_here, "the store there"), ("there", &unavailable_there, "the store here")]
+    {
         if !gone.is_empty() {
-            let shown: Vec<String> = gone.iter().take(5).map(short_cid).collect();
-            let more = if gone.len() > 5 { format!(" and {} more", gone.len() - 5) } else { String::new() };
-            writeln!(
-                out,
-                "unavailable {side}: {} the store {pruner} pruned ({}{more}); fetch them elsewhere or start from a \
-                 checkpoint",
-                events(gone.len()),
-                shown.join(" ")
-            )?;
+            writeln!(out, "{}", unavailable_line(side, pruner, gone))?;
         }
     }
     if !equal {
@@ -605,6 +599,18 @@ async fn sync(dir: &Path, other: &Path, from_checkpoint: Option<&str>, out: &mut
 /// "1 event", "4 events".
 pub(crate) fn events(n: usize) -> String {
     format!("{n} event{}", if n == 1 { "" } else { "s" })
+}
+
+/// The line that names the events `side` lacks and `pruner` pruned (the
+/// first five, short).
+pub(crate) fn unavailable_line(side: &str, pruner: &str, gone: &[Cid]) -> String {
+    let shown: Vec<String> = gone.iter().take(5).map(short_cid).collect();
+    let more = if gone.len() > 5 { format!(" and {} more", gone.len() - 5) } else { String::new() };
+    format!(
+        "unavailable {side}: {} {pruner} pruned ({}{more}); fetch them elsewhere or start from a checkpoint",
+        events(gone.len()),
+        shown.join(" ")
+    )
 }
 
 /// What `reconcile` did: round trips, each side's counters, and the events

@@ -17,7 +17,7 @@ use merkle_clock_libp2p::libp2p::multiaddr::Protocol;
 use merkle_clock_libp2p::libp2p::{Multiaddr, PeerId};
 use merkle_clock_libp2p::{Node, NodeConfig, NodeHandle, Source};
 
-use crate::commands::events;
+use crate::commands::{events, unavailable_line};
 use crate::{Result, store};
 
 /// `mclock serve` options.
@@ -152,14 +152,7 @@ pub fn sync_peer(dir: &Path, args: &PeerArgs, out: &mut dyn Write) -> Result<()>
         node.shutdown().await?;
         match synced {
             Ok(Ok(gone)) if !gone.is_empty() => {
-                let shown: Vec<String> = gone.iter().take(5).map(short_cid).collect();
-                let more = if gone.len() > 5 { format!(" and {} more", gone.len() - 5) } else { String::new() };
-                writeln!(
-                    out,
-                    "unavailable here: {} the peer pruned ({}{more}); fetch them elsewhere or start from a checkpoint",
-                    events(gone.len()),
-                    shown.join(" ")
-                )?;
+                writeln!(out, "{}", unavailable_line("here", "the peer", &gone))?;
                 return Err(format!(
                     "{peer}: not in sync (now {now} events here): the peer pruned the {} this store still lacks, and \
                      nothing else is coming",
