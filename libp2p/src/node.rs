@@ -62,10 +62,6 @@ pub struct Node<S: ?Sized + StreamStore + 'static> {
     pub(crate) durable: HashMap<(PeerId, Cid), Vec<u8>>,
     pub(crate) requests: HashMap<OutboundRequestId, Pending>,
     pub(crate) outbox: Outbox,
-    /// A part received in a response, answered but not yet taken in: it is
-    /// taken in once the swarm had its turn to hand the answer to the
-    /// connection, whose task sends it while the part goes in.
-    pub(crate) deferred: Option<(PeerId, Cid, bytes::Bytes)>,
     /// Gossip validation results to report, each from its time on
     /// ([`NodeConfig::forward_delay`]).
     pub(crate) validations: VecDeque<(Instant, MessageId, PeerId, MessageAcceptance)>,
@@ -106,11 +102,8 @@ const TICK: Duration = Duration::from_millis(25);
 
 impl<S: ?Sized + StreamStore + 'static> Node<S> {
     /// Builds the swarm, starts listening and runs the node on a thread of
-    /// its own, with a tokio runtime whose one worker thread drives the
-    /// swarm's connections: they read and write while the node's thread
-    /// takes in what came (a long part of a catch-up overlaps with the
-    /// sending of its answer and the making of the next part). Returns once
-    /// the node listens (or failed to).
+    /// its own, with a single-threaded tokio runtime that also drives the
+    /// swarm's connections. Returns once the node listens (or failed to).
     ///
     /// A thread of its own keeps the store's blocking work (a redb commit
     /// waits for the disk) off the application's runtime, and lets the node
@@ -131,12 +124,7 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         std::thread::Builder::new()
             .name("merkle-clock-node".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("merkle-clock-conn")
-                    .enable_all()
-                    .build()
-                {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = setup_tx.send(Err(NodeError::Setup(format!("tokio runtime: {e}"))));
@@ -209,7 +197,6 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             durable: HashMap::new(),
             requests: HashMap::new(),
             outbox: Outbox::default(),
-            deferred: None,
             validations: VecDeque::new(),
             fetches: Fetches::default(),
             connected: HashSet::new(),
@@ -233,18 +220,6 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.deferred.is_some() {
-                // The swarm's turn first: it hands the answer just made to
-                // its connection; then the part is taken in.
-                tokio::select! {
-                    biased;
-                    event = self.swarm.select_next_some() => {
-                        self.on_swarm_event(event).await;
-                        continue;
-                    }
-                    () = std::future::ready(()) => self.take_in_deferred().await,
-                }
-            }
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
@@ -394,8 +369,6 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
     }
 
     async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        // What came before is taken in first.
-        self.take_in_deferred().await;
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.on_gossip(e).await,
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.on_sync(e).await,

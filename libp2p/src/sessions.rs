@@ -402,17 +402,6 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
         }
     }
 
-    /// Takes in the part left for after the swarm's turn, if any
-    /// ([`Node::deferred`]).
-    pub(crate) async fn take_in_deferred(&mut self) {
-        let Some((p, stream, bytes)) = self.deferred.take() else { return };
-        match self.take_in(p, stream, &bytes).await {
-            Some(SyncResponse::Message(reply)) => self.send_sync(p, stream, reply),
-            Some(_) => self.outbox.clear(p, stream),
-            None => {}
-        }
-    }
-
     async fn on_response(&mut self, peer: PeerId, id: OutboundRequestId, response: SyncResponse) {
         let (p, stream) = match self.requests.remove(&id) {
             Some(Pending::Sync(p, stream)) => (p, stream),
@@ -434,10 +423,11 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
                     if let Some(first) = first {
                         self.request(p, stream, first);
                     }
-                    // Taken in once the swarm has handed the answer to the
-                    // connection (`Node::run`): its task sends it meanwhile.
-                    self.take_in_deferred().await;
-                    self.deferred = Some((p, stream, bytes));
+                    match self.take_in(p, stream, &bytes).await {
+                        Some(SyncResponse::Message(reply)) => self.send_sync(p, stream, reply),
+                        Some(_) => self.outbox.clear(p, stream),
+                        None => {}
+                    }
                     return;
                 }
                 if self.outbox.is_serving_parts(p, stream, Instant::now())
