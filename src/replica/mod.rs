@@ -154,7 +154,7 @@ impl AppendScratch {
 impl<S: ?Sized + StreamStore> Replica<S> {
     /// A copy of the replica over `store`, a copy of its store: the model
     /// checker forks a state with it. Caches and scratch buffers start
-    /// empty. `None` for a replica with validators or a membership index,
+    /// empty (the chunk for appended blocks' bytes small). `None` for a replica with validators or a membership index,
     /// which are not copied.
     #[cfg(any(test, feature = "testing"))]
     pub fn fork(&self, store: Arc<S>) -> Option<Self> {
@@ -169,7 +169,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             pending: self.pending.clone(),
             validators: Vec::new(),
             metrics: self.metrics.clone(),
-            scratch: AppendScratch::default(),
+            // A fork appends a few events: a small chunk for their bytes
+            // (a 64 KiB one per fork is most of a model checker's memory).
+            scratch: AppendScratch { chunk: BytesMut::with_capacity(1 << 10), ..AppendScratch::default() },
             members: None,
             signer: self.signer.clone(),
             verifier: auth::Verifier::default(),

@@ -138,14 +138,19 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
     out.states = 1;
     // Each state of the frontier with its trace: a child is its parent,
     // forked, after one step (no replay from the start).
-    let mut frontier: Vec<(Vec<Action>, World)> = vec![(Vec::new(), root)];
+    // Beyond `max_kept`, a state is kept as its trace and replayed.
+    let mut frontier: Vec<(Vec<Action>, Option<World>)> = vec![(Vec::new(), Some(root))];
     let mut depth = 0;
     while !frontier.is_empty() {
         if depth == cfg.max_depth || out.states >= cfg.max_states {
             return Ok(());
         }
         let mut next = Vec::new();
-        for (trace, parent) in std::mem::take(&mut frontier) {
+        for (trace, kept) in std::mem::take(&mut frontier) {
+            let parent = match kept {
+                Some(w) => w,
+                None => World::replay(cfg, &trace).await.map_err(|v| at(v, &trace))?,
+            };
             let mut actions = parent.enabled();
             // Steps that only move messages first: they are undone on the
             // parent, which the last step then takes.
@@ -184,7 +189,8 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                 out.states += 1;
                 out.depth = depth + 1;
                 settle(&mut w.fork()?).await.map_err(|v| at(v, &child_trace))?;
-                next.push((child_trace, w));
+                let kept = next.len() < cfg.max_kept;
+                next.push((child_trace, kept.then_some(w)));
             }
         }
         frontier = next;
