@@ -151,6 +151,37 @@ impl AppendScratch {
     }
 }
 
+impl<S: ?Sized + StreamStore> Replica<S> {
+    /// A copy of the replica over `store`, a copy of its store: the model
+    /// checker forks a state with it. Caches and scratch buffers start
+    /// empty (the chunk for appended blocks' bytes small). `None` for a replica with validators or a membership index,
+    /// which are not copied.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fork(&self, store: Arc<S>) -> Option<Self> {
+        if !self.validators.is_empty() || self.members.is_some() {
+            return None;
+        }
+        Some(Replica {
+            store,
+            stream: self.stream,
+            dag: self.dag.clone(),
+            config: self.config,
+            pending: self.pending.clone(),
+            validators: Vec::new(),
+            metrics: self.metrics.clone(),
+            // A fork appends a few events: a small chunk for their bytes
+            // (a 64 KiB one per fork is most of a model checker's memory).
+            scratch: AppendScratch { chunk: BytesMut::with_capacity(1 << 10), ..AppendScratch::default() },
+            members: None,
+            signer: self.signer.clone(),
+            verifier: auth::Verifier::default(),
+            pruned: self.pruned.clone(),
+            outside_cut: self.outside_cut.clone(),
+            suspects: self.suspects.clone(),
+        })
+    }
+}
+
 impl<S: ?Sized + StreamStore> fmt::Debug for Replica<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")

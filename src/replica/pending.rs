@@ -20,6 +20,7 @@ type Waiter = (Digest, u64);
 
 /// Events waiting for parents, bounded by count and bytes; the oldest go first.
 #[derive(Default)]
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 pub(super) struct PendingBuffer {
     pub(super) events: HashMap<Digest, PendingEvent, KeyedState>,
     /// Missing parent → the events waiting on it (with their arrival number).
@@ -31,6 +32,7 @@ pub(super) struct PendingBuffer {
     next_seq: u64,
 }
 
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 pub(super) struct PendingEvent {
     pub(super) block: Block,
     pub(super) header: Header,

@@ -20,6 +20,7 @@ pub struct MemoryBlockstore {
 }
 
 #[derive(Default)]
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct Inner {
     blocks: Blocks,
     streams: HashMap<Cid, StreamMeta, KeyedState>,
@@ -31,6 +32,7 @@ struct Inner {
 /// CID is held once (not as a map key and again in the block), and a
 /// stream's log is a list of arena indices.
 #[derive(Default)]
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct Blocks {
     entries: Vec<(Key, Held)>,
     index: HashTable<Slot>,
@@ -42,11 +44,13 @@ struct Blocks {
 
 /// What the arena holds of a block: its bytes, or, once pruned (or for an
 /// entry appended as a skeleton), only the event's height and parents.
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 enum Held {
     Bytes(Bytes),
     Pruned(Box<Skeleton>),
 }
 
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct Skeleton {
     height: u64,
     parents: Box<[Cid]>,
@@ -63,6 +67,7 @@ impl Held {
 
 /// A CID as the arena holds it: an event CID (the one shape this library
 /// writes) by its digest alone, 32 bytes instead of a 96-byte `Cid`.
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 enum Key {
     Event(Digest),
     Other(Box<Cid>),
@@ -89,6 +94,7 @@ impl Key {
 }
 
 #[derive(Default)]
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct StreamMeta {
     heads: Vec<Cid>,
     /// Arena indices, in commit order.
@@ -99,6 +105,13 @@ impl MemoryBlockstore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A copy of the store that shares nothing with it (blocks' bytes are
+    /// shared, being immutable): the model checker forks a state with it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn deep_copy(&self) -> Self {
+        MemoryBlockstore { inner: RwLock::new(self.read().clone()) }
     }
 
     /// The number of blocks held (pruned ones are not).

@@ -546,6 +546,7 @@ pub struct SessionStats {
 }
 
 /// The driver's record of one peer.
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct Peer<St> {
     state: St,
     /// The last time the session was known to be fine: a message arrived
@@ -589,6 +590,25 @@ pub struct Sessions<P, Pr: Protocol = Bloom> {
     rng: Option<SimRng>,
     next_anti_entropy: Option<Duration>,
     stats: SessionStats,
+}
+
+/// A copy of the driver, random state included: the model checker forks a
+/// state with it.
+#[cfg(any(test, feature = "testing"))]
+impl<P: Clone, Pr: Protocol + Clone> Clone for Sessions<P, Pr>
+where
+    Pr::State: Clone,
+{
+    fn clone(&self) -> Self {
+        Sessions {
+            protocol: self.protocol.clone(),
+            config: self.config.clone(),
+            peers: self.peers.clone(),
+            rng: self.rng.clone(),
+            next_anti_entropy: self.next_anti_entropy,
+            stats: self.stats,
+        }
+    }
 }
 
 impl<P: fmt::Debug, Pr: Protocol> fmt::Debug for Sessions<P, Pr> {

@@ -134,18 +134,23 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
     let mut visited: HashSet<[u8; 16]> = HashSet::new();
     let root = World::start(cfg).await?;
     visited.insert(short(root.fingerprint()));
-    let mut w = root;
-    settle(&mut w).await?;
+    settle(&mut root.fork()?).await?;
     out.states = 1;
-    let mut frontier: Vec<Vec<Action>> = vec![Vec::new()];
+    // Each state of the frontier with its trace: a child is its parent,
+    // forked, after one step (no replay from the start).
+    // Beyond `max_kept`, a state is kept as its trace and replayed.
+    let mut frontier: Vec<(Vec<Action>, Option<World>)> = vec![(Vec::new(), Some(root))];
     let mut depth = 0;
     while !frontier.is_empty() {
         if depth == cfg.max_depth || out.states >= cfg.max_states {
             return Ok(());
         }
         let mut next = Vec::new();
-        for trace in &frontier {
-            let parent = World::replay(cfg, trace).await.map_err(|v| at(v, trace))?;
+        for (trace, kept) in std::mem::take(&mut frontier) {
+            let parent = match kept {
+                Some(w) => w,
+                None => World::replay(cfg, &trace).await.map_err(|v| at(v, &trace))?,
+            };
             let mut actions = parent.enabled();
             // Steps that only move messages first: they are undone on the
             // parent, which the last step then takes.
@@ -155,43 +160,37 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
             for (i, &a) in actions.iter().enumerate() {
                 let mut child_trace = trace.clone();
                 child_trace.push(a);
-                if let (true, Some(p)) = (a.network_only(), parent.as_mut()) {
+                out.transitions += 1;
+                let p = parent.as_mut().expect("the parent is taken by the last step only");
+                if a.network_only() {
                     // A step that only moves messages is tried on the parent
-                    // and undone: a child already seen costs no replay.
-                    out.transitions += 1;
+                    // and undone: a child already seen costs no fork.
                     let saved = p.network();
                     p.apply(a).await.map_err(|v| at(v, &child_trace))?;
                     let checked = transition(&before, p);
                     let fp = short(p.fingerprint());
                     p.undo(saved);
                     checked.map_err(|v| at(v, &child_trace))?;
-                    if visited.insert(fp) {
-                        let mut w = World::replay(cfg, &child_trace).await.map_err(|v| at(v, &child_trace))?;
-                        out.states += 1;
-                        out.depth = depth + 1;
-                        settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
-                        next.push(child_trace);
+                    if !visited.insert(fp) {
+                        continue;
                     }
-                    continue;
                 }
-                // The last child reuses the parent; the others rebuild it.
-                let mut w = match parent.take() {
-                    Some(p) if i + 1 == actions.len() => p,
-                    p => {
-                        parent = p;
-                        World::replay(cfg, trace).await?
+                // The last child takes the parent; the others fork it.
+                let mut w = if i + 1 == actions.len() { parent.take().expect("still here") } else { p.fork()? };
+                if a.network_only() {
+                    w.apply(a).await.map_err(|v| at(v, &child_trace))?;
+                } else {
+                    w.apply(a).await.map_err(|v| at(v, &child_trace))?;
+                    transition(&before, &w).map_err(|v| at(v, &child_trace))?;
+                    if !visited.insert(short(w.fingerprint())) {
+                        continue;
                     }
-                };
-                out.transitions += 1;
-                w.apply(a).await.map_err(|v| at(v, &child_trace))?;
-                transition(&before, &w).map_err(|v| at(v, &child_trace))?;
-                if !visited.insert(short(w.fingerprint())) {
-                    continue;
                 }
                 out.states += 1;
                 out.depth = depth + 1;
-                settle(&mut w).await.map_err(|v| at(v, &child_trace))?;
-                next.push(child_trace);
+                settle(&mut w.fork()?).await.map_err(|v| at(v, &child_trace))?;
+                let kept = next.len() < cfg.max_kept;
+                next.push((child_trace, kept.then_some(w)));
             }
         }
         frontier = next;
@@ -205,7 +204,7 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                 out.transitions
             );
             if std::env::var_os("MODEL_SAMPLES").is_some() {
-                for t in frontier.iter().rev().step_by((frontier.len() / 5).max(1)).take(5) {
+                for (t, _) in frontier.iter().rev().step_by((frontier.len() / 5).max(1)).take(5) {
                     eprintln!("  {}", super::format_trace(t));
                 }
             }

@@ -128,6 +128,10 @@ pub struct ModelConfig {
     pub max_depth: usize,
     /// The most states explored before giving up (the result says so).
     pub max_states: usize,
+    /// The most states of the search's frontier kept in memory; beyond,
+    /// a state is kept as its trace and rebuilt by replaying it when its
+    /// turn comes (slower, but memory stays bounded).
+    pub max_kept: usize,
     /// The most messages in flight at once (the no-chatter bound).
     pub max_in_flight: usize,
     /// States that differ only by a renaming of the replicas are one
@@ -160,6 +164,7 @@ impl ModelConfig {
             },
             max_depth: 40,
             max_states: 2_000_000,
+            max_kept: 20_000,
             max_in_flight: 4 * replicas * (replicas - 1),
             symmetry: true,
         }

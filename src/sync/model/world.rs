@@ -1,8 +1,10 @@
 //! One state of the model: real replicas, real drivers, a network of bytes.
 //!
-//! A [`World`] is rebuilt by replaying its trace from the start (the
-//! replicas and drivers are not `Clone`): the same actions give the same
-//! world, because every random choice comes from a fixed seed.
+//! The search keeps the worlds of its frontier and [forks](World::fork) a
+//! parent to take each step; a [`World`] can also be rebuilt by replaying
+//! its trace from the start (regression traces, counterexamples): the same
+//! actions give the same world, because every random choice comes from a
+//! fixed seed.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -160,6 +162,44 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A copy of the world that shares nothing with it: each replica over a
+    /// copy of its store, each driver with its random state. The search
+    /// forks a parent to take each step from it, instead of replaying the
+    /// parent's trace from the start.
+    pub fn fork(&self) -> Result<Self, Violation> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let store = Arc::new(n.store.deep_copy());
+                let replica = n
+                    .replica
+                    .fork(store.clone())
+                    .ok_or_else(|| Violation::error("a replica that cannot be forked".into()))?;
+                Ok(Node { replica, sessions: n.sessions.clone(), store })
+            })
+            .collect::<Result<_, Violation>>()?;
+        Ok(World {
+            cfg: self.cfg.clone(),
+            nodes,
+            net: self.net.clone(),
+            now: self.now,
+            next_id: self.next_id,
+            appended: self.appended.clone(),
+            genesis: self.genesis,
+            losses: self.losses,
+            duplicates: self.duplicates,
+            delays: self.delays,
+            restarts: self.restarts,
+            partition: self.partition,
+            cut: self.cut,
+            filters: self.filters.clone(),
+            log: self.log.clone(),
+            verbose: self.verbose,
+            checking: self.checking,
+        })
     }
 
     /// The world after `trace`, from the start.
