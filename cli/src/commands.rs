@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use merkle_clock::auth::Role;
 use merkle_clock::car::{CarLimits, CarWriter, read_car};
+use merkle_clock::checkpoint::Checkpoint;
 use merkle_clock::replica::{PrunePolicy, Replica};
 use merkle_clock::store::Durability;
 use merkle_clock::sync::{SessionConfig, SessionStats, Sessions};
-use merkle_clock::{Block, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short_cid};
+use merkle_clock::{Block, Blockstore, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short_cid};
 use serde_json::json;
 
 use crate::store::{self, Local};
@@ -480,15 +481,33 @@ pub async fn import_blocks(
 }
 
 /// `sync --with OTHER --from-checkpoint CID`: a new store here, started
-/// from the checkpoint (trusted: the user named it) with blocks fetched
-/// from the other store, each hashed.
+/// from the checkpoint with blocks from the other store.
 async fn start_from_checkpoint(
     dir: &Path,
     other: &Path,
     checkpoint: &str,
     out: &mut dyn Write,
-) -> Result<(Local, merkle_clock::checkpoint::Checkpoint)> {
+) -> Result<(Local, Checkpoint)> {
     let cid = Cid::try_from(checkpoint).map_err(|e| format!("{checkpoint}: not a CID ({e})"))?;
+    let other_db = store::open_db(other, Durability::Immediate)?;
+    let stream = store::current_stream(other, &other_db)
+        .await?
+        .ok_or_else(|| format!("the store at {} holds no stream", other.display()))?;
+    bootstrap(dir, &other_db, Some(stream), &cid, out).await
+}
+
+/// A new store at `dir` started from the checkpoint `cid` (trusted: the
+/// user named it), every block fetched from `source` and hashed: the
+/// checkpoint, its states, the membership below it and its cut, not the
+/// history. `stream` is the genesis when known; `None` reads it from the
+/// checkpoint (the height-0 entry of its flagged tree).
+pub(crate) async fn bootstrap<B: ?Sized + Blockstore>(
+    dir: &Path,
+    source: &B,
+    stream: Option<Cid>,
+    cid: &Cid,
+    out: &mut dyn Write,
+) -> Result<(Local, Checkpoint)> {
     if dir.join(store::DB_FILE).is_file() {
         let db = store::open_db(dir, Durability::Immediate)?;
         if let Some(s) = store::current_stream(dir, &db).await? {
@@ -499,17 +518,26 @@ async fn start_from_checkpoint(
             .into());
         }
     }
-    let other_db = store::open_db(other, Durability::Immediate)?;
-    let stream = store::current_stream(other, &other_db)
-        .await?
-        .ok_or_else(|| format!("the store at {} holds no stream", other.display()))?;
+    let stream = match stream {
+        Some(s) => s,
+        None => {
+            let block = source.get(cid).await?.ok_or_else(|| format!("{cid}: not found"))?;
+            let cp = Checkpoint::from_block(&block)?.ok_or_else(|| format!("{cid}: not a checkpoint event"))?;
+            let flagged = cp.flagged_entries(source).await?;
+            flagged
+                .iter()
+                .find(|e| e.height == 0)
+                .map(|e| e.cid)
+                .ok_or_else(|| format!("{cid}: its flagged tree names no genesis"))?
+        }
+    };
     let db = Arc::new(store::create_db(dir, Durability::Immediate)?);
-    let (here, fetched) = Replica::bootstrap(db, &other_db, &stream, &cid, &[cid], Default::default()).await?;
+    let (here, fetched) = Replica::bootstrap(db, source, &stream, cid, &[*cid], Default::default()).await?;
     store::set_stream(dir, &stream)?;
     writeln!(
         out,
         "started from checkpoint {}: {} blocks, {} bytes fetched, each hashed; the {} events below it are not",
-        short_cid(&cid),
+        short_cid(cid),
         fetched.blocks,
         fetched.bytes,
         fetched.checkpoint.count

@@ -150,3 +150,50 @@ fn sync_peer_and_fetch_gateway_against_a_pruned_store_name_what_they_cannot_get(
     stop(served);
     assert!(ok(d, &["--store", "a", "log"]).contains("from"), "b's event did not reach the pruned peer");
 }
+
+/// `fetch --gateway --from-checkpoint CP HEAD` starts a new store from a
+/// checkpoint served by a pruned peer's gateway: the checkpoint and its cut,
+/// then the events after it, block by block, and a late event (written
+/// concurrently with the checkpoint, its parent below the cut) admitted by
+/// looking its parent up in the skeleton. No pruned payload is asked for:
+/// the served store has none, and the fetch still completes.
+#[test]
+fn fetch_gateway_from_a_checkpoint_starts_a_store_without_the_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let genesis = r#""likes""#;
+    ok(d, &["--store", "a", "init", "--genesis", genesis]);
+    for i in 1..=10 {
+        ok(d, &["--store", "a", "append", &format!(r#"{{"increment": {i}}}"#)]);
+    }
+    // b forks off before the checkpoint and writes a late event.
+    ok(d, &["--store", "b", "init", "--genesis", genesis]);
+    ok(d, &["--store", "b", "sync", "--with", "a"]);
+    ok(d, &["--store", "b", "append", r#"{"increment": 1000}"#]);
+    let cp = ok(d, &["--store", "a", "checkpoint", "--reducer", "counter"]).trim().to_string();
+    ok(d, &["--store", "a", "append", r#"{"increment": 100}"#]);
+    assert!(ok(d, &["--store", "a", "prune", "--keep", "2"]).contains("pruned "));
+    ok(d, &["--store", "a", "sync", "--with", "b"]);
+    ok(d, &["--store", "a", "append", r#"{"increment": 7}"#]);
+    let head = ok(d, &["--store", "a", "heads"]).trim().to_string();
+    assert_eq!(head.lines().count(), 1, "a merged b's late event");
+
+    let served = serve(d, "a");
+    let said = ok(d, &["--store", "c", "fetch", "--gateway", &served.gateway, "--from-checkpoint", &cp, &head]);
+    assert!(said.contains("started from checkpoint") && said.contains("the 11 events below it are not"), "{said}");
+    // The checkpoint's successor, b's late event, and the merge.
+    assert!(said.contains("+3 events after the checkpoint"), "{said}");
+    assert_eq!(ok(d, &["--store", "c", "heads"]).trim(), head);
+    let again = mclock(d, &["--store", "c", "fetch", "--gateway", &served.gateway, "--from-checkpoint", &cp, &head]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && stderr.contains("already holds stream"), "{stderr}");
+    stop(served);
+    // Held: the genesis, the cut (its skeleton only, marked), the checkpoint
+    // and the three after it; none of the ten events below the cut.
+    let log = ok(d, &["--store", "c", "log"]);
+    assert_eq!(log.lines().count(), 6, "{log}");
+    assert_eq!(log.matches("(pruned)").count(), 1, "{log}");
+    for held in [r#"{"increment":1000}"#, r#"{"increment":100}"#, r#"{"increment":7}"#, "checkpoint"] {
+        assert!(log.contains(held), "{held} missing: {log}");
+    }
+}

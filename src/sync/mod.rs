@@ -128,6 +128,7 @@
 
 mod bloom;
 pub mod driver;
+pub mod fill;
 mod message;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

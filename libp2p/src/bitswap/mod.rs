@@ -78,7 +78,6 @@
 //! ```
 
 mod client;
-mod fill;
 pub mod message;
 mod server;
 
@@ -94,7 +93,9 @@ use merkle_clock::{Block, Cid};
 use tokio::sync::mpsc;
 
 pub use client::BitswapFetcher;
-pub use fill::{FillError, FillReport, fill};
+/// [`fill`] lives in the core ([`merkle_clock::sync::fill`]); re-exported here,
+/// where it was first.
+pub use merkle_clock::sync::fill::{FillError, FillReport, fill};
 pub(crate) use server::Server;
 
 /// The protocol name.
