@@ -16,6 +16,8 @@
 //!                                              the genesis, membership events and checkpoints below the cut
 //!     "skeleton": link,                        the root of the skeleton tree (see below)
 //!     "states":   {name: link, ...},           one DAG-CBOR block per named reducer state at the cut
+//!     "members":  [[position, ...], ...],      (only when not empty) the membership rows: the membership
+//!                                              events in an entry's past, as positions in `flagged`
 //! }}
 //! ```
 //!
@@ -78,14 +80,14 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipld_core::cid::Cid;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::auth::{AuthorKey, Members};
-use crate::block::Block;
+use crate::block::{Block, Digest, digest_of};
 use crate::crdt::{CheckpointPolicy, Fold, Resumable, StateError};
 use crate::dag::EventId;
 use crate::error::{DecodeError, UnknownEvent};
@@ -122,6 +124,9 @@ struct Body {
     flagged: Cid,
     skeleton: Cid,
     states: BTreeMap<String, Cid>,
+    /// Written only when some entry's past holds a membership event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<Vec<u32>>,
 }
 
 /// Why a checkpoint cannot be built, trusted or used. Each variant names
@@ -284,6 +289,12 @@ pub struct Checkpoint {
     pub flagged: Cid,
     /// The state blocks, by reducer name.
     pub states: BTreeMap<String, Cid>,
+    /// The membership rows of the skeleton's entries: row `r ≥ 1` is
+    /// `members[r - 1]`, the positions in the `flagged` tree (ascending) of
+    /// the membership events in the past of an entry whose row is `r`
+    /// ([`SkeletonEntry::members`]). Empty on an open stream and on a
+    /// stream whose history below the cut holds no membership event.
+    pub members: Vec<Vec<u32>>,
 }
 
 /// Whether an event's payload bytes are a checkpoint's (by its first bytes).
@@ -316,7 +327,23 @@ impl Checkpoint {
             skeleton: body.skeleton,
             flagged: body.flagged,
             states: body.states,
+            members: body.members,
         }))
+    }
+
+    /// The positions in the `flagged` tree of the membership events a
+    /// membership row names ([`SkeletonEntry::members`]): none for row 0.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Malformed`] for a row the checkpoint lacks.
+    pub fn members_row(&self, row: u32) -> Result<&[u32], CheckpointError> {
+        if row == 0 {
+            return Ok(&[]);
+        }
+        self.members.get(row as usize - 1).map(Vec::as_slice).ok_or_else(|| CheckpointError::Malformed {
+            cid: self.cid,
+            reason: format!("membership row {row}, of {}", self.members.len()),
+        })
     }
 
     /// Whether the checkpoint may be trusted: its CID is one of `trusted`
@@ -393,6 +420,12 @@ impl Checkpoint {
             return Err(mismatch(format!("count {} but {} events below the cut", self.count, below.len())));
         }
         let mut want = entries_of(replica, &below).await?;
+        let flagged = skeleton::entries(source, &self.flagged).await?;
+        let positions: Vec<Digest> = flagged.iter().filter_map(|e| digest_of(&e.cid)).collect();
+        let members = annotate(replica, &below, &mut want, &positions);
+        if members != self.members {
+            return Err(mismatch(format!("membership rows {:?}, the history has {members:?}", self.members)));
+        }
         want.sort_unstable_by_key(|e| e.0);
         let got = skeleton::entries(source, &self.skeleton).await?;
         if got.len() != want.len() {
@@ -407,7 +440,6 @@ impl Checkpoint {
             }
         }
         // The flagged tree: exactly the skeleton's entries fetched in full.
-        let flagged = skeleton::entries(source, &self.flagged).await?;
         let mut expected = got.into_iter().filter(|e| e.height == 0 || e.membership || e.checkpoint);
         if let Some((i, e)) = flagged.iter().enumerate().find(|(_, e)| expected.next().as_ref() != Some(*e)) {
             return Err(mismatch(format!("flagged tree: entry {i} is {e:?}")));
@@ -565,6 +597,49 @@ async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventI
     Ok(out)
 }
 
+/// Sets the membership row of each entry (aligned with `ids`) and returns
+/// the rows: each the positions in `flagged` (the flagged tree's digests,
+/// ascending) of the membership events in the entry's past, numbered from 1
+/// in the order they first appear by digest (so the same history gives the
+/// same rows). A membership event the flagged tree lacks (below the cut of
+/// a shallow replica's own checkpoint) is left out. Open streams, and pasts
+/// without membership events, are row 0.
+fn annotate<S: ?Sized + StreamStore>(
+    replica: &Replica<S>,
+    ids: &[EventId],
+    entries: &mut [Entry],
+    flagged: &[Digest],
+) -> Vec<Vec<u32>> {
+    let Some(index) = replica.member_index() else { return Vec::new() };
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by_key(|&i| entries[i].0);
+    // States are shared: one row look-up per distinct state.
+    let mut by_state: HashMap<usize, u32> = HashMap::new();
+    let mut rows: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut table: Vec<Vec<u32>> = Vec::new();
+    for i in order {
+        let state = index.state(ids[i]);
+        let row = *by_state.entry(std::sync::Arc::as_ptr(state) as usize).or_insert_with(|| {
+            let mut positions: Vec<u32> = index
+                .ops_of(state)
+                .filter_map(|(cid, _)| digest_of(cid))
+                .filter_map(|d| flagged.binary_search(&d).ok())
+                .map(|p| u32::try_from(p).expect("fewer than 2^32 flagged events"))
+                .collect();
+            positions.sort_unstable();
+            if positions.is_empty() {
+                return 0;
+            }
+            *rows.entry(positions.clone()).or_insert_with(|| {
+                table.push(positions);
+                u32::try_from(table.len()).expect("fewer than 2^32 rows")
+            })
+        });
+        entries[i].4 = row;
+    }
+    table
+}
+
 /// Writes a checkpoint at the replica's heads: saves each named state,
 /// builds the skeleton of every event the replica holds, stores the state
 /// and skeleton blocks (`put_many`), then appends the checkpoint event
@@ -607,14 +682,18 @@ pub async fn build<S: ?Sized + StreamStore>(
         blocks.push(block);
     }
     let ids: Vec<EventId> = replica.dag().order().collect();
-    let entries = entries_of(replica, &ids).await?;
+    let mut entries = entries_of(replica, &ids).await?;
+    let mut positions: Vec<Digest> = entries.iter().filter(|e| fetched_in_full(e)).map(|e| e.0.0).collect();
+    positions.sort_unstable();
+    let members = annotate(replica, &ids, &mut entries, &positions);
     let (flagged, parts) =
         skeleton::build(entries.iter().filter(|e| fetched_in_full(e)).cloned().collect(), config.shape);
     blocks.extend(parts);
     let (root, parts) = skeleton::build(entries, config.shape);
     blocks.extend(parts);
     replica.store().put_many(blocks).await?;
-    let payload = Payload { checkpoint: Body { count: events as u64, flagged, skeleton: root, states: links } };
+    let payload =
+        Payload { checkpoint: Body { count: events as u64, flagged, skeleton: root, states: links, members } };
     let cid = replica.append(&payload).await?;
     let block = replica.get(&cid).await?.ok_or_else(|| StoreError::Corrupt(format!("{cid}: just appended")))?;
     let checkpoint = Checkpoint::from_block(&block)?.ok_or(CheckpointError::NotACheckpoint { cid })?;
