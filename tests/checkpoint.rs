@@ -1061,6 +1061,50 @@ fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_event
     });
 }
 
+/// A checkpoint whose membership rows name an event that is not a
+/// membership event (here, an admin's copy of an honest checkpoint's
+/// payload with its row pointed at the genesis) is refused by a shallow
+/// bootstrap with a typed error, before anything is written.
+#[test]
+fn a_checkpoint_whose_membership_rows_name_no_membership_event_is_refused() {
+    block_on(async {
+        let (admin, _, genesis, mut full) = team().await;
+        counted(&mut full, 6).await;
+        let history = held_blocks(&full).await;
+        let honest = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let source = full.store().clone();
+        let flagged = honest.flagged_entries(source.as_ref()).await.unwrap();
+        let at_genesis = flagged.iter().position(|e| e.cid == *genesis.cid()).unwrap();
+        assert_eq!(honest.members.len(), 1, "one row: the grant");
+        let map = |entries: Vec<(&str, Ipld)>| Ipld::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let forged_payload = map(vec![(
+            "checkpoint",
+            map(vec![
+                ("count", Ipld::Integer(honest.count.into())),
+                ("flagged", Ipld::Link(honest.flagged)),
+                ("skeleton", Ipld::Link(honest.skeleton)),
+                ("states", map(vec![])),
+                ("members", Ipld::List(vec![Ipld::List(vec![Ipld::Integer(at_genesis as i128)])])),
+            ]),
+        )]);
+        let mut other = replica(&genesis).await;
+        other.ingest_many(history).await.unwrap();
+        other.set_signer(Some(admin));
+        let forged = other.append(&forged_payload).await.unwrap();
+        source.put(other.get(&forged).await.unwrap().unwrap()).await.unwrap();
+        let store = Arc::new(MemoryBlockstore::new());
+        let out =
+            Replica::bootstrap(store.clone(), source.as_ref(), genesis.cid(), &forged, &[], ReplicaConfig::default())
+                .await;
+        assert!(
+            matches!(out.as_ref().map(|_| ()), Err(ShallowError::Checkpoint(CheckpointError::Malformed { cid, .. })) if *cid == forged),
+            "{:?}",
+            out.map(|_| ())
+        );
+        assert_eq!(store.heads(genesis.cid()).await.unwrap(), None, "nothing written");
+    });
+}
+
 /// The keys of a signed world: an admin, two writers and a stranger.
 fn keys() -> [Signer; 4] {
     [1, 2, 3, 4].map(|s| Signer::from_seed(&[s; 32]))

@@ -535,6 +535,31 @@ fn format_version_3_is_upgraded_in_place() {
     assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 4);
 }
 
+/// A format 4 file written before streams had records (no
+/// `stream_records` table) gets the table in place when opened: it reads as
+/// before, answers no record, and takes one.
+#[test]
+fn a_format_4_file_without_stream_records_gets_the_table_in_place() {
+    let dir = tempdir();
+    let path = dir.path().join("v4.redb");
+    let blocks = chain("v4", 3);
+    let stream = *blocks[0].cid();
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(&stream, &blocks, &[*blocks[2].cid()])).unwrap();
+    }
+    raw_write(&path, |txn| {
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_records")).unwrap();
+    });
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(store.stream_record(&stream)).unwrap(), None);
+    block_on(store.put_stream_record(&stream, b"anchors")).unwrap();
+    drop(store);
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.stream_record(&stream)).unwrap().as_deref(), Some(&b"anchors"[..]));
+}
+
 /// Pruning in several passes over a log long enough for many pruned rows
 /// (every third entry, then a range across rows, then all but the newest):
 /// every page of the log, from any start, reads back as the model says; the

@@ -339,6 +339,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     ) -> Result<LateReport, ShallowError> {
         let source = Counting::new(source);
         let mut report = LateReport::default();
+        // The checkpoint's membership events, resolved once per call.
+        let mut flagged: Option<FlaggedOps> = None;
         // Each round looks up what waits; anchoring a parent can park its
         // waiters (their parents are then all anchors), the next round
         // looks those up. Every round that changes nothing ends it.
@@ -394,12 +396,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 if let Some(index) = self.members.as_mut()
                     && !anchors.is_empty()
                 {
-                    let ops = match anchors.iter().any(|e| e.members != 0) {
-                        true => flagged_ops(&source, checkpoint, &stream, index).await?,
-                        false => Vec::new(),
-                    };
+                    if flagged.is_none() && anchors.iter().any(|e| e.members != 0) {
+                        flagged = Some(flagged_ops(&source, checkpoint, &stream, index).await?);
+                    }
+                    let ops = flagged.as_deref().unwrap_or_default();
                     for e in &anchors {
-                        anchor_ops.push(row_ops(checkpoint, &ops, e.members, None)?);
+                        anchor_ops.push(row_ops(checkpoint, ops, e.members, None)?);
                     }
                 }
                 Ok(())
@@ -571,7 +573,7 @@ async fn flagged_ops<B: ?Sized + Blockstore>(
 /// `except` leaves one position out (an event's own: its past).
 fn row_ops(
     cp: &Checkpoint,
-    ops: &FlaggedOps,
+    ops: &[Option<(Cid, MemberOp)>],
     row: u32,
     except: Option<usize>,
 ) -> Result<Vec<(Cid, MemberOp)>, CheckpointError> {
