@@ -1105,6 +1105,70 @@ fn a_checkpoint_whose_membership_rows_name_no_membership_event_is_refused() {
     });
 }
 
+/// A checkpoint whose flagged tree lists a membership event that is not
+/// valid where it stands (a stranger granting itself admin, with a row
+/// that makes it look granted) is refused by a shallow bootstrap, even
+/// though the checkpoint's author would be an admin by that grant and the
+/// user names the checkpoint: each flagged membership event is judged
+/// against the membership its own row gives its past. Nothing is written.
+#[test]
+fn a_checkpoint_listing_a_forged_grant_is_refused() {
+    block_on(async {
+        let [admin, _, _, stranger] = keys();
+        let genesis = auth::genesis(&"forged", &[admin.public()]).unwrap();
+        let grant = auth::MemberOp::Grant { key: stranger.public(), role: Role::Admin };
+        let forged =
+            auth::signed_event(genesis.cid(), 1, &[*genesis.cid()], Some(&grant), &Ipld::Null, &stranger).unwrap();
+        // The skeleton and the flagged tree: one leaf each, over both events.
+        let digest = |c: &Cid| Ipld::Bytes(c.hash().digest().to_vec());
+        let entry = |c: &Cid, height: i128, parents: Vec<Ipld>, flags: i128, row: Option<i128>| {
+            let mut e = vec![digest(c), Ipld::Integer(height), Ipld::List(parents), Ipld::Integer(flags)];
+            e.extend(row.map(Ipld::Integer));
+            Ipld::List(e)
+        };
+        let mut entries = vec![
+            (*genesis.cid(), entry(genesis.cid(), 0, vec![], 0, None)),
+            (*forged.cid(), entry(forged.cid(), 1, vec![digest(genesis.cid())], 1, Some(1))),
+        ];
+        entries.sort_by_key(|(c, _)| c.hash().digest().to_vec());
+        let at = entries.iter().position(|(c, _)| c == forged.cid()).unwrap() as i128;
+        let leaf =
+            Ipld::Map([("entries".to_string(), Ipld::List(entries.into_iter().map(|(_, e)| e).collect()))].into());
+        let leaf = Block::from_bytes(serde_ipld_dagcbor::to_vec(&leaf).unwrap());
+        let map = |entries: Vec<(&str, Ipld)>| Ipld::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let payload = map(vec![(
+            "checkpoint",
+            map(vec![
+                ("count", Ipld::Integer(2)),
+                ("flagged", Ipld::Link(*leaf.cid())),
+                ("skeleton", Ipld::Link(*leaf.cid())),
+                ("states", map(vec![])),
+                ("members", Ipld::List(vec![Ipld::List(vec![Ipld::Integer(at)])])),
+            ]),
+        )]);
+        let cp = auth::signed_event(genesis.cid(), 2, &[*forged.cid()], None, &payload, &stranger).unwrap();
+        let source = MemoryBlockstore::new();
+        source.put_many(vec![genesis.clone(), forged.clone(), leaf, cp.clone()]).await.unwrap();
+        for trusted in [vec![], vec![*cp.cid()]] {
+            let store = Arc::new(MemoryBlockstore::new());
+            let out =
+                Replica::bootstrap(store.clone(), &source, genesis.cid(), cp.cid(), &trusted, ReplicaConfig::default())
+                    .await
+                    .map(|_| ());
+            match out {
+                Err(ShallowError::Rejected(r)) => {
+                    assert_eq!(
+                        (r.reason(), r.to_string().contains(&forged.cid().to_string())),
+                        (RejectReason::Unauthorized, true)
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(store.heads(genesis.cid()).await.unwrap(), None, "nothing written");
+        }
+    });
+}
+
 /// The keys of a signed world: an admin, two writers and a stranger.
 fn keys() -> [Signer; 4] {
     [1, 2, 3, 4].map(|s| Signer::from_seed(&[s; 32]))

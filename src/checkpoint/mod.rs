@@ -33,12 +33,15 @@
 //! the parts it needs when a late event names a parent below the cut, and
 //! never the whole skeleton. The few entries such a replica needs in full
 //! (the genesis, membership events, checkpoints: they judge late events'
-//! authors) are in a second, small tree, `flagged`.
+//! authors) are in a second, small tree, `flagged`; on a stream with
+//! admins each entry also names, by its membership row, which of them are
+//! in its past, so a late event's author is judged from its parents'
+//! entries alone.
 //!
 //! | item | what it is |
 //! | --- | --- |
 //! | [`build`], [`CheckpointConfig`] | fold states in, skeleton and state blocks to the store, the event appended |
-//! | [`Checkpoint`] | a parsed checkpoint: [`from_block`](Checkpoint::from_block), [`check_trust`](Checkpoint::check_trust), [`state_block`](Checkpoint::state_block), [`verify_against`](Checkpoint::verify_against), [`check_late_event`](Checkpoint::check_late_event) |
+//! | [`Checkpoint`] | a parsed checkpoint: [`from_block`](Checkpoint::from_block), [`check_trust`](Checkpoint::check_trust), [`state_block`](Checkpoint::state_block), [`verify_against`](Checkpoint::verify_against), [`check_late_event`](Checkpoint::check_late_event), [`members_row`](Checkpoint::members_row) |
 //! | [`Fold::resume`] | a fold that starts from a checkpoint's state |
 //! | [`latest`] | the newest trusted checkpoint a replica holds |
 //! | [`skeleton::lookup`], [`skeleton::entries`] | one entry, or all, verified part by part |

@@ -5,12 +5,13 @@
 //! [`Blockstore`]: a peer's store, a gateway client) and each hashed:
 //!
 //! 1. the genesis and the checkpoint;
-//! 2. the `flagged` tree and those events in full (the membership events and
-//!    checkpoints below the cut: few), which decide trust on a stream with
-//!    admins;
+//! 2. on a stream with admins, the `flagged` tree and the membership events
+//!    in it, in full (few), each signature-checked and judged against the
+//!    membership its own skeleton row gives its past;
 //! 3. one skeleton lookup per event of the cut (the checkpoint's parents),
-//!    which gives their heights; the checkpoint's height must be one above
-//!    theirs;
+//!    which gives their heights (the checkpoint's height must be one above
+//!    theirs) and, on a stream with admins, their membership rows: the
+//!    checkpoint's author must be an admin in their union;
 //! 4. the state blocks.
 //!
 //! It then records the cut as *anchors* (skeleton-only entries:
@@ -35,6 +36,19 @@
 //! held in full (the checkpoint, an event after it or a late one), so it is
 //! outside the checkpoint's past and goes through at once. Anchors that are
 //! not in the cut are ancestors of it: never heads.
+//!
+//! **On a stream with admins** an anchor's membership (the membership
+//! events in its past) is what its skeleton entry's membership row names
+//! ([`SkeletonEntry::members`](crate::checkpoint::SkeletonEntry::members)),
+//! built into a state by the same code a full replica's states come from.
+//! Late events are then judged by the ordinary ingest path against their
+//! parents' membership: a revoked writer's late event is refused with
+//! [`RejectReason::Unauthorized`](super::RejectReason), as a full replica
+//! refuses it, and a writer's event concurrent with the revocation is
+//! admitted. Finding a parent's membership costs its lookup and nothing
+//! else: no walk of the history below it. The anchors' membership is kept
+//! beside the log ([`StreamStore::put_stream_record`], written before the
+//! anchors themselves), and [`Replica::open`] reads it back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -218,8 +232,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// does not verify, a cut event the skeleton lacks (`UnknownParent`) or
     /// a checkpoint height that disagrees with its cut's (`LateHeight`), a
     /// state block that does not hash; [`ShallowError::Flagged`];
-    /// [`ShallowError::Rejected`] when the checkpoint event breaks a rule.
-    /// All of these are found before anything is written.
+    /// [`ShallowError::Rejected`] when the checkpoint event breaks a rule,
+    /// or a flagged membership event is not valid against its own past;
+    /// `Checkpoint(Malformed)` for a membership row that names no
+    /// membership event. All of these are found before anything is written.
+    /// A store without [`StreamStore::put_stream_record`] cannot hold a
+    /// shallow replica of a stream with admins ([`ShallowError::Store`]).
     pub async fn bootstrap<B: ?Sized + Blockstore>(
         store: Arc<S>,
         source: &B,
@@ -328,9 +346,20 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// Not found: it is not below the cut, and [`Replica::missing`] lists it
     /// from now on. Call it after a sync that left events pending.
     ///
+    /// On a stream with admins each new anchor takes the membership its
+    /// entry's row names (the membership events it needs are taken from the
+    /// replica, or fetched from `checkpoint`'s flagged tree in `source` and
+    /// checked, once per call), and the released events are judged by it
+    /// exactly as a full replica judges them: admitted, or refused with the
+    /// same [`RejectReason`](super::RejectReason). The cost is one lookup
+    /// per parent: no walk below it, so a hostile late event costs what an
+    /// honest one does (at most [`Limits::max_parents`](crate::Limits)
+    /// lookups of at most [`skeleton::MAX_DEPTH`] parts).
+    ///
     /// # Errors
     /// [`ShallowError::Checkpoint`] when a skeleton part is missing or does
-    /// not verify; [`ShallowError::SignedLate`] on a stream with admins;
+    /// not verify, or a membership row is malformed; as
+    /// [`Replica::bootstrap`] for a flagged membership event;
     /// [`ShallowError::Store`]. Nothing changes then.
     pub async fn admit_late<B: ?Sized + Blockstore>(
         &mut self,
