@@ -83,18 +83,37 @@ struct World {
 }
 
 impl World {
-    async fn new(seed: u64) -> World {
-        let genesis = Event::genesis("checkpoint properties").encode().unwrap();
+    /// Three replicas of an open stream, or (`signed`) of a stream whose
+    /// admin signs every event and checkpoint, after granting a writer on
+    /// the first replica (so skeleton entries carry membership rows).
+    async fn new(seed: u64, signed: bool) -> World {
+        let [admin, writer, _, _] = keys();
+        let genesis = match signed {
+            false => Event::genesis("checkpoint properties").encode().unwrap(),
+            true => auth::genesis(&"checkpoint properties", &[admin.public()]).unwrap(),
+        };
         let mut replicas = Vec::new();
         for _ in 0..3 {
-            replicas.push(replica(&genesis).await);
+            let mut r = replica(&genesis).await;
+            if signed {
+                r.set_signer(Some(admin.clone()));
+            }
+            replicas.push(r);
+        }
+        if signed {
+            replicas[0].grant(writer.public(), Role::Writer).await.unwrap();
         }
         World { rng: Rng::new(seed), replicas, adds: Vec::new(), checkpoints: Vec::new() }
     }
 
-    /// A world after 60 random steps.
+    /// A world of an open stream after 60 random steps.
     async fn ran(seed: u64) -> World {
-        let mut w = World::new(seed).await;
+        World::ran_with(seed, false).await
+    }
+
+    /// A world after 60 random steps.
+    async fn ran_with(seed: u64, signed: bool) -> World {
+        let mut w = World::new(seed, signed).await;
         w.run(60).await;
         w
     }
@@ -761,12 +780,13 @@ async fn feed(to: &mut R, mut blocks: Vec<Block>, cp: Option<(&Checkpoint, &Memo
 /// checkpoint's past, which it keeps as skeletons only, and late events
 /// concurrent with it), agree on the heads, on the order of the events
 /// each holds, and on the state of every ready-made reducer, resumed from
-/// the checkpoint, which equals the fold from the genesis.
+/// the checkpoint, which equals the fold from the genesis; on an open
+/// stream and on a signed one (an admin's events and checkpoints, a grant).
 #[test]
 fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
-    fn p(seed: u64) -> bool {
+    fn p(seed: u64, signed: bool) -> bool {
         block_on(async {
-            let w = World::ran(seed).await;
+            let w = World::ran_with(seed, signed).await;
             let mut rng = Rng::new(seed ^ 0x5a11);
             let full = &w.replicas[0];
             let genesis_fold = Folds::of(full).await;
@@ -787,7 +807,7 @@ fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
                 let reopened =
                     Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
                 for r in [&thin, &reopened, &pruned] {
-                    assert_eq!(r.heads(), full.heads());
+                    assert_eq!((r.heads(), r.members()), (full.heads(), full.members()));
                     let held: Vec<Cid> = full.order().filter(|c| r.contains(c)).collect();
                     assert_eq!(r.order().collect::<Vec<_>>(), held);
                     Folds::resumed(r, cp).await.assert_same(&genesis_fold, "resumed");
@@ -802,7 +822,7 @@ fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
             true
         })
     }
-    qc(20).quickcheck(p as fn(u64) -> bool);
+    qc(20).quickcheck(p as fn(u64, bool) -> bool);
 }
 
 /// A source that answers `cid` with other bytes (a lying peer).
@@ -1242,8 +1262,15 @@ async fn late_events(
         let height = 1 + parents.iter().map(|p| full.dag().height(full.dag().id(p).unwrap())).max().unwrap();
         let grant = auth::MemberOp::Grant { key: keys[3].public(), role: Role::Writer };
         let member = rng.chance(0.25).then_some(grant);
-        let block =
-            auth::signed_event(genesis.cid(), height, &parents, member.as_ref(), &i, &keys[rng.index(4)]).unwrap();
+        let block = auth::signed_event(
+            genesis.cid(),
+            height,
+            &parents,
+            member.as_ref(),
+            &format!("late {i}"),
+            &keys[rng.index(4)],
+        )
+        .unwrap();
         let verdict = match full.ingest(block.clone()).await.unwrap() {
             Ingest::Accepted => {
                 accepted.push(*block.cid());
