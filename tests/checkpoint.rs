@@ -1078,6 +1078,13 @@ fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_event
         assert_eq!(thin.heads(), full.heads());
         let reopened = Replica::open(thin.store().clone(), thin.stream_id(), config()).await.unwrap();
         assert_eq!((reopened.heads(), reopened.members()), (thin.heads(), thin.members()));
+        // It cannot list the grant below its anchors: no checkpoint of its own.
+        thin.set_signer(Some(admin));
+        assert!(matches!(
+            checkpoint::build(&mut thin, &[], &CheckpointConfig::default()).await,
+            Err(CheckpointError::MembershipBelowAnchors { .. })
+        ));
+        assert_eq!(thin.heads(), full.heads(), "nothing appended");
     });
 }
 

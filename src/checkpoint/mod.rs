@@ -258,6 +258,17 @@ pub enum CheckpointError {
         /// The parent.
         parent: Cid,
     },
+    /// A shallow replica of a stream with admins cannot write (or check) a
+    /// checkpoint whose history holds membership events below its own
+    /// anchors: it does not hold them in full, so the checkpoint could not
+    /// list them, and replicas started from it would judge authors without
+    /// them. Write checkpoints on a replica that holds the membership events
+    /// (a full or pruned one).
+    #[error("membership event {event} is below this replica's anchors: it cannot be listed in a checkpoint")]
+    MembershipBelowAnchors {
+        /// The membership event.
+        event: Cid,
+    },
     /// A late event's height is not 1 + its parents' greatest, as the
     /// skeleton gives their heights.
     #[error("{cid}: claims height {claimed}, its parents give {expected}")]
@@ -408,8 +419,10 @@ impl Checkpoint {
     /// parents and flags.
     ///
     /// # Errors
-    /// [`CheckpointError::SkeletonMismatch`] naming the first difference;
-    /// [`CheckpointError::Skeleton`] when a part is missing or malformed.
+    /// [`CheckpointError::SkeletonMismatch`] naming the first difference
+    /// (the membership rows included);
+    /// [`CheckpointError::Skeleton`] when a part is missing or malformed;
+    /// [`CheckpointError::MembershipBelowAnchors`] on a shallow replica.
     pub async fn verify_against<S: ?Sized + StreamStore, B: ?Sized + Blockstore>(
         &self,
         replica: &Replica<S>,
@@ -425,7 +438,7 @@ impl Checkpoint {
         let mut want = entries_of(replica, &below).await?;
         let flagged = skeleton::entries(source, &self.flagged).await?;
         let positions: Vec<Digest> = flagged.iter().filter_map(|e| digest_of(&e.cid)).collect();
-        let members = annotate(replica, &below, &mut want, &positions);
+        let members = annotate(replica, &below, &mut want, &positions)?;
         if members != self.members {
             return Err(mismatch(format!("membership rows {:?}, the history has {members:?}", self.members)));
         }
@@ -604,16 +617,18 @@ async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventI
 /// the rows: each the positions in `flagged` (the flagged tree's digests,
 /// ascending) of the membership events in the entry's past, numbered from 1
 /// in the order they first appear by digest (so the same history gives the
-/// same rows). A membership event the flagged tree lacks (below the cut of
-/// a shallow replica's own checkpoint) is left out. Open streams, and pasts
-/// without membership events, are row 0.
+/// same rows). Open streams, and pasts without membership events, are row
+/// 0. A membership event the flagged tree lacks is
+/// [`CheckpointError::MembershipBelowAnchors`]: a shallow replica does not
+/// hold those below its own checkpoint's cut, and rows without them would
+/// be wrong.
 fn annotate<S: ?Sized + StreamStore>(
     replica: &Replica<S>,
     ids: &[EventId],
     entries: &mut [Entry],
     flagged: &[Digest],
-) -> Vec<Vec<u32>> {
-    let Some(index) = replica.member_index() else { return Vec::new() };
+) -> Result<Vec<Vec<u32>>, CheckpointError> {
+    let Some(index) = replica.member_index() else { return Ok(Vec::new()) };
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_unstable_by_key(|&i| entries[i].0);
     // States are shared: one row look-up per distinct state.
@@ -622,25 +637,32 @@ fn annotate<S: ?Sized + StreamStore>(
     let mut table: Vec<Vec<u32>> = Vec::new();
     for i in order {
         let state = index.state(ids[i]);
-        let row = *by_state.entry(std::sync::Arc::as_ptr(state) as usize).or_insert_with(|| {
-            let mut positions: Vec<u32> = index
-                .ops_of(state)
-                .filter_map(|(cid, _)| digest_of(cid))
-                .filter_map(|d| flagged.binary_search(&d).ok())
-                .map(|p| u32::try_from(p).expect("fewer than 2^32 flagged events"))
-                .collect();
-            positions.sort_unstable();
-            if positions.is_empty() {
-                return 0;
+        let key = std::sync::Arc::as_ptr(state) as usize;
+        let row = match by_state.get(&key) {
+            Some(row) => *row,
+            None => {
+                let mut positions = Vec::new();
+                for (cid, _) in index.ops_of(state) {
+                    let p = digest_of(cid)
+                        .and_then(|d| flagged.binary_search(&d).ok())
+                        .ok_or(CheckpointError::MembershipBelowAnchors { event: *cid })?;
+                    positions.push(u32::try_from(p).expect("fewer than 2^32 flagged events"));
+                }
+                positions.sort_unstable();
+                let row = match positions.is_empty() {
+                    true => 0,
+                    false => *rows.entry(positions.clone()).or_insert_with(|| {
+                        table.push(positions);
+                        u32::try_from(table.len()).expect("fewer than 2^32 rows")
+                    }),
+                };
+                by_state.insert(key, row);
+                row
             }
-            *rows.entry(positions.clone()).or_insert_with(|| {
-                table.push(positions);
-                u32::try_from(table.len()).expect("fewer than 2^32 rows")
-            })
-        });
+        };
         entries[i].4 = row;
     }
-    table
+    Ok(table)
 }
 
 /// Writes a checkpoint at the replica's heads: saves each named state,
@@ -654,6 +676,7 @@ fn annotate<S: ?Sized + StreamStore>(
 ///
 /// # Errors
 /// [`CheckpointError::FoldBehind`], [`CheckpointError::State`],
+/// [`CheckpointError::MembershipBelowAnchors`],
 /// [`CheckpointError::StateTooLarge`], [`CheckpointError::TooManyHeads`],
 /// [`CheckpointError::Store`], [`CheckpointError::Append`] (for instance
 /// [`AppendError::NeedsSigner`] on a signed stream). On an error the replica
@@ -688,7 +711,7 @@ pub async fn build<S: ?Sized + StreamStore>(
     let mut entries = entries_of(replica, &ids).await?;
     let mut positions: Vec<Digest> = entries.iter().filter(|e| fetched_in_full(e)).map(|e| e.0.0).collect();
     positions.sort_unstable();
-    let members = annotate(replica, &ids, &mut entries, &positions);
+    let members = annotate(replica, &ids, &mut entries, &positions)?;
     let (flagged, parts) =
         skeleton::build(entries.iter().filter(|e| fetched_in_full(e)).cloned().collect(), config.shape);
     blocks.extend(parts);
