@@ -1088,6 +1088,31 @@ fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_event
     });
 }
 
+/// A shallow store of a stream with admins written before stores kept the
+/// anchors' membership (here, a redb file whose record table was removed
+/// by hand) is refused at open, not judged with the wrong membership.
+#[test]
+fn a_shallow_signed_store_without_its_record_is_refused_at_open() {
+    block_on(async {
+        let (_, _, genesis, mut full) = team().await;
+        counted(&mut full, 4).await;
+        let cp = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thin.redb");
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::open(&path).unwrap());
+        let source = full.store().as_ref();
+        drop(Replica::bootstrap(store, source, genesis.cid(), &cp.cid, &[], ReplicaConfig::default()).await.unwrap());
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_records")).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::open(&path).unwrap());
+        let opened = Replica::open(store, genesis.cid(), ReplicaConfig::default()).await;
+        assert!(matches!(opened.map(|_| ()), Err(OpenError::ShallowSigned { stream }) if stream == *genesis.cid()));
+    });
+}
+
 /// A checkpoint whose membership rows name an event that is not a
 /// membership event (here, an admin's copy of an honest checkpoint's
 /// payload with its row pointed at the genesis) is refused by a shallow
