@@ -646,8 +646,9 @@ fn a_pruned_replica_folds_from_the_checkpoint_that_covers_its_history() {
     });
 }
 
-/// A skeleton part (correctly hashed) that lies about its keys, and a chain
-/// of parts deeper than `MAX_DEPTH`: typed errors, no recursion.
+/// A skeleton part (correctly hashed) that lies about its keys, a chain of
+/// parts deeper than `MAX_DEPTH`, and entries whose membership row is not
+/// in its one canonical form: typed errors, no recursion.
 #[test]
 fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
     block_on(async {
@@ -688,6 +689,18 @@ fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
             checkpoint::skeleton::lookup(&store, &top, &target).await,
             Err(SkeletonError::TooDeep { .. })
         ));
+        // An entry with a membership row of 0 (written by leaving it out),
+        // or with a sixth element, is not canonical.
+        for extra in [vec![Ipld::Integer(0)], vec![Ipld::Integer(1), Ipld::Integer(1)]] {
+            let mut entry = vec![digest(1), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)];
+            entry.extend(extra);
+            let (leaf, b) = put(node("entries", vec![Ipld::List(entry)]));
+            store.put(b).await.unwrap();
+            assert!(matches!(
+                checkpoint::skeleton::lookup(&store, &leaf, &target).await,
+                Err(SkeletonError::Malformed { cid, .. }) if cid == leaf
+            ));
+        }
         assert!(matches!(checkpoint::skeleton::entries(&store, &top).await, Err(SkeletonError::TooDeep { .. })));
     });
 }

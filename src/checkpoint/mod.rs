@@ -322,7 +322,8 @@ impl Checkpoint {
     /// # Errors
     /// [`CheckpointError::Decode`] when the block is not a canonical event,
     /// [`CheckpointError::Malformed`] when its payload is tagged `checkpoint`
-    /// but is not exactly `{"count", "skeleton", "states"}` as above.
+    /// but is not exactly `{"count", "flagged", "skeleton", "states"}` (and
+    /// optionally `"members"`) as above.
     pub fn from_block(block: &Block) -> Result<Option<Checkpoint>, CheckpointError> {
         let header = Header::parse(block, &Limits::TRUSTED)?;
         let payload = &block.bytes()[header.payload.clone()];
