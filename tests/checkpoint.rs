@@ -83,18 +83,37 @@ struct World {
 }
 
 impl World {
-    async fn new(seed: u64) -> World {
-        let genesis = Event::genesis("checkpoint properties").encode().unwrap();
+    /// Three replicas of an open stream, or (`signed`) of a stream whose
+    /// admin signs every event and checkpoint, after granting a writer on
+    /// the first replica (so skeleton entries carry membership rows).
+    async fn new(seed: u64, signed: bool) -> World {
+        let [admin, writer, _, _] = keys();
+        let genesis = match signed {
+            false => Event::genesis("checkpoint properties").encode().unwrap(),
+            true => auth::genesis(&"checkpoint properties", &[admin.public()]).unwrap(),
+        };
         let mut replicas = Vec::new();
         for _ in 0..3 {
-            replicas.push(replica(&genesis).await);
+            let mut r = replica(&genesis).await;
+            if signed {
+                r.set_signer(Some(admin.clone()));
+            }
+            replicas.push(r);
+        }
+        if signed {
+            replicas[0].grant(writer.public(), Role::Writer).await.unwrap();
         }
         World { rng: Rng::new(seed), replicas, adds: Vec::new(), checkpoints: Vec::new() }
     }
 
-    /// A world after 60 random steps.
+    /// A world of an open stream after 60 random steps.
     async fn ran(seed: u64) -> World {
-        let mut w = World::new(seed).await;
+        World::ran_with(seed, false).await
+    }
+
+    /// A world after 60 random steps.
+    async fn ran_with(seed: u64, signed: bool) -> World {
+        let mut w = World::new(seed, signed).await;
         w.run(60).await;
         w
     }
@@ -627,8 +646,9 @@ fn a_pruned_replica_folds_from_the_checkpoint_that_covers_its_history() {
     });
 }
 
-/// A skeleton part (correctly hashed) that lies about its keys, and a chain
-/// of parts deeper than `MAX_DEPTH`: typed errors, no recursion.
+/// A skeleton part (correctly hashed) that lies about its keys, a chain of
+/// parts deeper than `MAX_DEPTH`, and entries whose membership row is not
+/// in its one canonical form: typed errors, no recursion.
 #[test]
 fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
     block_on(async {
@@ -669,6 +689,18 @@ fn a_skeleton_tree_out_of_range_or_too_deep_is_refused() {
             checkpoint::skeleton::lookup(&store, &top, &target).await,
             Err(SkeletonError::TooDeep { .. })
         ));
+        // An entry with a membership row of 0 (written by leaving it out),
+        // or with a sixth element, is not canonical.
+        for extra in [vec![Ipld::Integer(0)], vec![Ipld::Integer(1), Ipld::Integer(1)]] {
+            let mut entry = vec![digest(1), Ipld::Integer(1), Ipld::List(vec![]), Ipld::Integer(0)];
+            entry.extend(extra);
+            let (leaf, b) = put(node("entries", vec![Ipld::List(entry)]));
+            store.put(b).await.unwrap();
+            assert!(matches!(
+                checkpoint::skeleton::lookup(&store, &leaf, &target).await,
+                Err(SkeletonError::Malformed { cid, .. }) if cid == leaf
+            ));
+        }
         assert!(matches!(checkpoint::skeleton::entries(&store, &top).await, Err(SkeletonError::TooDeep { .. })));
     });
 }
@@ -761,12 +793,13 @@ async fn feed(to: &mut R, mut blocks: Vec<Block>, cp: Option<(&Checkpoint, &Memo
 /// checkpoint's past, which it keeps as skeletons only, and late events
 /// concurrent with it), agree on the heads, on the order of the events
 /// each holds, and on the state of every ready-made reducer, resumed from
-/// the checkpoint, which equals the fold from the genesis.
+/// the checkpoint, which equals the fold from the genesis; on an open
+/// stream and on a signed one (an admin's events and checkpoints, a grant).
 #[test]
 fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
-    fn p(seed: u64) -> bool {
+    fn p(seed: u64, signed: bool) -> bool {
         block_on(async {
-            let w = World::ran(seed).await;
+            let w = World::ran_with(seed, signed).await;
             let mut rng = Rng::new(seed ^ 0x5a11);
             let full = &w.replicas[0];
             let genesis_fold = Folds::of(full).await;
@@ -787,7 +820,7 @@ fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
                 let reopened =
                     Replica::open(thin.store().clone(), thin.stream_id(), ReplicaConfig::default()).await.unwrap();
                 for r in [&thin, &reopened, &pruned] {
-                    assert_eq!(r.heads(), full.heads());
+                    assert_eq!((r.heads(), r.members()), (full.heads(), full.members()));
                     let held: Vec<Cid> = full.order().filter(|c| r.contains(c)).collect();
                     assert_eq!(r.order().collect::<Vec<_>>(), held);
                     Folds::resumed(r, cp).await.assert_same(&genesis_fold, "resumed");
@@ -802,7 +835,7 @@ fn prop_any_mix_of_full_pruned_and_shallow_replicas_agrees() {
             true
         })
     }
-    qc(20).quickcheck(p as fn(u64) -> bool);
+    qc(20).quickcheck(p as fn(u64, bool) -> bool);
 }
 
 /// A source that answers `cid` with other bytes (a lying peer).
@@ -1003,8 +1036,10 @@ fn a_shallow_replica_syncs_with_a_full_one_and_never_moves_the_past() {
 /// On a stream with admins, a shallow bootstrap trusts a checkpoint by an
 /// admin in its past, judged by the flagged membership events alone, and
 /// then judges new events by that membership: a writer granted below the
-/// cut may write after it. A writer's checkpoint is refused, and so are
-/// late events (`SignedLate`, nothing lost) and a reopen.
+/// cut may write after it. A writer's checkpoint is refused. A late event
+/// by the writer on a branch from below the cut is judged by the
+/// membership its parent's skeleton entry names, and admitted, before and
+/// after a reopen.
 #[test]
 fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_events() {
     block_on(async {
@@ -1047,13 +1082,349 @@ fn a_shallow_replica_of_a_stream_with_admins_judges_authors_by_the_flagged_event
         side.ingest_many(held_blocks(&full).await.into_iter().take(4).collect()).await.unwrap();
         side.set_signer(Some(writer.clone()));
         let late = side.append(&CounterOp::Increment(5)).await.unwrap();
-        thin.ingest(side.get(&late).await.unwrap().unwrap()).await.unwrap();
+        let late_block = side.get(&late).await.unwrap().unwrap();
+        thin.ingest(late_block.clone()).await.unwrap();
         assert_eq!(thin.pending().events, 1);
-        assert!(matches!(thin.admit_late(&cp, source.as_ref()).await, Err(ShallowError::SignedLate)));
-        assert_eq!(thin.pending().events, 1, "nothing lost");
-        let reopened = Replica::open(thin.store().clone(), thin.stream_id(), config()).await;
-        assert!(matches!(reopened.map(|_| ()), Err(OpenError::ShallowSigned { .. })));
+        thin.admit_late(&cp, source.as_ref()).await.unwrap();
+        assert!(thin.contains(&late) && thin.pending().events == 0);
+        assert_eq!(full.ingest(late_block).await.unwrap(), Ingest::Accepted);
+        assert_eq!(thin.heads(), full.heads());
+        let reopened = Replica::open(thin.store().clone(), thin.stream_id(), config()).await.unwrap();
+        assert_eq!((reopened.heads(), reopened.members()), (thin.heads(), thin.members()));
+        // It cannot list the grant below its anchors: no checkpoint of its own.
+        thin.set_signer(Some(admin));
+        assert!(matches!(
+            checkpoint::build(&mut thin, &[], &CheckpointConfig::default()).await,
+            Err(CheckpointError::MembershipBelowAnchors { .. })
+        ));
+        assert_eq!(thin.heads(), full.heads(), "nothing appended");
     });
+}
+
+/// A shallow store of a stream with admins written before stores kept the
+/// anchors' membership (here, a redb file whose record table was removed
+/// by hand) is refused at open, not judged with the wrong membership.
+#[test]
+fn a_shallow_signed_store_without_its_record_is_refused_at_open() {
+    block_on(async {
+        let (_, _, genesis, mut full) = team().await;
+        counted(&mut full, 4).await;
+        let cp = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thin.redb");
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::open(&path).unwrap());
+        let source = full.store().as_ref();
+        drop(Replica::bootstrap(store, source, genesis.cid(), &cp.cid, &[], ReplicaConfig::default()).await.unwrap());
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_records")).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = Arc::new(merkle_clock::store::RedbBlockstore::open(&path).unwrap());
+        let opened = Replica::open(store, genesis.cid(), ReplicaConfig::default()).await;
+        assert!(matches!(opened.map(|_| ()), Err(OpenError::ShallowSigned { stream }) if stream == *genesis.cid()));
+    });
+}
+
+/// A checkpoint whose membership rows name an event that is not a
+/// membership event (here, an admin's copy of an honest checkpoint's
+/// payload with its row pointed at the genesis) is refused by a shallow
+/// bootstrap with a typed error, before anything is written.
+#[test]
+fn a_checkpoint_whose_membership_rows_name_no_membership_event_is_refused() {
+    block_on(async {
+        let (admin, _, genesis, mut full) = team().await;
+        counted(&mut full, 6).await;
+        let history = held_blocks(&full).await;
+        let honest = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let source = full.store().clone();
+        let flagged = honest.flagged_entries(source.as_ref()).await.unwrap();
+        let at_genesis = flagged.iter().position(|e| e.cid == *genesis.cid()).unwrap();
+        assert_eq!(honest.members.len(), 1, "one row: the grant");
+        let map = |entries: Vec<(&str, Ipld)>| Ipld::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let forged_payload = map(vec![(
+            "checkpoint",
+            map(vec![
+                ("count", Ipld::Integer(honest.count.into())),
+                ("flagged", Ipld::Link(honest.flagged)),
+                ("skeleton", Ipld::Link(honest.skeleton)),
+                ("states", map(vec![])),
+                ("members", Ipld::List(vec![Ipld::List(vec![Ipld::Integer(at_genesis as i128)])])),
+            ]),
+        )]);
+        let mut other = replica(&genesis).await;
+        other.ingest_many(history).await.unwrap();
+        other.set_signer(Some(admin));
+        let forged = other.append(&forged_payload).await.unwrap();
+        source.put(other.get(&forged).await.unwrap().unwrap()).await.unwrap();
+        let store = Arc::new(MemoryBlockstore::new());
+        let out =
+            Replica::bootstrap(store.clone(), source.as_ref(), genesis.cid(), &forged, &[], ReplicaConfig::default())
+                .await;
+        assert!(
+            matches!(out.as_ref().map(|_| ()), Err(ShallowError::Checkpoint(CheckpointError::Malformed { cid, .. })) if *cid == forged),
+            "{:?}",
+            out.map(|_| ())
+        );
+        assert_eq!(store.heads(genesis.cid()).await.unwrap(), None, "nothing written");
+    });
+}
+
+/// A checkpoint whose flagged tree lists a membership event that is not
+/// valid where it stands (a stranger granting itself admin, with a row
+/// that makes it look granted) is refused by a shallow bootstrap, even
+/// though the checkpoint's author would be an admin by that grant and the
+/// user names the checkpoint: each flagged membership event is judged
+/// against the membership its own row gives its past. Nothing is written.
+#[test]
+fn a_checkpoint_listing_a_forged_grant_is_refused() {
+    block_on(async {
+        let [admin, _, _, stranger] = keys();
+        let genesis = auth::genesis(&"forged", &[admin.public()]).unwrap();
+        let grant = auth::MemberOp::Grant { key: stranger.public(), role: Role::Admin };
+        let forged =
+            auth::signed_event(genesis.cid(), 1, &[*genesis.cid()], Some(&grant), &Ipld::Null, &stranger).unwrap();
+        // The skeleton and the flagged tree: one leaf each, over both events.
+        let digest = |c: &Cid| Ipld::Bytes(c.hash().digest().to_vec());
+        let entry = |c: &Cid, height: i128, parents: Vec<Ipld>, flags: i128, row: Option<i128>| {
+            let mut e = vec![digest(c), Ipld::Integer(height), Ipld::List(parents), Ipld::Integer(flags)];
+            e.extend(row.map(Ipld::Integer));
+            Ipld::List(e)
+        };
+        let mut entries = vec![
+            (*genesis.cid(), entry(genesis.cid(), 0, vec![], 0, None)),
+            (*forged.cid(), entry(forged.cid(), 1, vec![digest(genesis.cid())], 1, Some(1))),
+        ];
+        entries.sort_by_key(|(c, _)| c.hash().digest().to_vec());
+        let at = entries.iter().position(|(c, _)| c == forged.cid()).unwrap() as i128;
+        let leaf =
+            Ipld::Map([("entries".to_string(), Ipld::List(entries.into_iter().map(|(_, e)| e).collect()))].into());
+        let leaf = Block::from_bytes(serde_ipld_dagcbor::to_vec(&leaf).unwrap());
+        let map = |entries: Vec<(&str, Ipld)>| Ipld::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+        let payload = map(vec![(
+            "checkpoint",
+            map(vec![
+                ("count", Ipld::Integer(2)),
+                ("flagged", Ipld::Link(*leaf.cid())),
+                ("skeleton", Ipld::Link(*leaf.cid())),
+                ("states", map(vec![])),
+                ("members", Ipld::List(vec![Ipld::List(vec![Ipld::Integer(at)])])),
+            ]),
+        )]);
+        let cp = auth::signed_event(genesis.cid(), 2, &[*forged.cid()], None, &payload, &stranger).unwrap();
+        let source = MemoryBlockstore::new();
+        source.put_many(vec![genesis.clone(), forged.clone(), leaf, cp.clone()]).await.unwrap();
+        for trusted in [vec![], vec![*cp.cid()]] {
+            let store = Arc::new(MemoryBlockstore::new());
+            let out =
+                Replica::bootstrap(store.clone(), &source, genesis.cid(), cp.cid(), &trusted, ReplicaConfig::default())
+                    .await
+                    .map(|_| ());
+            match out {
+                Err(ShallowError::Rejected(r)) => {
+                    assert_eq!(
+                        (r.reason(), r.to_string().contains(&forged.cid().to_string())),
+                        (RejectReason::Unauthorized, true)
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(store.heads(genesis.cid()).await.unwrap(), None, "nothing written");
+        }
+    });
+}
+
+/// The keys of a signed world: an admin, two writers and a stranger.
+fn keys() -> [Signer; 4] {
+    [1, 2, 3, 4].map(|s| Signer::from_seed(&[s; 32]))
+}
+
+/// A stream with admins and its checkpoint, for the signed law: the admin
+/// grants two writers; the main replica and a side one (which syncs with
+/// it now and then) append as random members; the admin revokes the first
+/// writer at some step, so some events' pasts hold the revocation and
+/// others, concurrent with it, do not; then the admin checkpoints (on 4-entry
+/// leaves, so lookups cross parts).
+async fn signed_world(rng: &mut Rng) -> (Block, R, Checkpoint) {
+    let [admin, w1, w2, _] = keys();
+    let genesis = auth::genesis(&"signed late", &[admin.public()]).unwrap();
+    let mut main = replica(&genesis).await;
+    main.set_signer(Some(admin.clone()));
+    main.grant(w1.public(), Role::Writer).await.unwrap();
+    main.grant(w2.public(), Role::Writer).await.unwrap();
+    let mut side = replica(&genesis).await;
+    let members = [&admin, &w1, &w2];
+    for step in 0..(8 + rng.index(24)) as u64 {
+        match rng.index(8) {
+            0 => {
+                main.set_signer(Some(admin.clone()));
+                let _ = main.revoke(w1.public()).await; // once: a second is refused
+            }
+            1 => drop(side.ingest_many(held_blocks(&main).await).await.unwrap()),
+            2 => {
+                side.set_signer(Some(members[1 + rng.index(2)].clone()));
+                let _ = side.append(&step).await; // refused once the revocation is in its past
+            }
+            3 => drop(main.ingest_many(held_blocks(&side).await).await.unwrap()),
+            _ => {
+                main.set_signer(Some(members[rng.index(3)].clone()));
+                let _ = main.append(&step).await;
+            }
+        }
+    }
+    main.ingest_many(held_blocks(&side).await).await.unwrap();
+    main.set_signer(Some(admin));
+    let cp = checkpoint::build(&mut main, &[], &CheckpointConfig::with_shape(SkeletonShape::new(4, 3))).await.unwrap();
+    (genesis, main, cp)
+}
+
+/// Late events for `main`'s checkpoint `cp`, each judged by a full replica
+/// as it is made: on one or two parents below the cut (or on a late event
+/// the full replica accepted), by any of the keys, a quarter of them a
+/// grant of the stranger. Returns the full replica, and each late event
+/// with the reason it was refused (`None`: accepted).
+async fn late_events(
+    rng: &mut Rng,
+    genesis: &Block,
+    main: &R,
+    cp: &Checkpoint,
+) -> (R, Vec<(Block, Option<RejectReason>)>) {
+    let keys = keys();
+    let mut full = replica(genesis).await;
+    full.ingest_many(held_blocks(main).await).await.unwrap();
+    let below: Vec<Cid> = main.order().filter(|c| *c != cp.cid).collect();
+    let mut accepted: Vec<Cid> = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..(1 + rng.index(10)) as u64 {
+        let mut parents = vec![below[rng.index(below.len())]];
+        if !accepted.is_empty() && rng.chance(0.3) {
+            parents[0] = accepted[rng.index(accepted.len())];
+        }
+        if rng.chance(0.25) {
+            parents.push(below[rng.index(below.len())]);
+            parents.dedup();
+        }
+        let height = 1 + parents.iter().map(|p| full.dag().height(full.dag().id(p).unwrap())).max().unwrap();
+        let grant = auth::MemberOp::Grant { key: keys[3].public(), role: Role::Writer };
+        let member = rng.chance(0.25).then_some(grant);
+        let block = auth::signed_event(
+            genesis.cid(),
+            height,
+            &parents,
+            member.as_ref(),
+            &format!("late {i}"),
+            &keys[rng.index(4)],
+        )
+        .unwrap();
+        let verdict = match full.ingest(block.clone()).await.unwrap() {
+            Ingest::Accepted => {
+                accepted.push(*block.cid());
+                None
+            }
+            Ingest::Rejected(r) => Some(r.reason()),
+            other => panic!("a late event on held parents: {other:?}"),
+        };
+        out.push((block, verdict));
+    }
+    (full, out)
+}
+
+/// A shallow replica of `cp` in `store` fed the late events in random
+/// batches, admitting them after each, reopened from its store halfway
+/// when `reopen`, then fed them all again: each late event's verdict (a
+/// refused one is offered once more, its parents now known, for its reason).
+async fn shallow_verdicts<S: StreamStore + 'static>(
+    store: Arc<S>,
+    source: &MemoryBlockstore,
+    cp: &Checkpoint,
+    late: &[(Block, Option<RejectReason>)],
+    reopen: bool,
+    rng: &mut Rng,
+) -> (Replica<S>, Vec<Option<RejectReason>>) {
+    let stream = *source.streams().await.unwrap().first().unwrap();
+    let config = ReplicaConfig::default;
+    let (mut thin, _) = Replica::bootstrap(store.clone(), source, &stream, &cp.cid, &[], config()).await.unwrap();
+    let mut blocks: Vec<Block> = late.iter().map(|(b, _)| b.clone()).collect();
+    rng.shuffle(&mut blocks);
+    let half = blocks.len() / 2;
+    for part in [&blocks[..half], &blocks[..]] {
+        for batch in part.chunks(1 + rng.index(3)) {
+            thin.ingest_many(batch.to_vec()).await.unwrap();
+            thin.admit_late(cp, source).await.unwrap();
+        }
+        if reopen {
+            thin = Replica::open(store.clone(), &stream, config()).await.unwrap();
+        }
+    }
+    let mut verdicts = Vec::new();
+    for (block, _) in late {
+        if thin.contains(block.cid()) {
+            verdicts.push(None);
+            continue;
+        }
+        // Parked until looked up (after a reopen, again): then judged.
+        let mut outcome = thin.ingest(block.clone()).await.unwrap();
+        if outcome == (Ingest::Pending { missing: Vec::new() }) {
+            thin.admit_late(cp, source).await.unwrap();
+            outcome = thin.ingest(block.clone()).await.unwrap();
+        }
+        match outcome {
+            Ingest::Rejected(r) => verdicts.push(Some(r.reason())),
+            other => panic!("{}: {other:?}", block.cid()),
+        }
+    }
+    (thin, verdicts)
+}
+
+/// The signed worlds are not trivial: across seeds, late events are both
+/// admitted and refused as unauthorised (a revoked writer, the stranger),
+/// and checkpoints name more than one membership row (pasts that differ).
+#[test]
+fn signed_worlds_have_late_events_of_every_verdict() {
+    block_on(async {
+        let (mut verdicts, mut rows) = (HashSet::new(), 0);
+        for seed in 0..20 {
+            let mut rng = Rng::new(seed);
+            let (genesis, main, cp) = signed_world(&mut rng).await;
+            rows = rows.max(cp.members.len());
+            let (_, late) = late_events(&mut rng, &genesis, &main, &cp).await;
+            verdicts.extend(late.into_iter().map(|(_, v)| v));
+        }
+        assert!(verdicts.contains(&None) && verdicts.contains(&Some(RejectReason::Unauthorized)), "{verdicts:?}");
+        assert!(rows >= 2, "{rows} membership rows at most");
+    });
+}
+
+/// The signed law for shallow replicas: on a stream with admins, grants and
+/// a revocation (some events concurrent with it), a shallow replica started
+/// from an admin's checkpoint admits exactly the late events a full replica
+/// admits (by the membership their parents' skeleton entries name, with the
+/// rules every replica applies) and refuses the others with the same
+/// reason, ends with the same heads and membership, in memory and in redb,
+/// with and without a reopen between batches.
+#[test]
+fn prop_a_shallow_replica_judges_late_signed_events_as_a_full_one() {
+    fn p(seed: u64) -> bool {
+        block_on(async {
+            let mut rng = Rng::new(seed);
+            let (genesis, main, cp) = signed_world(&mut rng).await;
+            let (full, late) = late_events(&mut rng, &genesis, &main, &cp).await;
+            let want: Vec<Option<RejectReason>> = late.iter().map(|(_, v)| *v).collect();
+            let source = main.store().as_ref();
+            for reopen in [false, true] {
+                let (thin, got) =
+                    shallow_verdicts(Arc::new(MemoryBlockstore::new()), source, &cp, &late, reopen, &mut rng).await;
+                assert_eq!(got, want, "memory, reopen {reopen}");
+                assert_eq!((thin.heads(), thin.members()), (full.heads(), full.members()));
+                let redb = Arc::new(merkle_clock::store::RedbBlockstore::in_memory().unwrap());
+                let (thin, got) = shallow_verdicts(redb, source, &cp, &late, reopen, &mut rng).await;
+                assert_eq!(got, want, "redb, reopen {reopen}");
+                assert_eq!((thin.heads(), thin.members()), (full.heads(), full.members()));
+            }
+            true
+        })
+    }
+    qc(20).quickcheck(p as fn(u64) -> bool);
 }
 
 /// A shallow replica in a redb store (the CLI's): anchors are logged

@@ -510,22 +510,34 @@ fn format_version_2_is_refused() {
     assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 2);
 }
 
+/// A store file holding a chain of `n` events named `name`, then changed
+/// by `edit` as an older version would have left it: its directory, path
+/// and blocks.
+fn older_file(
+    name: &str,
+    n: usize,
+    edit: impl FnOnce(&redb::WriteTransaction),
+) -> (tempfile::TempDir, PathBuf, Vec<Block>) {
+    let dir = tempdir();
+    let path = dir.path().join(format!("{name}.redb"));
+    let blocks = chain(name, n);
+    {
+        let store = RedbBlockstore::open(&path).unwrap();
+        block_on(store.commit(blocks[0].cid(), &blocks, &[*blocks[n - 1].cid()])).unwrap();
+    }
+    raw_write(&path, edit);
+    (dir, path, blocks)
+}
+
 /// Format 3 is format 4 with nothing pruned: it is opened, upgraded in
 /// place, and reads as before.
 #[test]
 fn format_version_3_is_upgraded_in_place() {
-    let dir = tempdir();
-    let path = dir.path().join("v3.redb");
-    let blocks = chain("v3", 4);
-    let stream = *blocks[0].cid();
-    {
-        let store = RedbBlockstore::open(&path).unwrap();
-        block_on(store.commit(&stream, &blocks, &[*blocks[3].cid()])).unwrap();
-    }
-    raw_write(&path, |txn| {
+    let (_dir, path, blocks) = older_file("v3", 4, |txn| {
         txn.open_table(META_TABLE).unwrap().insert("format_version", 3).unwrap();
         txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_pruned")).unwrap();
     });
+    let stream = *blocks[0].cid();
     let store = RedbBlockstore::open(&path).unwrap();
     assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
     assert_eq!(block_on(store.prune(&stream, &[(1, *blocks[1].cid())])).unwrap().events, 1);
@@ -533,6 +545,24 @@ fn format_version_3_is_upgraded_in_place() {
     let db = redb::Database::open(&path).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
     assert_eq!(txn.open_table(META_TABLE).unwrap().get("format_version").unwrap().unwrap().value(), 4);
+}
+
+/// A format 4 file written before streams had records (no
+/// `stream_records` table) gets the table in place when opened: it reads as
+/// before, answers no record, and takes one.
+#[test]
+fn a_format_4_file_without_stream_records_gets_the_table_in_place() {
+    let (_dir, path, blocks) = older_file("v4", 3, |txn| {
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("stream_records")).unwrap();
+    });
+    let stream = *blocks[0].cid();
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.read_log(&stream, 0, 10)).unwrap(), cids(&blocks));
+    assert_eq!(block_on(store.stream_record(&stream)).unwrap(), None);
+    block_on(store.put_stream_record(&stream, b"anchors")).unwrap();
+    drop(store);
+    let store = RedbBlockstore::open(&path).unwrap();
+    assert_eq!(block_on(store.stream_record(&stream)).unwrap().as_deref(), Some(&b"anchors"[..]));
 }
 
 /// Pruning in several passes over a log long enough for many pruned rows

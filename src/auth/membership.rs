@@ -95,12 +95,6 @@ impl MemberIndex {
         self.authors.push(key);
     }
 
-    /// Replaces the state of an event already recorded: an anchor's, which
-    /// a shallow bootstrap learns from the flagged membership events.
-    pub(crate) fn set_state(&mut self, id: EventId, state: StateRef) {
-        self.states[id.index()] = state;
-    }
-
     /// Records the state of the event just added to the DAG as `id` whose
     /// author is not known: a pruned event, read back from its skeleton.
     pub(crate) fn push_unattributed(&mut self, id: EventId, state: StateRef) {
@@ -184,6 +178,39 @@ impl MemberIndex {
         let mut ops = past.ops.to_vec();
         ops.push(index);
         self.intern(ops.into_boxed_slice())
+    }
+
+    /// The state whose operations are exactly `ops` (each a membership
+    /// event and what it does), built by the same union as every other
+    /// state: an anchor's, which a shallow replica learns from a
+    /// checkpoint's skeleton instead of from the events below it. An
+    /// operation the index holds already (by CID) is not added twice.
+    pub(crate) fn state_of_ops(&mut self, ops: &[(Cid, MemberOp)]) -> StateRef {
+        let mut ids = Vec::with_capacity(ops.len());
+        for (cid, op) in ops {
+            let i = match self.ops.iter().position(|(c, _)| c == cid) {
+                Some(i) => i,
+                None => {
+                    self.ops.push((*cid, *op));
+                    self.ops.len() - 1
+                }
+            };
+            ids.push(u32::try_from(i).expect("fewer than 2^32 membership events"));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.intern(ids.into_boxed_slice())
+    }
+
+    /// The membership events of a state, each with what it does, in the
+    /// order the index learnt them.
+    pub(crate) fn ops_of<'a>(&'a self, state: &'a MemberState) -> impl Iterator<Item = &'a (Cid, MemberOp)> + 'a {
+        state.ops.iter().map(|&i| &self.ops[i as usize])
+    }
+
+    /// The membership event with this CID, if the index holds it.
+    pub(crate) fn op(&self, cid: &Cid) -> Option<MemberOp> {
+        self.ops.iter().find(|(c, _)| c == cid).map(|(_, op)| *op)
     }
 
     /// The state with exactly these operations, built once.

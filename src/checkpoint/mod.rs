@@ -16,6 +16,8 @@
 //!                                              the genesis, membership events and checkpoints below the cut
 //!     "skeleton": link,                        the root of the skeleton tree (see below)
 //!     "states":   {name: link, ...},           one DAG-CBOR block per named reducer state at the cut
+//!     "members":  [[position, ...], ...],      (only when not empty) the membership rows: the membership
+//!                                              events in an entry's past, as positions in `flagged`
 //! }}
 //! ```
 //!
@@ -31,12 +33,15 @@
 //! the parts it needs when a late event names a parent below the cut, and
 //! never the whole skeleton. The few entries such a replica needs in full
 //! (the genesis, membership events, checkpoints: they judge late events'
-//! authors) are in a second, small tree, `flagged`.
+//! authors) are in a second, small tree, `flagged`; on a stream with
+//! admins each entry also names, by its membership row, which of them are
+//! in its past, so a late event's author is judged from its parents'
+//! entries alone.
 //!
 //! | item | what it is |
 //! | --- | --- |
 //! | [`build`], [`CheckpointConfig`] | fold states in, skeleton and state blocks to the store, the event appended |
-//! | [`Checkpoint`] | a parsed checkpoint: [`from_block`](Checkpoint::from_block), [`check_trust`](Checkpoint::check_trust), [`state_block`](Checkpoint::state_block), [`verify_against`](Checkpoint::verify_against), [`check_late_event`](Checkpoint::check_late_event) |
+//! | [`Checkpoint`] | a parsed checkpoint: [`from_block`](Checkpoint::from_block), [`check_trust`](Checkpoint::check_trust), [`state_block`](Checkpoint::state_block), [`verify_against`](Checkpoint::verify_against), [`check_late_event`](Checkpoint::check_late_event), [`members_row`](Checkpoint::members_row) |
 //! | [`Fold::resume`] | a fold that starts from a checkpoint's state |
 //! | [`latest`] | the newest trusted checkpoint a replica holds |
 //! | [`skeleton::lookup`], [`skeleton::entries`] | one entry, or all, verified part by part |
@@ -78,14 +83,14 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipld_core::cid::Cid;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::auth::{AuthorKey, Members};
-use crate::block::Block;
+use crate::block::{Block, Digest, digest_of};
 use crate::crdt::{CheckpointPolicy, Fold, Resumable, StateError};
 use crate::dag::EventId;
 use crate::error::{DecodeError, UnknownEvent};
@@ -122,6 +127,9 @@ struct Body {
     flagged: Cid,
     skeleton: Cid,
     states: BTreeMap<String, Cid>,
+    /// Written only when some entry's past holds a membership event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<Vec<u32>>,
 }
 
 /// Why a checkpoint cannot be built, trusted or used. Each variant names
@@ -250,6 +258,17 @@ pub enum CheckpointError {
         /// The parent.
         parent: Cid,
     },
+    /// A shallow replica of a stream with admins cannot write (or check) a
+    /// checkpoint whose history holds membership events below its own
+    /// anchors: it does not hold them in full, so the checkpoint could not
+    /// list them, and replicas started from it would judge authors without
+    /// them. Write checkpoints on a replica that holds the membership events
+    /// (a full or pruned one).
+    #[error("membership event {event} is below this replica's anchors: it cannot be listed in a checkpoint")]
+    MembershipBelowAnchors {
+        /// The membership event.
+        event: Cid,
+    },
     /// A late event's height is not 1 + its parents' greatest, as the
     /// skeleton gives their heights.
     #[error("{cid}: claims height {claimed}, its parents give {expected}")]
@@ -284,6 +303,12 @@ pub struct Checkpoint {
     pub flagged: Cid,
     /// The state blocks, by reducer name.
     pub states: BTreeMap<String, Cid>,
+    /// The membership rows of the skeleton's entries: row `r ≥ 1` is
+    /// `members[r - 1]`, the positions in the `flagged` tree (ascending) of
+    /// the membership events in the past of an entry whose row is `r`
+    /// ([`SkeletonEntry::members`]). Empty on an open stream and on a
+    /// stream whose history below the cut holds no membership event.
+    pub members: Vec<Vec<u32>>,
 }
 
 /// Whether an event's payload bytes are a checkpoint's (by its first bytes).
@@ -297,7 +322,8 @@ impl Checkpoint {
     /// # Errors
     /// [`CheckpointError::Decode`] when the block is not a canonical event,
     /// [`CheckpointError::Malformed`] when its payload is tagged `checkpoint`
-    /// but is not exactly `{"count", "skeleton", "states"}` as above.
+    /// but is not exactly `{"count", "flagged", "skeleton", "states"}` (and
+    /// optionally `"members"`) as above.
     pub fn from_block(block: &Block) -> Result<Option<Checkpoint>, CheckpointError> {
         let header = Header::parse(block, &Limits::TRUSTED)?;
         let payload = &block.bytes()[header.payload.clone()];
@@ -316,7 +342,23 @@ impl Checkpoint {
             skeleton: body.skeleton,
             flagged: body.flagged,
             states: body.states,
+            members: body.members,
         }))
+    }
+
+    /// The positions in the `flagged` tree of the membership events a
+    /// membership row names ([`SkeletonEntry::members`]): none for row 0.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Malformed`] for a row the checkpoint lacks.
+    pub fn members_row(&self, row: u32) -> Result<&[u32], CheckpointError> {
+        if row == 0 {
+            return Ok(&[]);
+        }
+        self.members.get(row as usize - 1).map(Vec::as_slice).ok_or_else(|| CheckpointError::Malformed {
+            cid: self.cid,
+            reason: format!("membership row {row}, of {}", self.members.len()),
+        })
     }
 
     /// Whether the checkpoint may be trusted: its CID is one of `trusted`
@@ -378,8 +420,10 @@ impl Checkpoint {
     /// parents and flags.
     ///
     /// # Errors
-    /// [`CheckpointError::SkeletonMismatch`] naming the first difference;
-    /// [`CheckpointError::Skeleton`] when a part is missing or malformed.
+    /// [`CheckpointError::SkeletonMismatch`] naming the first difference
+    /// (the membership rows included);
+    /// [`CheckpointError::Skeleton`] when a part is missing or malformed;
+    /// [`CheckpointError::MembershipBelowAnchors`] on a shallow replica.
     pub async fn verify_against<S: ?Sized + StreamStore, B: ?Sized + Blockstore>(
         &self,
         replica: &Replica<S>,
@@ -393,6 +437,12 @@ impl Checkpoint {
             return Err(mismatch(format!("count {} but {} events below the cut", self.count, below.len())));
         }
         let mut want = entries_of(replica, &below).await?;
+        let flagged = skeleton::entries(source, &self.flagged).await?;
+        let positions: Vec<Digest> = flagged.iter().filter_map(|e| digest_of(&e.cid)).collect();
+        let members = annotate(replica, &below, &mut want, &positions)?;
+        if members != self.members {
+            return Err(mismatch(format!("membership rows {:?}, the history has {members:?}", self.members)));
+        }
         want.sort_unstable_by_key(|e| e.0);
         let got = skeleton::entries(source, &self.skeleton).await?;
         if got.len() != want.len() {
@@ -407,7 +457,6 @@ impl Checkpoint {
             }
         }
         // The flagged tree: exactly the skeleton's entries fetched in full.
-        let flagged = skeleton::entries(source, &self.flagged).await?;
         let mut expected = got.into_iter().filter(|e| e.height == 0 || e.membership || e.checkpoint);
         if let Some((i, e)) = flagged.iter().enumerate().find(|(_, e)| expected.next().as_ref() != Some(*e)) {
             return Err(mismatch(format!("flagged tree: entry {i} is {e:?}")));
@@ -565,6 +614,58 @@ async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventI
     Ok(out)
 }
 
+/// Sets the membership row of each entry (aligned with `ids`) and returns
+/// the rows: each the positions in `flagged` (the flagged tree's digests,
+/// ascending) of the membership events in the entry's past, numbered from 1
+/// in the order they first appear by digest (so the same history gives the
+/// same rows). Open streams, and pasts without membership events, are row
+/// 0. A membership event the flagged tree lacks is
+/// [`CheckpointError::MembershipBelowAnchors`]: a shallow replica does not
+/// hold those below its own checkpoint's cut, and rows without them would
+/// be wrong.
+fn annotate<S: ?Sized + StreamStore>(
+    replica: &Replica<S>,
+    ids: &[EventId],
+    entries: &mut [Entry],
+    flagged: &[Digest],
+) -> Result<Vec<Vec<u32>>, CheckpointError> {
+    let Some(index) = replica.member_index() else { return Ok(Vec::new()) };
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by_key(|&i| entries[i].0);
+    // States are shared: one row look-up per distinct state.
+    let mut by_state: HashMap<usize, u32> = HashMap::new();
+    let mut rows: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut table: Vec<Vec<u32>> = Vec::new();
+    for i in order {
+        let state = index.state(ids[i]);
+        let key = std::sync::Arc::as_ptr(state) as usize;
+        let row = match by_state.get(&key) {
+            Some(row) => *row,
+            None => {
+                let mut positions = Vec::new();
+                for (cid, _) in index.ops_of(state) {
+                    let p = digest_of(cid)
+                        .and_then(|d| flagged.binary_search(&d).ok())
+                        .ok_or(CheckpointError::MembershipBelowAnchors { event: *cid })?;
+                    positions.push(u32::try_from(p).expect("fewer than 2^32 flagged events"));
+                }
+                positions.sort_unstable();
+                let row = match positions.is_empty() {
+                    true => 0,
+                    false => *rows.entry(positions.clone()).or_insert_with(|| {
+                        table.push(positions);
+                        u32::try_from(table.len()).expect("fewer than 2^32 rows")
+                    }),
+                };
+                by_state.insert(key, row);
+                row
+            }
+        };
+        entries[i].4 = row;
+    }
+    Ok(table)
+}
+
 /// Writes a checkpoint at the replica's heads: saves each named state,
 /// builds the skeleton of every event the replica holds, stores the state
 /// and skeleton blocks (`put_many`), then appends the checkpoint event
@@ -576,6 +677,7 @@ async fn entries_of<S: ?Sized + StreamStore>(replica: &Replica<S>, ids: &[EventI
 ///
 /// # Errors
 /// [`CheckpointError::FoldBehind`], [`CheckpointError::State`],
+/// [`CheckpointError::MembershipBelowAnchors`],
 /// [`CheckpointError::StateTooLarge`], [`CheckpointError::TooManyHeads`],
 /// [`CheckpointError::Store`], [`CheckpointError::Append`] (for instance
 /// [`AppendError::NeedsSigner`] on a signed stream). On an error the replica
@@ -607,14 +709,18 @@ pub async fn build<S: ?Sized + StreamStore>(
         blocks.push(block);
     }
     let ids: Vec<EventId> = replica.dag().order().collect();
-    let entries = entries_of(replica, &ids).await?;
+    let mut entries = entries_of(replica, &ids).await?;
+    let mut positions: Vec<Digest> = entries.iter().filter(|e| fetched_in_full(e)).map(|e| e.0.0).collect();
+    positions.sort_unstable();
+    let members = annotate(replica, &ids, &mut entries, &positions)?;
     let (flagged, parts) =
         skeleton::build(entries.iter().filter(|e| fetched_in_full(e)).cloned().collect(), config.shape);
     blocks.extend(parts);
     let (root, parts) = skeleton::build(entries, config.shape);
     blocks.extend(parts);
     replica.store().put_many(blocks).await?;
-    let payload = Payload { checkpoint: Body { count: events as u64, flagged, skeleton: root, states: links } };
+    let payload =
+        Payload { checkpoint: Body { count: events as u64, flagged, skeleton: root, states: links, members } };
     let cid = replica.append(&payload).await?;
     let block = replica.get(&cid).await?.ok_or_else(|| StoreError::Corrupt(format!("{cid}: just appended")))?;
     let checkpoint = Checkpoint::from_block(&block)?.ok_or(CheckpointError::NotACheckpoint { cid })?;

@@ -7,7 +7,15 @@
 //! branch  {"children": [[first digest (bytes 32), child link], ...]}   first digests ascending
 //! leaf    {"entries":  [[digest (bytes 32), height, [parent digests], flags], ...]}   digests ascending
 //! flags   bit 0: a membership event; bit 1: a checkpoint
+//! entry   [digest, height, parents, flags, row]   row (when not 0): the entry's membership row
 //! ```
+//!
+//! The membership row names the membership events in the entry's causal
+//! past (itself included): row `r ≥ 1` is the checkpoint's `members[r - 1]`,
+//! a list of positions in its `flagged` tree; row 0, which is not written,
+//! is none. It is what lets a shallow replica of a stream with admins judge
+//! a late event's author from its parents' entries alone, without walking
+//! the history below them (`Replica::admit_late`).
 //!
 //! Every leaf is at the same depth; a lookup reads one block per level
 //! (`⌈log_F(N / L)⌉ + 1` blocks for `N` events, `L` entries per leaf and `F`
@@ -84,16 +92,21 @@ pub struct SkeletonEntry {
     pub membership: bool,
     /// Whether it is a checkpoint (fetched in full too).
     pub checkpoint: bool,
+    /// Its membership row: the membership events in its past (itself
+    /// included), as [`Checkpoint::members_row`](super::Checkpoint::members_row)
+    /// reads it; 0 for none (an open stream, or a past without any).
+    pub members: u32,
 }
 
-/// A skeleton entry as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry(pub D, pub u64, pub Vec<D>, pub u8);
+/// A skeleton entry as written: `[digest, height, parents, flags]`, and a
+/// fifth element, the entry's membership row, when it is not 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry(pub D, pub u64, pub Vec<D>, pub u8, pub u32);
 
 impl Entry {
     pub(crate) fn new(digest: Digest, height: u64, parents: Vec<Digest>, membership: bool, checkpoint: bool) -> Self {
         let flags = if membership { MEMBERSHIP } else { 0 } | if checkpoint { CHECKPOINT } else { 0 };
-        Entry(D(digest), height, parents.into_iter().map(D).collect(), flags)
+        Entry(D(digest), height, parents.into_iter().map(D).collect(), flags, 0)
     }
 
     pub(crate) fn public(&self) -> SkeletonEntry {
@@ -103,7 +116,52 @@ impl Entry {
             parents: self.2.iter().map(|d| cid_from_digest(&d.0)).collect(),
             membership: self.3 & MEMBERSHIP != 0,
             checkpoint: self.3 & CHECKPOINT != 0,
+            members: self.4,
         }
+    }
+}
+
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(if self.4 == 0 { 4 } else { 5 })?;
+        t.serialize_element(&self.0)?;
+        t.serialize_element(&self.1)?;
+        t.serialize_element(&self.2)?;
+        t.serialize_element(&self.3)?;
+        if self.4 != 0 {
+            t.serialize_element(&self.4)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a skeleton entry: [digest, height, parents, flags] and a non-zero membership row")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Entry, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let digest = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let height = seq.next_element()?.ok_or_else(|| missing(1))?;
+                let parents = seq.next_element()?.ok_or_else(|| missing(2))?;
+                let flags = seq.next_element()?.ok_or_else(|| missing(3))?;
+                let row: Option<u32> = seq.next_element()?;
+                if row == Some(0) {
+                    return Err(A::Error::custom("membership row 0 is written by leaving it out"));
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(6, &self));
+                }
+                Ok(Entry(digest, height, parents, flags, row.unwrap_or(0)))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 

@@ -246,17 +246,18 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// [`OpenError::Store`] (including [`StoreError::Corrupt`] when the log,
     /// the blocks and the heads disagree).
     pub async fn open(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
-        let replica = Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await?;
-        if replica.members.is_some() && replica.dag.has_anchors() {
-            return Err(OpenError::ShallowSigned { stream: *stream });
-        }
-        Ok(replica)
+        Self::open_inner(store, stream, config).instrument(debug_span!("open", stream = %stream)).await
     }
 
     pub(super) async fn open_inner(store: Arc<S>, stream: &Cid, config: ReplicaConfig) -> Result<Self, OpenError> {
         let stored_heads = store.heads(stream).await?.ok_or(OpenError::UnknownStream { stream: *stream })?;
         let mut dag = Dag::try_new(*stream).map_err(|_| OpenError::UnknownStream { stream: *stream })?;
         let mut members = Self::load_policy(&store, stream).await?;
+        // A shallow replica's anchors' membership (`Replica::bootstrap`).
+        let anchor_ops = match members {
+            Some(_) => shallow::load_record(store.as_ref(), stream).await?,
+            None => None,
+        };
         let mut pruned = PrunedSet::default();
         let mut start = 0u64;
         let mut parents: Vec<Digest> = Vec::new();
@@ -310,12 +311,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     if let Some(index) = members.as_mut() {
                         // Never a membership event (those are not pruned): its
                         // state is its parents'; its author is not known. An
-                        // anchor's is the genesis's until `bootstrap` sets it
-                        // (`open` refuses a shallow replica with admins).
-                        let past = if anchor {
-                            index.state(EventId::GENESIS).clone()
-                        } else {
-                            index.merge_ids(dag.parents(id))
+                        // anchor's is what the stream's record says (the
+                        // genesis's when it names none).
+                        let past = match (anchor, anchor_ops.as_ref().and_then(|a| a.get(&entry.cid))) {
+                            (true, Some(ops)) => index.state_of_ops(ops),
+                            (true, None) => index.state(EventId::GENESIS).clone(),
+                            (false, _) => index.merge_ids(dag.parents(id)),
                         };
                         index.push_unattributed(id, past);
                     }
@@ -334,6 +335,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     index.push(id, state, author);
                 }
             }
+        }
+        if members.is_some() && dag.has_anchors() && anchor_ops.is_none() {
+            return Err(OpenError::ShallowSigned { stream: *stream });
         }
         let mut heads = stored_heads;
         heads.sort_unstable();
@@ -514,6 +518,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// The index: ancestry, comparison, order.
     pub fn dag(&self) -> &Dag {
         &self.dag
+    }
+
+    /// The membership of every event, on a stream with admins.
+    pub(crate) fn member_index(&self) -> Option<&MemberIndex> {
+        self.members.as_ref()
     }
 
     /// Adds a validator, run on every later event before acceptance.

@@ -179,10 +179,12 @@ pub enum OpenError {
         stream: Cid,
     },
     /// A shallow replica ([`Replica::bootstrap`]) of a stream with admins
-    /// cannot be reopened yet: the membership below its checkpoint's cut,
-    /// which judges the events after it, is only known during the bootstrap.
-    /// Bootstrap again into a fresh store.
-    #[error("{stream}: a shallow replica of a stream with admins cannot be reopened")]
+    /// whose store holds no record of its anchors' membership
+    /// ([`StreamStore::stream_record`](crate::store::StreamStore::stream_record)):
+    /// written by a version of this library before it kept one. The
+    /// membership below the checkpoint's cut, which judges the events after
+    /// it, is not known. Bootstrap again into a fresh store.
+    #[error("{stream}: a shallow replica of a stream with admins, with no record of its anchors' membership")]
     ShallowSigned {
         /// The stream's genesis CID.
         stream: Cid,

@@ -5,12 +5,13 @@
 //! [`Blockstore`]: a peer's store, a gateway client) and each hashed:
 //!
 //! 1. the genesis and the checkpoint;
-//! 2. the `flagged` tree and those events in full (the membership events and
-//!    checkpoints below the cut: few), which decide trust on a stream with
-//!    admins;
+//! 2. on a stream with admins, the `flagged` tree and the membership events
+//!    in it, in full (few), each signature-checked and judged against the
+//!    membership its own skeleton row gives its past;
 //! 3. one skeleton lookup per event of the cut (the checkpoint's parents),
-//!    which gives their heights; the checkpoint's height must be one above
-//!    theirs;
+//!    which gives their heights (the checkpoint's height must be one above
+//!    theirs) and, on a stream with admins, their membership rows: the
+//!    checkpoint's author must be an admin in their union;
 //! 4. the state blocks.
 //!
 //! It then records the cut as *anchors* (skeleton-only entries:
@@ -35,8 +36,21 @@
 //! held in full (the checkpoint, an event after it or a late one), so it is
 //! outside the checkpoint's past and goes through at once. Anchors that are
 //! not in the cut are ancestors of it: never heads.
+//!
+//! **On a stream with admins** an anchor's membership (the membership
+//! events in its past) is what its skeleton entry's membership row names
+//! ([`SkeletonEntry::members`](crate::checkpoint::SkeletonEntry::members)),
+//! built into a state by the same code a full replica's states come from.
+//! Late events are then judged by the ordinary ingest path against their
+//! parents' membership: a revoked writer's late event is refused with
+//! [`RejectReason::Unauthorized`](super::RejectReason), as a full replica
+//! refuses it, and a writer's event concurrent with the revocation is
+//! admitted. Finding a parent's membership costs its lookup and nothing
+//! else: no walk of the history below it. The anchors' membership is kept
+//! beside the log ([`StreamStore::put_stream_record`], written before the
+//! anchors themselves), and [`Replica::open`] reads it back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,7 +59,9 @@ use ipld_core::cid::Cid;
 use thiserror::Error;
 
 use super::{OpenError, Rejection, Replica, ReplicaConfig};
-use crate::auth::{MemberIndex, Members, Policy};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, AuthorKey, MemberIndex, MemberOp, Members, Policy, Role};
 use crate::block::{Block, Digest, cid_from_digest};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, skeleton};
 use crate::error::BlockError;
@@ -91,11 +107,6 @@ pub enum ShallowError {
     /// The store failed (the stream may be half written: use a fresh store).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Late events on a stream with admins: their authors would have to be
-    /// judged by the membership events in their own past below the cut,
-    /// which a shallow replica cannot find without walking the skeleton.
-    #[error("late events on a stream with admins are not admitted by a shallow replica")]
-    SignedLate,
 }
 
 /// What [`Replica::bootstrap`] fetched.
@@ -221,8 +232,12 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// does not verify, a cut event the skeleton lacks (`UnknownParent`) or
     /// a checkpoint height that disagrees with its cut's (`LateHeight`), a
     /// state block that does not hash; [`ShallowError::Flagged`];
-    /// [`ShallowError::Rejected`] when the checkpoint event breaks a rule.
-    /// All of these are found before anything is written.
+    /// [`ShallowError::Rejected`] when the checkpoint event breaks a rule,
+    /// or a flagged membership event is not valid against its own past;
+    /// `Checkpoint(Malformed)` for a membership row that names no
+    /// membership event. All of these are found before anything is written.
+    /// A store without [`StreamStore::put_stream_record`] cannot hold a
+    /// shallow replica of a stream with admins ([`ShallowError::Store`]).
     pub async fn bootstrap<B: ?Sized + Blockstore>(
         store: Arc<S>,
         source: &B,
@@ -240,36 +255,24 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let cp_block = source.fetch(checkpoint).await?;
         let cp = Checkpoint::from_block(&cp_block)?.ok_or(CheckpointError::NotACheckpoint { cid: *checkpoint })?;
 
-        // The flagged events, in full: the membership below the cut.
+        // On a stream with admins: the membership events below the cut, in
+        // full and judged, and the membership of each event of the cut.
         let policy = crate::auth::policy_of(&genesis_block).map_err(OpenError::Genesis)?;
-        let mut members = match &policy {
+        let mut index = match &policy {
             Policy::Open => None,
             Policy::Admins(admins) => Some(MemberIndex::new(admins.clone())),
         };
-        let mut state = members.as_ref().map(|m| m.state(EventId::GENESIS).clone());
-        let mut flagged = Vec::new();
-        for entry in cp.flagged_entries(&source).await? {
-            if entry.cid == *genesis {
-                continue;
+        let ops = match index.as_mut() {
+            Some(index) => flagged_ops(&source, &cp, genesis, index).await?,
+            None => {
+                cp.check_trust(None, trusted)?;
+                Vec::new()
             }
-            let block = source.fetch(&entry.cid).await?;
-            let header = Header::parse(&block, &Limits::TRUSTED).map_err(CheckpointError::from)?;
-            let parents: Vec<Cid> = header.parents.iter().map(cid_from_digest).collect();
-            if header.height != entry.height || parents != entry.parents {
-                return Err(ShallowError::Flagged { cid: entry.cid, listed: entry.height, found: header.height });
-            }
-            if let (Some(index), Some(past), Some(op)) =
-                (members.as_mut(), state.as_ref(), header.auth.as_deref().and_then(|a| a.member))
-            {
-                state = Some(index.with_op(past, entry.cid, op));
-            }
-            flagged.push(block);
-        }
-        let below = state.as_deref().map(Members::of);
-        cp.check_trust(below.as_ref(), trusted)?;
+        };
 
         // The cut, from the skeleton: heights the checkpoint must sit on.
         let mut cut = Vec::with_capacity(cp.parents.len());
+        let mut cut_ops: Vec<(Cid, Vec<(Cid, MemberOp)>)> = Vec::new();
         let mut expected = 1; // on the genesis alone
         for parent in cp.parents.iter().filter(|p| *p != genesis) {
             let entry = skeleton::lookup(&source, &cp.skeleton, parent)
@@ -277,8 +280,18 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                 .map_err(CheckpointError::from)?
                 .ok_or(CheckpointError::UnknownParent { cid: cp.cid, parent: *parent })?;
             expected = expected.max(entry.height + 1);
+            if index.is_some() {
+                cut_ops.push((entry.cid, row_ops(&cp, &ops, entry.members, None)?));
+            }
             // Logged without parents: an anchor, on every replay.
             cut.push(LoggedEvent { cid: entry.cid, height: entry.height, parents: Vec::new(), pruned: true });
+        }
+        if let Some(index) = index.as_mut() {
+            // The checkpoint's past: the union of its cut's.
+            let mut past = vec![index.state(EventId::GENESIS).clone()];
+            past.extend(cut_ops.iter().map(|(_, ops)| index.state_of_ops(ops)));
+            let below = Members::of(&index.union_of(&past));
+            cp.check_trust(Some(&below), trusted)?;
         }
         if cp.height != expected {
             return Err(CheckpointError::LateHeight { cid: cp.cid, claimed: cp.height, expected }.into());
@@ -295,8 +308,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         store.commit(genesis, std::slice::from_ref(&genesis_block), &[*genesis]).await?;
         // The flagged events served the trust and membership checks; they
         // are below the cut, so they are not kept (a store logs a block it
-        // holds as held, not as a skeleton-only anchor).
-        drop(flagged);
+        // holds as held, not as a skeleton-only anchor). What the anchors'
+        // membership is, is: before the anchors, which `open` reads with it.
+        if index.is_some() {
+            store.put_stream_record(genesis, &encode_record(&cut_ops)).await?;
+        }
         store.put_many(states).await?;
         let mut heads: Vec<Cid> = cut.iter().map(|e| e.cid).collect();
         if heads.is_empty() {
@@ -307,11 +323,6 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             store.append_skeleton(genesis, &cut, &heads).await?;
         }
         let mut replica = Self::open_inner(store, genesis, config).await?;
-        if let (Some(index), Some(state)) = (replica.members.as_mut(), state) {
-            for id in replica.dag.order().filter(|id| replica.dag.is_anchor(*id)) {
-                index.set_state(id, state.clone());
-            }
-        }
         // The checkpoint is not below its own cut.
         replica.outside_cut.insert(crate::block::digest_of(&cp.cid).expect("an event CID"));
         match replica.ingest(cp_block).await? {
@@ -335,9 +346,20 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// Not found: it is not below the cut, and [`Replica::missing`] lists it
     /// from now on. Call it after a sync that left events pending.
     ///
+    /// On a stream with admins each new anchor takes the membership its
+    /// entry's row names (the membership events it needs are taken from the
+    /// replica, or fetched from `checkpoint`'s flagged tree in `source` and
+    /// checked, once per call), and the released events are judged by it
+    /// exactly as a full replica judges them: admitted, or refused with the
+    /// same [`RejectReason`](super::RejectReason). The cost is one lookup
+    /// per parent: no walk below it, so a hostile late event costs what an
+    /// honest one does (at most [`Limits::max_parents`](crate::Limits)
+    /// lookups of at most [`skeleton::MAX_DEPTH`] parts).
+    ///
     /// # Errors
     /// [`ShallowError::Checkpoint`] when a skeleton part is missing or does
-    /// not verify; [`ShallowError::SignedLate`] on a stream with admins;
+    /// not verify, or a membership row is malformed; as
+    /// [`Replica::bootstrap`] for a flagged membership event;
     /// [`ShallowError::Store`]. Nothing changes then.
     pub async fn admit_late<B: ?Sized + Blockstore>(
         &mut self,
@@ -346,6 +368,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     ) -> Result<LateReport, ShallowError> {
         let source = Counting::new(source);
         let mut report = LateReport::default();
+        // The checkpoint's membership events, resolved once per call.
+        let mut flagged: Option<FlaggedOps> = None;
         // Each round looks up what waits; anchoring a parent can park its
         // waiters (their parents are then all anchors), the next round
         // looks those up. Every round that changes nothing ends it.
@@ -369,13 +393,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             if wanted.is_empty() && suspects.is_empty() {
                 break;
             }
-            if self.members.is_some() {
-                self.suspects = suspects;
-                return Err(ShallowError::SignedLate);
-            }
             let mut anchors = Vec::new();
             let mut outside = HashSet::new();
             let mut cleared = Vec::new();
+            let mut anchor_ops: Vec<Vec<(Cid, MemberOp)>> = Vec::new();
+            let stream = self.stream;
             let looked_up: Result<(), ShallowError> = async {
                 for d in &wanted {
                     match lookup(&source, checkpoint, d).await? {
@@ -396,6 +418,21 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                         }
                     }
                 }
+                anchors.sort_unstable_by_key(|e| e.cid);
+                anchors.dedup_by_key(|e| e.cid);
+                // On a stream with admins, each anchor's membership: the
+                // membership events its skeleton entry's row names.
+                if let Some(index) = self.members.as_mut()
+                    && !anchors.is_empty()
+                {
+                    if flagged.is_none() && anchors.iter().any(|e| e.members != 0) {
+                        flagged = Some(flagged_ops(&source, checkpoint, &stream, index).await?);
+                    }
+                    let ops = flagged.as_deref().unwrap_or_default();
+                    for e in &anchors {
+                        anchor_ops.push(row_ops(checkpoint, ops, e.members, None)?);
+                    }
+                }
                 Ok(())
             }
             .await;
@@ -405,10 +442,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             }
             report.outside += (outside.len() - cleared.len()) as u64;
             self.outside_cut.extend(outside);
-            anchors.sort_unstable_by_key(|e| e.cid);
-            anchors.dedup_by_key(|e| e.cid);
             report.anchored += anchors.len() as u64;
-            self.anchor(&anchors, &checkpoint.parents).await?;
+            self.anchor(&anchors, &anchor_ops, &checkpoint.parents).await?;
             if !cleared.is_empty() {
                 self.ingest_many(cleared).await?;
             }
@@ -420,9 +455,25 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// Adds skeleton entries as anchors (store first, index second) and
     /// releases what waited for them. Those not in the cut are ancestors of
     /// it: never heads.
-    async fn anchor(&mut self, anchors: &[skeleton::SkeletonEntry], cut: &[Cid]) -> Result<(), StoreError> {
+    /// On a stream with admins, `ops` gives each anchor's membership
+    /// events (aligned with `anchors`): recorded first, then the anchors.
+    async fn anchor(
+        &mut self,
+        anchors: &[skeleton::SkeletonEntry],
+        ops: &[Vec<(Cid, MemberOp)>],
+        cut: &[Cid],
+    ) -> Result<(), StoreError> {
         if anchors.is_empty() {
             return Ok(());
+        }
+        if let Some(index) = self.members.as_ref() {
+            let mut record: Vec<(Cid, Vec<(Cid, MemberOp)>)> = self
+                .dag
+                .anchors()
+                .map(|id| (self.dag.cid(id), index.ops_of(index.state(id)).copied().collect()))
+                .collect();
+            record.extend(anchors.iter().map(|e| e.cid).zip(ops.iter().cloned()));
+            self.store.put_stream_record(&self.stream, &encode_record(&record)).await?;
         }
         let entries: Vec<LoggedEvent> = anchors
             .iter()
@@ -434,12 +485,16 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         heads.dedup();
         self.store.append_skeleton(&self.stream, &entries, &heads).await?;
         let mut cids = Vec::with_capacity(entries.len());
-        for e in &entries {
+        for (i, e) in entries.iter().enumerate() {
             let id = self
                 .dag
                 .insert_anchor(&e.cid, e.height)
                 .map_err(|err| StoreError::Corrupt(format!("a skeleton entry the index refuses: {err}")))?
                 .id();
+            if let (Some(index), Some(ops)) = (self.members.as_mut(), ops.get(i)) {
+                let state = index.state_of_ops(ops);
+                index.push_unattributed(id, state);
+            }
             self.pruned.insert(id);
             if !cut.contains(&e.cid) {
                 self.dag.cover(id);
@@ -479,4 +534,164 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     pub(super) fn may_want(&self, digest: &Digest) -> bool {
         !self.dag.has_anchors() || self.outside_cut.contains(digest)
     }
+}
+
+/// The membership events of a checkpoint's flagged tree, by position:
+/// `None` for the genesis and checkpoints.
+type FlaggedOps = Vec<Option<(Cid, MemberOp)>>;
+
+/// Resolves the membership events of `cp`'s flagged tree (stream
+/// `stream`): one `index` holds (by CID) is taken from it; every other is
+/// fetched from `source`, hashed, its header compared with its entry, its
+/// signature checked, and its author judged by the rules every replica
+/// applies ([`auth::authorize`]) against the membership its own row gives
+/// its past (the row less itself, each event in it lower than it): a
+/// membership event a checkpoint lists must have been valid where it
+/// stands, by induction from the genesis's admins.
+async fn flagged_ops<B: ?Sized + Blockstore>(
+    source: &Counting<'_, B>,
+    cp: &Checkpoint,
+    stream: &Cid,
+    index: &mut MemberIndex,
+) -> Result<FlaggedOps, ShallowError> {
+    let entries = cp.flagged_entries(source).await?;
+    let mut ops: FlaggedOps = vec![None; entries.len()];
+    let mut fetched = Vec::new();
+    let mut verifier = auth::Verifier::default();
+    for (i, entry) in entries.iter().enumerate() {
+        if !entry.membership {
+            continue;
+        }
+        if let Some(op) = index.op(&entry.cid) {
+            ops[i] = Some((entry.cid, op));
+            continue;
+        }
+        let block = source.fetch(&entry.cid).await?;
+        let header = Header::parse(&block, &Limits::TRUSTED).map_err(CheckpointError::from)?;
+        let parents: Vec<Cid> = header.parents.iter().map(cid_from_digest).collect();
+        if header.height != entry.height || parents != entry.parents {
+            return Err(ShallowError::Flagged { cid: entry.cid, listed: entry.height, found: header.height });
+        }
+        verifier.verify(stream, &block, &header).map_err(Rejection::from)?;
+        let fields = header.auth.as_deref();
+        let (Some(author), Some(op)) = (fields.and_then(|a| a.author), fields.and_then(|a| a.member)) else {
+            let reason = format!("{} is flagged as a membership event and is not a signed one", entry.cid);
+            return Err(CheckpointError::Malformed { cid: cp.cid, reason }.into());
+        };
+        ops[i] = Some((entry.cid, op));
+        fetched.push((i, author, op));
+    }
+    for (i, author, op) in fetched {
+        let entry = &entries[i];
+        if let Some(p) = cp
+            .members_row(entry.members)?
+            .iter()
+            .find(|&&p| p as usize != i && entries[p as usize].height >= entry.height)
+        {
+            let reason = format!("{} has {} in its past, which is not below it", entry.cid, entries[*p as usize].cid);
+            return Err(CheckpointError::Malformed { cid: cp.cid, reason }.into());
+        }
+        let past = row_ops(cp, &ops, entry.members, Some(i))?;
+        let past = index.state_of_ops(&past);
+        auth::authorize(Some(&past), entry.cid, Some(author), Some(&op)).map_err(Rejection::from)?;
+    }
+    Ok(ops)
+}
+
+/// The membership events membership row `row` of `cp` names, from `ops`;
+/// `except` leaves one position out (an event's own: its past).
+fn row_ops(
+    cp: &Checkpoint,
+    ops: &[Option<(Cid, MemberOp)>],
+    row: u32,
+    except: Option<usize>,
+) -> Result<Vec<(Cid, MemberOp)>, CheckpointError> {
+    let mut out = Vec::new();
+    for &p in cp.members_row(row)? {
+        if Some(p as usize) == except {
+            continue;
+        }
+        let op = ops.get(p as usize).copied().flatten().ok_or_else(|| CheckpointError::Malformed {
+            cid: cp.cid,
+            reason: format!("membership row {row} names position {p}, which is not a membership event"),
+        })?;
+        out.push(op);
+    }
+    Ok(out)
+}
+
+/// What a shallow replica of a stream with admins keeps beside its log
+/// ([`StreamStore::put_stream_record`]): the membership of each anchor
+/// whose past holds membership events, which the skeleton gave and the
+/// log cannot (an anchor is logged without parents). DAG-CBOR.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnchorRecord {
+    /// Membership events: CID, what they do (0 grant writer, 1 grant admin,
+    /// 2 revoke), the key.
+    ops: Vec<(Cid, u8, serde_bytes::ByteBuf)>,
+    /// Anchors, each with positions in `ops`.
+    anchors: Vec<(Cid, Vec<u32>)>,
+}
+
+/// The membership of some anchors, each by CID with its membership events.
+pub(super) type AnchorOps = HashMap<Cid, Vec<(Cid, MemberOp)>>;
+
+/// Encodes anchors' membership as an [`AnchorRecord`] (anchors without
+/// membership events are left out).
+fn encode_record(anchors: &[(Cid, Vec<(Cid, MemberOp)>)]) -> Vec<u8> {
+    let mut record = AnchorRecord { ops: Vec::new(), anchors: Vec::new() };
+    let mut positions: HashMap<Cid, u32> = HashMap::new();
+    for (anchor, ops) in anchors.iter().filter(|(_, ops)| !ops.is_empty()) {
+        let mut row = Vec::with_capacity(ops.len());
+        for (cid, op) in ops {
+            let p = *positions.entry(*cid).or_insert_with(|| {
+                let (kind, key) = match op {
+                    MemberOp::Grant { key, role: Role::Writer } => (0, key),
+                    MemberOp::Grant { key, role: Role::Admin } => (1, key),
+                    MemberOp::Revoke { key } => (2, key),
+                };
+                record.ops.push((*cid, kind, serde_bytes::ByteBuf::from(key.as_bytes().to_vec())));
+                u32::try_from(record.ops.len() - 1).expect("fewer than 2^32 membership events")
+            });
+            row.push(p);
+        }
+        record.anchors.push((*anchor, row));
+    }
+    serde_ipld_dagcbor::to_vec(&record).expect("a record is plain DAG-CBOR")
+}
+
+/// Reads the anchors' membership back ([`Replica::open`]); `None` when the
+/// store holds no record.
+pub(super) async fn load_record<S: ?Sized + StreamStore>(
+    store: &S,
+    stream: &Cid,
+) -> Result<Option<AnchorOps>, StoreError> {
+    let Some(bytes) = store.stream_record(stream).await? else { return Ok(None) };
+    let corrupt = |why: String| StoreError::Corrupt(format!("the anchors' membership record of {stream}: {why}"));
+    let record: AnchorRecord = serde_ipld_dagcbor::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut ops = Vec::with_capacity(record.ops.len());
+    for (cid, kind, key) in record.ops {
+        let key = AuthorKey::from_bytes(
+            key.as_slice().try_into().map_err(|_| corrupt("a key of other than 32 bytes".into()))?,
+        );
+        ops.push((
+            cid,
+            match kind {
+                0 => MemberOp::Grant { key, role: Role::Writer },
+                1 => MemberOp::Grant { key, role: Role::Admin },
+                2 => MemberOp::Revoke { key },
+                k => return Err(corrupt(format!("operation kind {k}"))),
+            },
+        ));
+    }
+    let mut out = AnchorOps::new();
+    for (anchor, row) in record.anchors {
+        let row = row
+            .iter()
+            .map(|&p| ops.get(p as usize).copied().ok_or_else(|| corrupt(format!("position {p}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(anchor, row);
+    }
+    Ok(Some(out))
 }

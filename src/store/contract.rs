@@ -437,6 +437,29 @@ pub async fn skeleton_entries_join_the_log_without_bytes(store: &dyn StreamStore
     Ok(())
 }
 
+/// `put_stream_record` replaces a stream's record and `stream_record` reads
+/// the last one back; streams' records are separate, and a stream without
+/// one answers `None`. A store without `append_skeleton` may not support
+/// records (`Unsupported`).
+pub async fn stream_records_are_replaced_and_read_back(store: &dyn StreamStore) -> Result<(), Violation> {
+    const RULE: &str = "stream_records_are_replaced_and_read_back";
+    let (a, b) = (*sample(1).cid(), *sample(2).cid());
+    ensure!(store.stream_record(&a).await.map_err(|e| err(RULE, e))?.is_none(), "a record nobody put");
+    match store.put_stream_record(&a, b"first").await {
+        Ok(()) => {}
+        Err(StoreError::Unsupported { .. }) => return Ok(()),
+        Err(e) => return Err(err(RULE, e)),
+    }
+    store.put_stream_record(&a, b"second, longer").await.map_err(|e| err(RULE, e))?;
+    store.put_stream_record(&b, b"").await.map_err(|e| err(RULE, e))?;
+    let got = store.stream_record(&a).await.map_err(|e| err(RULE, e))?;
+    ensure!(got.as_deref() == Some(&b"second, longer"[..]), "the record of a is {got:?}");
+    let got = store.stream_record(&b).await.map_err(|e| err(RULE, e))?;
+    ensure!(got.as_deref() == Some(&b""[..]), "the record of b is {got:?}");
+    ensure!(store.heads(&a).await.map_err(|e| err(RULE, e))?.is_none(), "a record made a stream");
+    Ok(())
+}
+
 /// Runs every pruning rule, each on a fresh store (a store that does not
 /// prune passes them: pruning is optional).
 pub async fn check_pruning<S: StreamStore>(make: impl Fn() -> S) -> Result<(), Violation> {
@@ -444,6 +467,7 @@ pub async fn check_pruning<S: StreamStore>(make: impl Fn() -> S) -> Result<(), V
     pruning_is_idempotent_and_checks_what_it_names(&make()).await?;
     commits_after_pruning_go_on_at_the_end(&make()).await?;
     skeleton_entries_join_the_log_without_bytes(&make()).await?;
+    stream_records_are_replaced_and_read_back(&make()).await?;
     Ok(())
 }
 

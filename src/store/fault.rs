@@ -22,9 +22,9 @@ pub enum FaultOp {
     Put,
     /// `commit`.
     Commit,
-    /// `heads`, `log_len`, `read_log`, `read_log_entries`, `streams`.
+    /// `heads`, `log_len`, `read_log`, `read_log_entries`, `streams`, `stream_record`.
     ReadMeta,
-    /// `prune` and `append_skeleton`.
+    /// `prune`, `append_skeleton` and `put_stream_record`.
     Prune,
 }
 
@@ -178,5 +178,13 @@ impl<S: StreamStore> StreamStore for FaultyStore<S> {
     async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
         self.check(FaultOp::Prune)?;
         self.inner.append_skeleton(stream, entries, heads).await
+    }
+    async fn put_stream_record(&self, stream: &Cid, record: &[u8]) -> Result<(), StoreError> {
+        self.check(FaultOp::Prune)?;
+        self.inner.put_stream_record(stream, record).await
+    }
+    async fn stream_record(&self, stream: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check(FaultOp::ReadMeta)?;
+        self.inner.stream_record(stream).await
     }
 }

@@ -17,6 +17,8 @@ use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 #[derive(Default)]
 pub struct MemoryBlockstore {
     inner: RwLock<Inner>,
+    /// Each stream's record ([`StreamStore::put_stream_record`]).
+    records: RwLock<HashMap<Cid, Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -111,7 +113,8 @@ impl MemoryBlockstore {
     /// shared, being immutable): the model checker forks a state with it.
     #[cfg(any(test, feature = "testing"))]
     pub fn deep_copy(&self) -> Self {
-        MemoryBlockstore { inner: RwLock::new(self.read().clone()) }
+        let records = self.records.read().unwrap_or_else(PoisonError::into_inner).clone();
+        MemoryBlockstore { inner: RwLock::new(self.read().clone()), records: RwLock::new(records) }
     }
 
     /// The number of blocks held (pruned ones are not).
@@ -351,6 +354,15 @@ impl StreamStore for MemoryBlockstore {
         meta.heads.clear();
         meta.heads.extend_from_slice(heads);
         Ok(())
+    }
+
+    async fn put_stream_record(&self, stream: &Cid, record: &[u8]) -> Result<(), StoreError> {
+        self.records.write().unwrap_or_else(PoisonError::into_inner).insert(*stream, record.to_vec());
+        Ok(())
+    }
+
+    async fn stream_record(&self, stream: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.records.read().unwrap_or_else(PoisonError::into_inner).get(stream).cloned())
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {

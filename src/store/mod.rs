@@ -210,6 +210,10 @@ impl LoggedEvent {
 ///   read back) and replaces the heads, atomically, as `commit` does.
 /// - A store that prunes must override `read_log_entries` (the default reads
 ///   each entry's block, which a pruned entry no longer has).
+/// - `put_stream_record` replaces the stream's record (any bytes) in one
+///   atomic step; `stream_record` reads back the last one put, for ever
+///   with a persistent store. A store that supports `append_skeleton`
+///   supports it too (a shallow replica of a stream with admins needs both).
 #[async_trait]
 pub trait StreamStore: Blockstore {
     /// Atomically stores the blocks, appends their CIDs to the stream's log and
@@ -263,5 +267,22 @@ pub trait StreamStore: Blockstore {
     async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
         let _ = (stream, entries, heads);
         Err(StoreError::Unsupported { operation: "append_skeleton" })
+    }
+
+    /// Replaces the stream's record: a small value the replica keeps beside
+    /// the log (a shallow replica's anchors' membership:
+    /// [`Replica::bootstrap`](crate::Replica::bootstrap)), atomically and,
+    /// with a durable store, durably. The store does not read it. Default:
+    /// [`StoreError::Unsupported`].
+    async fn put_stream_record(&self, stream: &Cid, record: &[u8]) -> Result<(), StoreError> {
+        let _ = (stream, record);
+        Err(StoreError::Unsupported { operation: "put_stream_record" })
+    }
+
+    /// The stream's record as last put, or `None` (never put, or an unknown
+    /// stream). Default: `None`.
+    async fn stream_record(&self, stream: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = stream;
+        Ok(None)
     }
 }

@@ -29,6 +29,7 @@ const BLOCKS: BytesTable = TableDefinition::new("blocks");
 const HEADS: BytesTable = TableDefinition::new("stream_heads");
 const LOG: BytesTable = TableDefinition::new("stream_log");
 const PRUNED: BytesTable = TableDefinition::new("stream_pruned");
+const RECORDS: BytesTable = TableDefinition::new("stream_records");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 const FORMAT_KEY: &str = "format_version";
@@ -109,7 +110,7 @@ impl Default for RedbConfig {
 ///
 /// # Layout
 ///
-/// Five tables, all keyed by raw bytes (format version 4):
+/// Six tables, all keyed by raw bytes (format version 4):
 ///
 /// | table           | key                                   | value                                       |
 /// | --------------- | ------------------------------------- | ------------------------------------------- |
@@ -117,6 +118,7 @@ impl Default for RedbConfig {
 /// | `stream_pruned` | stream CID bytes ++ first position    | a row of pruned entries (digest, height, parents), about 3.9 KB |
 /// | `stream_heads`  | stream (genesis) CID bytes            | the head CIDs' bytes, concatenated          |
 /// | `blocks`        | CID bytes                             | block bytes                                 |
+/// | `stream_records`| stream (genesis) CID bytes            | the replica's record of the stream (a shallow replica's anchors' membership) |
 /// | `meta`          | `"format_version"`                    | `4`                                         |
 ///
 /// Each log position is in exactly one of `stream_log` (the event's bytes
@@ -309,6 +311,9 @@ impl RedbBlockstore {
             txn.open_table(HEADS).map_err(be)?;
             txn.open_table(LOG).map_err(be)?;
             txn.open_table(PRUNED).map_err(be)?;
+            // Added within format 4: a file written before it gets the
+            // (empty) table here, and an older library ignores it.
+            txn.open_table(RECORDS).map_err(be)?;
         }
         txn.commit().map_err(be)?;
         Ok(RedbBlockstore { db, path, durability, commit_lock: Mutex::new(()), keydir: RwLock::new(None) })
@@ -1060,6 +1065,18 @@ impl StreamStore for RedbBlockstore {
 
     async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
         self.append_skeleton_sync(stream, entries, heads)
+    }
+
+    async fn put_stream_record(&self, stream: &Cid, record: &[u8]) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        txn.open_table(RECORDS).map_err(be)?.insert(stream.to_bytes().as_slice(), record).map_err(be)?;
+        txn.commit().map_err(be)
+    }
+
+    async fn stream_record(&self, stream: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let table = txn.open_table(RECORDS).map_err(be)?;
+        Ok(table.get(stream.to_bytes().as_slice()).map_err(be)?.map(|v| v.value().to_vec()))
     }
 
     async fn streams(&self) -> Result<Vec<Cid>, StoreError> {
