@@ -732,7 +732,8 @@ fn the_skeleton_flags_membership_events_and_checkpoints() {
         assert_eq!(flags(plain).await, (false, false));
         second.verify_against(&r, store).await.unwrap();
         // The flagged tree holds what a replica without the history fetches in full.
-        let flagged: Vec<Cid> = second.flagged_entries(store).await.unwrap().into_iter().map(|e| e.cid).collect();
+        let flagged: Vec<Cid> =
+            second.flagged_entries(store, usize::MAX).await.unwrap().into_iter().map(|e| e.cid).collect();
         let mut want = vec![*r.stream_id(), grant, first.cid];
         want.sort_by_key(|c| c.to_bytes());
         assert_eq!(flagged, want);
@@ -1138,7 +1139,7 @@ fn a_checkpoint_whose_membership_rows_name_no_membership_event_is_refused() {
         let history = held_blocks(&full).await;
         let honest = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
         let source = full.store().clone();
-        let flagged = honest.flagged_entries(source.as_ref()).await.unwrap();
+        let flagged = honest.flagged_entries(source.as_ref(), usize::MAX).await.unwrap();
         let at_genesis = flagged.iter().position(|e| e.cid == *genesis.cid()).unwrap();
         assert_eq!(honest.members.len(), 1, "one row: the grant");
         let map = |entries: Vec<(&str, Ipld)>| Ipld::Map(entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
@@ -1457,5 +1458,38 @@ fn a_shallow_replica_in_redb_reopens_with_its_anchors() {
         let mut a = Fold::resume(Counter, &reopened, &cp, "counter").await.unwrap();
         a.update(&reopened).await.unwrap();
         assert_eq!(*a.state(), (0..30).sum::<i128>()); // the late event is not a counter op
+    });
+}
+
+/// A checkpoint's flagged tree is read before the checkpoint is trusted, so
+/// its size is bounded ([`ReplicaConfig::max_flagged_entries`]): one with
+/// more entries than the replica accepts is refused with a typed error,
+/// nothing written; the same bootstrap within the bound succeeds.
+#[test]
+fn a_flagged_tree_over_the_configured_bound_is_refused_before_anything_is_written() {
+    block_on(async {
+        let (_, _, genesis, mut full) = team().await;
+        counted(&mut full, 4).await;
+        let cp = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.unwrap();
+        let source = full.store().as_ref();
+        let flagged = cp.flagged_entries(source, usize::MAX).await.unwrap().len();
+        assert!(flagged >= 2, "the genesis and the grant");
+        let mut config = ReplicaConfig::default();
+        config.max_flagged_entries = flagged - 1;
+        let store = Arc::new(MemoryBlockstore::new());
+        let out = Replica::bootstrap(store.clone(), source, genesis.cid(), &cp.cid, &[], config).await;
+        assert!(
+            matches!(
+                out.as_ref().map(|_| ()),
+                Err(ShallowError::Checkpoint(CheckpointError::Skeleton(SkeletonError::TooMany { max, .. })))
+                    if *max == flagged - 1
+            ),
+            "{:?}",
+            out.map(|_| ())
+        );
+        assert_eq!(store.heads(genesis.cid()).await.unwrap(), None, "nothing written");
+        config.max_flagged_entries = flagged;
+        let store = Arc::new(MemoryBlockstore::new());
+        assert!(Replica::bootstrap(store, source, genesis.cid(), &cp.cid, &[], config).await.is_ok());
     });
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use merkle_clock::auth::Role;
 use merkle_clock::car::{CarLimits, CarWriter, read_car};
 use merkle_clock::checkpoint::Checkpoint;
-use merkle_clock::replica::{PrunePolicy, Replica};
+use merkle_clock::replica::{PrunePolicy, Replica, ReplicaConfig};
 use merkle_clock::store::Durability;
 use merkle_clock::sync::{SessionConfig, SessionStats, Sessions};
 use merkle_clock::{Block, Blockstore, Cid, ClockOrder, Event, Ingest, Ipld, StreamStore, short_cid};
@@ -523,7 +523,7 @@ pub(crate) async fn bootstrap<B: ?Sized + Blockstore>(
         None => {
             let block = source.get(cid).await?.ok_or_else(|| format!("{cid}: not found"))?;
             let cp = Checkpoint::from_block(&block)?.ok_or_else(|| format!("{cid}: not a checkpoint event"))?;
-            let flagged = cp.flagged_entries(source).await?;
+            let flagged = cp.flagged_entries(source, ReplicaConfig::default().max_flagged_entries).await?;
             flagged
                 .iter()
                 .find(|e| e.height == 0)

@@ -470,14 +470,17 @@ impl Checkpoint {
     /// The entries of the flagged tree, each part checked: the genesis, the
     /// membership events and the checkpoints below the cut, which a replica
     /// without the history fetches in full (to judge late events' authors).
+    /// At most `max` ([`ReplicaConfig::max_flagged_entries`](crate::ReplicaConfig::max_flagged_entries)):
+    /// the tree is read before the checkpoint is trusted.
     ///
     /// # Errors
-    /// As [`skeleton::entries`].
+    /// As [`skeleton::entries_at_most`].
     pub async fn flagged_entries<S: ?Sized + Blockstore>(
         &self,
         source: &S,
+        max: usize,
     ) -> Result<Vec<SkeletonEntry>, CheckpointError> {
-        Ok(skeleton::entries(source, &self.flagged).await?)
+        Ok(skeleton::entries_at_most(source, &self.flagged, max).await?)
     }
 
     /// Checks a late event (one that names parents below the cut) against

@@ -76,6 +76,15 @@ pub enum SkeletonError {
         /// The root.
         root: Cid,
     },
+    /// The tree holds more entries than the reader accepts
+    /// ([`entries_at_most`]).
+    #[error("skeleton {root}: more than {max} entries")]
+    TooMany {
+        /// The root.
+        root: Cid,
+        /// The most accepted.
+        max: usize,
+    },
 }
 
 /// One event's skeleton: what a replica needs to place it in the DAG and
@@ -346,6 +355,19 @@ pub async fn lookup<S: ?Sized + Blockstore>(
 /// # Errors
 /// As [`lookup`].
 pub async fn entries<S: ?Sized + Blockstore>(source: &S, root: &Cid) -> Result<Vec<SkeletonEntry>, SkeletonError> {
+    entries_at_most(source, root, usize::MAX).await
+}
+
+/// As [`entries`], for a tree nobody has vouched for yet: reading stops
+/// at the first part that takes the count past `max`.
+///
+/// # Errors
+/// As [`lookup`]; [`SkeletonError::TooMany`].
+pub async fn entries_at_most<S: ?Sized + Blockstore>(
+    source: &S,
+    root: &Cid,
+    max: usize,
+) -> Result<Vec<SkeletonEntry>, SkeletonError> {
     let mut out = Vec::new();
     // (part, its range, depth): a stack, children pushed last-first.
     let mut stack: Vec<(Cid, Option<D>, Option<D>, usize)> = vec![(*root, None, None, 0)];
@@ -358,6 +380,9 @@ pub async fn entries<S: ?Sized + Blockstore>(source: &S, root: &Cid) -> Result<V
             Node::Entries(entries) => {
                 if *leaf_depth.get_or_insert(depth) != depth {
                     return Err(SkeletonError::Malformed { cid, reason: "leaves at different depths".into() });
+                }
+                if entries.len() > max - out.len() {
+                    return Err(SkeletonError::TooMany { root: *root, max });
                 }
                 out.extend(entries.iter().map(Entry::public));
             }

@@ -33,10 +33,22 @@ pub struct ReplicaConfig {
     /// [`Replica::pending`](crate::Replica::pending) reports the bytes counted.
     /// The allocator's own per-allocation overhead is not counted.
     pub max_pending_bytes: usize,
+    /// Most entries read from a checkpoint's `flagged` tree (the membership
+    /// events and checkpoints below its cut) when starting from it
+    /// ([`Replica::bootstrap`](crate::Replica::bootstrap)) or judging late
+    /// events ([`Replica::admit_late`](crate::Replica::admit_late)). The
+    /// tree is read before the checkpoint is trusted, so this bounds what an
+    /// untrusted one can make a replica fetch and verify. Default: 100,000.
+    pub max_flagged_entries: usize,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
-        ReplicaConfig { limits: Limits::DEFAULT, max_pending_events: 100_000, max_pending_bytes: 64 << 20 }
+        ReplicaConfig {
+            limits: Limits::DEFAULT,
+            max_pending_events: 100_000,
+            max_pending_bytes: 64 << 20,
+            max_flagged_entries: 100_000,
+        }
     }
 }

@@ -263,7 +263,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             Policy::Admins(admins) => Some(MemberIndex::new(admins.clone())),
         };
         let ops = match index.as_mut() {
-            Some(index) => flagged_ops(&source, &cp, genesis, index).await?,
+            Some(index) => flagged_ops(&source, &cp, genesis, index, config.max_flagged_entries).await?,
             None => {
                 cp.check_trust(None, trusted)?;
                 Vec::new()
@@ -397,7 +397,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             let mut outside = HashSet::new();
             let mut cleared = Vec::new();
             let mut anchor_ops: Vec<Vec<(Cid, MemberOp)>> = Vec::new();
-            let stream = self.stream;
+            let (stream, max_flagged) = (self.stream, self.config.max_flagged_entries);
             let looked_up: Result<(), ShallowError> = async {
                 for d in &wanted {
                     match lookup(&source, checkpoint, d).await? {
@@ -426,7 +426,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
                     && !anchors.is_empty()
                 {
                     if flagged.is_none() && anchors.iter().any(|e| e.members != 0) {
-                        flagged = Some(flagged_ops(&source, checkpoint, &stream, index).await?);
+                        flagged = Some(flagged_ops(&source, checkpoint, &stream, index, max_flagged).await?);
                     }
                     let ops = flagged.as_deref().unwrap_or_default();
                     for e in &anchors {
@@ -553,8 +553,9 @@ async fn flagged_ops<B: ?Sized + Blockstore>(
     cp: &Checkpoint,
     stream: &Cid,
     index: &mut MemberIndex,
+    max: usize,
 ) -> Result<FlaggedOps, ShallowError> {
-    let entries = cp.flagged_entries(source).await?;
+    let entries = cp.flagged_entries(source, max).await?;
     let mut ops: FlaggedOps = vec![None; entries.len()];
     let mut fetched = Vec::new();
     let mut verifier = auth::Verifier::default();
