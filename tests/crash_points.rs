@@ -17,6 +17,11 @@
 //! sync point leaves either nothing pruned or exactly what the prune pruned
 //! (one atomic transaction), and a prune that returned under `Immediate` is
 //! there.
+//!
+//! A third starts a replica of a signed stream from a checkpoint and admits
+//! a late event (written concurrently with the checkpoint): a crash at any
+//! sync point leaves no stream, or a shallow replica that opens and judges
+//! the late event as a full replica does; once admitted, it stays.
 #![cfg(feature = "redb")]
 
 use std::fmt;
@@ -24,9 +29,11 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::executor::block_on;
+use merkle_clock::auth::{self, Role, Signer};
+use merkle_clock::checkpoint::{self, Checkpoint, CheckpointConfig};
 use merkle_clock::replica::{OpenError, PrunePolicy};
 use merkle_clock::store::{Durability, RedbBlockstore};
-use merkle_clock::{Block, Blockstore, Cid, Event, Replica, ReplicaConfig, StoreError, StreamStore};
+use merkle_clock::{Block, Blockstore, Cid, Event, MemoryBlockstore, Replica, ReplicaConfig, StoreError, StreamStore};
 use redb::StorageBackend;
 
 /// What a crash at sync point `k` leaves on disk.
@@ -402,6 +409,144 @@ fn crash_at_every_sync_point_leaves_a_prune_whole_or_absent() {
         let survivors = crash_at_every_sync_point(durability, Prune::AfterRound(1));
         assert!(survivors.iter().filter(|&&n| n > 0).count() >= 2, "{durability:?}: {survivors:?}");
     }
+}
+
+/// Where the shallow workload starts from: a signed stream (an admin, a
+/// writer it granted, the writer's events, a checkpoint by the admin) and
+/// one event the writer wrote on a fork, concurrently with the checkpoint.
+struct Shallow {
+    source: Arc<MemoryBlockstore>,
+    genesis: Block,
+    checkpoint: Checkpoint,
+    late: Block,
+}
+
+fn shallow_source() -> Shallow {
+    block_on(async {
+        let (admin, writer) = (Signer::from_seed(&[1; 32]), Signer::from_seed(&[2; 32]));
+        let genesis = auth::genesis(&"crash shallow", &[admin.public()]).expect("a genesis");
+        let config = ReplicaConfig::default();
+        let source = Arc::new(MemoryBlockstore::new());
+        let mut full = Replica::create(source.clone(), &genesis, config).await.expect("create");
+        full.set_signer(Some(admin.clone()));
+        full.grant(writer.public(), Role::Writer).await.expect("grant");
+        full.set_signer(Some(writer.clone()));
+        for i in 0..6 {
+            full.append(&format!("w{i}")).await.expect("append");
+        }
+        let mut fork = Replica::create(Arc::new(MemoryBlockstore::new()), &genesis, config).await.expect("create");
+        for cid in full.order().collect::<Vec<_>>() {
+            fork.ingest(full.get(&cid).await.expect("get").expect("held")).await.expect("ingest");
+        }
+        fork.set_signer(Some(writer));
+        let late = fork.append(&"late").await.expect("append");
+        let late = fork.get(&late).await.expect("get").expect("held");
+        full.set_signer(Some(admin));
+        let checkpoint = checkpoint::build(&mut full, &[], &CheckpointConfig::default()).await.expect("checkpoint");
+        Shallow { source, genesis, checkpoint, late }
+    })
+}
+
+/// The syncs completed when each step of the shallow workload returned.
+#[derive(Debug, PartialEq, Eq)]
+struct ShallowRun {
+    created: u64,
+    bootstrapped: u64,
+    admitted: u64,
+}
+
+/// Starts a replica over `backend` from the checkpoint, then admits the
+/// late event (it waits; `admit_late` anchors its parent and lets it in).
+fn shallow_workload(backend: &CrashBackend, src: &Shallow) -> ShallowRun {
+    block_on(async {
+        let store = Arc::new(RedbBlockstore::with_backend(backend.clone(), Durability::Immediate).expect("a store"));
+        let created = backend.syncs();
+        let (mut thin, _) = Replica::bootstrap(
+            store,
+            src.source.as_ref(),
+            src.genesis.cid(),
+            &src.checkpoint.cid,
+            &[],
+            ReplicaConfig::default(),
+        )
+        .await
+        .expect("bootstrap");
+        let bootstrapped = backend.syncs();
+        thin.ingest(src.late.clone()).await.expect("ingest");
+        assert!(!thin.contains(src.late.cid()), "the late event waits for its parent below the cut");
+        admit(&mut thin, src).await;
+        ShallowRun { created, bootstrapped, admitted: backend.syncs() }
+    })
+}
+
+async fn admit<S: ?Sized + StreamStore>(thin: &mut Replica<S>, src: &Shallow) {
+    thin.admit_late(&src.checkpoint, src.source.as_ref()).await.expect("admit_late");
+    assert!(thin.contains(src.late.cid()), "the late event is admitted");
+}
+
+/// A crash at every sync point of a shallow start and a late admission, in
+/// every way: the image holds no stream or a part of the bootstrap (only
+/// before it returned: the genesis alone, or the cut without the
+/// checkpoint), or a shallow replica that opens, holds the checkpoint, and
+/// admits the late event (again, if the crash lost it) as a full replica
+/// does; once `admit_late` returned, the event is there.
+#[test]
+fn crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_before() {
+    let src = shallow_source();
+    let probe = CrashBackend::default();
+    let full = shallow_workload(&probe, &src);
+    let total = probe.syncs();
+    assert!(full.bootstrapped > full.created && full.admitted > full.bootstrapped, "{full:?}");
+    let (mut empty, mut partial, mut opened) = (0, 0, 0);
+    for k in 1..=total {
+        for crash in Crash::ALL {
+            let what = format!("{crash:?} at sync {k} of {total}");
+            let backend = CrashBackend::crashing_at(k, crash);
+            assert_eq!(shallow_workload(&backend, &src), full, "{what}: a rerun made other syncs");
+            let kept = crash.survivors(k);
+            let store =
+                match RedbBlockstore::with_backend(CrashBackend::from_image(backend.image()), Durability::Immediate) {
+                    Ok(store) => Arc::new(store),
+                    Err(StoreError::Backend(_)) if kept < full.created => {
+                        empty += 1;
+                        continue;
+                    }
+                    Err(e) => panic!("{what}: the store does not open: {e}"),
+                };
+            block_on(async {
+                match Replica::open(store, src.genesis.cid(), ReplicaConfig::default()).await {
+                    Err(OpenError::UnknownStream { .. }) => {
+                        assert!(kept < full.bootstrapped, "{what}: a bootstrap that returned is lost");
+                        empty += 1;
+                    }
+                    Err(e) => panic!("{what}: the shallow replica does not open: {e}"),
+                    // The bootstrap is several commits (the genesis, the
+                    // anchors, the checkpoint): a crash before it returned
+                    // can leave the genesis alone, or the anchors without
+                    // the checkpoint, a replica that syncs forward like any
+                    // other (and refuses a second bootstrap).
+                    Ok(thin) if !thin.contains(&src.checkpoint.cid) => {
+                        assert!(kept < full.bootstrapped, "{what}: a bootstrap that returned lost its checkpoint");
+                        let cut: Vec<Cid> = src.checkpoint.parents.clone();
+                        let heads = thin.heads();
+                        assert!(heads == [*src.genesis.cid()] || heads == cut, "{what}: heads {heads:?}");
+                        partial += 1;
+                    }
+                    Ok(mut thin) => {
+                        if kept >= full.admitted {
+                            assert!(thin.contains(src.late.cid()), "{what}: an admitted late event is lost");
+                        }
+                        if !thin.contains(src.late.cid()) {
+                            thin.ingest(src.late.clone()).await.expect("ingest");
+                            admit(&mut thin, &src).await;
+                        }
+                        opened += 1;
+                    }
+                }
+            });
+        }
+    }
+    assert!(empty > 0 && opened > 0, "{empty} images without the stream, {partial} partial, {opened} whole");
 }
 
 /// The backend itself: a crash during a sync keeps the previous durable

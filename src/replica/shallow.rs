@@ -238,6 +238,14 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// membership event. All of these are found before anything is written.
     /// A store without [`StreamStore::put_stream_record`] cannot hold a
     /// shallow replica of a stream with admins ([`ShallowError::Store`]).
+    ///
+    /// # Crashes
+    /// The writes are several commits (the genesis, the anchors' record and
+    /// the cut, the checkpoint). A crash before this returns can leave the
+    /// genesis alone or the cut without the checkpoint: a consistent replica
+    /// that opens and syncs forward like any other, but a second
+    /// `bootstrap` into that store is [`OpenError::StreamExists`]; start
+    /// again in a new store (`crash_points.rs::crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_before`).
     pub async fn bootstrap<B: ?Sized + Blockstore>(
         store: Arc<S>,
         source: &B,
