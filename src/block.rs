@@ -35,6 +35,12 @@ pub(crate) fn cid_from_digest(digest: &Digest) -> Cid {
 
 /// The digest of a CID if it has the one shape events use (v1, dag-cbor, blake3-256).
 pub(crate) fn digest_of(cid: &Cid) -> Option<Digest> {
+    event_digest(cid).copied()
+}
+
+/// [`digest_of`] by reference, for a lookup (no 32-byte copy).
+#[inline]
+pub(crate) fn event_digest(cid: &Cid) -> Option<&Digest> {
     let mh = cid.hash();
     if cid.version() != ipld_core::cid::Version::V1 || cid.codec() != DAG_CBOR || mh.code() != BLAKE3 {
         return None;
@@ -76,6 +82,33 @@ impl Default for KeyedState {
         use std::hash::BuildHasher as _;
         let s = std::hash::RandomState::new();
         KeyedState { k0: s.hash_one(0x6b65_7965_6430u64), k1: s.hash_one(0x6b65_7965_6431u64) | 1 }
+    }
+}
+
+impl KeyedState {
+    /// The keyed hash of an event's digest: one folded multiply of its first
+    /// 16 bytes with the keys. A BLAKE3 digest is uniform, so those bytes
+    /// are as good a key as all 32; the keys (random per table) keep a peer
+    /// from mining digests that collide in it. The DAG index's table and
+    /// the memory store's.
+    #[inline]
+    pub(crate) fn hash_digest(&self, d: &Digest) -> u64 {
+        let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
+        let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
+        fold_mul(w0 ^ self.k0, w1 ^ self.k1)
+    }
+
+    /// The keyed hash of a CID by its digest: [`KeyedState::hash_digest`]
+    /// for an event CID, else the whole digest through the keyed hasher
+    /// (another hash function's digest may be short, or chosen: an
+    /// identity multihash is its data).
+    #[inline]
+    pub(crate) fn hash_cid(&self, cid: &Cid) -> u64 {
+        use std::hash::BuildHasher as _;
+        match event_digest(cid) {
+            Some(d) => self.hash_digest(d),
+            None => self.hash_one(cid.hash().digest()),
+        }
     }
 }
 

@@ -201,7 +201,7 @@ impl<'a> Reader<'a> {
     /// every rule of the canonical form. `max_depth` bounds nesting of lists
     /// and maps (a scalar has depth 0, `[1]` depth 1).
     pub fn skip_value(&mut self, max_depth: usize) -> Result<(), CborError> {
-        let mut stack: Vec<Frame<'a>> = Vec::new();
+        let mut stack = Frames::default();
         loop {
             let at = self.pos;
             // Is this item a map key?
@@ -296,17 +296,73 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn pop_finished(stack: &mut Vec<Frame<'_>>) {
+fn pop_finished(stack: &mut Frames<'_>) {
     while stack.last().is_some_and(|f| f.remaining == 0) {
         stack.pop();
     }
 }
 
 /// One open list or map while skipping a value.
+#[derive(Clone, Copy, Default)]
 struct Frame<'b> {
     remaining: u64,
     map: bool,
     last_key: Option<&'b [u8]>,
+}
+
+/// Open containers held on the stack before [`Frames`] spills to the heap.
+const NEAR_FRAMES: usize = 8;
+
+/// The open containers of [`Reader::skip_value`], innermost last: the first
+/// [`NEAR_FRAMES`] in an array (a payload rarely nests deeper), the rest in
+/// a `Vec`, so that checking a shallow value allocates nothing (it did on
+/// every append, for the payload's map).
+#[derive(Default)]
+struct Frames<'b> {
+    near: [Frame<'b>; NEAR_FRAMES],
+    len: usize,
+    far: Vec<Frame<'b>>,
+}
+
+impl<'b> Frames<'b> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, frame: Frame<'b>) {
+        match self.near.get_mut(self.len) {
+            Some(slot) => *slot = frame,
+            None => self.far.push(frame),
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        if self.len > NEAR_FRAMES {
+            self.far.pop();
+        }
+        self.len = self.len.saturating_sub(1);
+    }
+
+    fn last(&self) -> Option<&Frame<'b>> {
+        match self.len {
+            0 => None,
+            n if n <= NEAR_FRAMES => self.near.get(n - 1),
+            _ => self.far.last(),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Frame<'b>> {
+        match self.len {
+            0 => None,
+            n if n <= NEAR_FRAMES => self.near.get_mut(n - 1),
+            _ => self.far.last_mut(),
+        }
+    }
 }
 
 /// Appends a CBOR head with the minimal argument encoding.
@@ -349,4 +405,53 @@ pub(crate) fn write_link(out: &mut Vec<u8>, cid: &Cid) {
     write_head(out, MAJOR_BYTES, cid.encoded_len() as u64 + 1);
     out.push(0);
     cid.write_bytes(&mut *out).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CborError, MAJOR_MAP, MAJOR_SIMPLE, MAJOR_TEXT, NEAR_FRAMES, Reader, write_head};
+
+    /// `depth` maps nested in the value of key "b", the innermost holding
+    /// `inner` keys ("a", "b"; or "b", "a": not canonical) with null values.
+    fn nested(depth: usize, inner_sorted: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let key = |out: &mut Vec<u8>, k: &str| {
+            write_head(out, MAJOR_TEXT, k.len() as u64);
+            out.extend_from_slice(k.as_bytes());
+        };
+        for _ in 1..depth {
+            write_head(&mut out, MAJOR_MAP, 1);
+            key(&mut out, "b");
+        }
+        write_head(&mut out, MAJOR_MAP, 2);
+        let keys = if inner_sorted { ["a", "b"] } else { ["b", "a"] };
+        for k in keys {
+            key(&mut out, k);
+            write_head(&mut out, MAJOR_SIMPLE, 22);
+        }
+        out
+    }
+
+    /// Past the frames kept inline, nesting is followed just the same: the
+    /// depth limit holds, and a map's key order is still checked.
+    #[test]
+    fn skip_value_follows_nesting_past_the_inline_frames() {
+        for depth in 1..=3 * NEAR_FRAMES {
+            let ok = nested(depth, true);
+            assert!(Reader::new(&ok).skip_value(depth).is_ok(), "depth {depth}");
+            assert!(
+                matches!(Reader::new(&ok).skip_value(depth - 1), Err(CborError::TooDeep { .. })),
+                "depth {depth} over a limit of {}",
+                depth - 1
+            );
+            let mut reader = Reader::new(&ok);
+            reader.skip_value(depth).expect("canonical");
+            assert_eq!(reader.remaining(), 0, "depth {depth}: the whole value");
+            let unsorted = nested(depth, false);
+            assert!(
+                matches!(Reader::new(&unsorted).skip_value(depth), Err(CborError::NotCanonical { .. })),
+                "depth {depth}: keys out of order"
+            );
+        }
+    }
 }

@@ -39,12 +39,11 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
-use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use ipld_core::cid::Cid;
 
-use crate::block::{Digest, cid_from_digest, digest_of};
+use crate::block::{Digest, KeyedState, cid_from_digest, digest_of, event_digest};
 use crate::error::{InsertError, UnknownEvent};
 
 /// Anchors' heights are below this (2^31), so that every height in the
@@ -175,7 +174,7 @@ pub struct Dag {
     /// hashbrown's 7-bit tag rejects most other probes without reading a
     /// digest, and growing the table hashes each digest again.
     table: HashTable<u32>,
-    hasher: DigestHasher,
+    hasher: KeyedState,
     /// The events without children, in no particular order.
     heads: Vec<u32>,
     order: Order,
@@ -212,7 +211,7 @@ impl Dag {
         let mut dag = Dag {
             nodes: Nodes::new(),
             table: HashTable::new(),
-            hasher: DigestHasher::new(),
+            hasher: KeyedState::default(),
             heads: Vec::new(),
             order: Order::default(),
             anchors: Vec::new(),
@@ -243,11 +242,11 @@ impl Dag {
 
     /// The id of an event.
     pub fn id(&self, cid: &Cid) -> Option<EventId> {
-        digest_of(cid).and_then(|d| self.find(&d)).map(EventId)
+        event_digest(cid).and_then(|d| self.find(d)).map(EventId)
     }
 
     pub(crate) fn find(&self, digest: &Digest) -> Option<u32> {
-        self.table.find(self.hasher.hash(digest), |&id| self.nodes.digest(id) == digest).copied()
+        self.table.find(self.hasher.hash_digest(digest), |&id| self.nodes.digest(id) == digest).copied()
     }
 
     /// The CID of an event.
@@ -515,8 +514,8 @@ impl Dag {
         // Growing rehashes every id from its digest. (Rebuilding in id order
         // instead, a sequential read of the digest column, cost more
         // instructions and measured no faster at a million events.)
-        let rehash = |&i: &u32| hasher.hash(nodes.digest(i));
-        self.table.insert_unique(hasher.hash(nodes.digest(id)), id, rehash);
+        let rehash = |&i: &u32| hasher.hash_digest(nodes.digest(i));
+        self.table.insert_unique(hasher.hash_digest(nodes.digest(id)), id, rehash);
     }
 
     pub(crate) fn ids_of(&self, cids: &[Cid]) -> Result<Vec<u32>, UnknownEvent> {
@@ -714,28 +713,6 @@ impl Dag {
             + self.table.allocation_size()
             + (self.heads.capacity() + self.anchors.capacity()) * 4
             + self.order.heap_bytes()
-    }
-}
-
-/// A keyed hash of a digest. Digests are uniform, but a peer can mine them,
-/// so the table's bucket bits come from a multiply keyed per index.
-#[derive(Clone)]
-struct DigestHasher {
-    k0: u64,
-    k1: u64,
-}
-
-impl DigestHasher {
-    fn new() -> Self {
-        let s = std::hash::RandomState::new();
-        DigestHasher { k0: s.hash_one(0x6d63_6c6f_636bu64), k1: s.hash_one(0x6b31u64) | 1 }
-    }
-
-    /// The low bits pick the bucket, the top 7 are hashbrown's tag.
-    fn hash(&self, d: &Digest) -> u64 {
-        let w0 = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
-        let w1 = u64::from_le_bytes(d[8..16].try_into().expect("8 bytes"));
-        crate::block::fold_mul(w0 ^ self.k0, w1 ^ self.k1)
     }
 }
 

@@ -809,7 +809,10 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         trace!(count = s.blocks.len(), "appended");
         if !self.pending.events.is_empty() {
             let appended: Vec<Cid> = s.blocks.iter().map(|b| *b.cid()).collect();
-            self.release_after_local(&appended).await;
+            // Boxed: the rare path's future (a whole commit of released
+            // events) would otherwise be part of every append's, which a
+            // caller's `pin!` copies whole.
+            Box::pin(self.release_after_local(&appended)).await;
         }
         s.clear();
         self.scratch = s;

@@ -1,6 +1,4 @@
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -10,7 +8,7 @@ use hashbrown::hash_table::Entry;
 use ipld_core::cid::Cid;
 
 use super::{Blockstore, LoggedEvent, PruneStats, Slot, StoreError, StreamStore, table_hash};
-use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
+use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of, event_digest};
 
 /// A [`StreamStore`] in memory. Cloning a [`Block`] is cheap, so `get` does
 /// not copy bytes. Its `Debug` prints sizes, not contents.
@@ -25,7 +23,7 @@ pub struct MemoryBlockstore {
 #[cfg_attr(any(test, feature = "testing"), derive(Clone))]
 struct Inner {
     blocks: Blocks,
-    streams: HashMap<Cid, StreamMeta, KeyedState>,
+    streams: Streams,
 }
 
 /// The blocks: an arena in the order first put, and a table of arena
@@ -82,7 +80,7 @@ impl Key {
 
     fn is(&self, cid: &Cid) -> bool {
         match self {
-            Key::Event(d) => digest_of(cid).as_ref() == Some(d),
+            Key::Event(d) => event_digest(cid) == Some(d),
             Key::Other(c) => **c == *cid,
         }
     }
@@ -92,6 +90,37 @@ impl Key {
             Key::Event(d) => cid_from_digest(d),
             Key::Other(c) => **c,
         }
+    }
+}
+
+/// The streams' heads and logs by stream CID, in a table hashed by
+/// [`KeyedState::hash_cid`] (a `Cid`'s derived `Hash` writes every field
+/// and all 64 bytes of its multihash: a commit paid that for each append).
+#[derive(Default)]
+#[cfg_attr(any(test, feature = "testing"), derive(Clone))]
+struct Streams {
+    table: HashTable<(Cid, StreamMeta)>,
+    hasher: KeyedState,
+}
+
+impl Streams {
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, stream: &Cid) -> Option<&StreamMeta> {
+        self.table.find(self.hasher.hash_cid(stream), |(c, _)| c == stream).map(|(_, m)| m)
+    }
+
+    /// The stream's entry, made empty if it has none.
+    fn entry(&mut self, stream: &Cid) -> &mut StreamMeta {
+        let hasher = &self.hasher;
+        let entry = self.table.entry(hasher.hash_cid(stream), |(c, _)| c == stream, |(c, _)| hasher.hash_cid(c));
+        &mut entry.or_insert_with(|| (*stream, StreamMeta::default())).into_mut().1
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Cid> {
+        self.table.iter().map(|(c, _)| c)
     }
 }
 
@@ -156,7 +185,7 @@ impl MemoryBlockstore {
 
 impl Blocks {
     fn hash(&self, cid: &Cid) -> u32 {
-        let h = self.hasher.hash_one(cid.hash().digest());
+        let h = self.hasher.hash_cid(cid);
         (h ^ (h >> 32)) as u32
     }
 
@@ -273,11 +302,7 @@ impl StreamStore for MemoryBlockstore {
     async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError> {
         let mut guard = self.write();
         let Inner { blocks: store, streams } = &mut *guard;
-        // `get_mut` first: the common case neither copies nor re-hashes the key.
-        let meta = match streams.get_mut(stream) {
-            Some(meta) => meta,
-            None => streams.entry(*stream).or_default(),
-        };
+        let meta = streams.entry(stream);
         meta.log.reserve(blocks.len());
         for b in blocks {
             meta.log.push(store.put(b));
@@ -343,7 +368,7 @@ impl StreamStore for MemoryBlockstore {
     async fn append_skeleton(&self, stream: &Cid, entries: &[LoggedEvent], heads: &[Cid]) -> Result<(), StoreError> {
         let mut guard = self.write();
         let Inner { blocks, streams } = &mut *guard;
-        let meta = streams.entry(*stream).or_default();
+        let meta = streams.entry(stream);
         meta.log.reserve(entries.len());
         for e in entries {
             let id = blocks.insert(&e.cid, || {

@@ -20,6 +20,9 @@ pub(crate) fn to_text(cid: &Cid) -> String {
 
 /// `f` of the CID's canonical string's bytes (ASCII), without a `String`.
 pub(crate) fn with_text<R>(cid: &Cid, f: impl FnOnce(&[u8]) -> R) -> R {
+    if let Some(digest) = event_digest(cid) {
+        return f(&event_text(digest)[..EVENT_TEXT]);
+    }
     let mut text = [0u8; 1 + MAX_CID * 8 / 5 + 1];
     match write_text(cid, &mut text) {
         Some(n) => f(&text[..n]),
@@ -27,25 +30,41 @@ pub(crate) fn with_text<R>(cid: &Cid, f: impl FnOnce(&[u8]) -> R) -> R {
     }
 }
 
+/// The length of an event CID's text: `b` and its 36 bytes in base32.
+const EVENT_TEXT: usize = 1 + (36usize * 8).div_ceil(5);
+
+/// An event CID's text (v1, DAG-CBOR, BLAKE3-256: `01 71 1e 20` and the
+/// digest) in its first [`EVENT_TEXT`] bytes: the append's path, written
+/// from the digest in small fixed arrays (the general path below zeroes
+/// and fills a buffer for the longest CID).
+fn event_text(digest: &[u8; 32]) -> [u8; 1 + 8 * 8] {
+    // 36 bytes and 4 of zero padding: eight groups of five bytes.
+    let mut raw = [0u8; 40];
+    raw[..4].copy_from_slice(&EVENT_PREFIX);
+    raw[4..36].copy_from_slice(digest);
+    let mut out = [0u8; 1 + 8 * 8];
+    out[0] = b'b';
+    for (i, group) in raw.as_chunks::<5>().0.iter().enumerate() {
+        out[1 + 8 * i..9 + 8 * i].copy_from_slice(&base32_group(group));
+    }
+    out
+}
+
 /// The CID's canonical string as a JS string, without a `String` between.
 pub(crate) fn to_js(cid: &Cid) -> wasm_bindgen::JsValue {
     with_text(cid, |text| wasm_bindgen::JsValue::from_str(std::str::from_utf8(text).unwrap_or_default()))
 }
 
-/// Writes a CIDv1's base32 string into `out`; its length, or `None` for a
-/// CID this module leaves to the `cid` crate.
+/// Writes a CIDv1's base32 string into `out` (any CID but an event's, which
+/// [`event_text`] writes); its length, or `None` for a CID this module
+/// leaves to the `cid` crate.
 fn write_text(cid: &Cid, out: &mut [u8; 1 + MAX_CID * 8 / 5 + 1]) -> Option<usize> {
     let mut raw = [0u8; MAX_CID];
-    let n = match event_cid_bytes(cid, &mut raw) {
-        Some(n) => n,
-        None => {
-            let mut cursor = &mut raw[..];
-            if cid.version() == ipld_core::cid::Version::V0 || cid.write_bytes(&mut cursor).is_err() {
-                return None;
-            }
-            MAX_CID - cursor.len()
-        }
-    };
+    let mut cursor = &mut raw[..];
+    if cid.version() == ipld_core::cid::Version::V0 || cid.write_bytes(&mut cursor).is_err() {
+        return None;
+    }
+    let n = MAX_CID - cursor.len();
     out[0] = b'b';
     let mut at = 1;
     // Five bytes are eight characters: take them 40 bits at a time (the
@@ -71,22 +90,20 @@ fn base32_group(bytes: &[u8; 5]) -> [u8; 8] {
     std::array::from_fn(|i| ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize])
 }
 
-/// An event CID's binary form (v1, DAG-CBOR, BLAKE3-256: `01 71 1e 20` and
-/// the digest) written straight into `raw`, without the `cid` crate's
-/// generic writer (a tenth of the time of an append's CID string); `None`
-/// for any other CID.
-fn event_cid_bytes(cid: &Cid, raw: &mut [u8; MAX_CID]) -> Option<usize> {
+/// An event CID's first bytes: v1, DAG-CBOR, BLAKE3, 32 bytes.
+const EVENT_PREFIX: [u8; 4] = [0x01, 0x71, 0x1e, 0x20];
+
+/// The digest of an event CID (v1, DAG-CBOR, BLAKE3-256); `None` for any
+/// other CID.
+fn event_digest(cid: &Cid) -> Option<&[u8; 32]> {
     let hash = cid.hash();
     if cid.version() != ipld_core::cid::Version::V1
         || cid.codec() != merkle_clock::DAG_CBOR
         || hash.code() != merkle_clock::BLAKE3
-        || hash.size() != 32
     {
         return None;
     }
-    raw[..4].copy_from_slice(&[0x01, 0x71, 0x1e, 0x20]);
-    raw[4..36].copy_from_slice(hash.digest());
-    Some(36)
+    hash.digest().try_into().ok()
 }
 
 /// A CID from its string; `None` when the text is not a CID.
