@@ -65,7 +65,8 @@ pub(crate) fn check_cid(cid: &Cid) -> Result<(), BlockError> {
 
 /// The `BuildHasher` of the maps keyed by CIDs or digests (the memory store,
 /// the replica's batch and pending buffer): a folded multiply per 8 bytes,
-/// keyed from [`std::hash::RandomState`] per map, so that a peer cannot mine
+/// keyed from [`std::hash::RandomState`] per map (on the web, from
+/// `crypto.getRandomValues`: see `table_keys`), so that a peer cannot mine
 /// CIDs to collide in one. A digest is already uniform, so this is all the
 /// mixing it needs, at a fraction of SipHash's cost.
 ///
@@ -79,10 +80,46 @@ pub(crate) struct KeyedState {
 
 impl Default for KeyedState {
     fn default() -> Self {
-        use std::hash::BuildHasher as _;
-        let s = std::hash::RandomState::new();
-        KeyedState { k0: s.hash_one(0x6b65_7965_6430u64), k1: s.hash_one(0x6b65_7965_6431u64) | 1 }
+        let (k0, k1) = table_keys();
+        KeyedState { k0, k1: k1 | 1 }
     }
+}
+
+/// Fresh keys for one table, from std's per-process random keys.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn table_keys() -> (u64, u64) {
+    use std::hash::BuildHasher as _;
+    let s = std::hash::RandomState::new();
+    (s.hash_one(0x6b65_7965_6430u64), s.hash_one(0x6b65_7965_6431u64))
+}
+
+/// Fresh keys for one table. On the web, std has no randomness: its
+/// `RandomState` keys come from allocation addresses, which a page's peers
+/// can predict. So a seed is read once from the browser's
+/// `crypto.getRandomValues` (through `getrandom`) and each table's keys are
+/// mixed from it and a counter; std's keys only if that call fails.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+fn table_keys() -> (u64, u64) {
+    use std::hash::BuildHasher as _;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    static TABLES: AtomicU64 = AtomicU64::new(0);
+    let (a, b) = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        match getrandom::getrandom(&mut bytes) {
+            Ok(()) => (
+                u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+                u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
+            ),
+            Err(_) => {
+                let s = std::hash::RandomState::new();
+                (s.hash_one(0x6b65_7965_6430u64), s.hash_one(0x6b65_7965_6431u64))
+            }
+        }
+    });
+    let n = TABLES.fetch_add(1, Ordering::Relaxed);
+    (fold_mul(a ^ n, b ^ 0x6b65_7965_6430), fold_mul(b ^ n, a ^ 0x6b65_7965_6431))
 }
 
 impl KeyedState {

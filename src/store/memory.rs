@@ -16,7 +16,7 @@ use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of, event_
 pub struct MemoryBlockstore {
     inner: RwLock<Inner>,
     /// Each stream's record ([`StreamStore::put_stream_record`]).
-    records: RwLock<HashMap<Cid, Vec<u8>>>,
+    records: RwLock<std::collections::HashMap<Cid, Vec<u8>>>,
 }
 
 #[derive(Default)]
