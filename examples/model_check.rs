@@ -12,7 +12,11 @@
 //! after printing the counterexample's trace in words. `--verbose` prints
 //! each mutation's counterexample; `--narrate TRACE` tells a trace in words;
 //! `--only K` checks the K-th configuration alone; `--mutation NAME` checks
-//! one mutation; `--depth D` stops each search at depth D (a bounded check).
+//! one mutation; `--depth D` stops each search at depth D (a bounded check);
+//! `--no-reduction` turns the partial-order reduction off (to compare);
+//! `--keep N` keeps N frontier states in memory (20,000 by default);
+//! `--tiny APPENDS LOSSES DELAYS DUPLICATES REPLICAS` checks one
+//! configuration from first contact (`--warm`: replicas that met).
 
 use merkle_clock::sync::model::{self, ModelConfig};
 use merkle_clock::sync::mutation::Mutation;
@@ -36,6 +40,12 @@ fn main() {
     // (replicas that met) or `--push-off` (the libp2p node's setting).
     for c in &mut configs {
         c.warm |= args.iter().any(|a| a == "--warm");
+        // `--keep N`: keep N frontier states in memory (the rest are replayed).
+        if let Some(k) = args.iter().position(|a| a == "--keep").and_then(|i| args.get(i + 1)?.parse().ok()) {
+            c.max_kept = k;
+        }
+        // `--no-reduction`: every step from every state (to compare).
+        c.reduction &= !args.iter().any(|a| a == "--no-reduction");
         if args.iter().any(|a| a == "--push-off") {
             c.session.push = false;
         }
@@ -69,10 +79,11 @@ fn main() {
         ok &= out.holds();
         if json {
             println!(
-                "{{\"metric\":\"model_check\",\"config\":\"{}\",\"states\":{},\"transitions\":{},\"depth\":{},\"seconds\":{:.2},\"complete\":{},\"holds\":{}}}",
+                "{{\"metric\":\"model_check\",\"config\":\"{}\",\"states\":{},\"transitions\":{},\"reduced\":{},\"depth\":{},\"seconds\":{:.2},\"complete\":{},\"holds\":{}}}",
                 out.config,
                 out.states,
                 out.transitions,
+                out.reduced,
                 out.depth,
                 out.seconds,
                 out.complete,

@@ -1,12 +1,12 @@
 //! The search and the properties.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use futures::executor::block_on;
 use ipld_core::cid::Cid;
 
-use super::world::{Partition, World};
+use super::world::{NodeHash, Partition, View, World};
 use super::{Action, ModelConfig, Property, Violation};
 use crate::sync::mutation::{self, Mutation};
 
@@ -23,6 +23,9 @@ pub struct Outcome {
     pub depth: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// States explored through a persistent set only (partial-order
+    /// reduction: the other steps from them were not tried).
+    pub reduced: usize,
     /// Every reachable state was explored (no state was new at the last
     /// level, within the depth and state bounds).
     pub complete: bool,
@@ -47,6 +50,7 @@ pub fn check(cfg: &ModelConfig) -> Outcome {
         transitions: 0,
         depth: 0,
         seconds: 0.0,
+        reduced: 0,
         complete: false,
         violation: None,
     };
@@ -131,9 +135,11 @@ fn explain(cfg: &ModelConfig, mut v: Violation) -> Violation {
 }
 
 async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> {
-    let mut visited: HashSet<[u8; 16]> = HashSet::new();
+    // Each state seen, with the level it was first seen at (the cycle
+    // proviso of the reduction reads it).
+    let mut visited: HashMap<[u8; 16], u32> = HashMap::new();
     let root = World::start(cfg).await?;
-    visited.insert(short(root.fingerprint()));
+    visited.insert(short(root.fingerprint()), 0);
     settle(&mut root.fork()?).await?;
     out.states = 1;
     // Each state of the frontier with its trace: a child is its parent,
@@ -155,9 +161,25 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
             // Steps that only move messages first: they are undone on the
             // parent, which the last step then takes.
             actions.sort_by_key(|a| !a.network_only());
+            // A persistent set first (partial-order reduction): the rest is
+            // explored only if one of its children was seen before (the
+            // cycle proviso).
+            let closed = closed_replicas(&parent);
+            let persistent = persistent(&parent, &closed, &actions);
+            if let Some(t) = &persistent {
+                actions.sort_by_key(|a| !t.contains(a));
+                out.reduced += 1;
+            }
+            let mut revisited = false;
             let before = held(&parent);
             let mut parent = Some(parent);
             for (i, &a) in actions.iter().enumerate() {
+                if persistent.as_ref().is_some_and(|t| i == t.len()) {
+                    if !revisited {
+                        break;
+                    }
+                    out.reduced -= 1;
+                }
                 let mut child_trace = trace.clone();
                 child_trace.push(a);
                 out.transitions += 1;
@@ -171,10 +193,11 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                     let fp = short(p.fingerprint());
                     p.undo(saved);
                     checked.map_err(|v| at(v, &child_trace))?;
-                    if !visited.insert(fp) {
+                    if visited.insert(fp, depth as u32 + 1).is_some() {
                         continue;
                     }
                 }
+                let footprint = closed.as_ref().and_then(|c| Footprint::of(p, c, a));
                 // The last child takes the parent; the others fork it.
                 let mut w = if i + 1 == actions.len() { parent.take().expect("still here") } else { p.fork()? };
                 if a.network_only() {
@@ -182,9 +205,16 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                 } else {
                     w.apply(a).await.map_err(|v| at(v, &child_trace))?;
                     transition(&before, &w).map_err(|v| at(v, &child_trace))?;
-                    if !visited.insert(short(w.fingerprint())) {
+                    if let Some(f) = footprint {
+                        f.check(&w).map_err(|v| at(v, &child_trace))?;
+                    }
+                    let fp = short(w.fingerprint());
+                    if let Some(&seen) = visited.get(&fp) {
+                        // Seen at this level or before: it may close a cycle.
+                        revisited |= seen as usize <= depth;
                         continue;
                     }
+                    visited.insert(fp, depth as u32 + 1);
                 }
                 out.states += 1;
                 out.depth = depth + 1;
@@ -203,6 +233,9 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
                 out.states,
                 out.transitions
             );
+            if std::env::var_os("MODEL_ANALYZE").is_some() {
+                analyze(&frontier);
+            }
             if std::env::var_os("MODEL_SAMPLES").is_some() {
                 for (t, _) in frontier.iter().rev().step_by((frontier.len() / 5).max(1)).take(5) {
                     eprintln!("  {}", super::format_trace(t));
@@ -212,6 +245,152 @@ async fn explore(cfg: &ModelConfig, out: &mut Outcome) -> Result<(), Violation> 
     }
     out.complete = true;
     Ok(())
+}
+
+/// What the kept states of a level differ in: how many stay distinct when
+/// the fingerprint leaves a part out (`MODEL_ANALYZE=1` with `MODEL_PROGRESS=1`).
+fn analyze(frontier: &[(Vec<Action>, Option<World>)]) {
+    let all = View::ALL;
+    let views = [
+        ("without symmetry", View { symmetry: false, ..all }),
+        ("without the network", View { network: false, ..all }),
+        ("without the clocks", View { clocks: false, ..all }),
+        ("without the sync states", View { sessions: false, ..all }),
+        ("without clocks and network", View { clocks: false, network: false, ..all }),
+        ("events and network only", View { clocks: false, sessions: false, ..all }),
+        ("events only", View { clocks: false, sessions: false, network: false, symmetry: true }),
+    ];
+    let worlds: Vec<&World> = frontier.iter().filter_map(|(_, w)| w.as_ref()).collect();
+    let mut line = format!("  of {} kept:", worlds.len());
+    for (name, v) in views {
+        let distinct: HashSet<[u8; 32]> = worlds.iter().map(|w| w.fingerprint_of(v)).collect();
+        line.push_str(&format!(" {name} {};", distinct.len()));
+    }
+    let closed = worlds
+        .iter()
+        .filter(|w| {
+            let n = w.nodes.len();
+            let full = |i: usize| w.blocks(i).len() == w.appended.len() + 1;
+            w.appended.len() == w.cfg.appends
+                && (0..n).any(|r| {
+                    (r + 1..n).any(|p| {
+                        full(r)
+                            && full(p)
+                            && w.net.iter().any(|m| (m.from == r && m.to == p) || (m.from == p && m.to == r))
+                            && w.net.iter().any(|m| !((m.from == r && m.to == p) || (m.from == p && m.to == r)))
+                    })
+                })
+        })
+        .count();
+    line.push_str(&format!(" with a closed pair and other messages {closed};"));
+    let mut in_flight = std::collections::BTreeMap::new();
+    let mut appended = std::collections::BTreeMap::new();
+    for w in &worlds {
+        *in_flight.entry(w.net.len()).or_insert(0usize) += 1;
+        *appended.entry(w.appended.len()).or_insert(0usize) += 1;
+    }
+    eprintln!("{line} in flight {in_flight:?}; appended {appended:?}");
+}
+
+/// The replicas that hold every event for good, in a state where nothing
+/// but deliveries can happen any more: every budget is spent (appends,
+/// losses, duplicates, late deliveries, restarts, the partition), push is on,
+/// and the configuration asks for the reduction. `None` elsewhere.
+fn closed_replicas(w: &World) -> Option<Vec<bool>> {
+    let cfg = &w.cfg;
+    let spent = w.appended.len() == cfg.appends
+        && w.losses == cfg.losses
+        && w.duplicates == cfg.duplicates
+        && w.delays == cfg.delays
+        && w.restarts == cfg.restarts
+        && w.partition != Partition::Active
+        && !(cfg.partition && w.partition == Partition::Never);
+    if !cfg.reduction || !cfg.session.push || !spent {
+        return None;
+    }
+    let all = w.appended.len() + 1;
+    Some((0..w.nodes.len()).map(|i| w.blocks(i).len() == all).collect())
+}
+
+/// A persistent set of `actions` (partial-order reduction, DESIGN.md "Model
+/// checking"): the deliveries between the two replicas of the fewest such
+/// deliveries among pairs that both hold every event (`closed`), when other
+/// steps are possible too. No step outside it can touch what it touches:
+/// the two replicas' events are final, each one's state for the other, the
+/// messages between them (a closed replica answers only the sender).
+fn persistent(w: &World, closed: &Option<Vec<bool>>, actions: &[Action]) -> Option<Vec<Action>> {
+    let closed = closed.as_ref()?;
+    let pair = |a: &Action| match *a {
+        Action::Deliver(k) => {
+            let m = &w.net[k];
+            (closed[m.from] && closed[m.to]).then(|| (m.from.min(m.to), m.from.max(m.to)))
+        }
+        _ => None,
+    };
+    let mut best: Option<Vec<Action>> = None;
+    let mut pairs: Vec<(usize, usize)> = actions.iter().filter_map(pair).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for p in pairs {
+        let t: Vec<Action> = actions.iter().filter(|a| pair(a) == Some(p)).copied().collect();
+        if best.as_ref().is_none_or(|b| t.len() < b.len()) {
+            best = Some(t);
+        }
+    }
+    best.filter(|t| t.len() < actions.len())
+}
+
+/// What a delivery to a closed replica may touch (the reduction's premise):
+/// its state for the sender and the messages between the two. Taken before
+/// the step, [`Footprint::check`]ed after it, on every such step the
+/// search takes.
+struct Footprint {
+    to: usize,
+    from: usize,
+    node: NodeHash,
+    others: Vec<(usize, usize, Vec<u8>)>,
+}
+
+impl Footprint {
+    fn of(w: &World, closed: &[bool], a: Action) -> Option<Self> {
+        let Action::Deliver(k) = a else { return None };
+        let (from, to) = (w.net[k].from, w.net[k].to);
+        closed[to].then(|| Footprint {
+            to,
+            from,
+            node: w.node_hash(to, View::ALL, &w.universe()),
+            others: Footprint::others(w, from, to),
+        })
+    }
+
+    /// The messages in flight between other replicas than `a` and `b`.
+    fn others(w: &World, a: usize, b: usize) -> Vec<(usize, usize, Vec<u8>)> {
+        let mut v: Vec<_> = w
+            .net
+            .iter()
+            .filter(|m| !((m.from == a && m.to == b) || (m.from == b && m.to == a)))
+            .map(|m| (m.from, m.to, m.bytes.clone()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn check(&self, after: &World) -> Result<(), Violation> {
+        let (own, peers) = after.node_hash(self.to, View::ALL, &after.universe());
+        let others = |ps: &[(usize, [u8; 32])]| -> Vec<(usize, [u8; 32])> {
+            ps.iter().filter(|(p, _)| *p != self.from).copied().collect()
+        };
+        if own != self.node.0
+            || others(&peers) != others(&self.node.1)
+            || Footprint::others(after, self.from, self.to) != self.others
+        {
+            return Err(Violation::error(format!(
+                "the partial-order reduction's premise failed: a message n{}→n{} to a replica that holds every event touched more than their pair",
+                self.from, self.to
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn short(fp: [u8; 32]) -> [u8; 16] {
@@ -249,6 +428,16 @@ fn transition(before: &[Vec<Cid>], after: &World) -> Result<(), Violation> {
             if !a.order().eq(b.order()) {
                 return Err(safety(format!("n{i} and n{j} hold the same events but order them differently")));
             }
+        }
+    }
+    // The bound per ordered pair is the one the reduction preserves (see
+    // DESIGN.md); the bound on the whole network is checked on the states visited.
+    let n = after.nodes.len();
+    let per_pair = after.cfg.max_in_flight_pair;
+    for (a, b) in (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).filter(|(a, b)| a != b) {
+        let k = after.net.iter().filter(|m| m.from == a && m.to == b).count();
+        if k > per_pair {
+            return Err(Violation::chatter(format!("{k} messages in flight from n{a} to n{b} (at most {per_pair})")));
         }
     }
     if after.net.len() > after.cfg.max_in_flight {

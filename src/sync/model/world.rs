@@ -24,7 +24,7 @@ use crate::sync::{Bloom, BloomFilter, Message, Sessions, SyncState};
 type R = Replica<MemoryBlockstore>;
 
 /// A replica's own hash, and its peers' (each with the peer's index).
-type NodeHash = ([u8; 32], Vec<(usize, [u8; 32])>);
+pub(super) type NodeHash = ([u8; 32], Vec<(usize, [u8; 32])>);
 
 /// A filter sent: its sender, the filter, the events its sender held then.
 pub(super) type SentFilter = (usize, BloomFilter, BTreeSet<Cid>);
@@ -626,7 +626,14 @@ impl World {
     /// The state as the checker sees it: a hash of everything that decides
     /// what happens next, and of nothing else (see the module docs).
     pub fn fingerprint(&self) -> [u8; 32] {
-        let universe: Vec<Cid> = std::iter::once(self.genesis).chain(self.appended.iter().map(|(c, _)| *c)).collect();
+        self.fingerprint_of(View::ALL)
+    }
+
+    /// The fingerprint of the parts of the state `view` keeps (the others
+    /// are left out): [`View::ALL`] is the checker's abstraction; fewer
+    /// parts tell what the states of a level differ in (`MODEL_ANALYZE`).
+    pub fn fingerprint_of(&self, view: View) -> [u8; 32] {
+        let universe = self.universe();
         let digest = |f: &dyn Fn(&mut Fp)| -> [u8; 32] {
             let mut h = Fp(blake3::Hasher::new());
             f(&mut h);
@@ -634,34 +641,11 @@ impl World {
         };
         // Each replica, apart from the names of its peers: its events, its
         // pending events, and each peer's clocks and state.
-        let nodes: Vec<NodeHash> = self
-            .nodes
-            .iter()
-            .map(|node| {
-                let r = &node.replica;
-                let (anti, peers) = node.sessions.model_view(self.now);
-                let own = digest(&|h| {
-                    h.cids(&self.blocks_of(r));
-                    let pending: Vec<Cid> = universe.iter().filter(|c| r.is_pending(c)).copied().collect();
-                    h.cids(&pending);
-                    h.num(anti.map_or(u64::MAX, |d| d.as_millis() as u64));
-                });
-                let peers = peers
-                    .into_iter()
-                    .map(|(peer, state, clock)| {
-                        let d = digest(&|h| {
-                            clock.hash(&self.cfg, h);
-                            hash_state(state, &universe, &self.filters, h);
-                        });
-                        (*peer, d)
-                    })
-                    .collect();
-                (own, peers)
-            })
-            .collect();
+        let nodes: Vec<NodeHash> = (0..self.nodes.len()).map(|i| self.node_hash(i, view, &universe)).collect();
         let msgs: Vec<(usize, usize, [u8; 32])> = self
             .net
             .iter()
+            .filter(|_| view.network)
             .map(|m| {
                 let d = digest(&|h| {
                     h.num(u64::from(m.late));
@@ -673,7 +657,7 @@ impl World {
             .collect();
         // The least hash over the renamings of the replicas that the
         // configuration cannot tell apart (symmetry reduction).
-        self.symmetries()
+        self.symmetries_with(self.cfg.symmetry && view.symmetry)
             .iter()
             .map(|pi| {
                 let mut h = Fp(blake3::Hasher::new());
@@ -712,10 +696,52 @@ impl World {
             .expect("the identity is a symmetry")
     }
 
+    /// Every event of the run: the genesis, then each appended event.
+    pub fn universe(&self) -> Vec<Cid> {
+        std::iter::once(self.genesis).chain(self.appended.iter().map(|(c, _)| *c)).collect()
+    }
+
+    /// Replica `i` as the fingerprint sees it, apart from the names of its
+    /// peers: a hash of its events, pending events (and anti-entropy clock),
+    /// and one of each peer's clocks and sync state, with the peer's index.
+    pub fn node_hash(&self, i: usize, view: View, universe: &[Cid]) -> NodeHash {
+        let digest = |f: &dyn Fn(&mut Fp)| -> [u8; 32] {
+            let mut h = Fp(blake3::Hasher::new());
+            f(&mut h);
+            h.0.finalize().into()
+        };
+        let node = &self.nodes[i];
+        let r = &node.replica;
+        let (anti, peers) = node.sessions.model_view(self.now);
+        let own = digest(&|h| {
+            h.cids(&self.blocks_of(r));
+            let pending: Vec<Cid> = universe.iter().filter(|c| r.is_pending(c)).copied().collect();
+            h.cids(&pending);
+            if view.clocks {
+                h.num(anti.map_or(u64::MAX, |d| d.as_millis() as u64));
+            }
+        });
+        let peers = peers
+            .into_iter()
+            .map(|(peer, state, clock)| {
+                let d = digest(&|h| {
+                    if view.clocks {
+                        clock.hash(&self.cfg, h);
+                    }
+                    if view.sessions {
+                        hash_state(state, universe, &self.filters, h);
+                    }
+                });
+                (*peer, d)
+            })
+            .collect();
+        (own, peers)
+    }
+
     /// The renamings of the replicas (`pi[old] = new`) that map the
     /// configuration onto itself: every permutation, except that n0 stays
     /// n0 when it may be cut off, and the appenders stay appenders.
-    fn symmetries(&self) -> Vec<Vec<usize>> {
+    fn symmetries_with(&self, symmetry: bool) -> Vec<Vec<usize>> {
         let n = self.nodes.len();
         let mut all: Vec<Vec<usize>> = vec![Vec::new()];
         for _ in 0..n {
@@ -726,7 +752,7 @@ impl World {
         }
         let appenders = self.cfg.appenders.unwrap_or(n);
         all.retain(|pi| (!self.cfg.partition || pi[0] == 0) && (0..n).all(|i| (i < appenders) == (pi[i] < appenders)));
-        if !self.cfg.symmetry {
+        if !symmetry {
             all.truncate(1);
         }
         all
@@ -737,6 +763,21 @@ impl World {
         v.sort_unstable();
         v
     }
+}
+
+/// The parts of a state a fingerprint sees ([`World::fingerprint_of`]):
+/// the replicas' events always, and the budgets spent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct View {
+    pub clocks: bool,
+    pub sessions: bool,
+    pub network: bool,
+    pub symmetry: bool,
+}
+
+impl View {
+    /// Every part: the checker's abstraction.
+    pub const ALL: View = View { clocks: true, sessions: true, network: true, symmetry: true };
 }
 
 /// A hasher with helpers.
