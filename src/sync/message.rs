@@ -150,7 +150,10 @@ impl From<CborError> for SyncError {
 ///            bits ],        bytes, the bit array
 ///   [block…],               each block embedded as itself (its exact DAG-CBOR bytes, so no
 ///                           framing is paid per block), or as a byte string holding its
-///                           bytes when they are not one canonical DAG-CBOR map
+///                           bytes when they are not one canonical DAG-CBOR map (the
+///                           session driver also sends a part that says more follow so,
+///                           which its receiver need not parse to split); a decoder
+///                           takes either form
 ///   [pruned…] ]             optional, only when not empty: links to events the receiver
 ///                           asked for that the sender holds only pruned (no bytes)
 /// ```
