@@ -304,7 +304,7 @@ impl Protocol for Bloom {
         replica: &Replica<S>,
         state: &mut SyncState,
     ) -> Result<Option<Vec<u8>>, SyncError> {
-        Ok(super::generate_message(replica, state).await?.map(|m| m.encode()))
+        Ok(super::generate_message(replica, state).await?.map(|m| m.encode_events()))
     }
 
     fn says_more(&self, message: &[u8]) -> bool {

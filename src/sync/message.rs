@@ -28,6 +28,9 @@ const LINK_BYTES: usize = 41;
 /// How deep an embedded block may nest. Blocks deeper than this travel as
 /// byte strings; the replica's own payload limit applies when it ingests them.
 const EMBED_MAX_DEPTH: usize = 256;
+// Every event is embeddable ([`Message::encode_events`]): its payload nests
+// at most this deep, inside the event's map.
+const _: () = assert!(crate::event::Limits::MAX_PAYLOAD_DEPTH + 2 < EMBED_MAX_DEPTH);
 const NULL: u8 = 0xf6;
 
 /// Bounds on what one sync message may hold. Decoding refuses anything
@@ -147,7 +150,10 @@ impl From<CborError> for SyncError {
 ///            bits ],        bytes, the bit array
 ///   [block…],               each block embedded as itself (its exact DAG-CBOR bytes, so no
 ///                           framing is paid per block), or as a byte string holding its
-///                           bytes when they are not one canonical DAG-CBOR map
+///                           bytes when they are not one canonical DAG-CBOR map (the
+///                           session driver also sends a part that says more follow so,
+///                           which its receiver need not parse to split); a decoder
+///                           takes either form
 ///   [pruned…] ]             optional, only when not empty: links to events the receiver
 ///                           asked for that the sender holds only pruned (no bytes)
 /// ```
@@ -223,6 +229,24 @@ impl fmt::Debug for Message {
 impl Message {
     /// Encodes the message (see [`Message`] for the layout).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(embeddable)
+    }
+
+    /// [`Message::encode`] of blocks that are events of a replica's DAG:
+    /// each joined it as one canonical DAG-CBOR map within the payload
+    /// depth limit (checked on ingest, or written so by an append), so it
+    /// is embedded without being parsed again. A message that says more
+    /// follow (a part of a long reply: a catch-up's are 16 MiB of blocks)
+    /// carries them as byte strings instead, 3 bytes more a block (about
+    /// 1%): the receiver then finds each block's end from its length,
+    /// where an embedded one must be parsed to be found, and parses it
+    /// once, when it ingests it.
+    pub(crate) fn encode_events(&self) -> Vec<u8> {
+        let more = self.more;
+        self.encode_with(|b| !more && b.first().is_some_and(|b| b >> 5 == MAJOR_MAP))
+    }
+
+    fn encode_with(&self, embed: impl Fn(&[u8]) -> bool) -> Vec<u8> {
         let block_bytes: usize = self.blocks.iter().map(|b| b.len() + 5).sum();
         let filter_bytes = self.filter.as_ref().map_or(1, |f| f.bits().len() + 64 + LINK_BYTES * self.since.len());
         let links = LINK_BYTES * (self.heads.len() + self.want.len() + self.pruned.len());
@@ -250,7 +274,7 @@ impl Message {
         }
         cbor::write_head(&mut out, MAJOR_ARRAY, self.blocks.len() as u64);
         for block in &self.blocks {
-            if embeddable(block) {
+            if embed(block) {
                 out.extend_from_slice(block);
             } else {
                 cbor::write_head(&mut out, MAJOR_BYTES, block.len() as u64);
@@ -402,6 +426,19 @@ fn embeddable(block: &[u8]) -> bool {
     }
     let mut r = Reader::new(block);
     r.skip_value(EMBED_MAX_DEPTH).is_ok() && r.remaining() == 0
+}
+
+/// The most bytes a block of `len` bytes takes in an encoded message: its
+/// bytes and, when it travels as a byte string, that string's head.
+pub(crate) fn framed_len(len: usize) -> usize {
+    let head = match len {
+        0..24 => 1,
+        24..256 => 2,
+        256..65536 => 3,
+        _ if len as u64 <= u64::from(u32::MAX) => 5,
+        _ => 9,
+    };
+    len + head
 }
 
 fn write_links(out: &mut Vec<u8>, cids: &[Cid]) {

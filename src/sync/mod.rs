@@ -245,6 +245,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     let overhead = msg.filter.as_ref().map_or(0, |f| f.bits().len()) + LINK_BYTES * (my_heads.len() + msg.since.len());
     let (blocks, cut) = fill(replica, state, &out, &wanted, overhead).await?;
     let truncated = cut || rest;
+    let run = state.session.backlog.as_ref().is_some_and(|b| b.is_run(&out[..blocks.len()], truncated));
     if changed && !exact && !truncated && !skipped && state.session.their_filter.is_some() {
         // Everything its filter lacks is on its way: next time, only what is new.
         state.session.filtered = Some(my_heads.clone());
@@ -261,7 +262,7 @@ pub async fn generate_message<S: ?Sized + StreamStore>(
     if changed {
         msg.want = our_wants(replica, &state.session, &view, state.limits.max_wants, &state.unavailable);
     }
-    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated))
+    Ok(finish(&mut state.session, msg, blocks, my_heads, truncated, run))
 }
 
 /// The bytes of an encoded link (tag 42, a 37-byte CID with its 0 prefix, headers).
@@ -284,7 +285,7 @@ fn open_session(dag: &Dag, state: &mut SyncState, my_heads: &[Cid], msg: &mut Me
     }
     let mut base = since.clone();
     base.push(dag.genesis());
-    let ids = dag.difference(my_heads, &base).map_err(unknown)?;
+    let ids = beyond(dag, my_heads, &base)?;
     let bits_per_element = if since.is_empty() { FULL_INVENTORY_BITS_PER_ELEMENT } else { BITS_PER_ELEMENT };
     let bytes = ids.len().saturating_mul(bits_per_element).div_ceil(8).min(state.limits.max_filter_bytes);
     let salt = state.next_salt();
@@ -353,23 +354,28 @@ fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView, max: u
                 if b.theirs != view.theirs {
                     // What the peer gained since (a walk of that only) has
                     // arrived: forget those blocks.
-                    for id in dag.difference(&view.theirs, &b.theirs).map_err(unknown)? {
-                        s.sent.remove(dag.digest(id));
+                    if !s.sent.is_empty() {
+                        for id in dag.difference(&view.theirs, &b.theirs).map_err(unknown)? {
+                            s.sent.remove(dag.digest(id));
+                        }
+                        shrink(&mut s.sent);
                     }
-                    shrink(&mut s.sent);
                     b.theirs.clone_from(&view.theirs);
                 }
             }
             _ => {
-                let mut ids = dag.difference(my_heads, &view.theirs).map_err(unknown)?;
+                let ids = beyond(dag, my_heads, &view.theirs)?;
+                let old = s.backlog.take();
                 // Blocks no longer in the difference have arrived: forget them.
-                if !s.sent.is_empty() {
+                if !s.sent.is_empty() || old.as_ref().is_some_and(|b| !b.runs.is_empty()) {
                     let live: HashSet<&Digest, KeyedState> = ids.iter().map(|id| dag.digest(*id)).collect();
                     s.sent.retain(|d, _| live.contains(d));
+                    if let Some(old) = &old {
+                        s.keep_runs(dag, old, |d| live.contains(d));
+                    }
                     shrink(&mut s.sent);
                 }
-                ids.sort_unstable_by_key(|id| dag.key(*id));
-                s.backlog = Some(Backlog { mine, theirs: view.theirs.clone(), ids, next: 0 });
+                s.backlog = Some(Backlog::new(mine, view.theirs.clone(), ids));
             }
         }
         let b = s.backlog.as_mut().expect("set above");
@@ -386,8 +392,7 @@ fn lacking(dag: &Dag, s: &mut Session, my_heads: &[Cid], view: &PeerView, max: u
         true
     });
     let candidates = dag.difference(my_heads, &base).map_err(unknown)?;
-    let sent = &s.sent;
-    let counted = |id| sent.contains_key(dag.digest(id));
+    let counted = |id| s.sent_in(dag, id).is_some();
     let mut ids = select(dag, &candidates, filter, |_| false, counted, incremental);
     let rest = ids.len() > max;
     ids.truncate(max);
@@ -400,6 +405,24 @@ fn shrink<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher>(map: &mut HashM
     if map.capacity() > 4 * map.len().max(8) {
         map.shrink_to_fit();
     }
+}
+
+/// The events of `my_heads`' history (all of our heads: every event we
+/// hold) that are not in `known`'s, ascending by order key.
+///
+/// A peer that holds only the genesis (a late joiner) lacks every other
+/// event: that is the total order the DAG keeps, read as it is, instead of
+/// a walk of the whole history and a sort (for a million events, the
+/// largest part of what a catch-up cost the serving side). With anchors (a
+/// shallow replica) the walk decides, as it stops at them.
+fn beyond(dag: &Dag, my_heads: &[Cid], known: &[Cid]) -> Result<Vec<EventId>, SyncError> {
+    let genesis = dag.genesis();
+    if !dag.has_anchors() && known.contains(&genesis) && known.iter().all(|c| *c == genesis || !dag.contains(c)) {
+        return Ok(dag.order().filter(|id| *id != EventId::GENESIS).collect());
+    }
+    let mut ids = dag.difference(my_heads, known).map_err(unknown)?;
+    ids.sort_unstable_by_key(|id| dag.key(*id));
+    Ok(ids)
 }
 
 /// Step 3: answers the peer's wants into `out` (the wanted events and their
@@ -423,7 +446,7 @@ fn answer_wants(dag: &Dag, s: &mut Session, view: &PeerView, out: &mut Vec<Event
     };
     let ack = s.their_ack;
     // Skip what is on its way: sent in a message the peer had not seen when it asked.
-    out.extend(picked.into_iter().filter(|id| s.sent.get(dag.digest(*id)).is_none_or(|&seq| seq <= ack)));
+    out.extend(picked.into_iter().filter(|id| s.sent_in(dag, *id).is_none_or(|seq| seq <= ack)));
     Ok(wanted)
 }
 
@@ -443,26 +466,27 @@ async fn fill<S: ?Sized + StreamStore>(
     }
     let dag = replica.dag();
     let mut budget = limits.max_message_bytes.saturating_sub(MESSAGE_SLACK + overhead);
-    let cids: Vec<Cid> = out.iter().map(|id| dag.cid(*id)).collect();
-    let mut blocks = Vec::with_capacity(cids.len().min(limits.max_blocks));
+    let mut blocks = Vec::with_capacity(out.len().min(limits.max_blocks));
     let mut truncated = false;
     // Read in batches: a long difference sent over many messages is not
     // read whole for each of them.
-    'fill: for batch in cids.chunks(FILL_BATCH) {
-        for (cid, block) in batch.iter().zip(replica.store().get_many(batch).await?) {
+    'fill: for ids in out.chunks(FILL_BATCH) {
+        let batch: Vec<Cid> = ids.iter().map(|id| dag.cid(*id)).collect();
+        for (cid, block) in batch.iter().zip(replica.store().get_many(&batch).await?) {
             let block = block.ok_or_else(|| StoreError::Corrupt(format!("{cid}: in the DAG but not in the store")))?;
-            if blocks.len() == limits.max_blocks || (block.len() > budget && !blocks.is_empty()) {
+            let len = message::framed_len(block.len());
+            if blocks.len() == limits.max_blocks || (len > budget && !blocks.is_empty()) {
                 truncated = true;
                 break 'fill;
             }
-            budget = budget.saturating_sub(block.len());
+            budget = budget.saturating_sub(len);
             blocks.push(block);
         }
     }
-    if truncated {
+    if truncated && !wanted.is_empty() {
         // What did not fit goes next time; wanted events are asked for only once.
-        let cut: HashSet<&Cid> = cids[blocks.len()..].iter().collect();
-        state.session.their_wants.extend(wanted.iter().filter(|c| cut.contains(c)));
+        let cut: HashSet<EventId> = out[blocks.len()..].iter().copied().collect();
+        state.session.their_wants.extend(wanted.iter().filter(|c| dag.id(c).is_some_and(|id| cut.contains(&id))));
     }
     Ok((blocks, truncated))
 }
@@ -508,6 +532,7 @@ fn finish(
     blocks: Vec<Block>,
     my_heads: Vec<Cid>,
     truncated: bool,
+    run: bool,
 ) -> Option<Message> {
     let in_sync = s.predicted.as_ref().or(s.their_heads.as_ref()) == Some(&my_heads);
     let print = HeadsPrint::of(&my_heads);
@@ -543,9 +568,15 @@ fn finish(
         s.filter_seq = s.seq;
         s.hello = false;
     }
-    for block in &blocks {
-        if let Some(d) = digest_of(block.cid()) {
-            s.sent.insert(d, s.seq);
+    // The blocks are the backlog's next (`run`): one record for them all.
+    match s.backlog.as_mut().filter(|_| run) {
+        Some(b) => b.record_run(blocks.len(), s.seq),
+        None => {
+            for block in &blocks {
+                if let Some(d) = digest_of(block.cid()) {
+                    s.sent.insert(d, s.seq);
+                }
+            }
         }
     }
     s.asked.extend(msg.want.iter().copied());
@@ -614,7 +645,19 @@ pub(crate) async fn receive_decoded<S: ?Sized + StreamStore>(
         if let Some(message_bytes) = shared {
             unshare(replica.dag(), &mut blocks, message_bytes);
         }
-        Received::tally(replica.ingest_many(blocks).await?)
+        let before = state.session.filtered.is_some().then(|| replica.dag().heads());
+        let received = Received::tally(replica.ingest_many(blocks).await?);
+        // What the peer sent it holds: when every event added came in this
+        // message, our heads are as checked against its filter as they were
+        // before (a catch-up does not check each part against it again).
+        if before.is_some()
+            && state.session.filtered == before
+            && received.accepted > 0
+            && received.accepted_cids.len() == received.accepted
+        {
+            state.session.filtered = Some(replica.dag().heads());
+        }
+        received
     };
 
     let s = &state.session;
@@ -661,7 +704,7 @@ pub(crate) async fn receive_decoded<S: ?Sized + StreamStore>(
     }
     for w in want {
         // A want for a block sent in a message it had not seen yet is already answered.
-        if digest_of(&w).and_then(|d| s.sent.get(&d)).is_none_or(|&sent_in| sent_in <= ack)
+        if s.sent_cid(replica.dag(), &w).is_none_or(|sent_in| sent_in <= ack)
             && s.their_wants.len() < state.limits.max_wants
         {
             s.their_wants.push(w);
@@ -694,7 +737,7 @@ fn select(
     counted: impl Fn(EventId) -> bool,
     above_checked: bool,
 ) -> Vec<EventId> {
-    let mut lacking: HashSet<EventId> = HashSet::new();
+    let mut lacking: HashSet<EventId, KeyedState> = HashSet::default();
     let mut out = Vec::new();
     for &id in candidates {
         let lacks = forced(id)
@@ -761,7 +804,7 @@ fn advance(dag: &Dag, shared: &[Cid], theirs: &[Cid]) -> Vec<Cid> {
 /// its parents and each event's marks are final when it is popped; each event
 /// is pushed once. No recursion.
 struct Ancestry {
-    marks: HashMap<EventId, u8>,
+    marks: HashMap<EventId, u8, KeyedState>,
 }
 
 impl Ancestry {
@@ -770,7 +813,8 @@ impl Ancestry {
     const STRICTLY_UNDER: u8 = 4;
 
     fn walk(dag: &Dag, known: &[EventId], theirs: &[EventId]) -> Self {
-        let mut marks: HashMap<EventId, u8> = HashMap::with_capacity(known.len() + theirs.len());
+        let mut marks: HashMap<EventId, u8, KeyedState> =
+            HashMap::with_capacity_and_hasher(known.len() + theirs.len(), KeyedState::default());
         for &k in known {
             *marks.entry(k).or_default() |= Self::UNDER_KNOWN;
         }

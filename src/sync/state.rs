@@ -99,8 +99,9 @@ pub(crate) struct Session {
     pub their_wants: Vec<Cid>,
     /// Blocks sent in this session (by digest: every block sent is an
     /// event of our DAG), with the seq of the message that carried them.
-    /// Keyed like the store's tables (a digest is already uniform): a
-    /// catch-up of a million events inserts, looks up and removes each.
+    /// Keyed like the store's tables (a digest is already uniform). The
+    /// blocks of a reply in parts are recorded as runs of the backlog
+    /// instead ([`Backlog::runs`]); [`Session::sent_in`] reads both.
     pub sent: HashMap<Digest, u64, KeyedState>,
     /// CIDs we asked for in this session.
     pub asked: HashSet<Cid>,
@@ -132,9 +133,50 @@ pub(crate) struct Backlog {
     pub ids: Vec<EventId>,
     /// `ids[..next]` were sent.
     pub next: usize,
+    /// Runs of `ids` that went out whole, each in one message of a reply
+    /// in parts: `(start, end, seq)`, ascending. A catch-up's blocks are
+    /// recorded here, a range a message, instead of one by one in
+    /// [`Session::sent`] (each inserted, looked up and, once the peer's
+    /// heads say it arrived, found by a walk and removed).
+    pub runs: Vec<(usize, usize, u64)>,
 }
 
 impl Backlog {
+    /// A backlog of `ids` (the difference against `theirs`, ascending by
+    /// order key) with nothing sent yet.
+    pub fn new(mine: HeadsPrint, theirs: Vec<Cid>, ids: Vec<EventId>) -> Self {
+        Backlog { mine, theirs, ids, next: 0, runs: Vec::new() }
+    }
+
+    /// The seq of the message whose run carried `id`, if one did.
+    fn sent_in(&self, dag: &Dag, id: EventId) -> Option<u64> {
+        if self.runs.is_empty() {
+            return None;
+        }
+        let key = dag.key(id);
+        let at = self.ids[..self.next].binary_search_by(|x| dag.key(*x).cmp(&key)).ok()?;
+        let i = self.runs.partition_point(|r| r.0 <= at).checked_sub(1)?;
+        let (_, end, seq) = self.runs[i];
+        (at < end).then_some(seq)
+    }
+
+    /// Records that `n` blocks went out in message `seq`: the next `n` of `ids`.
+    pub fn record_run(&mut self, n: usize, seq: u64) {
+        let start = self.next;
+        self.next += n;
+        self.runs.push((start, self.next, seq));
+    }
+
+    /// Whether `sent` (a message's blocks, in order) are the next of `ids`,
+    /// to be recorded as a run: only in a reply in parts (`parts`: this
+    /// message leaves some for later, or an earlier one did), so that a
+    /// short exchange keeps one record per block.
+    pub fn is_run(&self, sent: &[EventId], parts: bool) -> bool {
+        (parts || !self.runs.is_empty())
+            && !sent.is_empty()
+            && self.ids.get(self.next..self.next + sent.len()) == Some(sent)
+    }
+
     /// Moves past the events at the front that were sent.
     pub fn skip_sent(&mut self, dag: &Dag, sent: &HashMap<Digest, u64, KeyedState>) {
         while self.ids.get(self.next).is_some_and(|id| sent.contains_key(dag.digest(*id))) {
@@ -189,6 +231,32 @@ impl HeadsPrint {
 impl Session {
     fn fresh(hello: bool) -> Self {
         Session { hello, dirty: true, ..Session::default() }
+    }
+
+    /// The seq of the message of this session that carried the block of
+    /// `id`, if one did (one by one in `sent`, or in a run of the backlog).
+    pub fn sent_in(&self, dag: &Dag, id: EventId) -> Option<u64> {
+        self.sent.get(dag.digest(id)).copied().or_else(|| self.backlog.as_ref()?.sent_in(dag, id))
+    }
+
+    /// [`Session::sent_in`] of a CID, which may not be in the DAG.
+    pub fn sent_cid(&self, dag: &Dag, cid: &Cid) -> Option<u64> {
+        let digest = digest_of(cid)?;
+        self.sent.get(&digest).copied().or_else(|| self.backlog.as_ref()?.sent_in(dag, dag.id(cid)?))
+    }
+
+    /// Moves what runs of `old` (a backlog being replaced) carried into
+    /// `sent`, for the events `live` says the peer still lacks: their
+    /// record outlives the runs.
+    pub fn keep_runs(&mut self, dag: &Dag, old: &Backlog, live: impl Fn(&Digest) -> bool) {
+        for &(start, end, seq) in &old.runs {
+            for id in &old.ids[start..end] {
+                let d = dag.digest(*id);
+                if live(d) {
+                    self.sent.insert(*d, seq);
+                }
+            }
+        }
     }
 }
 

@@ -246,3 +246,62 @@ fn shared_blocks_are_slices_unless_the_message_is_mostly_held_blocks() {
         assert_eq!(b.len(), 12);
     });
 }
+
+/// What a peer holding only the genesis lacks is read from the DAG's order
+/// (`beyond`): the same events, in the same order, as the walk and sort.
+#[test]
+fn beyond_the_genesis_is_the_walk_in_order() {
+    fn prop(seed: u64, n: u8, fan: u8, window: u8) -> bool {
+        let (dag, cids) = random_dag(&mut SimRng::new(seed), usize::from(n), usize::from(fan % 4), usize::from(window));
+        let heads = dag.heads();
+        let mut walked = dag.difference(&heads, &cids[..1]).unwrap();
+        walked.sort_unstable_by_key(|id| dag.key(*id));
+        beyond(&dag, &heads, &cids[..1]).unwrap() == walked
+    }
+    quickcheck::QuickCheck::new().tests(200).quickcheck(prop as fn(u64, u8, u8, u8) -> bool);
+}
+
+/// A catch-up in parts through the driver: every message within the
+/// limits, every block sent once, recorded as runs of the backlog (not one
+/// by one), also when the server's heads move halfway (the backlog is made
+/// again and what its runs carried is kept).
+#[test]
+fn a_reply_in_parts_sends_each_block_once_within_the_limits() {
+    block_on(async {
+        let g = Event::genesis("parts").encode().unwrap();
+        let (mut a, mut b) = (fresh(&g).await, fresh(&g).await);
+        a.append_many((0..400u32).map(|i| format!("event {i}"))).await.unwrap();
+        let limits = SyncLimits { max_message_bytes: 64 << 10, ..SyncLimits::default() };
+        let protocol = Bloom { limits };
+        let (mut sa, mut sb) = (
+            Sessions::with_seed(protocol, SessionConfig::default(), 1),
+            Sessions::with_seed(protocol, SessionConfig::default(), 2),
+        );
+        let now = std::time::Duration::ZERO;
+        sa.connect(2u8, now);
+        sb.connect(1u8, now);
+        let mut to_b: Vec<Vec<u8>> = sa.speak(&a, &2, now).await.unwrap().into_iter().collect();
+        let mut to_a: Vec<Vec<u8>> = sb.speak(&b, &1, now).await.unwrap().into_iter().collect();
+        let (mut parts, mut duplicate) = (0, 0);
+        while !to_a.is_empty() || !to_b.is_empty() {
+            for m in std::mem::take(&mut to_b) {
+                assert!(m.len() <= limits.max_message_bytes, "{} bytes", m.len());
+                parts += usize::from(Message::says_more(&m));
+                let reply = sb.receive(&mut b, &1, &m, now).await.unwrap();
+                duplicate += reply.received.duplicate;
+                to_a.extend(reply.reply);
+            }
+            if parts == 2 && a.len() == 401 {
+                a.append(&"while serving").await.unwrap();
+            }
+            for m in std::mem::take(&mut to_a) {
+                to_b.extend(sa.receive(&mut a, &2, &m, now).await.unwrap().reply);
+            }
+            let s = &sa.state(&2).unwrap().session;
+            assert!(s.sent.is_empty(), "{} blocks recorded one by one", s.sent.len());
+        }
+        assert!(parts >= 3, "{parts} parts");
+        assert_eq!(duplicate, 0);
+        assert_eq!((b.len(), b.heads()), (402, a.heads()));
+    });
+}
