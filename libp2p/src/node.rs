@@ -223,7 +223,10 @@ impl<S: ?Sized + StreamStore + 'static> Node<S> {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
-                        let Node { swarm, streams, .. } = self;
+                        // Bitswap's fetchers say `Closed` from now on: its
+                        // server goes before the reply, not after it.
+                        let Node { swarm, streams, bitswap, .. } = self;
+                        drop(bitswap);
                         drop(swarm);
                         let _ = reply.send(streams.into_values().map(|s| s.replica).collect());
                         return;
