@@ -487,9 +487,10 @@ async fn admit<S: ?Sized + StreamStore>(thin: &mut Replica<S>, src: &Shallow) {
 /// A crash at every sync point of a shallow start and a late admission, in
 /// every way: the image holds no stream or a part of the bootstrap (only
 /// before it returned: the genesis alone, or the cut without the
-/// checkpoint), or a shallow replica that opens, holds the checkpoint, and
-/// admits the late event (again, if the crash lost it) as a full replica
-/// does; once `admit_late` returned, the event is there.
+/// checkpoint, which a second bootstrap takes up), or a shallow replica
+/// that opens, holds the checkpoint, and admits the late event (again, if
+/// the crash lost it) as a full replica does; once `admit_late` returned,
+/// the event is there.
 #[test]
 fn crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_before() {
     let src = shallow_source();
@@ -514,7 +515,7 @@ fn crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_
                     Err(e) => panic!("{what}: the store does not open: {e}"),
                 };
             block_on(async {
-                match Replica::open(store, src.genesis.cid(), ReplicaConfig::default()).await {
+                match Replica::open(store.clone(), src.genesis.cid(), ReplicaConfig::default()).await {
                     Err(OpenError::UnknownStream { .. }) => {
                         assert!(kept < full.bootstrapped, "{what}: a bootstrap that returned is lost");
                         empty += 1;
@@ -524,12 +525,26 @@ fn crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_
                     // anchors, the checkpoint): a crash before it returned
                     // can leave the genesis alone, or the anchors without
                     // the checkpoint, a replica that syncs forward like any
-                    // other (and refuses a second bootstrap).
+                    // other; a second bootstrap takes it up.
                     Ok(thin) if !thin.contains(&src.checkpoint.cid) => {
                         assert!(kept < full.bootstrapped, "{what}: a bootstrap that returned lost its checkpoint");
                         let cut: Vec<Cid> = src.checkpoint.parents.clone();
                         let heads = thin.heads();
                         assert!(heads == [*src.genesis.cid()] || heads == cut, "{what}: heads {heads:?}");
+                        drop(thin);
+                        let config = ReplicaConfig::default();
+                        let again = Replica::bootstrap(
+                            store,
+                            src.source.as_ref(),
+                            src.genesis.cid(),
+                            &src.checkpoint.cid,
+                            &[],
+                            config,
+                        );
+                        let (mut thin, _) = again.await.unwrap_or_else(|e| panic!("{what}: no second bootstrap: {e}"));
+                        assert_eq!(thin.heads(), [src.checkpoint.cid], "{what}");
+                        thin.ingest(src.late.clone()).await.expect("ingest");
+                        admit(&mut thin, &src).await;
                         partial += 1;
                     }
                     Ok(mut thin) => {
@@ -546,7 +561,10 @@ fn crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_
             });
         }
     }
-    assert!(empty > 0 && opened > 0, "{empty} images without the stream, {partial} partial, {opened} whole");
+    assert!(
+        empty > 0 && partial > 0 && opened > 0,
+        "{empty} images without the stream, {partial} partial, {opened} whole"
+    );
 }
 
 /// The backend itself: a crash during a sync keeps the previous durable

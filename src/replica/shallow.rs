@@ -243,9 +243,11 @@ impl<S: ?Sized + StreamStore> Replica<S> {
     /// The writes are several commits (the genesis, the anchors' record and
     /// the cut, the checkpoint). A crash before this returns can leave the
     /// genesis alone or the cut without the checkpoint: a consistent replica
-    /// that opens and syncs forward like any other, but a second
-    /// `bootstrap` into that store is [`OpenError::StreamExists`]; start
-    /// again in a new store (`crash_points.rs::crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_before`).
+    /// that opens and syncs forward like any other; or call `bootstrap`
+    /// again with the same checkpoint, which takes it up where it stopped
+    /// (`crash_points.rs::crash_at_every_sync_point_of_a_shallow_start_leaves_a_replica_that_judges_as_before`).
+    /// A store whose stream holds anything else is
+    /// [`OpenError::StreamExists`].
     pub async fn bootstrap<B: ?Sized + Blockstore>(
         store: Arc<S>,
         source: &B,
@@ -257,11 +259,21 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         let source = Counting::new(source);
         let genesis_block = source.fetch(genesis).await?;
         Self::check_genesis(&genesis_block, &config)?;
-        if store.heads(genesis).await?.is_some() {
-            return Err(OpenError::StreamExists { stream: *genesis }.into());
-        }
         let cp_block = source.fetch(checkpoint).await?;
         let cp = Checkpoint::from_block(&cp_block)?.ok_or(CheckpointError::NotACheckpoint { cid: *checkpoint })?;
+        // A stream already here is refused, unless it is what a bootstrap
+        // from this checkpoint that did not return left (the genesis, then
+        // the cut): that one is taken up where it stopped (checked below).
+        let left = match store.heads(genesis).await? {
+            None => None,
+            Some(_) => {
+                let len = store.log_len(genesis).await?;
+                if len > 1 + cp.parents.len() as u64 {
+                    return Err(OpenError::StreamExists { stream: *genesis }.into());
+                }
+                Some(store.read_log_entries(genesis, 0, len as usize).await?)
+            }
+        };
 
         // On a stream with admins: the membership events below the cut, in
         // full and judged, and the membership of each event of the cut.
@@ -311,9 +323,25 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             states.push(block);
         }
 
+        // What an unfinished bootstrap of this checkpoint wrote is not
+        // written again; anything else in the stream is not ours to add to.
+        let (write_genesis, write_cut) = match &left {
+            None => (true, true),
+            Some(log) if log.len() == 1 => (false, true),
+            Some(log)
+                if log.len() == 1 + cut.len()
+                    && log[1..].iter().zip(&cut).all(|(l, c)| l.pruned && (l.cid, l.height) == (c.cid, c.height)) =>
+            {
+                (false, false)
+            }
+            Some(_) => return Err(OpenError::StreamExists { stream: *genesis }.into()),
+        };
+
         // Everything checked: write the genesis, the blocks held in full,
         // the cut as skeleton-only entries, then take the checkpoint.
-        store.commit(genesis, std::slice::from_ref(&genesis_block), &[*genesis]).await?;
+        if write_genesis {
+            store.commit(genesis, std::slice::from_ref(&genesis_block), &[*genesis]).await?;
+        }
         // The flagged events served the trust and membership checks; they
         // are below the cut, so they are not kept (a store logs a block it
         // holds as held, not as a skeleton-only anchor). What the anchors'
@@ -327,7 +355,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             heads.push(*genesis);
         }
         heads.sort_unstable();
-        if !cut.is_empty() {
+        if write_cut && !cut.is_empty() {
             store.append_skeleton(genesis, &cut, &heads).await?;
         }
         let mut replica = Self::open_inner(store, genesis, config).await?;
