@@ -320,5 +320,11 @@ fn sessions_list_what_no_peer_can_supply() {
         assert!(!unavailable.is_empty());
         assert_eq!(unavailable, fresh.missing());
         assert!(unavailable.iter().all(|c| pruned.is_pruned(c)));
+        // Nothing more can come from that peer: the session is settled, and
+        // its timeout does not re-poll it (anti-entropy aside).
+        assert!(at_fresh.settled(&fresh, &"pruned"), "a pruned peer with nothing left to give is settled");
+        let later = now + SessionConfig::default().timeout.unwrap() * 3;
+        let due = at_fresh.tick(&fresh, later).await.unwrap();
+        assert!(due.restarts.is_empty() && due.messages.is_empty(), "re-polled: {:?}", due.restarts);
     });
 }

@@ -33,7 +33,10 @@
 //!   hold our heads ([`Protocol::settled`]; for the Bloom protocol,
 //!   [`SyncState::their_heads`]: the heads it told us). The side that takes in
 //!   the last blocks of an exchange acknowledges them with its new heads, so
-//!   both sides of a synced pair know it and neither ever times out.
+//!   both sides of a synced pair know it and neither ever times out. A peer
+//!   that pruned what we lack is settled too once it holds our heads, we
+//!   hold or wait on its heads, and all we still miss is what it said it
+//!   pruned ([`SyncState::pruned_by_peer`]): it has nothing more to give.
 //! - **Timeouts.** A session that is not settled, and from whose peer nothing
 //!   arrived for [`SessionConfig::timeout`] since it was last seen settled
 //!   (a local append makes a settled session active again: its clock starts
@@ -173,7 +176,9 @@ pub trait Protocol {
     }
 
     /// Whether, as far as `state` knows, the peer holds exactly what
-    /// `replica` holds. The driver never times out a settled session.
+    /// `replica` holds (for the Bloom protocol: the same heads, or all that
+    /// the peer can still give, the rest pruned there). The driver never
+    /// times out a settled session.
     /// Default: `false` (every quiet session may time out).
     fn settled<S: ?Sized + StreamStore>(&self, replica: &Replica<S>, state: &Self::State) -> bool {
         let _ = (replica, state);
@@ -296,7 +301,21 @@ impl Protocol for Bloom {
         {
             return true;
         }
-        state.their_heads().is_some_and(|h| h == replica.heads().as_slice())
+        let Some(theirs) = state.their_heads() else { return false };
+        let ours = replica.heads();
+        if theirs == ours.as_slice() {
+            return true;
+        }
+        // A peer that pruned what we lack: settled once it holds all we
+        // hold (our heads are among its heads), we hold or wait on all its
+        // heads, and every parent we still miss is one it said it pruned. It
+        // has nothing more to give and we nothing to send; re-polling it
+        // would only repeat the exchange (anti-entropy still visits it).
+        let pruned = state.pruned_by_peer();
+        !pruned.is_empty()
+            && ours.iter().all(|h| h == replica.stream_id() || theirs.contains(h))
+            && theirs.iter().all(|h| replica.contains(h) || replica.is_pending(h))
+            && replica.missing().iter().all(|m| pruned.contains(m))
     }
 
     async fn generate<S: ?Sized + StreamStore>(
