@@ -85,12 +85,17 @@ impl Default for KeyedState {
     }
 }
 
-/// Fresh keys for one table, from std's per-process random keys.
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-fn table_keys() -> (u64, u64) {
+/// Keys from std's per-process random keys (a fresh `RandomState` each).
+fn std_keys() -> (u64, u64) {
     use std::hash::BuildHasher as _;
     let s = std::hash::RandomState::new();
     (s.hash_one(0x6b65_7965_6430u64), s.hash_one(0x6b65_7965_6431u64))
+}
+
+/// Fresh keys for one table.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+fn table_keys() -> (u64, u64) {
+    std_keys()
 }
 
 /// Fresh keys for one table. On the web, std has no randomness: its
@@ -100,7 +105,6 @@ fn table_keys() -> (u64, u64) {
 /// mixed from it and a counter; std's keys only if that call fails.
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 fn table_keys() -> (u64, u64) {
-    use std::hash::BuildHasher as _;
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEED: OnceLock<(u64, u64)> = OnceLock::new();
@@ -112,10 +116,7 @@ fn table_keys() -> (u64, u64) {
                 u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
                 u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
             ),
-            Err(_) => {
-                let s = std::hash::RandomState::new();
-                (s.hash_one(0x6b65_7965_6430u64), s.hash_one(0x6b65_7965_6431u64))
-            }
+            Err(_) => std_keys(),
         }
     });
     let n = TABLES.fetch_add(1, Ordering::Relaxed);

@@ -188,7 +188,7 @@ impl MemberIndex {
     pub(crate) fn state_of_ops(&mut self, ops: &[(Cid, MemberOp)]) -> StateRef {
         let mut ids = Vec::with_capacity(ops.len());
         for (cid, op) in ops {
-            let i = match self.ops.iter().position(|(c, _)| c == cid) {
+            let i = match self.op_position(cid) {
                 Some(i) => i,
                 None => {
                     self.ops.push((*cid, *op));
@@ -210,7 +210,12 @@ impl MemberIndex {
 
     /// The membership event with this CID, if the index holds it.
     pub(crate) fn op(&self, cid: &Cid) -> Option<MemberOp> {
-        self.ops.iter().find(|(c, _)| c == cid).map(|(_, op)| *op)
+        self.op_position(cid).map(|i| self.ops[i].1)
+    }
+
+    /// Where the index holds the membership event with this CID.
+    fn op_position(&self, cid: &Cid) -> Option<usize> {
+        self.ops.iter().position(|(c, _)| c == cid)
     }
 
     /// The state with exactly these operations, built once.

@@ -154,8 +154,8 @@ impl AppendScratch {
 impl<S: ?Sized + StreamStore> Replica<S> {
     /// A copy of the replica over `store`, a copy of its store: the model
     /// checker forks a state with it. Caches and scratch buffers start
-    /// empty (the chunk for appended blocks' bytes small). `None` for a replica with validators or a membership index,
-    /// which are not copied.
+    /// empty (the chunk for appended blocks' bytes small). `None` for a
+    /// replica with validators or a membership index, which are not copied.
     #[cfg(any(test, feature = "testing"))]
     pub fn fork(&self, store: Arc<S>) -> Option<Self> {
         if !self.validators.is_empty() || self.members.is_some() {
