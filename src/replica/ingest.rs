@@ -10,7 +10,7 @@ use crate::auth::{self, AuthError, StateRef};
 use crate::block::{Block, Digest, KeyedState, cid_from_digest, digest_of};
 use crate::error::InsertError;
 use crate::event::Header;
-use crate::store::{StoreError, StreamStore};
+use crate::store::{StoreError, StreamStore, commit};
 
 impl<S: ?Sized + StreamStore> Replica<S> {
     /// Commits what an ingest (or a local append's release) accepted, then
@@ -22,7 +22,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         }
         let new_heads = self.heads_after(&batch);
         let (blocks, headers): (Vec<Block>, Vec<Header>) = batch.accepted.into_iter().unzip();
-        if let Err(e) = self.store.commit(&self.stream, &blocks, &new_heads).await {
+        if let Err(e) = commit(&*self.store, &self.stream, &blocks, &new_heads).await {
             for (block, header) in blocks.into_iter().zip(headers) {
                 let missing: Vec<Digest> =
                     header.parents.iter().filter(|p| self.dag.find(p).is_none()).copied().collect();

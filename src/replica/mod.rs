@@ -33,7 +33,7 @@ use crate::error::EncodeError;
 #[cfg(doc)]
 use crate::event::Limits;
 use crate::event::{EncodedPayload, Header, WritePayload, encode_into};
-use crate::store::{StoreError, StreamStore};
+use crate::store::{StoreError, StreamStore, commit};
 use ipld_core::ipld::Ipld;
 
 mod config;
@@ -787,7 +787,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         s.new_heads.extend(s.heads[take..].iter().map(|id| self.dag.cid(*id)));
         s.new_heads.push(last);
         s.new_heads.sort_unstable();
-        self.store.commit(&self.stream, &s.blocks, &s.new_heads).await?;
+        commit(&*self.store, &self.stream, &s.blocks, &s.new_heads).await?;
         // Each event is new and its parents are in the index (the heads taken,
         // then the event before it): no lookups needed.
         let mut prev: Option<EventId> = None;

@@ -138,6 +138,19 @@ impl MemoryBlockstore {
         Self::default()
     }
 
+    /// `commit`: every write of this store is done within the call.
+    fn commit_in_memory(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) {
+        let mut guard = self.write();
+        let Inner { blocks: store, streams } = &mut *guard;
+        let meta = streams.entry(stream);
+        meta.log.reserve(blocks.len());
+        for b in blocks {
+            meta.log.push(store.put(b));
+        }
+        meta.heads.clear();
+        meta.heads.extend_from_slice(heads);
+    }
+
     /// A copy of the store that shares nothing with it (blocks' bytes are
     /// shared, being immutable): the model checker forks a state with it.
     #[cfg(any(test, feature = "testing"))]
@@ -300,16 +313,13 @@ impl Blockstore for MemoryBlockstore {
 #[async_trait]
 impl StreamStore for MemoryBlockstore {
     async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError> {
-        let mut guard = self.write();
-        let Inner { blocks: store, streams } = &mut *guard;
-        let meta = streams.entry(stream);
-        meta.log.reserve(blocks.len());
-        for b in blocks {
-            meta.log.push(store.put(b));
-        }
-        meta.heads.clear();
-        meta.heads.extend_from_slice(heads);
+        self.commit_in_memory(stream, blocks, heads);
         Ok(())
+    }
+
+    fn commit_now(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Option<Result<(), StoreError>> {
+        self.commit_in_memory(stream, blocks, heads);
+        Some(Ok(()))
     }
 
     async fn heads(&self, stream: &Cid) -> Result<Option<Vec<Cid>>, StoreError> {

@@ -181,6 +181,20 @@ impl LoggedEvent {
     }
 }
 
+/// [`StreamStore::commit`], within the call when the store can
+/// ([`StreamStore::commit_now`]): then no future is boxed.
+pub(crate) async fn commit<S: ?Sized + StreamStore>(
+    store: &S,
+    stream: &Cid,
+    blocks: &[Block],
+    heads: &[Cid],
+) -> Result<(), StoreError> {
+    match store.commit_now(stream, blocks, heads) {
+        Some(done) => done,
+        None => store.commit(stream, blocks, heads).await,
+    }
+}
+
 /// A [`Blockstore`] that also keeps, per stream (named by its genesis CID),
 /// the stream's heads and the log of its events in the order they were
 /// accepted (a topological order). This is what lets a replica reopen exactly
@@ -210,6 +224,7 @@ impl LoggedEvent {
 ///   read back) and replaces the heads, atomically, as `commit` does.
 /// - A store that prunes must override `read_log_entries` (the default reads
 ///   each entry's block, which a pruned entry no longer has).
+/// - `commit_now`, when it returns `Some`, has done what `commit` does.
 /// - `put_stream_record` replaces the stream's record (any bytes) in one
 ///   atomic step; `stream_record` reads back the last one put, for ever
 ///   with a persistent store. A store that supports `append_skeleton`
@@ -219,6 +234,13 @@ pub trait StreamStore: Blockstore {
     /// Atomically stores the blocks, appends their CIDs to the stream's log and
     /// replaces the stream's heads.
     async fn commit(&self, stream: &Cid, blocks: &[Block], heads: &[Cid]) -> Result<(), StoreError>;
+
+    /// `commit` done within the call, by a store whose writes never wait
+    /// (the in-memory one); `None` (the default) when it must be awaited.
+    /// Saves a boxed future on every append of an in-memory replica.
+    fn commit_now(&self, _stream: &Cid, _blocks: &[Block], _heads: &[Cid]) -> Option<Result<(), StoreError>> {
+        None
+    }
 
     /// The stream's heads as last committed, or `None` for an unknown stream.
     async fn heads(&self, stream: &Cid) -> Result<Option<Vec<Cid>>, StoreError>;
