@@ -28,6 +28,9 @@
 //   same workload (`cargo run --release --example wasm_native_append`, run
 //   by this script; or pass the native rate with --native-events-per-s);
 //   wasm_native_ratio_many: the same for appendMany over `append_many`.
+// - native_pail_ratio: the native library's single appends over pail's, in
+//   this run: the ceiling of wasm_append's ratio (the wasm build at native
+//   speed).
 // - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
 // - wasm_append_baseline, wasm_append_many_baseline (with --baseline DIR,
 //   the wasm/ folder of another commit with its package built): that
@@ -293,6 +296,17 @@ const main = async () => {
       ...(n.cpu ? { wasm_cpu_events_per_s: round(w.cpu, 1), native_cpu_events_per_s: round(n.cpu, 1), cpu_ratio: round(w.cpu / n.cpu, 3) } : {})
     })
     emit(ratioRow('wasm_native_ratio', wasm, native.native_append))
+    // The native library's single appends over pail's: what wasm_append's
+    // ratio would be if the wasm build ran at native speed (its ceiling).
+    const n = native.native_append
+    emit({
+      metric: 'native_pail_ratio',
+      events,
+      native_events_per_s: round(n.wall, 1),
+      pail_events_per_s: round(pail.wall, 1),
+      ratio: round(n.wall / pail.wall, 1),
+      ...(n.cpu ? { native_cpu_events_per_s: round(n.cpu, 1), pail_cpu_events_per_s: round(pail.cpu, 1), cpu_ratio: round(n.cpu / pail.cpu, 1) } : {})
+    })
     if (native.native_append_many) emit(ratioRow('wasm_native_ratio_many', wasmMany, native.native_append_many))
   }
 
