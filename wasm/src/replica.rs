@@ -181,6 +181,38 @@ impl JsReplica {
         let guard = self.inner.try_lock().ok_or_else(busy)?;
         Ok(f(&guard))
     }
+
+    /// `appendStaged`: the CID text's length, or `None` when the append
+    /// could not finish at once and its promise is parked.
+    fn append_staged_now(&self, len: u32) -> Result<Option<u32>, JsValue> {
+        if self.in_memory
+            && let Some(mut replica) = self.inner.try_lock()
+        {
+            // Nothing can wait: the lock is ours and the in-memory store's
+            // methods return at once. So the append runs here, on the staged
+            // bytes where they are, with no future boxed and no promise.
+            let done = staging::with_payload(len, |payload| poll_once(pin!(replica.append_encoded(payload))))?;
+            return match done {
+                Poll::Ready(Ok(cid)) => Ok(Some(staging::put_cid(&cid))),
+                Poll::Ready(Err(e)) => Err(append_error(e)),
+                Poll::Pending => Err(error("store", "the in-memory store waited")),
+            };
+        }
+        let payload = staging::with_payload(len, <[u8]>::to_vec)?;
+        let inner = self.inner.clone();
+        let mut append = Box::pin(async move {
+            let mut replica = inner.lock().await;
+            replica.append_encoded(&payload).await.map_err(append_error)
+        });
+        match poll_once(append.as_mut()) {
+            Poll::Ready(Ok(cid)) => Ok(Some(staging::put_cid(&cid))),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => {
+                staging::park(wasm_bindgen_futures::future_to_promise(async move { Ok(cid_js(&append.await?)) }));
+                Ok(None)
+            }
+        }
+    }
 }
 
 #[wasm_bindgen(js_class = Replica)]
@@ -360,35 +392,20 @@ impl JsReplica {
     /// the length of the new event's CID text, written at the start of the
     /// staging buffer. When the append cannot finish at once (a JS store, or
     /// a call in flight on this replica) it queues as `appendEncoded` does
-    /// and returns 0; its promise is then `takeParked()`'s. Throws what
+    /// and returns 0; its promise is then `takeParked()`'s. A failure also
+    /// returns 0, and `takeParked()` is then rejected with what
     /// `appendEncoded`'s promise would reject with.
     #[wasm_bindgen(js_name = appendStaged)]
-    pub fn append_staged(&self, len: u32) -> Result<u32, JsValue> {
-        if self.in_memory
-            && let Some(mut replica) = self.inner.try_lock()
-        {
-            // Nothing can wait: the lock is ours and the in-memory store's
-            // methods return at once. So the append runs here, on the staged
-            // bytes where they are, with no future boxed and no promise.
-            let done = staging::with_payload(len, |payload| poll_once(pin!(replica.append_encoded(payload))))?;
-            return match done {
-                Poll::Ready(Ok(cid)) => Ok(staging::put_cid(&cid)),
-                Poll::Ready(Err(e)) => Err(append_error(e)),
-                Poll::Pending => Err(error("store", "the in-memory store waited")),
-            };
-        }
-        let payload = staging::with_payload(len, <[u8]>::to_vec)?;
-        let inner = self.inner.clone();
-        let mut append = Box::pin(async move {
-            let mut replica = inner.lock().await;
-            replica.append_encoded(&payload).await.map_err(append_error)
-        });
-        match poll_once(append.as_mut()) {
-            Poll::Ready(Ok(cid)) => Ok(staging::put_cid(&cid)),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => {
-                staging::park(wasm_bindgen_futures::future_to_promise(async move { Ok(cid_js(&append.await?)) }));
-                Ok(0)
+    pub fn append_staged(&self, len: u32) -> u32 {
+        // One number back, not a `Result`: wasm-bindgen returns a `Result`
+        // as several values, which V8 hands to JS as a fresh array on every
+        // call. A failure is parked as a rejected promise instead.
+        match self.append_staged_now(len) {
+            Ok(Some(n)) => n,
+            Ok(None) => 0,
+            Err(e) => {
+                staging::park(Promise::reject(&e));
+                0
             }
         }
     }

@@ -53,8 +53,8 @@ pub fn wasm_memory() -> JsValue {
     wasm_bindgen::memory()
 }
 
-/// The promise of the last staged append that could not finish at once
-/// (`Replica.appendStaged` returned 0); `undefined` once taken.
+/// The promise of the last staged append that could not finish at once, or
+/// failed (`Replica.appendStaged` returned 0); `undefined` once taken.
 #[wasm_bindgen(js_name = takeParked)]
 pub fn take_parked() -> Option<Promise> {
     PARKED.with(|p| p.borrow_mut().take())
