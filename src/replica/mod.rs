@@ -86,7 +86,8 @@ pub struct Replica<S: ?Sized + StreamStore> {
     pending: PendingBuffer,
     validators: Vec<Box<dyn Validator>>,
     metrics: Metrics,
-    scratch: AppendScratch,
+    /// Taken by an append while it runs (a pointer swap), put back after.
+    scratch: Option<Box<AppendScratch>>,
     /// The membership of every event, on a stream whose genesis names admins.
     members: Option<MemberIndex>,
     /// The key local appends are signed with.
@@ -171,7 +172,10 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             metrics: self.metrics.clone(),
             // A fork appends a few events: a small chunk for their bytes
             // (a 64 KiB one per fork is most of a model checker's memory).
-            scratch: AppendScratch { chunk: BytesMut::with_capacity(1 << 10), ..AppendScratch::default() },
+            scratch: Some(Box::new(AppendScratch {
+                chunk: BytesMut::with_capacity(1 << 10),
+                ..AppendScratch::default()
+            })),
             members: None,
             signer: self.signer.clone(),
             verifier: auth::Verifier::default(),
@@ -360,7 +364,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             pending: PendingBuffer::default(),
             validators: Vec::new(),
             metrics: Metrics::default(),
-            scratch: AppendScratch::default(),
+            scratch: None,
             members,
             signer: None,
             verifier: auth::Verifier::default(),
@@ -722,9 +726,9 @@ impl<S: ?Sized + StreamStore> Replica<S> {
         if (self.members.is_some() || member.is_some()) && self.signer.is_none() {
             return Err(AppendError::NeedsSigner { stream: self.stream });
         }
-        // On an error the buffers are dropped with `s`; the next call starts afresh.
-        let mut s = std::mem::take(&mut self.scratch);
-        s.clear();
+        // Put back cleared; on an error the buffers are dropped with `s` and
+        // the next call starts afresh.
+        let mut s = self.scratch.take().unwrap_or_default();
         self.dag.head_ids_into(&mut s.heads);
         let take = s.heads.len().min(self.config.limits.max_parents);
         s.parents.extend(s.heads[..take].iter().map(|id| *self.dag.digest(*id)));
@@ -781,7 +785,8 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             s.blocks.push(block);
         }
         let Some(last) = s.blocks.last().map(|b| *b.cid()) else {
-            self.scratch = s;
+            s.clear();
+            self.scratch = Some(s);
             return Ok(None);
         };
         s.new_heads.extend(s.heads[take..].iter().map(|id| self.dag.cid(*id)));
@@ -815,7 +820,7 @@ impl<S: ?Sized + StreamStore> Replica<S> {
             Box::pin(self.release_after_local(&appended)).await;
         }
         s.clear();
-        self.scratch = s;
+        self.scratch = Some(s);
         Ok(Some(last))
     }
 
