@@ -40,7 +40,10 @@
 //!   is never reached within the depth bound);
 //! - each sync state, field by field, except that a Bloom filter is seen as
 //!   *which events of the run it says it holds* (its salt and bits matter
-//!   only through that) and the salt generator's position is left out;
+//!   only through that) and the salt generator's position is left out; the
+//!   message numbers as they are (a session restarted on a peer's hello
+//!   numbers from 1 while the peer keeps the old number, so no abstraction
+//!   of them is exact: DESIGN.md, "Model checking");
 //! - the messages in flight as a multiset, each decoded, its filter seen the
 //!   same way;
 //! - the budgets spent and the partition.
