@@ -259,12 +259,12 @@ impl ModelConfig {
     }
 
     /// The configurations with 3 and 4 appends that complete
-    /// (`model_check -- --appends`, a few minutes): 2 replicas that already
-    /// met, 4 appends (either replica, each at any point) and no fault; 3
-    /// appends with 1 loss and 1 duplicate; and from first contact, 3
-    /// appends by n0 (one
-    /// writer, each at any point). From first contact with both replicas
-    /// appending, the space is far larger (DESIGN.md, "Model checking").
+    /// (`model_check -- --appends`, about 20 minutes): 2 replicas that
+    /// already met, 4 appends (either replica, each at any point) and no
+    /// fault, or 1 loss; 3 appends with 1 loss and 1 duplicate; and from
+    /// first contact, 3 appends by n0 (one writer, each at any point). From
+    /// first contact with both replicas appending, the space is far larger
+    /// (DESIGN.md, "Model checking").
     pub fn appends() -> Vec<ModelConfig> {
         vec![
             ModelConfig { warm: true, ..ModelConfig::new("2 replicas (met), 4 appends", 2, 4) },
@@ -275,6 +275,12 @@ impl ModelConfig {
                 ..ModelConfig::new("2 replicas (met), 3 appends, 1 loss, 1 duplicate", 2, 3)
             },
             ModelConfig { appenders: Some(1), ..ModelConfig::new("2 replicas, 3 appends by n0 (first contact)", 2, 3) },
+            ModelConfig {
+                losses: 1,
+                warm: true,
+                max_states: 6_000_000,
+                ..ModelConfig::new("2 replicas (met), 4 appends, 1 loss", 2, 4)
+            },
         ]
     }
 
