@@ -5,6 +5,7 @@
 //! cargo run --release --example model_check                # the CI configurations
 //! cargo run --release --example model_check -- --json      # one JSON object per line
 //! cargo run --release --example model_check -- --large     # the larger configurations too
+//! cargo run --release --example model_check -- --appends --no-mutations  # 3 and 4 appends
 //! cargo run --release --example model_check -- --no-mutations
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! one mutation; `--depth D` stops each search at depth D (a bounded check);
 //! `--no-reduction` turns the partial-order reduction off (to compare);
 //! `--keep N` keeps N frontier states in memory (20,000 by default);
+//! `--appenders K` lets only n0..n(K-1) append;
 //! `--tiny APPENDS LOSSES DELAYS DUPLICATES REPLICAS` checks one
 //! configuration from first contact (`--warm`: replicas that met).
 
@@ -25,6 +27,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
     let mut configs = ModelConfig::ci();
+    if args.iter().any(|a| a == "--appends") {
+        configs = ModelConfig::appends();
+    }
     if let Some(k) = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok()) {
         configs = vec![configs.swap_remove(k)];
     }
@@ -46,6 +51,9 @@ fn main() {
         }
         // `--no-reduction`: every step from every state (to compare).
         c.reduction &= !args.iter().any(|a| a == "--no-reduction");
+        if let Some(k) = args.iter().position(|a| a == "--appenders").and_then(|i| args.get(i + 1)?.parse().ok()) {
+            c.appenders = Some(k);
+        }
         if args.iter().any(|a| a == "--push-off") {
             c.session.push = false;
         }

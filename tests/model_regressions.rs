@@ -24,19 +24,30 @@ fn kept(cfg: &ModelConfig, m: Mutation, trace: &str, property: Property) {
     }
 }
 
+/// Checks `cfg` exhaustively: every property holds on every reachable state.
+fn holds_exhaustively(cfg: &ModelConfig) -> model::Outcome {
+    let out = model::check(cfg);
+    assert!(out.violation.is_none(), "{}", out.violation.unwrap());
+    assert!(out.complete, "{out:?}");
+    out
+}
+
 #[test]
 fn one_append_one_loss_holds_exhaustively() {
-    let out = model::check(&two(1, 1));
-    assert!(out.violation.is_none(), "{}", out.violation.unwrap());
-    assert!(out.complete && out.states > 100, "{out:?}");
+    assert!(holds_exhaustively(&two(1, 1)).states > 100);
 }
 
 #[test]
 fn three_met_replicas_one_append_one_loss_hold_exhaustively() {
-    let cfg = ModelConfig { losses: 1, warm: true, ..ModelConfig::new("test", 3, 1) };
-    let out = model::check(&cfg);
-    assert!(out.violation.is_none(), "{}", out.violation.unwrap());
-    assert!(out.complete, "{out:?}");
+    holds_exhaustively(&ModelConfig { losses: 1, warm: true, ..ModelConfig::new("test", 3, 1) });
+}
+
+/// Three appends, each by either replica at any point, on replicas that
+/// met (the larger ones run in release: `model_check -- --appends`).
+#[test]
+fn two_met_replicas_three_appends_hold_exhaustively() {
+    let out = holds_exhaustively(&ModelConfig { warm: true, ..ModelConfig::new("test", 2, 3) });
+    assert!(out.states > 1_000, "{out:?}");
 }
 
 /// The partial-order reduction (once nothing but deliveries can happen,

@@ -258,7 +258,8 @@ fn analyze(frontier: &[(Vec<Action>, Option<World>)]) {
         ("without the sync states", View { sessions: false, ..all }),
         ("without clocks and network", View { clocks: false, network: false, ..all }),
         ("events and network only", View { clocks: false, sessions: false, ..all }),
-        ("events only", View { clocks: false, sessions: false, network: false, symmetry: true }),
+        ("without seqs", View { seqs: false, ..all }),
+        ("events only", View { clocks: false, sessions: false, network: false, symmetry: true, seqs: true }),
     ];
     let worlds: Vec<&World> = frontier.iter().filter_map(|(_, w)| w.as_ref()).collect();
     let mut line = format!("  of {} kept:", worlds.len());

@@ -650,7 +650,7 @@ impl World {
                 let d = digest(&|h| {
                     h.num(u64::from(m.late));
                     h.flag(m.announce);
-                    hash_message(&m.bytes, &universe, &self.filters, h);
+                    hash_message(&m.bytes, &universe, &self.filters, view.seqs, h);
                 });
                 (m.from, m.to, d)
             })
@@ -729,7 +729,7 @@ impl World {
                         clock.hash(&self.cfg, h);
                     }
                     if view.sessions {
-                        hash_state(state, universe, &self.filters, h);
+                        hash_state(state, universe, &self.filters, view.seqs, h);
                     }
                 });
                 (*peer, d)
@@ -773,11 +773,13 @@ pub(super) struct View {
     pub sessions: bool,
     pub network: bool,
     pub symmetry: bool,
+    /// The message numbers (seq, ack, and those a sync state keeps).
+    pub seqs: bool,
 }
 
 impl View {
     /// Every part: the checker's abstraction.
-    pub const ALL: View = View { clocks: true, sessions: true, network: true, symmetry: true };
+    pub const ALL: View = View { clocks: true, sessions: true, network: true, symmetry: true, seqs: true };
 }
 
 /// A hasher with helpers.
@@ -835,13 +837,13 @@ impl Fp {
     }
 }
 
-fn hash_state(state: &SyncState, universe: &[Cid], sent: &[SentFilter], h: &mut Fp) {
+fn hash_state(state: &SyncState, universe: &[Cid], sent: &[SentFilter], seqs: bool, h: &mut Fp) {
     h.cids(&state.shared);
     let s = &state.session;
     for b in [s.hello, s.filter_sent, s.their_more, s.prompted, s.owe_ack, s.owe_reply, s.dirty] {
         h.flag(b);
     }
-    for n in [s.filter_seq, s.seq, s.their_seq, s.their_ack, s.their_heads_seq] {
+    for n in [s.filter_seq, s.seq, s.their_seq, s.their_ack, s.their_heads_seq].into_iter().filter(|_| seqs) {
         h.num(n);
     }
     h.opt_print(s.last_sent_heads.as_ref());
@@ -856,21 +858,25 @@ fn hash_state(state: &SyncState, universe: &[Cid], sent: &[SentFilter], h: &mut 
     h.num(sent.len() as u64);
     for (d, n) in sent {
         h.0.update(&d);
-        h.num(n);
+        if seqs {
+            h.num(n);
+        }
     }
     let asked: Vec<Cid> = s.asked.iter().copied().collect();
     h.cids(&asked);
 }
 
-fn hash_message(bytes: &[u8], universe: &[Cid], sent: &[SentFilter], h: &mut Fp) {
+fn hash_message(bytes: &[u8], universe: &[Cid], sent: &[SentFilter], seqs: bool, h: &mut Fp) {
     let Ok(m) = Message::decode(bytes, &crate::sync::SyncLimits::default()) else {
         h.0.update(bytes);
         return;
     };
     h.flag(m.hello);
     h.flag(m.more);
-    h.num(m.seq);
-    h.num(m.ack);
+    if seqs {
+        h.num(m.seq);
+        h.num(m.ack);
+    }
     h.num(m.heads.len() as u64);
     h.cids(&m.heads);
     h.filter(m.filter.as_ref(), universe, sent);
