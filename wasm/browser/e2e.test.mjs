@@ -38,17 +38,34 @@ function serve () {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)))
 }
 
+/**
+ * Headless Chromium. Started again if it dies while starting, before any
+ * page exists (in CI it once crashed with SIGSEGV at launch, between two
+ * tests): at most 3 tries. Only the launch is retried, never a test.
+ */
+async function launch () {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launch({
+        executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update']
+      })
+    } catch (e) {
+      if (attempt === 3) throw e
+      console.error(`chromium did not start (try ${attempt} of 3): ${String(e.message ?? e).split('\n')[0]}`)
+    }
+  }
+}
+
 /** Runs `body(browser, origin)` with Chromium and the server, then closes both. */
 async function withBrowser (body) {
   const server = await serve()
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update']
-  })
+  let browser
   try {
+    browser = await launch()
     await body(browser, `http://127.0.0.1:${server.address().port}`)
   } finally {
-    await browser.close()
+    await browser?.close()
     server.close()
   }
 }
