@@ -82,7 +82,11 @@ async fn shallow(dir: &Path, fetcher: &GatewayFetcher, cp: &Cid, head: &Cid, out
             break;
         }
     }
-    writeln!(out, "fetched {blocks} blocks after the checkpoint, every one verified")?;
+    writeln!(
+        out,
+        "fetched {blocks} blocks after the checkpoint, every one verified ({} requests to the gateways in all)",
+        fetcher.stats().requests
+    )?;
     writeln!(out, "+{} after the checkpoint, now {} events", events(here.len() - before), here.len())?;
     if !here.contains(head) || !want.is_empty() {
         let shown: Vec<String> = want.iter().take(5).map(short_cid).collect();

@@ -183,6 +183,10 @@ fn fetch_gateway_from_a_checkpoint_starts_a_store_without_the_history() {
     assert!(said.contains("started from checkpoint") && said.contains("the 11 events below it are not"), "{said}");
     // The checkpoint's successor, b's late event, and the merge.
     assert!(said.contains("+3 events after the checkpoint"), "{said}");
+    // One request a block: the checkpoint's 4 blocks (read again by the
+    // bootstrap after the genesis lookup, from what was fetched: 11 requests
+    // before), the 3 events after it, and the skeleton part that admits b's.
+    assert!(said.contains("(8 requests to the gateways in all)"), "{said}");
     assert_eq!(ok(d, &["--store", "c", "heads"]).trim(), head);
     let again = mclock(d, &["--store", "c", "fetch", "--gateway", &served.gateway, "--from-checkpoint", &cp, &head]);
     let stderr = String::from_utf8_lossy(&again.stderr);

@@ -3,6 +3,9 @@
 //! [`Fetched`] reads a fetcher as a read-only [`Blockstore`], for what takes
 //! one as its source ([`Replica::bootstrap`], [`Replica::admit_late`]).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 use async_trait::async_trait;
 
 use super::transport::{Fetcher, TransportError};
@@ -87,6 +90,14 @@ pub async fn fill<S: ?Sized + StreamStore>(
 /// `put` is [`StoreError::Unsupported`]. Fetcher errors become
 /// [`StoreError::Backend`].
 ///
+/// It keeps every block it fetched until it is dropped, and reads a block
+/// again from there: a block never changes under its CID, and a start from
+/// a checkpoint reads some twice (the checkpoint and its flagged tree, to
+/// find the genesis, then again in [`Replica::bootstrap`]; the same
+/// skeleton parts in each round of [`Replica::admit_late`]). A block no one
+/// had is asked for again next time. Make one per task, not one for a
+/// node's lifetime: what it holds is what that task read.
+///
 /// ```
 /// use std::sync::Arc;
 /// use merkle_clock::{Blockstore, Event, MemoryBlockstore};
@@ -100,23 +111,36 @@ pub async fn fill<S: ?Sized + StreamStore>(
 /// let _server = hub.fetcher("there", there.clone()); // serves `there`'s blocks
 /// let fetcher = hub.fetcher("here", Arc::new(MemoryBlockstore::new()));
 /// let source = Fetched::new(&fetcher);
-/// assert_eq!(source.get(block.cid()).await?, Some(block));
+/// assert_eq!(source.get(block.cid()).await?, Some(block.clone()));
+/// assert_eq!(source.held(), 1); // a second `get` asks no one
 /// # Ok(()) }) }
 /// ```
 pub struct Fetched<'a, F: ?Sized + Fetcher> {
     fetcher: &'a F,
+    /// Every block fetched so far, by CID.
+    held: Mutex<HashMap<Cid, Block>>,
 }
 
 impl<'a, F: ?Sized + Fetcher> Fetched<'a, F> {
     /// Reads blocks from `fetcher`.
     pub fn new(fetcher: &'a F) -> Self {
-        Fetched { fetcher }
+        Fetched { fetcher, held: Mutex::new(HashMap::new()) }
+    }
+
+    /// How many blocks it holds (every distinct block it fetched).
+    pub fn held(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Cid, Block>> {
+        // Each use is one lookup or insert: a panic cannot leave it half-updated.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl<F: ?Sized + Fetcher> std::fmt::Debug for Fetched<'_, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Fetched")
+        f.debug_struct("Fetched").field("held", &self.held()).finish()
     }
 }
 
@@ -131,10 +155,80 @@ impl<F: ?Sized + Fetcher> Blockstore for Fetched<'_, F> {
     }
 
     async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, StoreError> {
-        let got = self.fetcher.fetch(cids).await.map_err(StoreError::backend)?;
-        if got.len() != cids.len() {
-            return Err(StoreError::backend(format!("the fetcher answered {} of {} CIDs", got.len(), cids.len())));
+        let mut out: Vec<Option<Block>> = {
+            let held = self.lock();
+            cids.iter().map(|c| held.get(c).cloned()).collect()
+        };
+        let asked: Vec<Cid> = cids.iter().zip(&out).filter(|(_, b)| b.is_none()).map(|(c, _)| *c).collect();
+        if asked.is_empty() {
+            return Ok(out);
         }
-        Ok(got)
+        let got = self.fetcher.fetch(&asked).await.map_err(StoreError::backend)?;
+        if got.len() != asked.len() {
+            return Err(StoreError::backend(format!("the fetcher answered {} of {} CIDs", got.len(), asked.len())));
+        }
+        let mut held = self.lock();
+        let mut got = got.into_iter();
+        for slot in out.iter_mut().filter(|b| b.is_none()) {
+            *slot = got.next().flatten();
+            if let Some(b) = slot {
+                held.insert(*b.cid(), b.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sync::transport::{MemoryFetcher, MemoryHub};
+    use crate::{Event, MemoryBlockstore};
+
+    /// A fetcher that notes every CID it is asked for.
+    struct Noting {
+        inner: MemoryFetcher,
+        asked: Mutex<Vec<Cid>>,
+    }
+
+    #[async_trait]
+    impl Fetcher for Noting {
+        async fn fetch(&self, cids: &[Cid]) -> Result<Vec<Option<Block>>, TransportError> {
+            self.asked.lock().expect("not poisoned").extend_from_slice(cids);
+            self.inner.fetch(cids).await
+        }
+    }
+
+    #[test]
+    fn fetched_asks_once_for_a_block_it_got_and_again_for_one_nobody_had() -> Result<(), Box<dyn std::error::Error>> {
+        futures::executor::block_on(async {
+            let there = Arc::new(MemoryBlockstore::new());
+            let a = Event::genesis("a").encode()?;
+            let b = Event::genesis("b").encode()?;
+            let nowhere = *Event::genesis("nowhere").encode()?.cid();
+            there.put(a.clone()).await?;
+            there.put(b.clone()).await?;
+            let hub = MemoryHub::new();
+            let _server = hub.fetcher("there", there);
+            let fetcher =
+                Noting { inner: hub.fetcher("here", Arc::new(MemoryBlockstore::new())), asked: Mutex::default() };
+            let source = Fetched::new(&fetcher);
+            let asked = || fetcher.asked.lock().expect("not poisoned").clone();
+
+            assert_eq!(source.get(a.cid()).await?, Some(a.clone()));
+            assert_eq!(source.get(a.cid()).await?, Some(a.clone()));
+            assert_eq!(asked(), vec![*a.cid()], "the second get is answered from what it holds");
+
+            let got = source.get_many(&[*a.cid(), nowhere, *b.cid()]).await?;
+            assert_eq!(got, vec![Some(a.clone()), None, Some(b.clone())], "answers in the order asked");
+            assert_eq!(asked(), vec![*a.cid(), nowhere, *b.cid()], "only what it did not hold is asked");
+
+            assert_eq!(source.get(&nowhere).await?, None);
+            assert_eq!(asked().last(), Some(&nowhere), "a block nobody had is asked for again");
+            assert_eq!(source.held(), 2);
+            Ok(())
+        })
     }
 }
