@@ -2,7 +2,9 @@
 # Builds the npm package's WebAssembly: wasm/pkg/node (for Node, CommonJS) and
 # wasm/pkg/web (an ES module for browsers and bundlers), and wasm/pkg/testing
 # (for the Node tests only). Run from anywhere:
-#   bash wasm/build.sh
+#   bash wasm/build.sh [--bench-floor]
+# --bench-floor also builds wasm/pkg/bench-floor, the module with the
+# `bench-floor` feature (src/floor.rs) for `bench/side_by_side.mjs --floor`.
 # Needs the wasm32-unknown-unknown target (installed here if absent) and the
 # wasm-bindgen CLI at exactly the version of the wasm-bindgen crate (installed
 # here with cargo if absent or different).
@@ -22,9 +24,18 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BIND
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked
 fi
 
-cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 wasm="$target_dir/wasm32-unknown-unknown/release/merkle_clock_wasm.wasm"
+
+if [ "${1:-}" = "--bench-floor" ]; then
+  # First, so that the package's own build below is the last to write $wasm.
+  cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm --features bench-floor
+  rm -rf "$here/pkg/bench-floor"
+  wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/bench-floor" "$wasm"
+  echo '{"type": "commonjs"}' > "$here/pkg/bench-floor/package.json"
+fi
+
+cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm
 
 rm -rf "$here/pkg/node" "$here/pkg/web"
 # --weak-refs: objects JS drops are freed by a FinalizationRegistry

@@ -4,7 +4,7 @@
 //
 //   bash wasm/build.sh && cd wasm && npm ci
 //   node bench/side_by_side.mjs [--json] [--events N] [--histories 1000,5000,20000]
-//                               [--native-events-per-s R | --no-native] [--baseline DIR]
+//                               [--native-events-per-s R | --no-native] [--baseline DIR] [--floor]
 //
 // Rows (one JSON object per line with --json):
 // - wasm_append: single `await replica.append(data)`s of `{payload: <128
@@ -32,6 +32,13 @@
 //   this run: the ceiling of wasm_append's ratio (the wasm build at native
 //   speed).
 // - wasm_size: the .wasm (pkg/web) raw and gzipped (level 9).
+// - wasm_append_floor (with --floor, after `bash build.sh --bench-floor`):
+//   the floor of a single append, `Floor` of src/floor.rs (the event's
+//   bytes, BLAKE3, one arena, one table, the CID text back, nothing else),
+//   driven the same way from JS (`await floor.append(data)` through the
+//   staging buffer), its runs alternating with this build's appends:
+//   cpu_ratio over pail, and floor_over_append (how much faster the floor is
+//   than `append`, by CPU).
 // - wasm_append_baseline, wasm_append_many_baseline (with --baseline DIR,
 //   the wasm/ folder of another commit with its package built): that
 //   build's rates in this same process (its runs alternating with this
@@ -48,7 +55,8 @@
 import { parseArgs } from 'node:util'
 import { performance } from 'node:perf_hooks'
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { gzipSync } from 'node:zlib'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
@@ -56,6 +64,7 @@ import { advance, EventBlock } from '@web3-storage/pail/clock'
 import { MemoryBlockstore as PailBlockstore } from '@web3-storage/pail/block'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 import { Replica, blockstoreAdapter } from '../js/node.js'
+import { StagedWriter } from '../js/payload.js'
 import { PAYLOAD_BYTES, eventData } from './workload.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -138,9 +147,12 @@ const pailMergeReads = async (history, forkDepth) => {
 
 const genesis = Replica.genesis('side by side')
 
-/** `Replica` of the package measured: this one, or another build's (--baseline). */
+/**
+ * `Replica` of the package measured: this one, or another build's
+ * (--baseline), or a maker of `Floor`s (--floor): `{ create, floor: true }`.
+ */
 const wasmAppendRun = async (datas, many, Package = Replica) => {
-  const r = await Package.create(Package === Replica ? genesis : Package.genesis('side by side'))
+  const r = await Package.create(Package === Replica || Package.floor ? genesis : Package.genesis('side by side'))
   const t = await timed(async () => {
     if (many) await r.appendMany(datas)
     else for (const d of datas) await r.append(d)
@@ -209,6 +221,28 @@ const wasmMergeReads = async (history, forkDepth) => {
   return counter.reads
 }
 
+/**
+ * `Floor`s (src/floor.rs, built by `bash build.sh --bench-floor` into
+ * pkg/bench-floor) behind the same calls as a Replica's: `append(data)`
+ * stages the payload and resolves to the CID text, as api.js's `append`.
+ */
+const floorMaker = () => {
+  const require = createRequire(import.meta.url)
+  const file = path.resolve(here, '../pkg/bench-floor/merkle_clock_wasm.js')
+  if (!existsSync(file)) throw new Error('--floor wants pkg/bench-floor: run `bash build.sh --bench-floor` first')
+  const module = require(file)
+  const staged = new StagedWriter(module)
+  module.Floor.prototype.append = function append (payload) {
+    try {
+      const n = this.appendStaged(staged.stage(payload))
+      return n === 0 ? Promise.reject(new Error('floor: staging failed')) : Promise.resolve(staged.cidText(n))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+  return { floor: true, create: async () => new module.Floor() }
+}
+
 // ------------------------------------------------------------------ native
 
 /** The native rates: {native_append: {wall, cpu}, native_append_many: …} in events/s. */
@@ -238,6 +272,7 @@ const main = async () => {
       histories: { type: 'string', default: '1000,5000,20000' },
       'native-events-per-s': { type: 'string' },
       baseline: { type: 'string' },
+      floor: { type: 'boolean', default: false },
       'no-native': { type: 'boolean', default: false }
     }
   })
@@ -257,7 +292,9 @@ const main = async () => {
   // on equal terms.
   const packages = [Replica]
   if (values.baseline) packages.push((await import(path.resolve(values.baseline, 'js/node.js'))).Replica)
-  const [wasm, wasmBefore] = await wasmAppendRates(events, false, packages)
+  const floor = values.floor ? floorMaker() : null
+  const [wasm, ...others] = await wasmAppendRates(events, false, floor ? [...packages, floor] : packages)
+  const [wasmBefore, floorRate] = values.baseline ? others : [undefined, others[0]]
   const pail = await pailAppendRate(events)
   const [wasmMany, wasmManyBefore] = await wasmAppendRates(events, true, packages)
   const appendRow = (metric, w) => ({
@@ -273,6 +310,13 @@ const main = async () => {
   })
   emit(appendRow('wasm_append', wasm))
   emit(appendRow('wasm_append_many', wasmMany))
+  if (floorRate) {
+    emit({
+      ...appendRow('wasm_append_floor', floorRate),
+      floor_over_append: round(floorRate.cpu / wasm.cpu, 2),
+      floor_over_append_wall: round(floorRate.wall / wasm.wall, 2)
+    })
+  }
 
   if (values.baseline) {
     for (const [metric, before, now] of [['wasm_append_baseline', wasmBefore, wasm], ['wasm_append_many_baseline', wasmManyBefore, wasmMany]]) {

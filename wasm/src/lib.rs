@@ -32,6 +32,8 @@ mod core;
 mod driver;
 #[cfg(target_arch = "wasm32")]
 mod errors;
+#[cfg(all(target_arch = "wasm32", feature = "bench-floor"))]
+mod floor;
 #[cfg(target_arch = "wasm32")]
 mod keys;
 #[cfg(target_arch = "wasm32")]
