@@ -3,14 +3,17 @@
 // public name at run time is declared (bar the plumbing listed below), so a
 // method added or renamed without its declaration fails here. The string
 // unions that name what the Rust side produces (error codes, rejection
-// reasons, ...) are compared with the Rust source. `npm run test:types`
-// checks the declarations' types themselves (test/types/usage.ts).
+// reasons, ...) are compared with the Rust source, and every result of the
+// real module is checked against its declared type, field by field.
+// `npm run test:types` checks the declarations as TypeScript sees them
+// (test/types/usage.ts).
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import ts from 'typescript'
+import * as dagCbor from '@ipld/dag-cbor'
 import * as node from 'merkle-clock-wasm'
 import * as web from '../js/web.js'
 import * as blockstore from 'merkle-clock-wasm/blockstore'
@@ -216,4 +219,258 @@ test('AuthKind, RestartReason and ClockOrder name what the Rust side produces', 
   assert.deepEqual(sorted(literals('AuthKind')), sorted(captures(rust(wasmSrc, 'keys.rs'), /AuthError::\w+ \{ \.\. \} => "([a-z_]+)"/g)))
   assert.deepEqual(sorted(literals('RestartReason')), sorted(captures(rust(coreSrc, 'sync/driver.rs'), /Restart::\w+ => "([a-z-]+)"/g)))
   assert.deepEqual(sorted(literals('ClockOrder')), sorted(captures(rust(wasmSrc, 'replica.rs'), /ClockOrder::\w+ => "([a-z]+)"/g)))
+})
+
+// ---- The results' shapes: every value a method returns (or resolves to)
+// fits the type declared for it, field by field, with no undeclared field.
+
+/** index.d.ts's and blockstore.d.ts's declarations by name. */
+const decls = new Map()
+for (const file of ['index.d.ts', 'blockstore.d.ts']) {
+  for (const s of declared(file).source.statements) if (s.name) decls.set(s.name.text, s)
+}
+
+/** The runtime classes the declarations name. */
+const classes = { Replica: node.Replica, SyncDriver: node.SyncDriver }
+
+/**
+ * Why `value` does not fit the type node `type`, or `undefined`. Knows the
+ * forms the declarations use for results; a form it does not know fails.
+ */
+function misfit (value, type, path) {
+  const K = ts.SyntaxKind
+  const expect = (ok, what) => (ok ? undefined : `${path}: ${describe(value)} is not ${what}`)
+  switch (type.kind) {
+    case K.StringKeyword: return expect(typeof value === 'string', 'a string')
+    case K.NumberKeyword: return expect(typeof value === 'number', 'a number')
+    case K.BooleanKeyword: return expect(typeof value === 'boolean', 'a boolean')
+    case K.UndefinedKeyword: case K.VoidKeyword: return expect(value === undefined, 'undefined')
+    case K.UnknownKeyword: return undefined
+    case K.ParenthesizedType: return misfit(value, type.type, path)
+    case K.LiteralType: {
+      const l = type.literal
+      if (l.kind === K.NullKeyword) return expect(value === null, 'null')
+      if (l.kind === K.TrueKeyword || l.kind === K.FalseKeyword) return expect(value === (l.kind === K.TrueKeyword), l.getText())
+      return expect(value === l.text, JSON.stringify(l.text))
+    }
+    case K.UnionType: {
+      const whys = type.types.map((t) => misfit(value, t, path))
+      return whys.includes(undefined) ? undefined : whys.join('; and ')
+    }
+    case K.ArrayType:
+      return expect(Array.isArray(value), 'an array') ?? firstMisfit(value.map((v, i) => misfit(v, type.elementType, `${path}[${i}]`)))
+    case K.TupleType:
+      return expect(Array.isArray(value) && value.length === type.elements.length, type.getText()) ??
+        firstMisfit(type.elements.map((t, i) => misfit(value[i], t, `${path}[${i}]`)))
+    case K.TypeLiteral: return objectMisfit(value, type.members, path)
+    case K.TypeReference: return referenceMisfit(value, type, path)
+    default: return `${path}: this test does not know the type ${type.getText()}`
+  }
+}
+
+const firstMisfit = (whys) => whys.find((w) => w !== undefined)
+const describe = (v) => (v instanceof Uint8Array ? 'a Uint8Array' : typeof v === 'bigint' ? `${v}n` : JSON.stringify(v) ?? String(v))
+
+function referenceMisfit (value, type, path) {
+  const name = type.typeName.text
+  const [arg0, arg1] = type.typeArguments ?? []
+  switch (name) {
+    case 'Uint8Array': return value instanceof Uint8Array ? undefined : `${path}: ${describe(value)} is not a Uint8Array`
+    case 'Array': return misfit(value, ts.factory.createArrayTypeNode(arg0), path)
+    case 'Payload': return undefined // payloads round-trip in replica.test.mjs and payload.test.mjs
+    case 'Record':
+      if (typeof value !== 'object' || value === null) return `${path}: not an object`
+      return firstMisfit(Object.entries(value).map(([k, v]) => misfit(k, arg0, `${path} key`) ?? misfit(v, arg1, `${path}.${k}`)))
+    case 'Exclude': return misfit(value, arg0, path) ?? (misfit(value, arg1, path) === undefined ? `${path}: ${describe(value)} is excluded` : undefined)
+    case 'Required': return declMisfit(value, arg0.typeName.text, path, { required: true })
+    default: return declMisfit(value, name, path)
+  }
+}
+
+/** `value` against the declaration `name`: an interface, a type alias or a class. */
+function declMisfit (value, name, path, { required = false } = {}) {
+  const d = decls.get(name)
+  if (!d) return `${path}: this test does not know the type ${name}`
+  if (ts.isTypeAliasDeclaration(d)) return misfit(value, d.type, path)
+  if (ts.isClassDeclaration(d)) return value instanceof classes[name] ? undefined : `${path}: not a ${name}`
+  assert.ok(ts.isInterfaceDeclaration(d), name)
+  const members = [...d.members]
+  let error = false
+  for (const h of d.heritageClauses ?? []) {
+    for (const t of h.types) {
+      if (t.expression.text === 'Error') error = true
+      else members.push(...decls.get(t.expression.text).members)
+    }
+  }
+  if (error && !(value instanceof Error)) return `${path}: not an Error`
+  return objectMisfit(value, members, path, { required })
+}
+
+/** An object with these members (properties and methods), and no other own enumerable field. */
+function objectMisfit (value, members, path, { required = false } = {}) {
+  if (typeof value !== 'object' || value === null) return `${path}: ${describe(value)} is not an object`
+  const names = new Set()
+  for (const m of members) {
+    const name = m.name.text
+    names.add(name)
+    const optional = m.questionToken !== undefined && !required
+    if (!(name in value)) {
+      if (optional) continue
+      return `${path}: ${name} is missing`
+    }
+    const why = ts.isMethodSignature(m)
+      ? (typeof value[name] === 'function' ? undefined : `${path}.${name} is not a function`)
+      : misfit(value[name], m.type, `${path}.${name}`)
+    if (why) return why
+  }
+  const extra = Object.keys(value).filter((k) => !names.has(k))
+  return extra.length ? `${path}: ${extra.join(', ')} not declared` : undefined
+}
+
+/** The declared result type of `where`: `Class.method`, `Class#property`, `function` or a type's name; Promise<T> is T. */
+function resultType (where) {
+  const [, cls, sep, member] = where.match(/^(\w+)(?:([.#])(\w+))?$/)
+  let type
+  if (!sep) {
+    const d = decls.get(cls)
+    type = ts.isFunctionDeclaration(d) ? d.type : ts.factory.createTypeReferenceNode(cls)
+  } else {
+    const m = decls.get(cls).members.find((m) => m.name?.text === member && (sep === '#') === ts.isPropertyDeclaration(m))
+    assert.ok(m, `${where} is not declared`)
+    type = m.type
+  }
+  if (ts.isTypeReferenceNode(type) && type.typeName.text === 'Promise') type = type.typeArguments[0]
+  return type
+}
+
+/** Which results the shape test checked, by `resultType` name. */
+const checked = new Set()
+
+/** Asserts that `value` (awaited) fits the result type of `where`, and gives it back. */
+async function fits (where, value) {
+  value = await value
+  const why = misfit(value, resultType(where), where)
+  assert.equal(why, undefined, why)
+  checked.add(where)
+  return value
+}
+
+test('every result fits its declared type, with no undeclared field', async () => {
+  const { generateSecretKey, publicKey, cidOf } = node
+  const Replica = node.Replica
+  const genesis = await fits('Replica.genesis', Replica.genesis({ app: 'shapes' }))
+  const r = await fits('Replica.create', Replica.create(genesis))
+  await fits('Replica#streamId', r.streamId)
+  await fits('Replica#length', r.length)
+  await fits('Replica#signer', r.signer)
+  const first = await fits('Replica.append', r.append({ n: 1 }))
+  await fits('Replica.appendMany', r.appendMany([2, 'three']))
+  await fits('Replica.appendEncoded', r.appendEncoded(new Uint8Array([0xf6])))
+  await fits('Replica.appendManyEncoded', r.appendManyEncoded(new Uint8Array([0xf5, 0xf4]), new Uint32Array([1, 2])))
+  await fits('Replica.heads', r.heads())
+  await fits('Replica.order', r.order())
+  await fits('Replica.missing', r.missing())
+  await fits('Replica.has', r.has(first))
+  await fits('Replica.pending', r.pending())
+  await fits('Replica.compare', r.compare(first, r.heads()))
+  await fits('Replica.get', r.get(first))
+  await fits('Replica.get', r.get(cidOf(new Uint8Array([0xf6]))))
+  const block = await fits('Replica.getBlock', r.getBlock(r.heads()[0]))
+  await fits('Replica.getBlock', r.getBlock(cidOf(new Uint8Array([0xf6]))))
+  await fits('Replica.policy', r.policy())
+  await fits('Replica.members', r.members())
+  await fits('Replica.membersAt', r.membersAt(first))
+  await fits('Replica.writtenAfterRevocation', r.writtenAfterRevocation())
+  await fits('Replica.genesisEncoded', Replica.genesisEncoded(new Uint8Array([0xa0])))
+
+  // Every status of an ingest outcome, and rule rejections.
+  const other = await Replica.create(genesis)
+  await fits('AcceptedOutcome', (await Replica.create(genesis)).ingest(await r.getBlock(first)))
+  const pending = await fits('PendingOutcome', other.ingest(block))
+  assert.ok(pending.missing.length > 0)
+  const blocks = await Promise.all(r.order().slice(1).map((c) => r.getBlock(c)))
+  const report = await fits('Replica.ingestMany', other.ingestMany(blocks))
+  assert.ok(report.outcomes.some((o) => o.status === 'accepted'))
+  await fits('DuplicateOutcome', other.ingest(block, r.heads()[0]))
+  await fits('RuleRejection', other.ingest(new Uint8Array([0xa1, 0x61, 0x78, 0x01])))
+  await fits('RuleRejection', other.ingest(block, r.streamId))
+  await fits('Replica.ingest', other.ingest(Replica.genesis('another stream')))
+  const car = await fits('Replica.exportCar', r.exportCar())
+  await fits('Replica.importCar', (await Replica.create(genesis)).importCar(car))
+
+  // A signed stream: membership, authors, and each kind of authorship refusal.
+  const adminKey = await fits('generateSecretKey', generateSecretKey())
+  const writerKey = generateSecretKey()
+  const admin = await fits('publicKey', publicKey(adminKey))
+  const writer = publicKey(writerKey)
+  const team = await Replica.create(Replica.genesis('team', { admins: [admin] }))
+  team.setSigner(adminKey)
+  await fits('Replica#signer', team.signer)
+  const grant = await fits('Replica.grant', team.grant(writer))
+  await fits('ReplicaEvent', team.get(grant))
+  team.setSigner(writerKey)
+  const note = await team.append('note')
+  await fits('ReplicaEvent', team.get(note))
+  team.setSigner(adminKey)
+  const revocation = await fits('Replica.revoke', team.revoke(writer))
+  await fits('ReplicaEvent', team.get(revocation))
+  await fits('Replica.policy', team.policy())
+  await fits('Members', team.members())
+  await fits('Replica.membersAt', team.membersAt(note))
+  const event = (key, payload) =>
+    Replica.signedEvent({ stream: team.streamId, height: 4, parents: team.heads(), payload }, key)
+  await fits('Replica.signedEvent', event(writerKey, 'late'))
+  await fits('RevokedRejection', team.ingest(event(writerKey, 'late')))
+  await fits('UnauthorizedRejection', team.ingest(event(generateSecretKey(), 'stranger')))
+  const forged = event(adminKey, 'forged')
+  forged.set(event(adminKey, 'honest').subarray(7, 71), 7) // another payload's signature (see auth.test.mjs)
+  await fits('ForgedRejection', team.ingest(forged))
+  const { sig, author, ...unsigned } = dagCbor.decode(event(writerKey, 'unsigned')) // the signature taken off
+  assert.ok(sig && author)
+  await fits('UnsignedRejection', team.ingest(dagCbor.encode(unsigned)))
+
+  // Errors: a code, and for a refused append the refusal's fields.
+  const error = async (promise) => { try { await promise } catch (e) { return e } assert.fail('no error') }
+  await fits('MerkleClockFailure', error((async () => r.compare(cidOf(new Uint8Array([0xf6])), first))()))
+  team.setSigner(writerKey)
+  await fits('AppendRejectedError', error(team.append('after my revocation')))
+
+  // The driver.
+  const d = new node.SyncDriver(r, { seed: 1 })
+  const e = new node.SyncDriver(other, { seed: 2 })
+  await fits('SyncDriver.connect', d.connect('e', 0))
+  e.connect('d', 0)
+  const { messages } = await fits('SyncDriver.tick', d.tick(0))
+  assert.ok(messages.length > 0)
+  await fits('SyncDriver.receive', e.receive('d', messages[0].message, 0))
+  await fits('SyncDriver.receive', e.receive('d', messages[0].message, 0))
+  await fits('SyncDriver.settled', d.settled('e'))
+  await fits('SyncDriver.peers', d.peers())
+  await fits('SyncDriver.stats', d.stats())
+  const durable = await fits('SyncDriver.disconnect', d.disconnect('e'))
+  await fits('SyncDriver.disconnect', d.disconnect('nobody'))
+  d.connectWith('e', durable, 1)
+  d.lost('e', 2)
+  const restarts = await fits('SyncDriver.tick', d.tick(100000))
+  assert.ok(restarts.restarts.length > 0, 'a restart to check the shape of')
+
+  // The store adapter, and opening on it.
+  const { MemoryBlockstore } = await import('blockstore-core/memory')
+  const store = await fits('blockstoreAdapter', node.blockstoreAdapter(new MemoryBlockstore()))
+  const s = await fits('Replica.openOrCreate', Replica.openOrCreate(genesis, store))
+  await fits('Replica.open', Replica.open(s.streamId, store))
+  await fits('cidOf', cidOf(genesis))
+
+  // Every declared result was checked (a method added to the declarations
+  // needs a line here). Results that are void: nothing to check.
+  const results = []
+  for (const [name, d] of decls) {
+    if (ts.isFunctionDeclaration(d) && d.type.kind !== ts.SyntaxKind.VoidKeyword) results.push(name)
+    if (!ts.isClassDeclaration(d)) continue
+    for (const m of d.members) {
+      if (ts.isMethodDeclaration(m) && m.type.kind !== ts.SyntaxKind.VoidKeyword) results.push(`${name}.${m.name.text}`)
+      if (ts.isPropertyDeclaration(m)) results.push(`${name}#${m.name.text}`)
+    }
+  }
+  assert.deepEqual(results.filter((w) => !checked.has(w)), [], 'results whose shape no line checks')
 })
