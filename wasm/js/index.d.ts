@@ -47,9 +47,8 @@ export interface CidLink {
  * beyond ±(2^53−1) come back as `bigint`; `{"/": "bafy…"}` (DAG-JSON's
  * link form) is taken as a link. `undefined`, `NaN`, `Infinity`, `Map`,
  * `Date`, class instances and cycles are refused (`invalid_argument`).
- * Declare payload shapes with `type`, not `interface` (TypeScript checks a
- * `type`'s fields against the string index signature; an `interface` it
- * does not).
+ * Declare payload shapes with `type`, not `interface`: an interface has
+ * no index signature, so TypeScript does not take it as a `Payload`.
  */
 export type Payload =
   | null

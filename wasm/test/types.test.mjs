@@ -138,6 +138,23 @@ for (const [file, module, runtime] of ENTRIES) {
   })
 }
 
+test('package.json points every entry at its declarations: a "types" condition first, beside each "default"', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+  const targets = []
+  const walk = (conditions) => {
+    if (typeof conditions === 'string') assert.fail(`${conditions}: a bare path has no types; use {types, default}`)
+    if ('default' in conditions && typeof conditions.default === 'string') {
+      assert.equal(Object.keys(conditions)[0], 'types', `${JSON.stringify(conditions)}: "types" must come first`)
+      targets.push([conditions.types, conditions.default])
+    } else {
+      Object.values(conditions).forEach(walk)
+    }
+  }
+  Object.values(pkg.exports).forEach(walk)
+  assert.deepEqual(targets.map(([types, js]) => [types.replace(/^\.\/js\//, ''), js]).sort(), ENTRIES.map(([d, , js]) => [d, `./${js}`]).sort())
+  assert.ok(pkg.files.includes('js'), 'the declarations ship in js/')
+})
+
 test('the plumbing exists, and is neither declared nor exported by the entry points', () => {
   const d = declared('web.d.ts')
   for (const f of PLUMBING.functions) {

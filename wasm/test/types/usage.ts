@@ -181,6 +181,15 @@ driver.tick(new Date())
 new SyncDriver(alice, { timeout: 5000 })
 driver.free()
 
+// Payload shapes: a `type` is a Payload, an `interface` is not (README, "TypeScript").
+type Todo = { item: string, done: boolean, tags: string[] }
+interface TodoInterface { item: string }
+const todo: Todo = { item: 'milk', done: false, tags: ['shop'] }
+await alice.append(todo)
+declare const todoInterface: TodoInterface
+// @ts-expect-error: an interface has no index signature: declare payload shapes with `type`
+await alice.append(todoInterface)
+
 // Payloads the encoder refuses, refused by the types too.
 // @ts-expect-error: a Map is not a payload (use a plain object)
 await alice.append(new Map([['a', 1]]))
