@@ -1,7 +1,9 @@
 // Types of `merkle-clock-wasm` (js/node.js; js/web.js adds `init`, see
 // web.d.ts). Written by hand from wasm/src (the wasm-bindgen layer) and
 // wasm/js; wasm/README.md documents the same API. test/types.test.mjs checks
-// that every name declared here exists at run time and the other way round.
+// that every name declared here exists at run time and the other way round,
+// and that the module's results fit these types; test/types/usage.ts (npm
+// run test:types) uses them as a consumer does.
 
 import type { ReplicaStore } from './blockstore.js'
 
