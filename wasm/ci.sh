@@ -21,6 +21,9 @@ fi
 step "npm ci"
 (cd wasm && npm ci --no-audit --no-fund --loglevel=error)
 
+step "type check of js/*.d.ts (tsc --noEmit --strict on test/types/, no build needed)"
+(cd wasm && npm run --silent test:types)
+
 step "clippy for wasm32 (the core without redb, and the wasm crate)"
 cargo clippy --target wasm32-unknown-unknown --no-default-features -p merkle-clock -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p merkle-clock-wasm --all-features -- -D warnings
