@@ -15,37 +15,15 @@
 // Any failure prints the reason on stderr and exits with status 1.
 
 import { readFile } from 'node:fs/promises'
-import { createHeliaLight } from 'helia'
-import { withLibp2pLight } from '@helia/libp2p'
-import { withBitswap } from '@helia/bitswap'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CarReader } from '@ipld/car/reader'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { blake3Hasher, hashesTo, heliaGet, isEventCid } from './ours.mjs'
+import { hashesTo, heliaGet, isEventCid, startHelia } from './ours.mjs'
 
 function fail (...why) {
   console.error('helia bitswap interop FAILED:', ...why)
   process.exit(1)
-}
-
-async function startHelia (listen) {
-  const helia = withBitswap(withLibp2pLight(createHeliaLight({
-    hashers: [blake3Hasher],
-    codecs: [dagCbor]
-  }), {
-    addresses: { listen },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: { identify: identify() }
-  }))
-  await helia.start()
-  return helia
 }
 
 /** The CID the bytes hash to, checked against the one they were asked by. */

@@ -1,7 +1,16 @@
-// What both Helia scripts need to read our blocks: a BLAKE3 hasher for
+// What the Helia scripts need to read our blocks: a BLAKE3 hasher for
 // Helia's `hashers`, the check that bytes hash to the CID they were asked
-// by, and Helia's blockstore `get` as one Uint8Array.
+// by, Helia's blockstore `get` as one Uint8Array, and a Helia node over
+// Bitswap on 127.0.0.1.
 
+import { createHeliaLight } from 'helia'
+import { withLibp2pLight } from '@helia/libp2p'
+import { withBitswap } from '@helia/bitswap'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { from as hasherFrom } from 'multiformats/hashes/hasher'
 import { equals } from 'multiformats/bytes'
@@ -37,4 +46,24 @@ export async function heliaGet (helia, cid, timeoutMs) {
     return out
   }
   return await got
+}
+
+/**
+ * A started Helia node with Bitswap, knowing BLAKE3 and DAG-CBOR, over TCP
+ * (Noise, Yamux, identify) on the `listen` addresses (none: dial only). No
+ * bootstrap, no DHT: nothing leaves the machine.
+ */
+export async function startHelia (listen) {
+  const helia = withBitswap(withLibp2pLight(createHeliaLight({
+    hashers: [blake3Hasher],
+    codecs: [dagCbor]
+  }), {
+    addresses: { listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify() }
+  }))
+  await helia.start()
+  return helia
 }
