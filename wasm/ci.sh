@@ -2,7 +2,8 @@
 # The wasm package's CI steps, for .ci/run to call as `bash wasm/ci.sh`:
 # the target and wasm-bindgen CLI (installed if absent), Chromium (installed
 # if absent), the npm packages, the build, the Node tests, a replica on
-# Helia's blockstore (tests/helia, installed if absent), the browser test,
+# Helia's blockstore and a sync with `mclock serve` over js-libp2p
+# (tests/helia, installed if absent), the browser test,
 # and clippy for the wasm target. Runs from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +36,11 @@ bash wasm/build.sh
 step "node tests"
 (cd wasm && npm test)
 
-step "helia: a replica on Helia's blockstore, its stream fetched over Bitswap by another Helia node (Node 22, tests/helia)"
+step "helia and js-libp2p (Node 22, tests/helia): a replica on Helia's blockstore fetched over Bitswap; a JS replica syncing with mclock serve over libp2p streams"
 if [ ! -x tests/helia/node_modules/node/bin/node ] || [ ! -f tests/helia/node_modules/helia/package.json ]; then
   (cd tests/helia && npm ci --no-audit --no-fund --loglevel=error)
 fi
-(cd tests/helia && node_modules/node/bin/node --test replica.test.mjs)
+(cd tests/helia && node_modules/node/bin/node --test replica.test.mjs sync.test.mjs)
 
 step "browser test (headless Chromium)"
 (cd wasm && npm run test:browser)
