@@ -25,17 +25,18 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BIND
 fi
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-wasm="$target_dir/wasm32-unknown-unknown/release/merkle_clock_wasm.wasm"
+wasm="$target_dir/wasm32-unknown-unknown/wasm/merkle_clock_wasm.wasm"
 
 if [ "${1:-}" = "--bench-floor" ]; then
   # First, so that the package's own build below is the last to write $wasm.
-  cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm --features bench-floor
+  cargo build --profile wasm --target wasm32-unknown-unknown -p merkle-clock-wasm --features bench-floor
   rm -rf "$here/pkg/bench-floor"
   wasm-bindgen --target nodejs --weak-refs --out-dir "$here/pkg/bench-floor" "$wasm"
   echo '{"type": "commonjs"}' > "$here/pkg/bench-floor/package.json"
 fi
 
-cargo build --release --target wasm32-unknown-unknown -p merkle-clock-wasm
+# The `wasm` profile (Cargo.toml): release with fat LTO and one codegen unit.
+cargo build --profile wasm --target wasm32-unknown-unknown -p merkle-clock-wasm
 
 rm -rf "$here/pkg/node" "$here/pkg/web"
 # --weak-refs: objects JS drops are freed by a FinalizationRegistry
