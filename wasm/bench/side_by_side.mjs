@@ -64,7 +64,7 @@ import { advance, EventBlock } from '@web3-storage/pail/clock'
 import { MemoryBlockstore as PailBlockstore } from '@web3-storage/pail/block'
 import { MemoryBlockstore } from 'blockstore-core/memory'
 import { Replica, blockstoreAdapter } from '../js/node.js'
-import { StagedWriter } from '../js/payload.js'
+import { stagedAppend } from '../js/api.js'
 import { PAYLOAD_BYTES, eventData } from './workload.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -223,23 +223,15 @@ const wasmMergeReads = async (history, forkDepth) => {
 
 /**
  * `Floor`s (src/floor.rs, built by `bash build.sh --bench-floor` into
- * pkg/bench-floor) behind the same calls as a Replica's: `append(data)`
- * stages the payload and resolves to the CID text, as api.js's `append`.
+ * pkg/bench-floor) with the same `append` as a Replica's (api.js's
+ * `stagedAppend`).
  */
 const floorMaker = () => {
   const require = createRequire(import.meta.url)
   const file = path.resolve(here, '../pkg/bench-floor/merkle_clock_wasm.js')
   if (!existsSync(file)) throw new Error('--floor wants pkg/bench-floor: run `bash build.sh --bench-floor` first')
   const module = require(file)
-  const staged = new StagedWriter(module)
-  module.Floor.prototype.append = function append (payload) {
-    try {
-      const n = this.appendStaged(staged.stage(payload))
-      return n === 0 ? Promise.reject(new Error('floor: staging failed')) : Promise.resolve(staged.cidText(n))
-    } catch (e) {
-      return Promise.reject(e)
-    }
-  }
+  module.Floor.prototype.append = stagedAppend(module)
   return { floor: true, create: async () => new module.Floor() }
 }
 

@@ -22,11 +22,33 @@ const guarded = (f) => {
  */
 export const generateSecretKey = () => crypto.getRandomValues(new Uint8Array(32))
 
+/**
+ * `append(payload)` over a module's staging buffer (wasm/src/staging.rs), for
+ * a class with `appendStaged(length)`: the payload is encoded into wasm
+ * memory and the append runs in the same call when it can (the in-memory
+ * store), resolving to the CID text read back from there; else it queues
+ * (or failed) and its promise is `takeParked()`'s. Also what
+ * `bench/side_by_side.mjs --floor` drives the floor of an append with.
+ * @param {any} wasm the generated module
+ */
+export function stagedAppend (wasm) {
+  /** The staging buffer's writer, made at the first append (after a browser's init). */
+  let staged = null
+  return function append (payload) {
+    // As `guarded`, without a closure per call: this is the hot path.
+    try {
+      const w = staged ?? (staged = new StagedWriter(wasm))
+      const n = this.appendStaged(w.stage(payload))
+      return n === 0 ? wasm.takeParked() : Promise.resolve(w.cidText(n))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+}
+
 /** @param {any} wasm the generated module */
 export function install (wasm) {
   const { Replica } = wasm
-  /** The staging buffer's writer, made at the first append (after a browser's init). */
-  let staged = null
 
   /**
    * The genesis block (Uint8Array) of a new stream with this payload. With
@@ -42,21 +64,8 @@ export function install (wasm) {
   Replica.signedEvent = ({ stream, height, parents, payload }, secretKey) =>
     Replica.signedEventEncoded(stream, height, parents, encodePayload(payload), secretKey)
 
-  /**
-   * Appends an event with this payload; resolves to its CID string. The
-   * payload is encoded into wasm memory and the append runs in the same
-   * call when it can (the in-memory store); else it queues (appendEncoded).
-   */
-  Replica.prototype.append = function append (payload) {
-    // As `guarded`, without a closure per call: this is the hot path.
-    try {
-      const w = staged ?? (staged = new StagedWriter(wasm))
-      const n = this.appendStaged(w.stage(payload))
-      return n === 0 ? wasm.takeParked() : Promise.resolve(w.cidText(n))
-    } catch (e) {
-      return Promise.reject(e)
-    }
-  }
+  /** Appends an event with this payload; resolves to its CID string. */
+  Replica.prototype.append = stagedAppend(wasm)
 
   /** Appends one event per payload, each on the previous, in one commit. */
   Replica.prototype.appendMany = function appendMany (payloads) {

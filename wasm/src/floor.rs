@@ -64,12 +64,16 @@ impl Floor {
 
     /// Appends an event on the head with the first `len` staged bytes as
     /// its payload; the CID text's length (written into the staging
-    /// buffer), 0 if `len` is beyond the buffer.
+    /// buffer). As `Replica.appendStaged`: 0 when `len` is beyond the
+    /// buffer, with the rejected promise parked for `takeParked`.
     #[wasm_bindgen(js_name = appendStaged)]
     pub fn append_staged(&mut self, len: u32) -> u32 {
         match staging::with_payload(len, |payload| self.append(payload)) {
             Ok(cid) => staging::put_cid(&cid),
-            Err(_) => 0,
+            Err(e) => {
+                staging::park(js_sys::Promise::reject(&e));
+                0
+            }
         }
     }
 

@@ -1,5 +1,23 @@
-// Shared by the node tests: an in-process lossy channel between two drivers,
-// run on a simulated clock (no sleeping, no real timers).
+// Shared by the node tests (and tests/helia): an in-process lossy channel
+// between two drivers, run on a simulated clock (no sleeping, no real
+// timers), and native binaries built with cargo.
+
+import { execFileSync } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+
+/**
+ * Builds with `cargo build --quiet ARGS` at the repository's root (quick once
+ * built) and returns the path of `artifact` in the target directory, e.g.
+ * `cargoBuilt(['-p', 'mclock'], 'debug/mclock')`.
+ */
+export function cargoBuilt (args, artifact) {
+  execFileSync('cargo', ['build', '--quiet', ...args], { cwd: root, stdio: 'inherit' })
+  const target = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target')
+  return path.join(target, artifact)
+}
 
 /**
  * Runs two drivers for `seconds` simulated seconds, delivering messages in

@@ -7,24 +7,13 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Replica, SyncDriver } from '../js/node.js'
-import { syncOverLossyChannel } from './helpers.mjs'
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+import { cargoBuilt, syncOverLossyChannel } from './helpers.mjs'
 
 const hex = (bytes) => Buffer.from(bytes).toString('hex')
 const unhex = (text) => new Uint8Array(Buffer.from(text, 'hex'))
-
-/** Builds `examples/sync_stdio.rs` and returns its path. */
-const nativePeerBinary = () => {
-  execFileSync('cargo', ['build', '--quiet', '--release', '--example', 'sync_stdio'], { cwd: root, stdio: 'inherit' })
-  const target = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target')
-  return path.join(target, 'release', 'examples', 'sync_stdio')
-}
 
 /**
  * The native replica behind the same calls as a `SyncDriver` (`tick`,
@@ -75,7 +64,7 @@ class NativePeer {
 }
 
 test('a JS replica and a native replica sync over a lossy channel: same heads, same order', async () => {
-  const native = new NativePeer(nativePeerBinary(), 'js')
+  const native = new NativePeer(cargoBuilt(['--release', '--example', 'sync_stdio'], 'release/examples/sync_stdio'), 'js')
   try {
     // The stream: a genesis made in JS, opened by both.
     const genesis = Replica.genesis({ app: 'interop', made: 'in js' })
